@@ -1,0 +1,50 @@
+import { OpenAPIHono } from '@hono/zod-openapi';
+import { secureHeaders } from 'hono/secure-headers';
+import { cors } from 'hono/cors';
+import { ValidationError } from '../shared/errors/domain.ts';
+import type { ApiDeps, ApiEnv } from './context.ts';
+import { notFound, onError } from './middleware/errors.ts';
+import { correlation, requireJson } from './middleware/request.ts';
+import { deadLetterRoutes } from './routes/dead-letters.ts';
+import { healthRoutes } from './routes/health.ts';
+import { ordersRoutes } from './routes/orders.ts';
+
+/**
+ * The stateless HTTP API: validates, deduplicates and enqueues commands; answers queries from read
+ * models. Nothing in process memory that another replica needs.
+ * @example const app = createApp(deps); serve({ fetch: app.fetch, port: 3000 });
+ */
+export function createApp(deps: ApiDeps): OpenAPIHono<ApiEnv> {
+  const app = new OpenAPIHono<ApiEnv>({
+    defaultHook: (result) => {
+      if (!result.success) {
+        throw new ValidationError(
+          'the request does not match the schema',
+          result.error.issues.map((i) => ({ path: i.path.map(String).join('.') || '(body)', message: i.message })),
+        );
+      }
+    },
+  });
+  app.onError(onError);
+  app.notFound(notFound);
+  app.use('*', correlation(deps.logger));
+  app.use('*', secureHeaders());
+  if (deps.config.api.corsOrigins.length > 0) {
+    app.use('/v1/*', cors({ origin: [...deps.config.api.corsOrigins], exposeHeaders: ['x-correlation-id', 'location'] }));
+  }
+  app.use('/v1/*', requireJson());
+
+  app.route('/', healthRoutes({ pool: deps.pool, redis: deps.redis, timeoutMs: deps.config.redis.commandTimeoutMs }));
+  app.route('/', ordersRoutes(deps));
+  app.route('/', deadLetterRoutes(deps));
+
+  app.doc31('/openapi.json', {
+    openapi: '3.1.0',
+    info: {
+      title: 'Conveyor API',
+      version: '1.0.0',
+      description: 'Post orders as commands; read orders and stats from CQRS read models. Errors are RFC 9457 problems.',
+    },
+  });
+  return app;
+}

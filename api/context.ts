@@ -1,0 +1,32 @@
+import type { Pool } from '../shared/db/pool.ts';
+import type { Logger } from '../shared/observability/logger.ts';
+import type { Redis } from '../shared/queue/redis.ts';
+import type { OrdersQueue } from '../shared/queue/orders-queue.ts';
+import type { DeadLetterStore } from '../shared/dead-letters/store.ts';
+import type { Redriver } from '../shared/dead-letters/redrive.ts';
+import type { Config } from '../shared/config/config.ts';
+import type { JobsOptions } from 'bullmq';
+import type { IdempotencyStore } from './idempotency.ts';
+
+/** Everything the API's routes need; built once in `main.ts`, nothing per request. */
+export interface ApiDeps {
+  config: Config;
+  logger: Logger;
+  pool: Pool;
+  redis: Redis;
+  ordersQueue: OrdersQueue;
+  orderJobOptions: JobsOptions;
+  idempotency: IdempotencyStore;
+  deadLetters: DeadLetterStore;
+  redrive: Redriver;
+}
+
+/** Per-request variables set by middleware. */
+export interface ApiEnv {
+  Variables: {
+    correlationId: string;
+    log: Logger;
+    /** Who is calling: the API key's id once auth is configured, else `anonymous`. */
+    principal: string;
+  };
+}

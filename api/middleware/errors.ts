@@ -1,0 +1,36 @@
+import type { Context, ErrorHandler, NotFoundHandler } from 'hono';
+import { HTTPException } from 'hono/http-exception';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import { DomainError, DependencyUnavailableError, OverloadedError } from '../../shared/errors/domain.ts';
+import { problem, PROBLEM_CONTENT_TYPE, toProblem, type Problem } from '../../shared/errors/problem.ts';
+import type { ApiEnv } from '../context.ts';
+
+export function problemResponse(c: Context<ApiEnv>, p: Problem, headers: Record<string, string> = {}): Response {
+  const body: Problem = { ...p, instance: c.req.path, correlationId: c.get('correlationId') };
+  return c.newResponse(JSON.stringify(body), p.status as ContentfulStatusCode, {
+    'content-type': PROBLEM_CONTENT_TYPE,
+    ...headers,
+  });
+}
+
+/** Every error leaves as RFC 9457 problem+json, never with a stack trace. */
+export const onError: ErrorHandler<ApiEnv> = (err, c) => {
+  if (err instanceof HTTPException) {
+    const status = err.status;
+    const code = status === 400 ? 'request.malformed' : status === 413 ? 'request.too_large' : `http.${status}`;
+    return problemResponse(c, problem(status, code, err.message || undefined));
+  }
+  if (err instanceof DomainError) {
+    const headers: Record<string, string> = {};
+    if (err instanceof DependencyUnavailableError || err instanceof OverloadedError) {
+      headers['retry-after'] = String(err.retryAfterSeconds);
+    }
+    if (err.status >= 500) c.get('log')?.warn({ err }, 'request failed: dependency');
+    return problemResponse(c, toProblem(err), headers);
+  }
+  c.get('log')?.error({ err }, 'unhandled error');
+  return problemResponse(c, toProblem(err));
+};
+
+export const notFound: NotFoundHandler<ApiEnv> = (c) =>
+  problemResponse(c, problem(404, 'route.not_found', `no route for ${c.req.method} ${c.req.path}`));

@@ -1,0 +1,115 @@
+import { z } from '@hono/zod-openapi';
+import { IdSchema, OrderItemSchema, OrderStatusSchema, PlaceOrderSchema } from '../shared/domain/order.ts';
+
+export const ProblemSchema = z
+  .object({
+    type: z.string(),
+    title: z.string(),
+    status: z.number().int(),
+    detail: z.string().optional(),
+    instance: z.string().optional(),
+    code: z.string(),
+    correlationId: z.string().optional(),
+    errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+  })
+  .openapi('Problem');
+
+// Shared schemas may be created before zod is extended with .openapi(): wrap them in fresh API-side schemas.
+export const PlaceOrderBody = z.strictObject(PlaceOrderSchema.shape).openapi('PlaceOrder', {
+  example: { customerId: 'c-42', currency: 'EUR', items: [{ sku: 'sku-1', quantity: 2, unitPriceCents: 1250 }] },
+});
+
+export const AcceptedOrderSchema = z
+  .object({ orderId: z.uuid(), status: z.literal('queued'), correlationId: z.string() })
+  .openapi('AcceptedOrder');
+
+export const BatchBody = z
+  .strictObject({ orders: z.array(z.unknown()).min(1) })
+  .openapi('PlaceOrderBatch', { description: 'Up to API_BATCH_MAX_ORDERS orders; each is validated on its own.' });
+
+export const BatchResultSchema = z
+  .object({
+    orders: z.array(
+      z.union([z.object({ orderId: z.uuid(), status: z.literal('queued') }), z.object({ error: ProblemSchema })]),
+    ),
+  })
+  .openapi('PlaceOrderBatchResult');
+
+export const OrderViewSchema = z
+  .object({
+    orderId: z.uuid(),
+    customerId: z.string().nullable(),
+    currency: z.string().nullable(),
+    totalCents: z.number().int().nullable(),
+    items: z.array(OrderItemSchema).nullable(),
+    status: OrderStatusSchema,
+    attempts: z.number().int(),
+    lastError: z.string().nullable(),
+    correlationId: z.string().nullable(),
+    acceptedAt: z.string().nullable(),
+    completedAt: z.string().nullable(),
+    updatedAt: z.string().nullable(),
+  })
+  .openapi('Order');
+
+export const OrderIdParam = z.object({
+  orderId: z.uuid().openapi({ param: { name: 'orderId', in: 'path' } }),
+});
+
+export const IdsQuery = z.object({
+  ids: z
+    .string()
+    .openapi({ param: { name: 'ids', in: 'query' }, example: 'id1,id2', description: 'Up to 100 comma-separated order ids' }),
+});
+
+export const CustomerParam = z.object({ customerId: IdSchema });
+export const PageQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(200).default(50).openapi({ param: { name: 'limit', in: 'query' } }),
+  cursor: z.string().max(512).optional().openapi({ param: { name: 'cursor', in: 'query' } }),
+});
+
+const Totals = z.object({
+  currency: z.string(),
+  completedCount: z.number().int(),
+  rejectedCount: z.number().int(),
+  revenueCents: z.number().int(),
+});
+
+export const CustomerOrdersSchema = z
+  .object({ customerId: z.string(), totals: z.array(Totals), orders: z.array(OrderViewSchema), nextCursor: z.string().nullable() })
+  .openapi('CustomerOrders');
+
+export const StatsSchema = z
+  .object({
+    orderCount: z.number().int(),
+    totals: z.array(Totals.extend({ deadLetteredCount: z.number().int() })),
+    daily: z.array(Totals.extend({ day: z.string(), deadLetteredCount: z.number().int() })),
+  })
+  .openapi('Stats');
+
+export const DeadLetterSchema = z
+  .object({
+    id: z.string(),
+    transport: z.enum(['bullmq', 'kafka', 'rabbitmq']),
+    origin: z.string(),
+    kind: z.enum(['command', 'event']),
+    messageKey: z.string().nullable(),
+    payload: z.string().describe('The original message bytes as UTF-8'),
+    headers: z.record(z.string(), z.string()),
+    error: z.string(),
+    stack: z.string().nullable(),
+    attempts: z.number().int(),
+    correlationId: z.string().nullable(),
+    orderId: z.string().nullable(),
+    firstFailedAt: z.string().nullable(),
+    failedAt: z.string(),
+    status: z.enum(['pending', 'redriven', 'discarded']),
+    redriveCount: z.number().int(),
+  })
+  .openapi('DeadLetter');
+
+export const problemResponses = {
+  400: { description: 'Invalid request', content: { 'application/problem+json': { schema: ProblemSchema } } },
+  415: { description: 'Body is not JSON', content: { 'application/problem+json': { schema: ProblemSchema } } },
+  503: { description: 'Redis or Postgres unavailable', content: { 'application/problem+json': { schema: ProblemSchema } } },
+} as const;

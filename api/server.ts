@@ -1,0 +1,70 @@
+import { serve } from '@hono/node-server';
+import type { AddressInfo } from 'node:net';
+import { Queue } from 'bullmq';
+import { createEventBus } from '../shared/bus/create-bus.ts';
+import type { EventBus } from '../shared/bus/event-bus.ts';
+import { createPgDeadLetterSink, type Transport } from '../shared/dead-letters/dead-letter.ts';
+import { createRedriver } from '../shared/dead-letters/redrive.ts';
+import { createDeadLetterStore } from '../shared/dead-letters/store.ts';
+import { QueueNames } from '../shared/queue/names.ts';
+import { createOrdersQueue, orderJobOptions } from '../shared/queue/orders-queue.ts';
+import type { Runtime } from '../shared/runtime/bootstrap.ts';
+import { createApp } from './app.ts';
+import { createIdempotencyStore } from './idempotency.ts';
+
+export interface ApiServer {
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Builds the API from a bootstrapped runtime and listens; registers its cleanups on the lifecycle. */
+export async function startApi(rt: Runtime): Promise<ApiServer> {
+  const { config, logger, pool, redis, lifecycle } = rt;
+  const ordersQueue = createOrdersQueue(redis, config.redis.queuePrefix);
+  const ordersDeadLetterQueue = new Queue(QueueNames.ordersDeadLetters, { connection: redis, prefix: config.redis.queuePrefix });
+  const jobOptions = orderJobOptions(config.workers.orders);
+  const buses = new Map<Transport, Promise<EventBus>>();
+  const busFor = (transport: Transport) => {
+    let bus = buses.get(transport);
+    if (!bus) {
+      bus = createEventBus(transport, { logger, deadLetters: createPgDeadLetterSink(pool) }, config).then(async (b) => {
+        await b.start();
+        return b;
+      });
+      buses.set(transport, bus);
+    }
+    return bus;
+  };
+  const app = createApp({
+    config,
+    logger,
+    pool,
+    redis,
+    ordersQueue,
+    orderJobOptions: jobOptions,
+    idempotency: createIdempotencyStore(redis, {
+      prefix: config.redis.queuePrefix,
+      ttlSeconds: config.api.idempotencyTtlSeconds,
+      lockSeconds: config.api.idempotencyLockSeconds,
+    }),
+    deadLetters: createDeadLetterStore(pool),
+    redrive: createRedriver({ ordersQueue, ordersDeadLetterQueue, jobOptions, bus: busFor }),
+  });
+
+  const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
+    const s = serve({ fetch: app.fetch, port: config.api.port, hostname: config.api.host }, () => resolve(s));
+  });
+  const port = (server.address() as AddressInfo).port;
+  logger.info({ port, host: config.api.host }, 'api listening');
+
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const bus of buses.values()) await (await bus).close().catch(() => undefined);
+      await ordersDeadLetterQueue.close();
+      await ordersQueue.close();
+    })());
+  lifecycle.defer('api', close);
+  return { port, close };
+}

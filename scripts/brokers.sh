@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# `npm run brokers`: makes sure every broker Conveyor talks to accepts connections.
+#   1. Redis, PostgreSQL and RabbitMQ via scripts/services.sh (started if down).
+#   2. Kafka: when nothing answers a metadata request at KAFKA_BROKERS, a single-node
+#      KRaft broker is started from Apache Kafka jars fetched with Maven into
+#      .cache/kafka/ (once; later runs reuse them). The broker runs detached and
+#      outlives this script; scripts/kafka-stop.sh stops it, and running this
+#      script again restarts it on the same data.
+# Idempotent: a second run finds everything up and exits 0 within a few seconds.
+# Exits non-zero with a message naming the broker that did not come up.
+#
+# Knobs: SKIP_KAFKA=1, SKIP_SERVICES=1 (and SKIP_REDIS/SKIP_POSTGRES/SKIP_RABBITMQ),
+#        KAFKA_BROKERS (default 127.0.0.1:9092), KAFKA_VERSION (default 3.9.2),
+#        KAFKA_READY_TIMEOUT (s, default 90), KAFKA_CACHE_DIR (default .cache/kafka).
+set -euo pipefail
+
+SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=kafka/env.sh
+source "$SCRIPTS/kafka/env.sh"
+
+log() { printf 'brokers: %s\n' "$*"; }
+die() {
+  printf 'brokers: ERROR: %s\n' "$*" >&2
+  exit 1
+}
+
+if [[ ${SKIP_SERVICES:-} != 1 ]]; then
+  SERVICES_LOG_PREFIX=brokers bash "$SCRIPTS/services.sh"
+fi
+
+if [[ ${SKIP_KAFKA:-} == 1 ]]; then
+  log "kafka skipped (SKIP_KAFKA=1)"
+  exit 0
+fi
+
+kafka_wait() { # kafka_wait SECONDS [PID]  (with a PID: also warms the coordinators)
+  node "$SCRIPTS/kafka/wait-ready.mjs" --brokers "$KAFKA_BROKERS" --timeout "$1" ${2:+--pid "$2" --warm}
+}
+
+if kafka_wait 0 2>/dev/null; then
+  log "kafka ready on $KAFKA_BROKERS (already running)"
+  exit 0
+fi
+
+case "$KAFKA_BROKERS" in
+  127.0.0.1:9092 | localhost:9092) ;;
+  *) die "kafka is not answering at KAFKA_BROKERS=$KAFKA_BROKERS, and only a local broker on 127.0.0.1:9092 can be started here" ;;
+esac
+command -v java >/dev/null || die "kafka: java is not installed (needed to run the Kafka broker)"
+
+mkdir -p "$KAFKA_CACHE_DIR" "$KAFKA_DATA_DIR" "$KAFKA_LOG_DIR"
+# Serialize concurrent runs (jar download, format, start). fd 9 is closed for the broker.
+exec 9>"$KAFKA_CACHE_DIR/brokers.lock"
+if ! flock -n 9; then
+  log "kafka: another brokers.sh run is busy, waiting for it"
+  flock -w 900 9 || die "kafka: timed out waiting for another brokers.sh run (lock $KAFKA_CACHE_DIR/brokers.lock)"
+  if kafka_wait 0 2>/dev/null; then
+    log "kafka ready on $KAFKA_BROKERS (started by another run)"
+    exit 0
+  fi
+fi
+
+# --- 1. Kafka jars from Maven Central (cached) -----------------------------------
+fetch_jars() {
+  if [[ -f $KAFKA_LIBS_MARKER && $(cat "$KAFKA_LIBS_MARKER") == "$KAFKA_VERSION" ]]; then
+    return
+  fi
+  command -v mvn >/dev/null || die "kafka: Maven (mvn) is needed to fetch the Kafka $KAFKA_VERSION jars"
+  local t0=$SECONDS pom=$KAFKA_CACHE_DIR/pom.xml mvn_log=$KAFKA_CACHE_DIR/maven.log
+  log "kafka: fetching Apache Kafka $KAFKA_VERSION jars with Maven (cached for later runs)"
+  rm -rf "$KAFKA_LIBS_DIR" "$KAFKA_LIBS_MARKER"
+  cat >"$pom" <<POM
+<?xml version="1.0" encoding="UTF-8"?>
+<!-- Throwaway pom written by scripts/brokers.sh: only used to fetch the Kafka broker jars. -->
+<project xmlns="http://maven.apache.org/POM/4.0.0"
+         xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
+         xsi:schemaLocation="http://maven.apache.org/POM/4.0.0 http://maven.apache.org/xsd/maven-4.0.0.xsd">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.conveyor</groupId>
+  <artifactId>kafka-broker-jars</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_2.13</artifactId>
+      <version>$KAFKA_VERSION</version>
+    </dependency>
+    <dependency>
+      <groupId>org.slf4j</groupId>
+      <artifactId>slf4j-reload4j</artifactId>
+      <version>$KAFKA_SLF4J_VERSION</version>
+    </dependency>
+    <dependency>
+      <groupId>ch.qos.reload4j</groupId>
+      <artifactId>reload4j</artifactId>
+      <version>$KAFKA_RELOAD4J_VERSION</version>
+    </dependency>
+  </dependencies>
+  <build>
+    <pluginManagement>
+      <plugins>
+        <plugin>
+          <groupId>org.apache.maven.plugins</groupId>
+          <artifactId>maven-dependency-plugin</artifactId>
+          <version>3.8.1</version>
+        </plugin>
+      </plugins>
+    </pluginManagement>
+  </build>
+</project>
+POM
+  if ! mvn -q -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
+    -DoutputDirectory="$KAFKA_LIBS_DIR" >"$mvn_log" 2>&1; then
+    tail -n 40 "$mvn_log" >&2
+    die "kafka: Maven could not fetch the Apache Kafka $KAFKA_VERSION jars (full log: $mvn_log)"
+  fi
+  [[ -f $KAFKA_LIBS_DIR/kafka_2.13-$KAFKA_VERSION.jar ]] ||
+    die "kafka: Maven finished but kafka_2.13-$KAFKA_VERSION.jar is missing from $KAFKA_LIBS_DIR"
+  printf '%s\n' "$KAFKA_VERSION" >"$KAFKA_LIBS_MARKER"
+  log "kafka: $(find "$KAFKA_LIBS_DIR" -name '*.jar' | wc -l) jars cached in ${KAFKA_LIBS_DIR#"$KAFKA_ROOT"/} ($((SECONDS - t0)) s)"
+}
+
+# --- 2. Single-node KRaft configuration (rewritten every start: paths may move) ---
+write_config() {
+  cat >"$KAFKA_CONFIG" <<PROPS
+# Written by scripts/brokers.sh -- single-node KRaft broker for development and tests.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:9093
+listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093
+advertised.listeners=PLAINTEXT://127.0.0.1:9092
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$KAFKA_DATA_DIR
+num.partitions=3
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+# Internal topics: 50 partitions by default; 10 makes their creation/loading on a fresh broker faster.
+offsets.topic.num.partitions=10
+transaction.state.log.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+# After a crash (kafka-stop.sh --kill) the restarted broker cannot register until the old
+# incarnation's session expires (9 s by default); shorter so chaos-test restarts are quicker.
+broker.heartbeat.interval.ms=1000
+broker.session.timeout.ms=5000
+PROPS
+  cat >"$KAFKA_LOG4J_CONFIG" <<LOG4J
+# Written by scripts/brokers.sh: the broker logs to a file, not the terminal.
+log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.RollingFileAppender
+log4j.appender.file.File=$KAFKA_SERVER_LOG
+log4j.appender.file.MaxFileSize=20MB
+log4j.appender.file.MaxBackupIndex=2
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.state.change.logger=WARN
+log4j.logger.kafka.request.logger=WARN
+log4j.logger.org.apache.kafka.clients=WARN
+LOG4J
+}
+
+log_mark=0 # line count of server.log before this start, to find this start's errors
+broker_log_tail() {
+  if [[ -s $KAFKA_SERVER_LOG ]]; then
+    local errors
+    errors=$(tail -n +"$((log_mark + 1))" "$KAFKA_SERVER_LOG" | grep -E '^\[[^]]*\] (ERROR|FATAL) ' | head -n 5 || true)
+    if [[ -n $errors ]]; then
+      printf -- '--- first errors in %s ---\n%s\n' "$KAFKA_SERVER_LOG" "$errors" >&2
+    fi
+    printf -- '--- last 40 lines of %s ---\n' "$KAFKA_SERVER_LOG" >&2
+    tail -n 40 "$KAFKA_SERVER_LOG" >&2
+  fi
+  if [[ -s $KAFKA_STDOUT_LOG ]]; then
+    printf -- '--- last 20 lines of %s ---\n' "$KAFKA_STDOUT_LOG" >&2
+    tail -n 20 "$KAFKA_STDOUT_LOG" >&2
+  fi
+}
+
+# port_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+fetch_jars
+write_config
+
+java_common=(-Djava.awt.headless=true "-Dlog4j.configuration=file:$KAFKA_LOG4J_CONFIG" "-Dkafka.logs.dir=$KAFKA_LOG_DIR")
+
+t0=$SECONDS
+if pid=$(kafka_running_pid); then
+  log "kafka: broker process $pid is already starting, waiting for it"
+else
+  for port in 9092 9093; do
+    if port_open "$port"; then
+      die "kafka: port 127.0.0.1:$port is taken by a process that is not a working Kafka broker (see: ss -ltnp 'sport = :$port')"
+    fi
+  done
+  [[ -f $KAFKA_SERVER_LOG ]] && log_mark=$(wc -l <"$KAFKA_SERVER_LOG")
+  if ! java -Xmx256m "${java_common[@]}" -cp "$KAFKA_LIBS_DIR/*" kafka.tools.StorageTool format \
+    -t "$KAFKA_CLUSTER_ID" -c "$KAFKA_CONFIG" --ignore-formatted >"$KAFKA_LOG_DIR/format.log" 2>&1; then
+    cat "$KAFKA_LOG_DIR/format.log" >&2
+    die "kafka: formatting the KRaft storage in ${KAFKA_DATA_DIR} failed"
+  fi
+  # setsid + nohup: own session, immune to the caller's SIGHUP/process-group kill.
+  # All fds redirected (and the lock fd closed) so callers reading our output get EOF.
+  setsid nohup java -Xmx512m -Xms256m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
+    "${java_common[@]}" -cp "$KAFKA_LIBS_DIR/*" kafka.Kafka "$KAFKA_CONFIG" \
+    </dev/null >"$KAFKA_STDOUT_LOG" 2>&1 9>&- &
+  pid=$!
+  printf '%s\n' "$pid" >"$KAFKA_PID_FILE"
+  log "kafka: starting Apache Kafka $KAFKA_VERSION (pid $pid, logs in ${KAFKA_LOG_DIR#"$KAFKA_ROOT"/})"
+fi
+
+set +e
+kafka_wait "$KAFKA_READY_TIMEOUT" "$pid"
+rc=$?
+set -e
+case $rc in
+  0) log "kafka ready on $KAFKA_BROKERS (started in $((SECONDS - t0)) s)" ;;
+  3)
+    broker_log_tail
+    die "kafka broker (pid $pid) exited before answering on $KAFKA_BROKERS"
+    ;;
+  *)
+    broker_log_tail
+    die "kafka did not answer a metadata request on $KAFKA_BROKERS within $KAFKA_READY_TIMEOUT s (pid $pid still running; scripts/kafka-stop.sh stops it)"
+    ;;
+esac

@@ -1,0 +1,37 @@
+import type { Config } from '../config/config.ts';
+import type { DeadLetterSink } from '../dead-letters/dead-letter.ts';
+import type { Logger } from '../observability/logger.ts';
+import { createBullmqBus } from './bullmq-bus.ts';
+import type { BusKind, EventBus } from './event-bus.ts';
+
+export interface BusDeps {
+  logger: Logger;
+  deadLetters: DeadLetterSink;
+}
+
+/** The event bus chosen by `EVENT_BUS`; every adapter honours the same {@link EventBus} contract. */
+export async function createEventBus(kind: BusKind, deps: BusDeps, config: Config): Promise<EventBus> {
+  switch (kind) {
+    case 'bullmq':
+      return createBullmqBus(deps, {
+        redisUrl: config.redis.url,
+        queuePrefix: config.redis.queuePrefix,
+        concurrency: config.bus.consumerConcurrency,
+        maxAttempts: config.bus.maxAttempts,
+        backoffMs: config.bus.backoffMs,
+        shutdownGraceMs: config.workers.shutdownGraceMs,
+      });
+    case 'kafka': {
+      const { createKafkaBus } = await import('./kafka-bus.ts');
+      return createKafkaBus(deps, { ...config.bus.kafka, maxAttempts: config.bus.maxAttempts, backoffMs: config.bus.backoffMs });
+    }
+    case 'rabbitmq': {
+      const { createRabbitmqBus } = await import('./rabbitmq-bus.ts');
+      return createRabbitmqBus(deps, {
+        ...config.bus.rabbitmq,
+        maxAttempts: config.bus.maxAttempts,
+        backoffMs: config.bus.backoffMs,
+      });
+    }
+  }
+}

@@ -1,0 +1,275 @@
+import { z } from 'zod';
+
+/**
+ * Conveyor's configuration, parsed once from the environment at boot (the shape of the brief's
+ * `ScalableConfig`). Nothing else in the code base reads `process.env`: processes call
+ * {@link loadConfig} in their `main.ts` and pass the frozen result down.
+ */
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+const int = (min: number) => z.coerce.number().int().min(min);
+const list = z
+  .string()
+  .transform((s) =>
+    s
+      .split(',')
+      .map((x) => x.trim())
+      .filter(Boolean),
+  )
+  .pipe(z.array(z.string()).min(1));
+/** Identifiers that become Redis keys, schema names and topic names: keep them boring. */
+const ident = z.string().regex(/^[a-z][a-z0-9_-]{0,40}$/, 'lowercase letters, digits, "_" or "-", max 41 chars');
+
+/** Environment variables, each documented in `.env.example`. */
+export const EnvSchema = z.object({
+  NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  SERVICE_NAME: ident.default('conveyor'),
+
+  REDIS_URL: z.url().default('redis://127.0.0.1:6379'),
+  /** Connection pool size for request-scoped Redis commands (idempotency, rate limits). */
+  REDIS_POOL_SIZE: int(1).default(10),
+  /** Per-command timeout so the API answers 503 instead of hanging when Redis is down. */
+  REDIS_COMMAND_TIMEOUT_MS: int(50).default(2_000),
+  /** Prefix for every BullMQ queue; tests use a random one for isolation. */
+  QUEUE_PREFIX: ident.default('conveyor'),
+  /** Refuse to start when Redis `maxmemory-policy` is not `noeviction` (BullMQ loses jobs otherwise). */
+  REDIS_REQUIRE_NOEVICTION: bool.default(true),
+
+  DATABASE_URL: z.url().default('postgres://postgres@127.0.0.1:5432/conveyor'),
+  DATABASE_SCHEMA: ident.default('conveyor'),
+  DATABASE_POOL_MAX: int(1).default(10),
+  DATABASE_STATEMENT_TIMEOUT_MS: int(100).default(10_000),
+  /** Create the database named in DATABASE_URL when it does not exist. */
+  DATABASE_CREATE: bool.default(true),
+
+  PORT: int(0).default(3000),
+  HOST: z.string().default('0.0.0.0'),
+  API_BODY_LIMIT_BYTES: int(1024).default(1_048_576),
+  API_BATCH_BODY_LIMIT_BYTES: int(1024).default(8_388_608),
+  API_BATCH_MAX_ORDERS: int(1).default(1_000),
+  IDEMPOTENCY_TTL_SECONDS: int(60).default(86_400),
+  /** How long a request may hold an idempotency key while it enqueues. */
+  IDEMPOTENCY_LOCK_SECONDS: int(1).default(30),
+  /** Shed load with 503 + Retry-After once the orders backlog (waiting + delayed + prioritized) passes this. 0 = off. */
+  API_MAX_BACKLOG: int(0).default(0),
+  API_KEYS: z.string().default(''),
+  CORS_ORIGINS: z.string().default(''),
+
+  /** Worker kinds run by `npm run workers` (and `npm start`). */
+  WORKER_KINDS: z
+    .string()
+    .default('orders,outbox,projections')
+    .transform((s) => s.split(',').map((x) => x.trim()))
+    .pipe(z.array(z.enum(['orders', 'outbox', 'projections'])).min(1)),
+  /** Prefetch limit of the order worker: jobs processed at once per process. */
+  ORDERS_CONCURRENCY: int(1).default(50),
+  ORDERS_ATTEMPTS: int(1).default(5),
+  ORDERS_BACKOFF_MS: int(1).default(1_000),
+  ORDERS_BACKOFF_MAX_MS: int(1).default(60_000),
+  /** Micro-batch bound: concurrent jobs whose writes share one transaction. */
+  ORDERS_BATCH_SIZE: int(1).default(50),
+  ORDERS_BATCH_WAIT_MS: int(0).default(5),
+  ORDERS_KEEP_COMPLETED_SECONDS: int(0).default(3_600),
+  SUPPORTED_CURRENCIES: list.default(['EUR', 'USD', 'GBP', 'CHF', 'JPY']),
+  /** Grace period for in-flight work on SIGTERM before connections are forced closed. */
+  SHUTDOWN_GRACE_MS: int(0).default(25_000),
+
+  OUTBOX_BATCH_SIZE: int(1).default(500),
+  /** Safety-net poll; LISTEN/NOTIFY wakes the relay on every commit. */
+  OUTBOX_POLL_INTERVAL_MS: int(50).default(5_000),
+  /** How long published outbox rows are kept so read models can be rebuilt from them. */
+  OUTBOX_RETENTION_HOURS: int(0).default(168),
+
+  EVENT_BUS: z.enum(['bullmq', 'kafka', 'rabbitmq']).default('bullmq'),
+  PROJECTIONS_CONCURRENCY: int(1).default(50),
+  PROJECTIONS_BATCH_SIZE: int(1).default(200),
+  PROJECTIONS_BATCH_WAIT_MS: int(0).default(5),
+  BUS_MAX_ATTEMPTS: int(1).default(5),
+  BUS_BACKOFF_MS: int(1).default(500),
+
+  KAFKA_BROKERS: list.default(['127.0.0.1:9092']),
+  KAFKA_CLIENT_ID: z.string().default('conveyor'),
+  KAFKA_GROUP_ID: z.string().default('conveyor-projections'),
+  KAFKA_TOPIC: z.string().default('conveyor.orders.events'),
+  KAFKA_PARTITIONS: int(1).default(6),
+  KAFKA_MAX_BYTES_PER_PARTITION: int(1024).default(1_048_576),
+  KAFKA_SESSION_TIMEOUT_MS: int(6_000).default(30_000),
+  KAFKA_PARTITIONS_CONSUMED_CONCURRENTLY: int(1).default(3),
+  KAFKA_TRANSACTIONAL_ID: z.string().default(''),
+
+  RABBITMQ_URL: z.url().default('amqp://guest:guest@127.0.0.1:5672'),
+  RABBITMQ_EXCHANGE: z.string().default('conveyor.events'),
+  RABBITMQ_QUEUE: z.string().default('conveyor.projections'),
+  RABBITMQ_PREFETCH: int(1).default(100),
+  RABBITMQ_CONFIRM_TIMEOUT_MS: int(100).default(10_000),
+
+  PAYMENT_URL: z.union([z.url(), z.literal('')]).default(''),
+  CIRCUIT_BREAKER_TIMEOUT_MS: int(1).default(5_000),
+  CIRCUIT_BREAKER_ERROR_THRESHOLD_PERCENTAGE: int(1).default(50),
+  CIRCUIT_BREAKER_RESET_TIMEOUT_MS: int(1).default(30_000),
+
+  RATE_LIMIT_WINDOW_MS: int(1_000).default(60_000),
+  RATE_LIMIT_MAX: int(1).default(100),
+
+  DASHBOARD_USER: z.string().default('admin'),
+  DASHBOARD_PASSWORD: z.string().default(''),
+  DASHBOARD_VIEWER_USER: z.string().default('viewer'),
+  DASHBOARD_VIEWER_PASSWORD: z.string().default(''),
+  SESSION_TTL_SECONDS: int(60).default(28_800),
+});
+
+export type Env = z.infer<typeof EnvSchema>;
+
+function buildConfig(env: Env) {
+  return {
+    env: env.NODE_ENV,
+    serviceName: env.SERVICE_NAME,
+    log: { level: env.LOG_LEVEL },
+    redis: {
+      url: env.REDIS_URL,
+      poolSize: env.REDIS_POOL_SIZE,
+      commandTimeoutMs: env.REDIS_COMMAND_TIMEOUT_MS,
+      queuePrefix: env.QUEUE_PREFIX,
+      requireNoEviction: env.REDIS_REQUIRE_NOEVICTION,
+    },
+    database: {
+      url: env.DATABASE_URL,
+      schema: env.DATABASE_SCHEMA,
+      poolMax: env.DATABASE_POOL_MAX,
+      statementTimeoutMs: env.DATABASE_STATEMENT_TIMEOUT_MS,
+      createIfMissing: env.DATABASE_CREATE,
+    },
+    api: {
+      port: env.PORT,
+      host: env.HOST,
+      bodyLimitBytes: env.API_BODY_LIMIT_BYTES,
+      batchBodyLimitBytes: env.API_BATCH_BODY_LIMIT_BYTES,
+      batchMaxOrders: env.API_BATCH_MAX_ORDERS,
+      idempotencyTtlSeconds: env.IDEMPOTENCY_TTL_SECONDS,
+      idempotencyLockSeconds: env.IDEMPOTENCY_LOCK_SECONDS,
+      maxBacklog: env.API_MAX_BACKLOG,
+      apiKeys: env.API_KEYS,
+      corsOrigins: env.CORS_ORIGINS.split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
+    },
+    workers: {
+      kinds: env.WORKER_KINDS,
+      shutdownGraceMs: env.SHUTDOWN_GRACE_MS,
+      orders: {
+        concurrency: env.ORDERS_CONCURRENCY,
+        attempts: env.ORDERS_ATTEMPTS,
+        backoffMs: env.ORDERS_BACKOFF_MS,
+        backoffMaxMs: env.ORDERS_BACKOFF_MAX_MS,
+        batchSize: env.ORDERS_BATCH_SIZE,
+        batchWaitMs: env.ORDERS_BATCH_WAIT_MS,
+        keepCompletedSeconds: env.ORDERS_KEEP_COMPLETED_SECONDS,
+        supportedCurrencies: env.SUPPORTED_CURRENCIES,
+      },
+      outbox: {
+        batchSize: env.OUTBOX_BATCH_SIZE,
+        pollIntervalMs: env.OUTBOX_POLL_INTERVAL_MS,
+        retentionHours: env.OUTBOX_RETENTION_HOURS,
+      },
+      projections: {
+        concurrency: env.PROJECTIONS_CONCURRENCY,
+        batchSize: env.PROJECTIONS_BATCH_SIZE,
+        batchWaitMs: env.PROJECTIONS_BATCH_WAIT_MS,
+      },
+    },
+    bus: {
+      kind: env.EVENT_BUS,
+      maxAttempts: env.BUS_MAX_ATTEMPTS,
+      backoffMs: env.BUS_BACKOFF_MS,
+      consumerConcurrency: env.PROJECTIONS_CONCURRENCY,
+      kafka: {
+        brokers: env.KAFKA_BROKERS,
+        clientId: env.KAFKA_CLIENT_ID,
+        topic: env.KAFKA_TOPIC,
+        partitions: env.KAFKA_PARTITIONS,
+        consumer: {
+          groupId: env.KAFKA_GROUP_ID,
+          maxBytesPerPartition: env.KAFKA_MAX_BYTES_PER_PARTITION,
+          sessionTimeout: env.KAFKA_SESSION_TIMEOUT_MS,
+          partitionsConsumedConcurrently: env.KAFKA_PARTITIONS_CONSUMED_CONCURRENTLY,
+        },
+        producer: {
+          idempotent: true,
+          transactionalId: env.KAFKA_TRANSACTIONAL_ID || undefined,
+          retry: { retries: 5, initialRetryTime: 100 },
+        },
+      },
+      rabbitmq: {
+        url: env.RABBITMQ_URL,
+        exchange: env.RABBITMQ_EXCHANGE,
+        queue: env.RABBITMQ_QUEUE,
+        prefetch: env.RABBITMQ_PREFETCH,
+        confirmTimeoutMs: env.RABBITMQ_CONFIRM_TIMEOUT_MS,
+      },
+    },
+    payment: { url: env.PAYMENT_URL || undefined },
+    circuitBreaker: {
+      timeout: env.CIRCUIT_BREAKER_TIMEOUT_MS,
+      errorThresholdPercentage: env.CIRCUIT_BREAKER_ERROR_THRESHOLD_PERCENTAGE,
+      resetTimeout: env.CIRCUIT_BREAKER_RESET_TIMEOUT_MS,
+    },
+    rateLimiting: { windowMs: env.RATE_LIMIT_WINDOW_MS, maxRequests: env.RATE_LIMIT_MAX, redisStore: true },
+    dashboard: {
+      user: env.DASHBOARD_USER,
+      password: env.DASHBOARD_PASSWORD,
+      viewerUser: env.DASHBOARD_VIEWER_USER,
+      viewerPassword: env.DASHBOARD_VIEWER_PASSWORD,
+      sessionTtlSeconds: env.SESSION_TTL_SECONDS,
+    },
+  };
+}
+
+/** The typed, frozen configuration every factory receives. */
+export type Config = ReturnType<typeof buildConfig>;
+
+/** Every invalid variable, named, with why. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  constructor(readonly problems: readonly string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+  }
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/**
+ * Parses an environment (normally `process.env`) into a frozen {@link Config}.
+ * @throws {ConfigError} naming every bad variable.
+ * @example const config = loadConfig(process.env);
+ */
+export function loadConfig(source: Record<string, string | undefined>): Config {
+  // Empty strings mean "unset" so `.env` files can list a variable without a value.
+  const cleaned = Object.fromEntries(Object.entries(source).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = EnvSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`));
+  }
+  return deepFreeze(buildConfig(parsed.data));
+}
+
+/** For `main.ts` files: parse or print every problem and exit non-zero. */
+export function loadConfigOrExit(source: Record<string, string | undefined>): Config {
+  try {
+    return loadConfig(source);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(78); // EX_CONFIG
+    }
+    throw err;
+  }
+}

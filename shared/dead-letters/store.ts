@@ -1,0 +1,60 @@
+import type { Pool } from '../db/pool.ts';
+import { fromRow, type DeadLetterRecord, type Transport } from './dead-letter.ts';
+
+export interface DeadLetterFilter {
+  status?: 'pending' | 'redriven' | 'discarded';
+  transport?: Transport;
+  origin?: string;
+  orderId?: string;
+  limit: number;
+  /** Keyset cursor: failed_at and id of the last item of the previous page. */
+  before?: { failedAt: string; id: string };
+}
+
+/** Reads and resolves dead letters in the unified `dead_letters` table. */
+export function createDeadLetterStore(pool: Pool) {
+  return {
+    async list(filter: DeadLetterFilter): Promise<DeadLetterRecord[]> {
+      const { rows } = await pool.query(
+        `SELECT * FROM dead_letters
+          WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR transport = $2)
+            AND ($3::text IS NULL OR origin = $3) AND ($4::text IS NULL OR order_id = $4)
+            AND ($5::timestamptz IS NULL OR (failed_at, id) < ($5::timestamptz, $6::text))
+          ORDER BY failed_at DESC, id DESC LIMIT $7`,
+        [
+          filter.status ?? null,
+          filter.transport ?? null,
+          filter.origin ?? null,
+          filter.orderId ?? null,
+          filter.before?.failedAt ?? null,
+          filter.before?.id ?? null,
+          filter.limit,
+        ],
+      );
+      return rows.map(fromRow);
+    },
+    async get(id: string): Promise<DeadLetterRecord | null> {
+      const { rows } = await pool.query('SELECT * FROM dead_letters WHERE id = $1', [id]);
+      return rows[0] ? fromRow(rows[0]) : null;
+    },
+    /** Marks a pending dead letter resolved; false when it was not pending (already handled by someone). */
+    async resolve(id: string, status: 'redriven' | 'discarded', by: string): Promise<boolean> {
+      const { rowCount } = await pool.query(
+        `UPDATE dead_letters SET status = $2, resolved_at = now(), resolved_by = $3,
+                redrive_count = redrive_count + (CASE WHEN $2 = 'redriven' THEN 1 ELSE 0 END)
+          WHERE id = $1 AND status = 'pending'`,
+        [id, status, by],
+      );
+      return (rowCount ?? 0) > 0;
+    },
+    /** Puts a dead letter back to pending when its redrive could not be sent. */
+    async reopen(id: string): Promise<void> {
+      await pool.query(
+        `UPDATE dead_letters SET status = 'pending', resolved_at = NULL, resolved_by = NULL,
+                redrive_count = greatest(redrive_count - 1, 0) WHERE id = $1`,
+        [id],
+      );
+    },
+  };
+}
+export type DeadLetterStore = ReturnType<typeof createDeadLetterStore>;

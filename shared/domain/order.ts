@@ -1,0 +1,62 @@
+import { z } from 'zod';
+
+/** Identifiers that may become Redis keys, job ids and SQL values. */
+export const IdSchema = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._:-]*$/, 'letters, digits, ".", "_", ":" or "-"');
+
+export const OrderItemSchema = z.strictObject({
+  sku: IdSchema.describe('Stock keeping unit'),
+  quantity: z.number().int().min(1).max(10_000),
+  /** Money in integer minor units (cents). */
+  unitPriceCents: z.number().int().min(0).max(100_000_000),
+});
+
+/** What a producer posts. */
+export const PlaceOrderSchema = z.strictObject({
+  customerId: IdSchema,
+  currency: z
+    .string()
+    .regex(/^[A-Z]{3}$/, 'an ISO 4217 code such as EUR'),
+  items: z.array(OrderItemSchema).min(1).max(100),
+});
+export type PlaceOrder = z.infer<typeof PlaceOrderSchema>;
+export type OrderItem = z.infer<typeof OrderItemSchema>;
+
+export const OrderStatusSchema = z.enum(['queued', 'processing', 'completed', 'rejected', 'dead_lettered']);
+export type OrderStatus = z.infer<typeof OrderStatusSchema>;
+
+export const CorrelationIdSchema = z
+  .string()
+  .min(8)
+  .max(128)
+  .regex(/^[A-Za-z0-9._:-]+$/, 'letters, digits, ".", "_", ":" or "-"');
+
+/** The BullMQ job data of queue `orders` (the command). Foreign producers must send this shape. */
+export const OrderJobSchema = z.strictObject({
+  orderId: z.uuid(),
+  correlationId: CorrelationIdSchema,
+  acceptedAt: z.iso.datetime(),
+  order: PlaceOrderSchema,
+});
+export type OrderJob = z.infer<typeof OrderJobSchema>;
+
+/** The server computes the total; clients never send one. */
+export function orderTotalCents(items: readonly OrderItem[]): number {
+  return items.reduce((sum, i) => sum + i.quantity * i.unitPriceCents, 0);
+}
+
+export type Decision = { kind: 'accept' } | { kind: 'reject'; reason: string; code: string };
+
+/** Pure business rules: decides whether a well-formed order is accepted. */
+export function decideOrder(order: PlaceOrder, supportedCurrencies: readonly string[]): Decision {
+  if (!supportedCurrencies.includes(order.currency)) {
+    return { kind: 'reject', code: 'currency.unsupported', reason: `currency ${order.currency} is not supported` };
+  }
+  if (!Number.isSafeInteger(orderTotalCents(order.items))) {
+    return { kind: 'reject', code: 'total.too_large', reason: 'order total exceeds the supported range' };
+  }
+  return { kind: 'accept' };
+}

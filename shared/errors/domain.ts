@@ -1,0 +1,88 @@
+/**
+ * Domain errors carry a stable `code`; only the API maps them to RFC 9457 problems, and workers
+ * decide from the class whether a failure is retried.
+ */
+export abstract class DomainError extends Error {
+  abstract readonly code: string;
+  /** HTTP status the API answers with. */
+  abstract readonly status: number;
+  constructor(message: string) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+export interface FieldError {
+  path: string;
+  message: string;
+}
+
+export class ValidationError extends DomainError {
+  readonly code = 'request.invalid';
+  readonly status = 400;
+  constructor(
+    message: string,
+    readonly errors: readonly FieldError[],
+  ) {
+    super(message);
+  }
+}
+
+export class OrderNotFoundError extends DomainError {
+  readonly code = 'order.not_found';
+  readonly status = 404;
+  constructor(readonly orderId: string) {
+    super(`order ${orderId} not found`);
+  }
+}
+
+export class NotFoundError extends DomainError {
+  readonly code = 'resource.not_found';
+  readonly status = 404;
+}
+
+export class IdempotencyKeyReusedError extends DomainError {
+  readonly code = 'idempotency.key_reused';
+  readonly status = 422;
+  constructor() {
+    super('this Idempotency-Key was already used with a different request body');
+  }
+}
+
+export class IdempotencyKeyInFlightError extends DomainError {
+  readonly code = 'idempotency.in_flight';
+  readonly status = 409;
+  constructor() {
+    super('a request with this Idempotency-Key is being processed; retry later');
+  }
+}
+
+export class DependencyUnavailableError extends DomainError {
+  readonly code = 'dependency.unavailable';
+  readonly status = 503;
+  constructor(
+    readonly dependency: string,
+    readonly retryAfterSeconds = 5,
+  ) {
+    super(`${dependency} is unavailable; nothing was accepted, retry later`);
+  }
+}
+
+export class OverloadedError extends DomainError {
+  readonly code = 'service.overloaded';
+  readonly status = 503;
+  constructor(readonly retryAfterSeconds = 5) {
+    super('the orders backlog is over its ceiling; retry later');
+  }
+}
+
+/** A command or event that can never be processed: never retried, dead-lettered at once. */
+export class PoisonMessageError extends Error {
+  override readonly name = 'PoisonMessageError';
+  constructor(
+    message: string,
+    readonly details: readonly FieldError[] = [],
+  ) {
+    super(message);
+  }
+}

@@ -1,0 +1,73 @@
+import type { Config } from '../config/config.ts';
+import { migrate } from '../db/migrate.ts';
+import { createPool, ensureDatabase, type Pool } from '../db/pool.ts';
+import { createLogger, type Logger } from '../observability/logger.ts';
+import { checkNoEviction, createProducerRedis, type Redis } from '../queue/redis.ts';
+import { createLifecycle, type Lifecycle } from './lifecycle.ts';
+
+export interface Runtime {
+  config: Config;
+  logger: Logger;
+  pool: Pool;
+  redis: Redis;
+  lifecycle: Lifecycle;
+}
+
+/** A startup check that failed, with a message for humans. */
+export class StartupError extends Error {
+  override readonly name = 'StartupError';
+}
+
+async function within<T>(what: string, ms: number, fn: () => Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      fn(),
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms))),
+    ]);
+  } catch (err) {
+    throw new StartupError(`${what}: ${(err as Error).message}`, { cause: err });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * What every process needs before it serves: logger, Postgres (database created, migrations applied
+ * under an advisory lock), Redis (reachable, `noeviction`), and a lifecycle for graceful shutdown.
+ */
+export async function bootstrap(config: Config, service: string): Promise<Runtime> {
+  const logger = createLogger({ level: config.log.level, service: `${config.serviceName}-${service}` });
+  const lifecycle = createLifecycle(logger);
+  const dbHost = new URL(config.database.url).host;
+  if (config.database.createIfMissing) {
+    await within(`PostgreSQL at ${dbHost} is not reachable`, 15_000, () => ensureDatabase(config.database.url));
+  }
+  const pool = createPool({ ...config.database, applicationName: `conveyor-${service}` });
+  lifecycle.defer('postgres', () => pool.end());
+  await within(`PostgreSQL at ${dbHost}: migrations failed`, 60_000, () => migrate(pool, config.database.schema, logger));
+
+  const redis = createProducerRedis({ url: config.redis.url, commandTimeoutMs: config.redis.commandTimeoutMs }, `conveyor-${service}`);
+  lifecycle.defer('redis', async () => {
+    await redis.quit().catch(() => redis.disconnect());
+  });
+  const redisHost = new URL(config.redis.url).host;
+  await within(`Redis at ${redisHost} is not reachable`, 15_000, async () => {
+    if (redis.status !== 'ready') await new Promise<void>((resolve) => redis.once('ready', () => resolve()));
+    await redis.ping();
+  });
+  const policy = await checkNoEviction(redis).catch(() => 'unknown');
+  if (policy !== 'noeviction') {
+    const msg = `Redis maxmemory-policy is "${policy}"; BullMQ needs "noeviction" or queued jobs can be evicted and lost`;
+    if (config.redis.requireNoEviction) throw new StartupError(`${msg} (set REDIS_REQUIRE_NOEVICTION=false only for tests)`);
+    logger.warn({ policy }, msg);
+  }
+  return { config, logger, pool, redis, lifecycle };
+}
+
+/** For `main.ts`: logs a failed start clearly and exits non-zero. */
+export function exitOnStartupFailure(err: unknown): never {
+  const message = err instanceof Error ? err.message : String(err);
+  process.stderr.write(`conveyor failed to start: ${message}\n`);
+  process.exit(1);
+}

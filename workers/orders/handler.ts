@@ -1,0 +1,104 @@
+import { randomUUID } from 'node:crypto';
+import { runWithIsolation, type Settled } from '../../shared/batch.ts';
+import { withTransaction, type Pool } from '../../shared/db/pool.ts';
+import { EventTypes, type EventEnvelope } from '../../shared/domain/events.ts';
+import { decideOrder, orderTotalCents, type OrderJob } from '../../shared/domain/order.ts';
+import { insertOutbox, upsertOrders, type OrderRow } from './orders.sql.ts';
+
+export interface OrderCommand {
+  job: OrderJob;
+  /** 1 on the first attempt. */
+  attempt: number;
+}
+
+export type OrderOutcome =
+  | { status: 'completed' | 'rejected'; orderId: string; written: true }
+  /** Already decided earlier (a redelivery): nothing written, nothing emitted. */
+  | { status: 'duplicate'; orderId: string; written: false };
+
+export interface OrderHandlerDeps {
+  pool: Pool;
+  supportedCurrencies: readonly string[];
+  now?: () => Date;
+}
+
+/** Builds the write-model row and its event for one command, by the pure business rules. */
+export function planOrder(
+  cmd: OrderCommand,
+  supportedCurrencies: readonly string[],
+  now: Date,
+): { row: OrderRow; event: EventEnvelope } {
+  const { job, attempt } = cmd;
+  const decision = decideOrder(job.order, supportedCurrencies);
+  const base = {
+    orderId: job.orderId,
+    customerId: job.order.customerId,
+    currency: job.order.currency,
+    totalCents: orderTotalCents(job.order.items),
+    items: job.order.items,
+    attempts: attempt,
+    acceptedAt: job.acceptedAt,
+  };
+  const row: OrderRow = {
+    ...base,
+    status: decision.kind === 'accept' ? 'completed' : 'rejected',
+    reason: decision.kind === 'reject' ? decision.reason : null,
+    correlationId: job.correlationId,
+  };
+  const meta = {
+    eventId: randomUUID(),
+    version: 1 as const,
+    key: job.orderId,
+    correlationId: job.correlationId,
+    occurredAt: now.toISOString(),
+  };
+  const event: EventEnvelope =
+    decision.kind === 'accept'
+      ? { ...meta, type: EventTypes.orderPlaced, payload: { ...base, completedAt: now.toISOString() } }
+      : {
+          ...meta,
+          type: EventTypes.orderRejected,
+          payload: { ...base, rejectedAt: now.toISOString(), reason: decision.reason, code: decision.code },
+        };
+  return { row, event };
+}
+
+/**
+ * Decides a batch of order commands and commits their write-model rows and outbox events in ONE
+ * transaction (exactly-once effect: a redelivered command finds its order decided and emits nothing).
+ */
+export function createOrderHandler(deps: OrderHandlerDeps) {
+  const now = deps.now ?? (() => new Date());
+
+  async function writeBatch(cmds: readonly OrderCommand[]): Promise<OrderOutcome[]> {
+    const at = now();
+    // The same order twice in one statement would conflict with itself: the first one wins.
+    const seen = new Set<string>();
+    const plans = cmds.map((cmd) => {
+      const first = !seen.has(cmd.job.orderId);
+      seen.add(cmd.job.orderId);
+      return first ? planOrder(cmd, deps.supportedCurrencies, at) : undefined;
+    });
+    const written = await withTransaction(deps.pool, async (client) => {
+      const ids = await upsertOrders(
+        client,
+        plans.flatMap((p) => (p ? [p.row] : [])),
+      );
+      await insertOutbox(
+        client,
+        plans.flatMap((p) => (p && ids.has(p.row.orderId) ? [p.event] : [])),
+      );
+      return ids;
+    });
+    return plans.map((p, i): OrderOutcome => {
+      const orderId = cmds[i]!.job.orderId;
+      if (p && written.has(orderId)) return { status: p.row.status as 'completed' | 'rejected', orderId, written: true };
+      return { status: 'duplicate', orderId, written: false };
+    });
+  }
+
+  return {
+    /** For a {@link createBatcher} `run`: one transaction, falling back to one per command on failure. */
+    handleBatch: (cmds: readonly OrderCommand[]): Promise<Settled<OrderOutcome>[]> => runWithIsolation(cmds, writeBatch),
+  };
+}

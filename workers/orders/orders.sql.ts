@@ -1,0 +1,66 @@
+import type { PoolClient } from '../../shared/db/pool.ts';
+import type { EventEnvelope } from '../../shared/domain/events.ts';
+
+export interface OrderRow {
+  orderId: string;
+  customerId: string;
+  currency: string;
+  totalCents: number;
+  items: unknown;
+  status: 'completed' | 'rejected' | 'dead_lettered';
+  reason: string | null;
+  attempts: number;
+  correlationId: string;
+  acceptedAt: string;
+}
+
+/**
+ * Writes orders in one statement. Idempotent: an order already decided is left alone (a redelivered
+ * job changes nothing); only a `dead_lettered` order may be decided again, after a redrive.
+ * @returns the ids actually written — only those get outbox events.
+ */
+export async function upsertOrders(client: PoolClient, rows: readonly OrderRow[]): Promise<Set<string>> {
+  if (rows.length === 0) return new Set();
+  const result = await client.query<{ order_id: string }>(
+    `INSERT INTO orders (order_id, customer_id, currency, total_cents, items, status, reason, attempts,
+                         correlation_id, accepted_at)
+     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::jsonb[], $6::text[], $7::text[],
+                          $8::int[], $9::text[], $10::timestamptz[])
+     ON CONFLICT (order_id) DO UPDATE
+       SET customer_id = EXCLUDED.customer_id, currency = EXCLUDED.currency, total_cents = EXCLUDED.total_cents,
+           items = EXCLUDED.items, status = EXCLUDED.status, reason = EXCLUDED.reason, attempts = EXCLUDED.attempts,
+           correlation_id = EXCLUDED.correlation_id, decided_at = now()
+       WHERE orders.status = 'dead_lettered' AND EXCLUDED.status <> 'dead_lettered'
+     RETURNING order_id`,
+    [
+      rows.map((r) => r.orderId),
+      rows.map((r) => r.customerId),
+      rows.map((r) => r.currency),
+      rows.map((r) => r.totalCents),
+      rows.map((r) => JSON.stringify(r.items)),
+      rows.map((r) => r.status),
+      rows.map((r) => r.reason),
+      rows.map((r) => r.attempts),
+      rows.map((r) => r.correlationId),
+      rows.map((r) => r.acceptedAt),
+    ],
+  );
+  return new Set(result.rows.map((r) => r.order_id));
+}
+
+/** Appends events to the outbox; the relay is woken by the table's NOTIFY trigger on commit. */
+export async function insertOutbox(client: PoolClient, events: readonly EventEnvelope[]): Promise<void> {
+  if (events.length === 0) return;
+  await client.query(
+    `INSERT INTO outbox (event_id, event_type, event_version, aggregate_id, correlation_id, envelope)
+     SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::jsonb[])`,
+    [
+      events.map((e) => e.eventId),
+      events.map((e) => e.type),
+      events.map((e) => e.version),
+      events.map((e) => e.key),
+      events.map((e) => e.correlationId),
+      events.map((e) => JSON.stringify(e)),
+    ],
+  );
+}

@@ -1,0 +1,122 @@
+import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import { createBatcher } from '../../shared/batch.ts';
+import { backoffDelayMs } from '../../shared/bus/codec.ts';
+import type { Pool } from '../../shared/db/pool.ts';
+import { OrderJobSchema, type OrderJob } from '../../shared/domain/order.ts';
+import type { Logger } from '../../shared/observability/logger.ts';
+import { QueueNames } from '../../shared/queue/names.ts';
+import { createWorkerRedis } from '../../shared/queue/redis.ts';
+import { deadLetterOrderJob } from './dead-letter.ts';
+import { createOrderHandler, type OrderCommand, type OrderOutcome } from './handler.ts';
+
+export interface OrderWorkerConfig {
+  redisUrl: string;
+  queuePrefix: string;
+  /** Jobs in progress at once: BullMQ's prefetch. */
+  concurrency: number;
+  batchSize: number;
+  batchWaitMs: number;
+  backoffMs: number;
+  backoffMaxMs: number;
+  supportedCurrencies: readonly string[];
+  shutdownGraceMs: number;
+}
+
+export interface OrderWorkerDeps {
+  pool: Pool;
+  logger: Logger;
+}
+
+export interface OrderWorker {
+  readonly worker: Worker;
+  close(): Promise<void>;
+}
+
+/**
+ * The command handler of queue `orders`. Acknowledges a job only after its effect commits; a job that
+ * cannot be parsed, or exhausts its attempts, goes to the dead letters with its payload and error.
+ */
+export function createOrderWorker(deps: OrderWorkerDeps, config: OrderWorkerConfig): OrderWorker {
+  const log = deps.logger.child({ component: 'order-worker' });
+  const connection = createWorkerRedis({ url: config.redisUrl, commandTimeoutMs: 0 }, 'conveyor-orders-worker');
+  const dlq = new Queue(QueueNames.ordersDeadLetters, { connection, prefix: config.queuePrefix });
+  const handler = createOrderHandler({ pool: deps.pool, supportedCurrencies: config.supportedCurrencies });
+  const batcher = createBatcher<OrderCommand, OrderOutcome>({
+    maxSize: config.batchSize,
+    maxWaitMs: config.batchWaitMs,
+    run: handler.handleBatch,
+  });
+
+  async function toDeadLetters(job: Job, error: Error, attempts: number, token: string | undefined): Promise<never> {
+    try {
+      const id = await deadLetterOrderJob({ pool: deps.pool, dlq }, job, error, attempts);
+      log.warn({ jobId: job.id, deadLetterId: id, attempts, err: error }, 'order moved to dead letters');
+    } catch (recordErr) {
+      // Never drop a job we could not record: park it (no attempt burned) and try again later.
+      log.error({ jobId: job.id, err: recordErr }, 'dead-lettering failed; job parked for retry');
+      await job.moveToDelayed(Date.now() + backoffDelayMs(attempts, config.backoffMs, config.backoffMaxMs), token);
+      throw new DelayedError();
+    }
+    throw new UnrecoverableError(error.message);
+  }
+
+  async function process(job: Job<OrderJob>, token?: string): Promise<OrderOutcome> {
+    const attempt = job.attemptsMade + 1;
+    const parsed = OrderJobSchema.safeParse(job.data);
+    if (!parsed.success) {
+      const detail = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+      return toDeadLetters(job, new Error(`invalid order command: ${detail}`), attempt, token);
+    }
+    const cmd = parsed.data;
+    const jobLog = log.child({ correlationId: cmd.correlationId, jobId: job.id, orderId: cmd.orderId });
+    try {
+      const outcome = await batcher.submit({ job: cmd, attempt });
+      jobLog.info({ attempt, status: outcome.status }, 'order processed');
+      return outcome;
+    } catch (err) {
+      const error = err instanceof Error ? err : new Error(String(err));
+      if (attempt >= (job.opts.attempts ?? 1)) return toDeadLetters(job, error, attempt, token);
+      jobLog.warn({ attempt, err: error }, 'order attempt failed; will retry');
+      throw error;
+    }
+  }
+
+  const worker = new Worker<OrderJob, OrderOutcome>(QueueNames.orders, process, {
+    connection,
+    prefix: config.queuePrefix,
+    concurrency: config.concurrency,
+    autorun: false,
+    // A crashed worker's jobs come back after the lock expires; allow several stalls before BullMQ
+    // fails a job by itself (which the `failed` listener below then dead-letters).
+    maxStalledCount: 5,
+  });
+  worker.on('error', (err) => log.error({ err }, 'order worker error'));
+  worker.on('failed', (job, err) => {
+    // Failures the processor did not route (e.g. stalled too often) still reach the dead letters.
+    if (!job || err instanceof UnrecoverableError || err.name === 'UnrecoverableError') return;
+    if (job.attemptsMade < (job.opts.attempts ?? 1) && !/stalled/i.test(err.message)) return;
+    deadLetterOrderJob({ pool: deps.pool, dlq }, job, err, job.attemptsMade).catch((e: unknown) =>
+      log.error({ jobId: job.id, err: e }, 'could not dead-letter a failed job'),
+    );
+  });
+  void worker.run().catch((err: unknown) => log.error({ err }, 'order worker stopped'));
+
+  let closing: Promise<void> | undefined;
+  return {
+    worker,
+    close: () =>
+      (closing ??= (async () => {
+        const graceful = worker.close();
+        let timer: NodeJS.Timeout | undefined;
+        const deadline = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), config.shutdownGraceMs)));
+        if ((await Promise.race([graceful.then(() => 'done' as const), deadline])) === 'timeout') {
+          log.warn({ graceMs: config.shutdownGraceMs }, 'grace period over; forcing worker close');
+          await worker.close(true);
+        }
+        clearTimeout(timer);
+        await batcher.drain();
+        await dlq.close();
+        await connection.quit().catch(() => connection.disconnect());
+      })()),
+  };
+}

@@ -1,0 +1,35 @@
+import type { PoolClient, Pool } from '../../shared/db/pool.ts';
+import type { EventEnvelope } from '../../shared/domain/events.ts';
+
+/** Claims unpublished rows; SKIP LOCKED lets several relays run side by side without blocking. */
+export async function claimBatch(
+  client: PoolClient,
+  limit: number,
+): Promise<{ id: number; envelope: EventEnvelope }[]> {
+  const { rows } = await client.query<{ id: number; envelope: EventEnvelope }>(
+    `SELECT id, envelope FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`,
+    [limit],
+  );
+  return rows;
+}
+
+export async function markPublished(client: PoolClient, ids: readonly number[]): Promise<void> {
+  await client.query(`UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])`, [ids]);
+}
+
+/** Drops published rows past retention (kept until then to rebuild read models). */
+export async function purgePublished(pool: Pool, retentionHours: number): Promise<number> {
+  const { rowCount } = await pool.query(
+    `DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < now() - make_interval(hours => $1)`,
+    [retentionHours],
+  );
+  return rowCount ?? 0;
+}
+
+export async function outboxBacklog(pool: Pool): Promise<{ count: number; oldestAgeSeconds: number }> {
+  const { rows } = await pool.query<{ count: number; oldest: number | null }>(
+    `SELECT count(*)::int AS count, EXTRACT(EPOCH FROM now() - min(created_at))::float8 AS oldest
+       FROM outbox WHERE published_at IS NULL`,
+  );
+  return { count: rows[0]?.count ?? 0, oldestAgeSeconds: rows[0]?.oldest ?? 0 };
+}

@@ -1,0 +1,154 @@
+import pg from 'pg';
+import type { EventBus } from '../../shared/bus/event-bus.ts';
+import { backoffDelayMs } from '../../shared/bus/codec.ts';
+import type { Pool } from '../../shared/db/pool.ts';
+import type { Logger } from '../../shared/observability/logger.ts';
+import { claimBatch, markPublished, purgePublished } from './relay.sql.ts';
+
+export interface RelayConfig {
+  databaseUrl: string;
+  schema: string;
+  batchSize: number;
+  /** Safety-net poll; NOTIFY is the real wake-up. */
+  pollIntervalMs: number;
+  retentionHours: number;
+}
+
+export interface RelayDeps {
+  pool: Pool;
+  bus: EventBus;
+  logger: Logger;
+  /** Test hook: called after publish, before the rows are marked (chaos tests kill here). */
+  afterPublish?: (count: number) => Promise<void> | void;
+}
+
+export interface Relay {
+  /** Publishes until nothing is pending; returns how many events it published. */
+  drainOnce(): Promise<number>;
+  close(): Promise<void>;
+}
+
+const PURGE_EVERY_MS = 5 * 60_000;
+
+/**
+ * The transactional-outbox relay: claims unpublished rows in batches, publishes them durably through
+ * the event bus, and only then marks them published (at-least-once; consumers deduplicate by event id).
+ */
+export function createRelay(deps: RelayDeps, config: RelayConfig): Relay {
+  const log = deps.logger.child({ component: 'outbox-relay' });
+  let running = true;
+  let wake: (() => void) | undefined;
+  let pendingWake = false;
+  const signal = () => {
+    pendingWake = true;
+    wake?.();
+  };
+
+  async function publishBatch(): Promise<number> {
+    const client = await deps.pool.connect();
+    try {
+      await client.query('BEGIN');
+      const rows = await claimBatch(client, config.batchSize);
+      if (rows.length > 0) {
+        await deps.bus.publish(rows.map((r) => r.envelope));
+        await deps.afterPublish?.(rows.length);
+        await markPublished(
+          client,
+          rows.map((r) => r.id),
+        );
+      }
+      await client.query('COMMIT');
+      for (const r of rows) {
+        log.debug({ correlationId: r.envelope.correlationId, eventId: r.envelope.eventId, type: r.envelope.type }, 'event published');
+      }
+      return rows.length;
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      client.release();
+    }
+  }
+
+  async function drainOnce(): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const n = await publishBatch();
+      total += n;
+      if (n < config.batchSize || !running) return total;
+    }
+  }
+
+  // LISTEN on a dedicated connection; reconnects after failures (the poll covers the gap).
+  let listener: pg.Client | undefined;
+  async function listen(): Promise<void> {
+    while (running) {
+      const client = new pg.Client({ connectionString: config.databaseUrl, connectionTimeoutMillis: 5_000 });
+      try {
+        await client.connect();
+        client.on('notification', signal);
+        const closed = new Promise<void>((resolve) => {
+          client.on('error', () => resolve());
+          client.on('end', () => resolve());
+        });
+        await client.query(`LISTEN "outbox_${config.schema}"`);
+        listener = client;
+        signal(); // catch up on what was committed while we were not listening
+        await closed;
+      } catch (err) {
+        if (running) log.warn({ err }, 'outbox LISTEN connection failed; retrying');
+      } finally {
+        listener = undefined;
+        await client.end().catch(() => undefined);
+      }
+      if (running) await new Promise((r) => setTimeout(r, 1_000));
+    }
+  }
+
+  async function loop(): Promise<void> {
+    let failures = 0;
+    let lastPurge = 0;
+    while (running) {
+      pendingWake = false;
+      try {
+        const n = await drainOnce();
+        if (n > 0) log.debug({ published: n }, 'outbox drained');
+        failures = 0;
+        if (Date.now() - lastPurge > PURGE_EVERY_MS) {
+          lastPurge = Date.now();
+          const purged = await purgePublished(deps.pool, config.retentionHours);
+          if (purged > 0) log.info({ purged }, 'published outbox rows past retention purged');
+        }
+      } catch (err) {
+        failures += 1;
+        log.error({ err, failures }, 'outbox relay failed; backing off');
+        await new Promise((r) => setTimeout(r, backoffDelayMs(failures, 200, 10_000)));
+        continue;
+      }
+      if (pendingWake || !running) continue;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, config.pollIntervalMs);
+        wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      wake = undefined;
+    }
+  }
+
+  const listening = listen();
+  const looping = loop();
+
+  let closing: Promise<void> | undefined;
+  return {
+    drainOnce,
+    close: () =>
+      (closing ??= (async () => {
+        running = false;
+        wake?.();
+        await listener?.end().catch(() => undefined);
+        await Promise.allSettled([looping, listening]);
+      })()),
+  };
+}
