@@ -1,0 +1,55 @@
+import { startApi } from '../../api/server.ts';
+import type { Config } from '../../shared/config/config.ts';
+import { dropSchema } from './env.ts';
+import { bootstrap, type Runtime } from '../../shared/runtime/bootstrap.ts';
+import { startWorkers, type WorkerKind } from '../../workers/start.ts';
+import { Queue } from 'bullmq';
+import { ALL_QUEUES } from '../../shared/queue/names.ts';
+import { Redis } from 'ioredis';
+import { createPool } from '../../shared/db/pool.ts';
+
+export interface Platform {
+  rt: Runtime;
+  config: Config;
+  /** Base URL of the API, e.g. http://127.0.0.1:41234 (absent when `api: false`). */
+  url: string;
+  /** Stops everything and, unless `keep`, drops the schema and the queues. */
+  close(options?: { keep?: boolean }): Promise<void>;
+}
+
+/** Runs an isolated Conveyor in this process: API and the chosen worker kinds on a fresh schema/prefix. */
+export async function startPlatform(
+  config: Config,
+  options: { workers?: readonly WorkerKind[]; api?: boolean } = {},
+): Promise<Platform> {
+  const rt = await bootstrap(config, 'test');
+  const kinds = options.workers ?? ['orders', 'outbox', 'projections'];
+  if (kinds.length > 0) await startWorkers(rt, kinds);
+  const api = options.api === false ? undefined : await startApi(rt);
+  return {
+    rt,
+    config,
+    url: api ? `http://127.0.0.1:${api.port}` : '',
+    async close({ keep = false } = {}) {
+      await rt.lifecycle.close();
+      if (!keep) await cleanup(config);
+    },
+  };
+}
+
+/** Drops an isolated config's schema and BullMQ queues. */
+export async function cleanup(config: Config): Promise<void> {
+  const redis = new Redis(config.redis.url, { maxRetriesPerRequest: null });
+  const pool = createPool({ ...config.database, poolMax: 1 });
+  try {
+    for (const name of ALL_QUEUES) {
+      const q = new Queue(name, { connection: redis, prefix: config.redis.queuePrefix });
+      await q.obliterate({ force: true }).catch(() => undefined);
+      await q.close();
+    }
+    await dropSchema(pool, config.database.schema).catch(() => undefined);
+  } finally {
+    await pool.end();
+    redis.disconnect();
+  }
+}
