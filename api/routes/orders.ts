@@ -5,6 +5,7 @@ import { bodyLimit } from 'hono/body-limit';
 import { OrderJobSchema, PlaceOrderSchema, type OrderJob, type PlaceOrder } from '../../shared/domain/order.ts';
 import {
   DependencyUnavailableError,
+  DomainError,
   OrderNotFoundError,
   OverloadedError,
   ValidationError,
@@ -171,7 +172,7 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
     try {
       return await withTimeout(fn(), timeoutMs, 'redis');
     } catch (err) {
-      if (err instanceof DependencyUnavailableError) throw err;
+      if (err instanceof DomainError) throw err;
       throw new DependencyUnavailableError('redis');
     }
   }

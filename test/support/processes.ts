@@ -3,7 +3,6 @@ import { fileURLToPath } from 'node:url';
 import { eventually } from './env.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const TSX = `${ROOT}node_modules/.bin/tsx`;
 
 export interface Proc {
   child: ChildProcess;
@@ -18,7 +17,8 @@ export interface Proc {
 
 /** Starts `entry` (e.g. `api/main.ts`) as a real process with `env`; logs must be JSON at info level. */
 export function startProcess(entry: string, env: Record<string, string>): Proc {
-  const child = spawn(TSX, [entry], {
+  // node --import tsx: one process, so signals (and kill -9) hit the real worker, not a wrapper.
+  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
     cwd: ROOT,
     env: { ...process.env, ...env, LOG_LEVEL: env.LOG_LEVEL === 'silent' || !env.LOG_LEVEL ? 'info' : env.LOG_LEVEL },
     stdio: ['ignore', 'pipe', 'pipe'],

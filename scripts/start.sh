@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# `npm start`: the whole platform in one process for local use — API, every worker kind and the
+# dashboard — against the machine's Redis and PostgreSQL (started if down), migrations applied.
+# Kafka and RabbitMQ are needed only when EVENT_BUS says so.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+bash scripts/ensure-deps.sh
+case "${EVENT_BUS:-bullmq}" in
+  kafka) bash scripts/brokers.sh ;;
+  rabbitmq) SKIP_KAFKA=1 bash scripts/brokers.sh ;;
+  *) SKIP_RABBITMQ=1 SERVICES_LOG_PREFIX=start bash scripts/services.sh ;;
+esac
+# Local defaults for a laptop (override any of them in the environment or .env).
+if [[ -f .env ]]; then
+  set -a
+  # shellcheck disable=SC1091
+  source .env
+  set +a
+fi
+exec node --import tsx main.ts

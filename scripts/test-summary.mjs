@@ -1,0 +1,21 @@
+// Prints the suite's closing line from vitest's JSON report: `tests: N passed, M failed[, K skipped]`.
+import { readFileSync } from 'node:fs';
+
+const file = process.argv[2];
+let report;
+try {
+  report = JSON.parse(readFileSync(file, 'utf8'));
+} catch {
+  console.log('tests: 0 passed, 1 failed');
+  console.error(`test-summary: no vitest report at ${file}`);
+  process.exit(1);
+}
+const passed = report.numPassedTests ?? 0;
+const skipped = (report.numPendingTests ?? 0) + (report.numTodoTests ?? 0);
+// A test file that failed to load has no test results of its own: count it as one failure.
+const loadFailures = (report.testResults ?? []).filter(
+  (r) => r.status === 'failed' && (r.assertionResults ?? []).length === 0,
+).length;
+const failed = (report.numFailedTests ?? 0) + loadFailures;
+console.log(`tests: ${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
+process.exit(failed > 0 || passed === 0 ? 1 : 0);

@@ -1,0 +1,398 @@
+import { randomUUID } from 'node:crypto';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { encodeEvent, EventHeaders } from '../../shared/bus/codec.ts';
+import type { Delivery, EventBus, EventHandler, Subscription } from '../../shared/bus/event-bus.ts';
+import type { Config } from '../../shared/config/config.ts';
+import type { Pool } from '../../shared/db/pool.ts';
+import { createPgDeadLetterSink, type DeadLetterRecord, type DeadLetterSink } from '../../shared/dead-letters/dead-letter.ts';
+import { createDeadLetterStore } from '../../shared/dead-letters/store.ts';
+import type { EventEnvelope } from '../../shared/domain/events.ts';
+import type { Logger } from '../../shared/observability/logger.ts';
+import { createProjector, PROJECTOR_CONSUMER } from '../../workers/projections/projector.ts';
+import { dropSchema, eventually, migratedPool, testConfig, testLogger } from '../support/env.ts';
+
+/** What every contract case gets: an isolated Conveyor (own schema, queue prefix, topic, group, exchange). */
+export interface BusContractContext {
+  /** From `testConfig()`: unique Postgres schema, BullMQ prefix, Kafka topic/group, RabbitMQ exchange/queue. */
+  config: Config;
+  /** Migrated pool on `config.database.schema` (dropped after the case). */
+  pool: Pool;
+  logger: Logger;
+  /** `createPgDeadLetterSink(pool)`: pass it as the bus's `deps.deadLetters`. */
+  deadLetters: DeadLetterSink;
+  /** Pass these to the bus: the contract's retry cases count on them. */
+  maxAttempts: number;
+  backoffMs: number;
+}
+
+/** A message read back from the transport's own dead-letter queue/topic. */
+export interface TransportDeadLetter {
+  payload: Buffer;
+  headers: Record<string, string>;
+}
+
+/** What the contract needs to know about, or do with, one transport. */
+export interface BusContractHooks {
+  /** Whether events of one key are delivered in publish order (Kafka, RabbitMQ: yes; BullMQ: no). */
+  ordersPerKey: boolean;
+  /**
+   * Whether re-publishing an event the transport still remembers is dropped at publish time (BullMQ:
+   * job id = event id). Then the exactly-once case waits for one delivery per copy less.
+   * @defaultValue false
+   */
+  dedupesRepublished?: boolean;
+  /** Extra environment for `testConfig()`. */
+  env?: Record<string, string>;
+  /** Publishes raw bytes with the transport's own client (no codec) to where `subscribe` consumes. */
+  publishRaw(ctx: BusContractContext, body: Buffer, headers: Record<string, string>): Promise<void>;
+  /** Every message currently in the transport's own dead-letter queue/topic. */
+  transportDeadLetters(ctx: BusContractContext): Promise<TransportDeadLetter[]>;
+  /** Deletes the transport's resources (topics, queues, exchanges) and closes clients the hooks opened. */
+  cleanup?(ctx: BusContractContext): Promise<void>;
+}
+
+/** Creates a bus for the context; the contract calls `start()` on it and closes it after the case. */
+export type MakeBus = (ctx: BusContractContext) => Promise<EventBus>;
+
+const DAY = '2025-01-02';
+
+/** A valid `order.placed` event; `key` is the order id. */
+export function placedEvent(orderId: string = randomUUID(), totalCents = 1_000, customerId = 'cust-1'): EventEnvelope {
+  const at = `${DAY}T10:00:00.000Z`;
+  return {
+    eventId: randomUUID(),
+    type: 'order.placed',
+    version: 1,
+    key: orderId,
+    correlationId: `corr-${randomUUID()}`,
+    occurredAt: at,
+    payload: {
+      orderId,
+      customerId,
+      currency: 'EUR',
+      totalCents,
+      items: [{ sku: 'sku-1', quantity: 1, unitPriceCents: totalCents }],
+      attempts: 1,
+      acceptedAt: at,
+      completedAt: at,
+    },
+  };
+}
+
+function rejectedEvent(orderId: string = randomUUID(), customerId = 'cust-2'): EventEnvelope {
+  const at = `${DAY}T11:00:00.000Z`;
+  return {
+    eventId: randomUUID(),
+    type: 'order.rejected',
+    version: 1,
+    key: orderId,
+    correlationId: `corr-${randomUUID()}`,
+    occurredAt: at,
+    payload: {
+      orderId,
+      customerId,
+      currency: 'EUR',
+      totalCents: 500,
+      items: [{ sku: 'sku-2', quantity: 1, unitPriceCents: 500 }],
+      attempts: 1,
+      acceptedAt: at,
+      rejectedAt: at,
+      reason: 'currency not supported',
+      code: 'currency.unsupported',
+    },
+  };
+}
+
+interface Received {
+  event: EventEnvelope;
+  delivery: Delivery;
+  atMs: number;
+}
+
+/** A handler that records every delivery, then runs `then` (which may throw to fail the delivery). */
+function recorder(then: (event: EventEnvelope, delivery: Delivery) => Promise<void> = async () => undefined) {
+  const received: Received[] = [];
+  const handler: EventHandler = async (event, delivery) => {
+    received.push({ event, delivery, atMs: Date.now() });
+    await then(event, delivery);
+  };
+  const of = (eventId: string) => received.filter((r) => r.event.eventId === eventId);
+  return { received, handler, of };
+}
+
+/**
+ * The EventBus contract, run against a real broker: delivery with metadata, per-key ordering,
+ * at-least-once after a crash, exactly-once effect through the real projector, poison isolation,
+ * retry-then-succeed, dead letters after exhausted retries, and redrive.
+ *
+ * @example
+ * describeBusContract('kafka', async (ctx) => createKafkaBus(ctx, {...}), { ordersPerKey: true, publishRaw, transportDeadLetters });
+ */
+export function describeBusContract(name: string, makeBus: MakeBus, hooks: BusContractHooks): void {
+  describe(`EventBus contract: ${name}`, () => {
+    let ctx: BusContractContext;
+    let opened: { buses: EventBus[]; subs: Subscription[] };
+
+    beforeEach(async () => {
+      const config = testConfig({ BUS_MAX_ATTEMPTS: '3', BUS_BACKOFF_MS: '20', ...hooks.env });
+      const pool = await migratedPool(config);
+      ctx = {
+        config,
+        pool,
+        logger: testLogger(),
+        deadLetters: createPgDeadLetterSink(pool),
+        maxAttempts: config.bus.maxAttempts,
+        backoffMs: config.bus.backoffMs,
+      };
+      opened = { buses: [], subs: [] };
+    });
+
+    afterEach(async () => {
+      for (const sub of opened.subs.toReversed()) await sub.close().catch(() => undefined);
+      for (const bus of opened.buses.toReversed()) await bus.close().catch(() => undefined);
+      await hooks.cleanup?.(ctx).catch(() => undefined);
+      await dropSchema(ctx.pool, ctx.config.database.schema).catch(() => undefined);
+      await ctx.pool.end();
+    });
+
+    async function newBus(): Promise<EventBus> {
+      const bus = await makeBus(ctx);
+      opened.buses.push(bus);
+      await bus.start();
+      return bus;
+    }
+
+    async function subscribe(bus: EventBus, handler: EventHandler): Promise<Subscription> {
+      const sub = await bus.subscribe(PROJECTOR_CONSUMER, handler);
+      opened.subs.push(sub);
+      return sub;
+    }
+
+    const store = () => createDeadLetterStore(ctx.pool);
+    const deadLetters = () => store().list({ limit: 100 });
+    async function deadLetterOf(eventId: string): Promise<DeadLetterRecord> {
+      return eventually(async () => (await deadLetters()).find((d) => d.headers[EventHeaders.eventId] === eventId), {
+        what: `dead letter of event ${eventId}`,
+      });
+    }
+
+    it('delivers a published event with its id, type, correlation id and payload', async () => {
+      const bus = await newBus();
+      const rec = recorder();
+      await subscribe(bus, rec.handler);
+      const event = placedEvent();
+      await bus.publish([event]);
+
+      const [got] = await eventually(() => rec.of(event.eventId).length > 0 && rec.of(event.eventId), {
+        what: 'the event',
+      });
+      expect(got?.event).toEqual(event);
+      expect(got?.delivery).toEqual({ attempt: 1, transport: bus.kind });
+    });
+
+    it.skipIf(!hooks.ordersPerKey)('delivers the events of one key in publish order', async () => {
+      const bus = await newBus();
+      // Work of varying length exposes an adapter that runs one key's events concurrently.
+      const rec = recorder(() => new Promise((r) => setTimeout(r, Math.random() * 4)));
+      await subscribe(bus, rec.handler);
+      const [a, b] = [randomUUID(), randomUUID()];
+      const published: EventEnvelope[] = [];
+      for (let round = 0; round < 3; round++) {
+        const batch = Array.from({ length: 10 }, (_, i) => placedEvent(i % 3 === 0 ? b : a, 100 + round * 10 + i));
+        published.push(...batch);
+        await bus.publish(batch);
+      }
+
+      await eventually(() => rec.received.length >= published.length, { what: 'every event' });
+      for (const key of [a, b]) {
+        const sent = published.filter((e) => e.key === key).map((e) => e.eventId);
+        const got = rec.received.filter((r) => r.event.key === key).map((r) => r.event.eventId);
+        expect(got).toEqual(sent);
+      }
+    });
+
+    it('redelivers an event to a new subscription when the consumer dies after the effect, before the ack', async () => {
+      const event = placedEvent();
+      const effects: string[] = [];
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      const first = recorder(async (e) => {
+        effects.push(e.eventId); // the effect is done...
+        await gate;
+        throw new Error('consumer crashed before acknowledging'); // ...but never acknowledged
+      });
+      const bus1 = await newBus();
+      await subscribe(bus1, first.handler);
+      await bus1.publish([event]);
+      await eventually(() => first.received.length > 0, { what: 'the first delivery' });
+
+      const closing = bus1.close();
+      release();
+      await closing;
+
+      const bus2 = await newBus();
+      const second = recorder();
+      await subscribe(bus2, second.handler);
+      await eventually(() => second.of(event.eventId).length > 0, { what: 'the redelivery' });
+      expect(effects).toEqual([event.eventId]);
+    });
+
+    it('applies each event exactly once to the read models despite duplicates and redelivery', async () => {
+      const projector = createProjector({ pool: ctx.pool, logger: ctx.logger, batchSize: 20, batchWaitMs: 5 });
+      const [a, b, c] = [placedEvent(undefined, 1_000), placedEvent(undefined, 2_500), rejectedEvent()];
+      const events = [a, b, c];
+      const ok = new Map<string, number>();
+      let lostAck = false;
+      const bus = await newBus();
+      await subscribe(bus, async (e, d) => {
+        await projector.handle(e, d);
+        if (e.eventId === a.eventId && !lostAck) {
+          lostAck = true; // committed, but the acknowledgement is "lost": the bus must redeliver
+          throw new Error('ack lost');
+        }
+        ok.set(e.eventId, (ok.get(e.eventId) ?? 0) + 1);
+      });
+      await bus.publish(events);
+      await bus.publish(events);
+
+      const copies = hooks.dedupesRepublished ? 1 : 2;
+      await eventually(() => lostAck && events.every((e) => (ok.get(e.eventId) ?? 0) >= copies), {
+        what: 'every copy of every event',
+      });
+      await projector.drain();
+      const q = async (sql: string) => (await ctx.pool.query(sql)).rows;
+      expect(await q('SELECT count(*)::int AS n FROM projection_inbox')).toEqual([{ n: 3 }]);
+      expect(await q('SELECT order_id, status, total_cents FROM order_view ORDER BY total_cents')).toEqual([
+        { order_id: c.key, status: 'rejected', total_cents: 500 },
+        { order_id: a.key, status: 'completed', total_cents: 1_000 },
+        { order_id: b.key, status: 'completed', total_cents: 2_500 },
+      ]);
+      expect(
+        await q(`SELECT to_char(day, 'YYYY-MM-DD') AS day, currency, completed_count, rejected_count,
+                        dead_lettered_count, revenue_cents FROM daily_stats`),
+      ).toEqual([
+        {
+          day: DAY,
+          currency: 'EUR',
+          completed_count: 2,
+          rejected_count: 1,
+          dead_lettered_count: 0,
+          revenue_cents: 3_500,
+        },
+      ]);
+      expect(await q('SELECT customer_id, completed_count, revenue_cents FROM customer_stats ORDER BY 1')).toEqual([
+        { customer_id: 'cust-1', completed_count: 2, revenue_cents: 3_500 },
+        { customer_id: 'cust-2', completed_count: 0, revenue_cents: 0 },
+      ]);
+    });
+
+    it('dead-letters poison at once and keeps consuming', async () => {
+      const bus = await newBus();
+      const rec = recorder();
+      await subscribe(bus, rec.handler);
+      const notJson = Buffer.from('{"this is": not json');
+      const badSchema = Buffer.from(JSON.stringify({ eventId: 'not-a-uuid', type: 'order.placed', version: 1 }));
+      await hooks.publishRaw(ctx, notJson, { [EventHeaders.eventId]: 'poison-1' });
+      await hooks.publishRaw(ctx, badSchema, { [EventHeaders.eventId]: 'poison-2' });
+      const good = placedEvent();
+      await bus.publish([good]);
+
+      await eventually(() => rec.of(good.eventId).length > 0, { what: 'the good event after the poison' });
+      const dls = await eventually(async () => {
+        const all = await deadLetters();
+        return all.length >= 2 && all;
+      });
+      expect(dls).toHaveLength(2);
+      const byId = new Map(dls.map((d) => [d.headers[EventHeaders.eventId], d]));
+      expect(byId.get('poison-1')).toMatchObject({ transport: bus.kind, kind: 'event', attempts: 1, payload: notJson });
+      expect(byId.get('poison-1')?.error).toMatch(/not valid JSON/);
+      expect(byId.get('poison-2')).toMatchObject({ transport: bus.kind, kind: 'event', attempts: 1, payload: badSchema });
+      expect(byId.get('poison-2')?.error).toMatch(/not a valid event/);
+      for (const d of dls) expect(d.id).not.toContain(':');
+      expect(rec.received.map((r) => r.event.eventId)).toEqual([good.eventId]);
+
+      const inDlq = await eventually(async () => {
+        const all = await hooks.transportDeadLetters(ctx);
+        return all.length >= 2 && all;
+      });
+      expect(inDlq.map((m) => m.payload.toString('hex')).sort()).toEqual(
+        [notJson, badSchema].map((b) => b.toString('hex')).sort(),
+      );
+    });
+
+    it('retries a failing handler with backoff and processes the event once it succeeds', async () => {
+      const bus = await newBus();
+      const rec = recorder(async (_e, d) => {
+        if (d.attempt < 3) throw new Error(`transient failure ${d.attempt}`);
+      });
+      await subscribe(bus, rec.handler);
+      const event = placedEvent();
+      await bus.publish([event]);
+
+      await eventually(() => rec.of(event.eventId).length >= 3, { what: 'the third attempt' });
+      const attempts = rec.of(event.eventId);
+      expect(attempts.map((r) => r.delivery.attempt)).toEqual([1, 2, 3]);
+      // Full jitter keeps each delay at least half the exponential step (minus timer slack).
+      for (let i = 1; i < attempts.length; i++) {
+        const gap = (attempts[i]?.atMs ?? 0) - (attempts[i - 1]?.atMs ?? 0);
+        expect(gap).toBeGreaterThanOrEqual((ctx.backoffMs * 2 ** (i - 1)) / 2 - 5);
+      }
+      expect(await deadLetters()).toEqual([]);
+      expect(await hooks.transportDeadLetters(ctx)).toEqual([]);
+      expect(rec.of(event.eventId)).toHaveLength(3);
+    });
+
+    it('dead-letters an event after exhausted retries with its bytes, headers, error and attempts', async () => {
+      const bus = await newBus();
+      const rec = recorder(async (_e, d) => {
+        throw new Error(`handler failed on attempt ${d.attempt}`);
+      });
+      await subscribe(bus, rec.handler);
+      const event = placedEvent();
+      await bus.publish([event]);
+
+      const dl = await deadLetterOf(event.eventId);
+      const { body, headers } = encodeEvent(event);
+      expect(dl).toMatchObject({
+        transport: bus.kind,
+        kind: 'event',
+        payload: body,
+        headers: expect.objectContaining(headers),
+        attempts: ctx.maxAttempts,
+        correlationId: event.correlationId,
+        status: 'pending',
+      });
+      expect(dl.error).toMatch(`handler failed on attempt ${ctx.maxAttempts}`);
+      expect(dl.id).not.toContain(':');
+      expect(dl.origin).not.toBe('');
+      expect(rec.of(event.eventId).map((r) => r.delivery.attempt)).toEqual([1, 2, 3]);
+
+      const [inDlq] = await eventually(async () => {
+        const all = await hooks.transportDeadLetters(ctx);
+        return all.length > 0 && all;
+      });
+      expect(inDlq?.payload).toEqual(body);
+      expect(inDlq?.headers).toMatchObject(headers);
+    });
+
+    it('redrives a dead letter back to its origin, where it is processed', async () => {
+      const bus = await newBus();
+      let failing = true;
+      const rec = recorder(async () => {
+        if (failing) throw new Error('downstream is down');
+      });
+      await subscribe(bus, rec.handler);
+      const event = placedEvent();
+      await bus.publish([event]);
+      const dl = await deadLetterOf(event.eventId);
+      expect(rec.of(event.eventId)).toHaveLength(ctx.maxAttempts);
+
+      failing = false;
+      await bus.redrive(dl);
+      await eventually(() => rec.of(event.eventId).length > ctx.maxAttempts, { what: 'the redriven event' });
+      const redriven = rec.of(event.eventId).at(-1);
+      expect(redriven?.event).toEqual(event);
+      expect(redriven?.delivery.attempt).toBe(1);
+    });
+  });
+}

@@ -1,0 +1,37 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../../shared/config/config.ts';
+
+describe('config', () => {
+  it('has local defaults for everything', () => {
+    const config = loadConfig({});
+    expect(config.redis.url).toBe('redis://127.0.0.1:6379');
+    expect(new URL(config.database.url).host).toBe('127.0.0.1:5432');
+    expect(config.api.port).toBe(3000);
+    expect(config.bus.kind).toBe('bullmq');
+    expect(config.workers.orders.attempts).toBe(5);
+    // The brief's ScalableConfig defaults.
+    expect(config.circuitBreaker).toEqual({ timeout: 5000, errorThresholdPercentage: 50, resetTimeout: 30000 });
+    expect(config.rateLimiting).toMatchObject({ windowMs: 60000, maxRequests: 100 });
+    expect(config.bus.kafka.producer).toMatchObject({ idempotent: true, retry: { retries: 5, initialRetryTime: 100 } });
+    expect(Object.isFrozen(config.workers.orders)).toBe(true);
+  });
+
+  it('parses and coerces the environment', () => {
+    const config = loadConfig({ PORT: '8080', EVENT_BUS: 'kafka', KAFKA_BROKERS: 'a:1, b:2', WORKER_KINDS: 'orders' });
+    expect(config.api.port).toBe(8080);
+    expect(config.bus.kafka.brokers).toEqual(['a:1', 'b:2']);
+    expect(config.workers.kinds).toEqual(['orders']);
+  });
+
+  it('names every bad variable and why', () => {
+    let error: unknown;
+    try {
+      loadConfig({ PORT: 'eighty', EVENT_BUS: 'sqs', REDIS_URL: 'not a url', WORKER_KINDS: 'orders,mail' });
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    const problems = (error as ConfigError).problems.join('\n');
+    for (const name of ['PORT', 'EVENT_BUS', 'REDIS_URL', 'WORKER_KINDS']) expect(problems).toContain(name);
+  });
+});
