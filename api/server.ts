@@ -22,6 +22,9 @@ export async function startApi(rt: Runtime): Promise<ApiServer> {
   const { config, logger, pool, redis, lifecycle } = rt;
   const ordersQueue = createOrdersQueue(redis, config.redis.queuePrefix);
   const ordersDeadLetterQueue = new Queue(QueueNames.ordersDeadLetters, { connection: redis, prefix: config.redis.queuePrefix });
+  // Without listeners BullMQ prints connection errors; /readyz and 503s already surface them.
+  ordersQueue.on('error', (err) => logger.debug({ err }, 'orders queue connection error'));
+  ordersDeadLetterQueue.on('error', (err) => logger.debug({ err }, 'dead-letter queue connection error'));
   const jobOptions = orderJobOptions(config.workers.orders);
   const buses = new Map<Transport, Promise<EventBus>>();
   const busFor = (transport: Transport) => {

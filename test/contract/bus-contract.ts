@@ -4,7 +4,11 @@ import { encodeEvent, EventHeaders } from '../../shared/bus/codec.ts';
 import type { Delivery, EventBus, EventHandler, Subscription } from '../../shared/bus/event-bus.ts';
 import type { Config } from '../../shared/config/config.ts';
 import type { Pool } from '../../shared/db/pool.ts';
-import { createPgDeadLetterSink, type DeadLetterRecord, type DeadLetterSink } from '../../shared/dead-letters/dead-letter.ts';
+import {
+  createPgDeadLetterSink,
+  type DeadLetterRecord,
+  type DeadLetterSink,
+} from '../../shared/dead-letters/dead-letter.ts';
 import { createDeadLetterStore } from '../../shared/dead-letters/store.ts';
 import type { EventEnvelope } from '../../shared/domain/events.ts';
 import type { Logger } from '../../shared/observability/logger.ts';
@@ -57,7 +61,11 @@ export type MakeBus = (ctx: BusContractContext) => Promise<EventBus>;
 const DAY = '2025-01-02';
 
 /** A valid `order.placed` event; `key` is the order id. */
-export function placedEvent(orderId: string = randomUUID(), totalCents = 1_000, customerId = 'cust-1'): EventEnvelope {
+export function placedEvent(
+  orderId: string = randomUUID(),
+  totalCents = 1_000,
+  customerId = 'cust-1',
+): EventEnvelope {
   const at = `${DAY}T10:00:00.000Z`;
   return {
     eventId: randomUUID(),
@@ -171,9 +179,12 @@ export function describeBusContract(name: string, makeBus: MakeBus, hooks: BusCo
     const store = () => createDeadLetterStore(ctx.pool);
     const deadLetters = () => store().list({ limit: 100 });
     async function deadLetterOf(eventId: string): Promise<DeadLetterRecord> {
-      return eventually(async () => (await deadLetters()).find((d) => d.headers[EventHeaders.eventId] === eventId), {
-        what: `dead letter of event ${eventId}`,
-      });
+      return eventually(
+        async () => (await deadLetters()).find((d) => d.headers[EventHeaders.eventId] === eventId),
+        {
+          what: `dead letter of event ${eventId}`,
+        },
+      );
     }
 
     it('delivers a published event with its id, type, correlation id and payload', async () => {
@@ -198,7 +209,9 @@ export function describeBusContract(name: string, makeBus: MakeBus, hooks: BusCo
       const [a, b] = [randomUUID(), randomUUID()];
       const published: EventEnvelope[] = [];
       for (let round = 0; round < 3; round++) {
-        const batch = Array.from({ length: 10 }, (_, i) => placedEvent(i % 3 === 0 ? b : a, 100 + round * 10 + i));
+        const batch = Array.from({ length: 10 }, (_, i) =>
+          placedEvent(i % 3 === 0 ? b : a, 100 + round * 10 + i),
+        );
         published.push(...batch);
         await bus.publish(batch);
       }
@@ -238,7 +251,12 @@ export function describeBusContract(name: string, makeBus: MakeBus, hooks: BusCo
     });
 
     it('applies each event exactly once to the read models despite duplicates and redelivery', async () => {
-      const projector = createProjector({ pool: ctx.pool, logger: ctx.logger, batchSize: 20, batchWaitMs: 5 });
+      const projector = createProjector({
+        pool: ctx.pool,
+        logger: ctx.logger,
+        batchSize: 20,
+        batchWaitMs: 5,
+      });
       const [a, b, c] = [placedEvent(undefined, 1_000), placedEvent(undefined, 2_500), rejectedEvent()];
       const events = [a, b, c];
       const ok = new Map<string, number>();
@@ -280,7 +298,9 @@ export function describeBusContract(name: string, makeBus: MakeBus, hooks: BusCo
           revenue_cents: 3_500,
         },
       ]);
-      expect(await q('SELECT customer_id, completed_count, revenue_cents FROM customer_stats ORDER BY 1')).toEqual([
+      expect(
+        await q('SELECT customer_id, completed_count, revenue_cents FROM customer_stats ORDER BY 1'),
+      ).toEqual([
         { customer_id: 'cust-1', completed_count: 2, revenue_cents: 3_500 },
         { customer_id: 'cust-2', completed_count: 0, revenue_cents: 0 },
       ]);
@@ -291,7 +311,9 @@ export function describeBusContract(name: string, makeBus: MakeBus, hooks: BusCo
       const rec = recorder();
       await subscribe(bus, rec.handler);
       const notJson = Buffer.from('{"this is": not json');
-      const badSchema = Buffer.from(JSON.stringify({ eventId: 'not-a-uuid', type: 'order.placed', version: 1 }));
+      const badSchema = Buffer.from(
+        JSON.stringify({ eventId: 'not-a-uuid', type: 'order.placed', version: 1 }),
+      );
       await hooks.publishRaw(ctx, notJson, { [EventHeaders.eventId]: 'poison-1' });
       await hooks.publishRaw(ctx, badSchema, { [EventHeaders.eventId]: 'poison-2' });
       const good = placedEvent();
@@ -304,9 +326,19 @@ export function describeBusContract(name: string, makeBus: MakeBus, hooks: BusCo
       });
       expect(dls).toHaveLength(2);
       const byId = new Map(dls.map((d) => [d.headers[EventHeaders.eventId], d]));
-      expect(byId.get('poison-1')).toMatchObject({ transport: bus.kind, kind: 'event', attempts: 1, payload: notJson });
+      expect(byId.get('poison-1')).toMatchObject({
+        transport: bus.kind,
+        kind: 'event',
+        attempts: 1,
+        payload: notJson,
+      });
       expect(byId.get('poison-1')?.error).toMatch(/not valid JSON/);
-      expect(byId.get('poison-2')).toMatchObject({ transport: bus.kind, kind: 'event', attempts: 1, payload: badSchema });
+      expect(byId.get('poison-2')).toMatchObject({
+        transport: bus.kind,
+        kind: 'event',
+        attempts: 1,
+        payload: badSchema,
+      });
       expect(byId.get('poison-2')?.error).toMatch(/not a valid event/);
       for (const d of dls) expect(d.id).not.toContain(':');
       expect(rec.received.map((r) => r.event.eventId)).toEqual([good.eventId]);

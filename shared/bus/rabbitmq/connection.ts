@@ -1,0 +1,79 @@
+import { connect, type ChannelModel } from 'amqplib';
+import type { Logger } from '../../observability/logger.ts';
+
+export interface AmqpConnectOptions {
+  url: string;
+  /** Shown in the RabbitMQ management UI and `rabbitmqctl list_connections`. */
+  connectionName: string;
+  /** Dead-peer detection; a half-open TCP connection is noticed after about twice this. */
+  heartbeatSeconds: number;
+  /** Bound on TCP connect + AMQP handshake, so a black-holed broker fails fast. */
+  connectTimeoutMs: number;
+}
+
+/**
+ * Opens one AMQP connection with a heartbeat and a connect timeout, and with an `error` listener
+ * attached before anything else can happen (an unhandled `error` event would crash the process).
+ * @example const model = await openAmqpConnection({ url, connectionName: 'conveyor-publisher', heartbeatSeconds: 10, connectTimeoutMs: 5_000 }, log);
+ */
+export async function openAmqpConnection(options: AmqpConnectOptions, log: Logger): Promise<ChannelModel> {
+  const url = new URL(options.url);
+  // An explicit ?heartbeat= in the URL wins: operators may tune it per environment.
+  if (!url.searchParams.has('heartbeat')) url.searchParams.set('heartbeat', String(options.heartbeatSeconds));
+  const model = await connect(url.toString(), {
+    timeout: options.connectTimeoutMs,
+    clientProperties: { connection_name: options.connectionName },
+  });
+  model.on('error', (err: Error) => log.warn({ err, connection: options.connectionName }, 'amqp connection error'));
+  return model;
+}
+
+/** The socket under a channel model; amqplib does not type it, so it is looked up defensively. */
+function socketOf(model: ChannelModel): { destroy(): void } | undefined {
+  const connection: unknown = model.connection;
+  if (typeof connection !== 'object' || connection === null || !('stream' in connection)) return undefined;
+  const stream: unknown = connection.stream;
+  if (typeof stream !== 'object' || stream === null || !('destroy' in stream)) return undefined;
+  const destroy: unknown = stream.destroy;
+  return typeof destroy === 'function' ? { destroy: () => void destroy.call(stream) } : undefined;
+}
+
+/**
+ * Closes a connection politely within `graceMs`, then destroys its socket. A polite close waits for
+ * the broker's close-ok, which never comes over a dead or black-holed link; destroying the socket
+ * makes amqplib fail every pending operation and emit `close`, so nothing is left hanging.
+ */
+export async function forceCloseConnection(model: ChannelModel, graceMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const polite = model.close().then(
+    () => true,
+    () => false,
+  );
+  const timedOut = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), graceMs);
+  });
+  const closed = await Promise.race([polite, timedOut]);
+  clearTimeout(timer);
+  if (!closed) socketOf(model)?.destroy();
+}
+
+/** Resolves once the model or the channel closes, with the reason when there is one. */
+export function whenClosed(...emitters: { once(event: 'close', listener: (err?: Error) => void): unknown }[]): Promise<Error | undefined> {
+  return new Promise((resolve) => {
+    for (const emitter of emitters) emitter.once('close', (err?: Error) => resolve(err));
+  });
+}
+
+/** Sleeps `ms` unless `signal` aborts first; never rejects. */
+export function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
