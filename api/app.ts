@@ -5,6 +5,10 @@ import { ValidationError } from '../shared/errors/domain.ts';
 import type { ApiDeps, ApiEnv } from './context.ts';
 import { notFound, onError } from './middleware/errors.ts';
 import { correlation, requireJson } from './middleware/request.ts';
+import { auth } from './middleware/auth.ts';
+import { rateLimit } from './middleware/rate-limit.ts';
+import { sessionRoutes } from './routes/sessions.ts';
+import { auditRoutes } from './routes/audit.ts';
 import { deadLetterRoutes } from './routes/dead-letters.ts';
 import { healthRoutes } from './routes/health.ts';
 import { ordersRoutes } from './routes/orders.ts';
@@ -33,10 +37,25 @@ export function createApp(deps: ApiDeps): OpenAPIHono<ApiEnv> {
     app.use('/v1/*', cors({ origin: [...deps.config.api.corsOrigins], exposeHeaders: ['x-correlation-id', 'location'] }));
   }
   app.use('/v1/*', requireJson());
+  app.use(
+    '/v1/*',
+    auth({ keys: deps.apiKeys, allowDevKey: deps.apiKeys.length === 0 && deps.config.env !== 'production', sessions: deps.sessions }),
+  );
+  app.use(
+    '/v1/*',
+    rateLimit({
+      redis: deps.redis,
+      prefix: deps.config.redis.queuePrefix,
+      windowMs: deps.config.rateLimiting.windowMs,
+      max: deps.config.rateLimiting.maxRequests,
+    }),
+  );
 
   app.route('/', healthRoutes({ pool: deps.pool, redis: deps.redis, timeoutMs: deps.config.redis.commandTimeoutMs }));
   app.route('/', ordersRoutes(deps));
   app.route('/', deadLetterRoutes(deps));
+  app.route('/', auditRoutes(deps));
+  app.route('/', sessionRoutes(deps));
 
   app.doc31('/openapi.json', {
     openapi: '3.1.0',

@@ -7,6 +7,8 @@ import type { Redriver } from '../shared/dead-letters/redrive.ts';
 import type { Config } from '../shared/config/config.ts';
 import type { JobsOptions } from 'bullmq';
 import type { IdempotencyStore } from './idempotency.ts';
+import type { ApiKey } from '../shared/security/api-keys.ts';
+import type { SessionStore } from '../shared/security/sessions.ts';
 
 /** Everything the API's routes need; built once in `main.ts`, nothing per request. */
 export interface ApiDeps {
@@ -19,6 +21,8 @@ export interface ApiDeps {
   idempotency: IdempotencyStore;
   deadLetters: DeadLetterStore;
   redrive: Redriver;
+  sessions: SessionStore;
+  apiKeys: readonly ApiKey[];
 }
 
 /** Per-request variables set by middleware. */
@@ -28,5 +32,6 @@ export interface ApiEnv {
     log: Logger;
     /** Who is calling: the API key's id once auth is configured, else `anonymous`. */
     principal: string;
+    scopes: readonly string[];
   };
 }

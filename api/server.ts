@@ -8,7 +8,9 @@ import { createRedriver } from '../shared/dead-letters/redrive.ts';
 import { createDeadLetterStore } from '../shared/dead-letters/store.ts';
 import { QueueNames } from '../shared/queue/names.ts';
 import { createOrdersQueue, orderJobOptions } from '../shared/queue/orders-queue.ts';
-import type { Runtime } from '../shared/runtime/bootstrap.ts';
+import { StartupError, type Runtime } from '../shared/runtime/bootstrap.ts';
+import { DEV_KEY, parseApiKeys, type ApiKey } from '../shared/security/api-keys.ts';
+import { createSessionStore } from '../shared/security/sessions.ts';
 import { createApp } from './app.ts';
 import { createIdempotencyStore } from './idempotency.ts';
 
@@ -38,6 +40,16 @@ export async function startApi(rt: Runtime): Promise<ApiServer> {
     }
     return bus;
   };
+  let apiKeys: ApiKey[];
+  try {
+    apiKeys = parseApiKeys(config.api.apiKeys);
+  } catch (err) {
+    throw new StartupError((err as Error).message);
+  }
+  if (apiKeys.length === 0) {
+    if (config.env === 'production') throw new StartupError('API_KEYS is empty: refusing to serve without authentication in production');
+    logger.warn(`no API_KEYS configured: accepting the development key "${DEV_KEY}" with every scope`);
+  }
   const app = createApp({
     config,
     logger,
@@ -52,6 +64,8 @@ export async function startApi(rt: Runtime): Promise<ApiServer> {
     }),
     deadLetters: createDeadLetterStore(pool),
     redrive: createRedriver({ ordersQueue, ordersDeadLetterQueue, jobOptions, bus: busFor }),
+    sessions: createSessionStore(redis, { prefix: config.redis.queuePrefix, ttlSeconds: config.dashboard.sessionTtlSeconds }),
+    apiKeys,
   });
 
   const server = await new Promise<ReturnType<typeof serve>>((resolve) => {

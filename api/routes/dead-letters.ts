@@ -1,7 +1,10 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import { getConnInfo } from '@hono/node-server/conninfo';
+import type { Context } from 'hono';
+import type { AuditActor } from '../../shared/audit/audit-log.ts';
+import { createDeadLetterActions } from '../../shared/dead-letters/actions.ts';
 import type { DeadLetterRecord } from '../../shared/dead-letters/dead-letter.ts';
-import { NotFoundError } from '../../shared/errors/domain.ts';
-import { ValidationError } from '../../shared/errors/domain.ts';
+import { DependencyUnavailableError, NotFoundError, ValidationError } from '../../shared/errors/domain.ts';
 import type { ApiDeps, ApiEnv } from '../context.ts';
 import { DeadLetterSchema, ProblemSchema, problemResponses } from '../schemas.ts';
 
@@ -58,8 +61,89 @@ const redrive = createRoute({
   },
 });
 
+const discard = createRoute({
+  method: 'post',
+  path: '/v1/dead-letters/{id}/discard',
+  tags: ['dead letters'],
+  summary: 'Discard one dead letter: it is kept for the record but never redriven',
+  request: {
+    params: z.object({ id: DeadLetterId.openapi({ param: { name: 'id', in: 'path' } }) }),
+    body: {
+      required: false,
+      content: { 'application/json': { schema: z.strictObject({ reason: z.string().max(500).optional() }) } },
+    },
+  },
+  responses: {
+    200: {
+      description: 'Discarded',
+      content: { 'application/json': { schema: z.object({ id: z.string(), status: z.literal('discarded') }) } },
+    },
+    404: { description: 'No pending dead letter with this id', content: { 'application/problem+json': { schema: ProblemSchema } } },
+    ...problemResponses,
+  },
+});
+
+const ItemResultSchema = z
+  .object({
+    id: z.string(),
+    status: z.enum(['redriven', 'discarded', 'not_found', 'not_pending', 'skipped', 'failed']),
+    error: z.string().optional(),
+  })
+  .openapi('DeadLetterActionResult');
+
+const redriveMany = createRoute({
+  method: 'post',
+  path: '/v1/dead-letters/redrive',
+  tags: ['dead letters'],
+  summary: 'Send many pending dead letters back to their origins (oldest first)',
+  description:
+    'Selects pending dead letters matching every given criterion. With `ids`, answers one result per id ' +
+    '(`not_found`, `not_pending`, or `skipped` when pending but outside the filter or the limit).',
+  request: {
+    body: {
+      required: true,
+      content: {
+        'application/json': {
+          schema: z.strictObject({
+            transport: z.enum(['bullmq', 'kafka', 'rabbitmq']).optional(),
+            origin: z.string().min(1).max(200).optional(),
+            orderId: z.string().min(1).max(64).optional(),
+            ids: z.array(DeadLetterId).min(1).max(1_000).optional(),
+            limit: z.number().int().min(1).max(1_000).default(100),
+          }),
+        },
+      },
+    },
+  },
+  responses: {
+    200: {
+      description: 'One result per dead letter',
+      content: { 'application/json': { schema: z.object({ batchId: z.uuid(), results: z.array(ItemResultSchema) }) } },
+    },
+    ...problemResponses,
+  },
+});
+
+/** Who is acting, for the audit log: the API's principal, from the caller's address. */
+function apiActor(c: Context<ApiEnv>): AuditActor {
+  let ip: string | null = null;
+  try {
+    ip = getConnInfo(c).remote.address ?? null;
+  } catch {
+    // Not served by @hono/node-server (e.g. app.request() in tests): no socket to read.
+  }
+  return { actor: c.get('principal'), role: null, source: 'api', ip, userAgent: c.req.header('user-agent') ?? null };
+}
+
 export function deadLetterRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
   const app = new OpenAPIHono<ApiEnv>();
+  const actions = createDeadLetterActions({
+    pool: deps.pool,
+    redis: deps.redis,
+    queuePrefix: deps.config.redis.queuePrefix,
+    redrive: deps.redrive,
+    logger: deps.logger,
+  });
 
   app.openapi(list, async (c) => {
     const q = c.req.valid('query');
@@ -83,20 +167,24 @@ export function deadLetterRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
 
   app.openapi(redrive, async (c) => {
     const { id } = c.req.valid('param');
-    const dl = await deps.deadLetters.get(id);
-    if (!dl || dl.status !== 'pending') throw new NotFoundError(`no pending dead letter ${id}`);
-    // Claim first so two operators cannot redrive the same message twice.
-    if (!(await deps.deadLetters.resolve(id, 'redriven', c.get('principal')))) {
-      throw new NotFoundError(`no pending dead letter ${id}`);
-    }
-    try {
-      await deps.redrive(dl);
-    } catch (err) {
-      await deps.deadLetters.reopen(id);
-      throw err;
-    }
-    c.get('log').info({ deadLetterId: id, transport: dl.transport, origin: dl.origin, orderId: dl.orderId }, 'dead letter redriven');
+    const result = await actions.redrive(id, apiActor(c));
+    if (result.status === 'failed') throw new DependencyUnavailableError(`the origin of dead letter ${id}`);
+    if (result.status !== 'redriven') throw new NotFoundError(`no pending dead letter ${id}`);
     return c.json({ id, status: 'redriven' as const }, 202);
+  });
+
+  app.openapi(discard, async (c) => {
+    const { id } = c.req.valid('param');
+    // The body is optional: without a JSON content type the validated body is `{}`.
+    const body = c.req.valid('json');
+    const result = await actions.discard(id, apiActor(c), body.reason);
+    if (result.status !== 'discarded') throw new NotFoundError(`no pending dead letter ${id}`);
+    return c.json({ id, status: 'discarded' as const }, 200);
+  });
+
+  app.openapi(redriveMany, async (c) => {
+    const body = c.req.valid('json');
+    return c.json(await actions.redriveMany(body, apiActor(c)), 200);
   });
 
   return app;

@@ -85,7 +85,7 @@ describe('POST /v1/orders', () => {
     const chunked = await fetch(url('/v1/orders'), {
       method: 'POST',
       body: chunks,
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', authorization: 'Bearer dev' },
       duplex: 'half',
     } as RequestInit);
     expect(chunked.status).toBe(413);

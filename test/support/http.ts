@@ -10,6 +10,8 @@ export async function request<T = Record<string, unknown>>(
   init: RequestInit & { json?: unknown } = {},
 ): Promise<JsonResponse<T>> {
   const headers = new Headers(init.headers);
+  // The development key (all scopes) unless the test sends its own credentials.
+  if (!headers.has('authorization') && !headers.has('x-session-id')) headers.set('authorization', 'Bearer dev');
   let body = init.body;
   if (init.json !== undefined) {
     headers.set('content-type', headers.get('content-type') ?? 'application/json');

@@ -1,0 +1,41 @@
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import type { ApiDeps, ApiEnv } from '../context.ts';
+import { ProblemSchema } from '../schemas.ts';
+
+const create = createRoute({
+  method: 'post',
+  path: '/v1/sessions',
+  tags: ['auth'],
+  summary: 'Open a session for the calling API key; send its id as x-session-id afterwards',
+  responses: {
+    201: {
+      description: 'A session stored in Redis with a TTL',
+      content: { 'application/json': { schema: z.object({ sessionId: z.string(), expiresInSeconds: z.number().int() }) } },
+    },
+    401: { description: 'No valid key', content: { 'application/problem+json': { schema: ProblemSchema } } },
+  },
+});
+
+const destroy = createRoute({
+  method: 'delete',
+  path: '/v1/sessions/current',
+  tags: ['auth'],
+  summary: 'Log out: delete the session named by x-session-id',
+  responses: { 204: { description: 'Deleted' } },
+});
+
+/** Sessions live in Redis only: any replica serves any session, logout is immediate everywhere. */
+export function sessionRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
+  const app = new OpenAPIHono<ApiEnv>();
+  app.openapi(create, async (c) => {
+    const session = await deps.sessions.create({ principal: c.get('principal'), scopes: [...c.get('scopes')] });
+    c.get('log').info('session opened');
+    return c.json({ sessionId: session.id, expiresInSeconds: session.expiresInSeconds }, 201);
+  });
+  app.openapi(destroy, async (c) => {
+    const id = c.req.header('x-session-id');
+    if (id) await deps.sessions.destroy(id);
+    return c.body(null, 204);
+  });
+  return app;
+}
