@@ -17,8 +17,9 @@ export async function markPublished(client: PoolClient, ids: readonly number[]):
   await client.query(`UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])`, [ids]);
 }
 
-/** Drops published rows past retention (kept until then to rebuild read models). */
+/** Drops published rows past retention (kept until then to rebuild read models); 0 keeps them forever. */
 export async function purgePublished(pool: Pool, retentionHours: number): Promise<number> {
+  if (retentionHours <= 0) return 0;
   const { rowCount } = await pool.query(
     `DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < now() - make_interval(hours => $1)`,
     [retentionHours],

@@ -13,6 +13,8 @@ import {
 } from './projections.sql.ts';
 
 export const PROJECTOR_CONSUMER = 'projections';
+/** Advisory lock serializing read-model rebuilds against live projection batches. */
+export const REBUILD_LOCK_ID = 727_274_002;
 
 const rank = { dead_lettered: 0, rejected: 1, completed: 1 } as const;
 
@@ -63,6 +65,9 @@ function addDelta(map: Map<string, StatsDelta>, key: string, d: Partial<StatsDel
  * order view (one row per order, the strongest state wins) and stats deltas aggregated per row.
  */
 export async function applyEvents(client: PoolClient, consumer: string, events: readonly EventEnvelope[]): Promise<number> {
+  // Shared with other projector batches, exclusive for a rebuild: live projection waits while the
+  // read models are rebuilt (events queue up in the bus), then resumes; the inbox dedupes the overlap.
+  await client.query('SELECT pg_advisory_xact_lock_shared($1)', [REBUILD_LOCK_ID]);
   const unique = [...new Map(events.map((e) => [e.eventId, e])).values()];
   const fresh = await claimInbox(
     client,
@@ -101,6 +106,8 @@ export interface ProjectorOptions {
   consumer?: string;
   batchSize: number;
   batchWaitMs: number;
+  /** Test hook: called after a batch's transaction commits, before the bus acks (chaos tests kill here). */
+  afterCommit?: (count: number) => Promise<void> | void;
 }
 
 /** The idempotent projection consumer, as an {@link EventHandler} any bus can drive. */
@@ -113,6 +120,7 @@ export function createProjector(options: ProjectorOptions): { handle: EventHandl
     run: (events) =>
       runWithIsolation(events, async (batch) => {
         await withTransaction(options.pool, (client) => applyEvents(client, consumer, batch));
+        await options.afterCommit?.(batch.length);
         return batch.map(() => undefined);
       }),
   });

@@ -1,0 +1,58 @@
+import type { Pool } from '../../shared/db/pool.ts';
+import type { EventEnvelope } from '../../shared/domain/events.ts';
+import type { Logger } from '../../shared/observability/logger.ts';
+import { applyEvents, PROJECTOR_CONSUMER, REBUILD_LOCK_ID } from './projector.ts';
+
+export interface RebuildOptions {
+  pool: Pool;
+  logger: Logger;
+  consumer?: string;
+  /** Events replayed per statement batch. */
+  batchSize?: number;
+}
+
+/**
+ * Rebuilds every read model from the events retained in the outbox, through the same idempotent
+ * projection code as live traffic. One transaction: readers keep seeing the old read models (DELETE,
+ * not TRUNCATE, so no lock blocks them) until the rebuilt ones commit; live projection pauses on the
+ * rebuild lock meanwhile and resumes after, its overlap deduplicated by the inbox.
+ * @returns the number of events replayed.
+ */
+export async function rebuildReadModels(options: RebuildOptions): Promise<number> {
+  const consumer = options.consumer ?? PROJECTOR_CONSUMER;
+  const batchSize = options.batchSize ?? 1_000;
+  const client = await options.pool.connect();
+  let replayed = 0;
+  try {
+    await client.query('BEGIN');
+    await client.query('SET LOCAL statement_timeout = 0');
+    await client.query('SELECT pg_advisory_xact_lock($1)', [REBUILD_LOCK_ID]);
+    await client.query('DELETE FROM order_view');
+    await client.query('DELETE FROM customer_stats');
+    await client.query('DELETE FROM daily_stats');
+    await client.query('DELETE FROM projection_inbox WHERE consumer = $1', [consumer]);
+    let after = 0;
+    for (;;) {
+      const { rows } = await client.query<{ id: number; envelope: EventEnvelope }>(
+        'SELECT id, envelope FROM outbox WHERE published_at IS NOT NULL AND id > $1 ORDER BY id LIMIT $2',
+        [after, batchSize],
+      );
+      if (rows.length === 0) break;
+      await applyEvents(
+        client,
+        consumer,
+        rows.map((r) => r.envelope),
+      );
+      replayed += rows.length;
+      after = rows[rows.length - 1]!.id;
+    }
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+  options.logger.info({ replayed, consumer }, 'read models rebuilt from the outbox');
+  return replayed;
+}
