@@ -1,0 +1,65 @@
+import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../shared/config/config.ts';
+import { eventually, isolatedEnv } from '../support/env.ts';
+import { request } from '../support/http.ts';
+import { cleanup } from '../support/platform.ts';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const readme = readFileSync(`${root}README.md`, 'utf8');
+/** The shell blocks the README marks as runnable examples, in order. */
+const examples = [...readme.matchAll(/<!-- example -->\s*```bash\n([\s\S]*?)```/g)].map((m) => m[1]!);
+
+describe('README', () => {
+  const env = isolatedEnv({ DASHBOARD_PORT: '0', METRICS_PORT: '0', LOG_LEVEL: 'info' });
+  let url = '';
+  let child: ReturnType<typeof spawn>;
+  const lines: string[] = [];
+
+  beforeAll(async () => {
+    // The README's run command (`npm start` runs exactly this script), on an isolated schema and port.
+    child = spawn('bash', ['scripts/start.sh'], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout!.on('data', (d: Buffer) => lines.push(...d.toString().split('\n')));
+    child.stderr!.on('data', (d: Buffer) => lines.push(...d.toString().split('\n')));
+    const port = await eventually(
+      () => {
+        if (child.exitCode !== null) throw new Error(`npm start exited:\n${lines.slice(-20).join('\n')}`);
+        const line = lines.find((l) => l.includes('"api listening"'));
+        return line ? (JSON.parse(line) as { port: number }).port : undefined;
+      },
+      { timeoutMs: 90_000, what: 'npm start to listen' },
+    );
+    url = `http://127.0.0.1:${port}`;
+    await eventually(async () => (await fetch(`${url}/readyz`)).status === 200);
+  });
+  afterAll(async () => {
+    if (child && child.exitCode === null) {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+    }
+    await cleanup(loadConfig(env));
+  });
+
+  it('has runnable examples', () => {
+    expect(examples.length).toBeGreaterThanOrEqual(5);
+  });
+
+  it('every curl example works as printed against `npm start`', async () => {
+    // Only addition: a newline after each response body so outputs do not run together.
+    const script = `set -euo pipefail\ncurl() { command curl "$@"; echo; }\n${examples.join('\n')}`.replaceAll('http://localhost:3000', url);
+    const out = execFileSync('bash', ['-c', script], { encoding: 'utf8', timeout: 60_000 });
+    expect(out).toMatch(/HTTP\/1\.1 202 Accepted/);
+    expect(out).toMatch(/x-correlation-id: checkout-7f3a9c21/i);
+    expect(out).toContain('"status":"queued"');
+    expect(out).toContain('"code":"request.invalid"');
+    expect(out).toContain('"orderCount"');
+    expect(out).toContain('"deadLetters"');
+    const orderId = /^([0-9a-f-]{36})$/m.exec(out)?.[1];
+    expect(orderId).toBeDefined();
+    // The example order flows through the whole pipeline.
+    await eventually(async () => (await request(`${url}/v1/orders/${orderId}`)).body.status === 'completed');
+  });
+});
