@@ -1,12 +1,15 @@
 import type { Config } from '../config/config.ts';
 import type { DeadLetterSink } from '../dead-letters/dead-letter.ts';
 import type { Logger } from '../observability/logger.ts';
+import type { Metrics } from '../observability/metrics.ts';
 import { createBullmqBus } from './bullmq-bus.ts';
 import type { BusKind, EventBus } from './event-bus.ts';
 
 export interface BusDeps {
   logger: Logger;
   deadLetters: DeadLetterSink;
+  /** Job counters and durations of the BullMQ bus's consumers, when the process exports metrics. */
+  metrics?: Pick<Metrics, 'instrumentWorker'> | undefined;
 }
 
 /** The event bus chosen by `EVENT_BUS`; every adapter honours the same {@link EventBus} contract. */
@@ -23,7 +26,12 @@ export async function createEventBus(kind: BusKind, deps: BusDeps, config: Confi
       });
     case 'kafka': {
       const { createKafkaBus } = await import('./kafka-bus.ts');
-      return createKafkaBus(deps, { ...config.bus.kafka, maxAttempts: config.bus.maxAttempts, backoffMs: config.bus.backoffMs });
+      return createKafkaBus(deps, {
+        ...config.bus.kafka,
+        maxAttempts: config.bus.maxAttempts,
+        backoffMs: config.bus.backoffMs,
+        shutdownGraceMs: config.workers.shutdownGraceMs,
+      });
     }
     case 'rabbitmq': {
       const { createRabbitmqBus } = await import('./rabbitmq-bus.ts');
@@ -31,6 +39,7 @@ export async function createEventBus(kind: BusKind, deps: BusDeps, config: Confi
         ...config.bus.rabbitmq,
         maxAttempts: config.bus.maxAttempts,
         backoffMs: config.bus.backoffMs,
+        shutdownGraceMs: config.workers.shutdownGraceMs,
       });
     }
   }

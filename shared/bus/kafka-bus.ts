@@ -1,15 +1,191 @@
+/**
+ * The Kafka event bus (kafkajs 2.2).
+ *
+ * Publishing: an idempotent producer (acks = all, one request in flight, so retries neither
+ * duplicate nor reorder), message key = order id, so one order's events share a partition and
+ * keep their order. With `producer.transactionalId` set, each `publish` call is one Kafka
+ * transaction instead (all or nothing; consumers read committed only).
+ *
+ * Measured with `bench/kafka-publish.ts` (local single-node Kafka 3.9.2, ~1 KB events, 6 partitions,
+ * 2 shared cores under load, so read the ratios, not the absolutes):
+ *   calls of 100 events: idempotent 2.1–2.7k events/s, transactional 1.5–1.9k events/s
+ *   calls of 500 events: both 8–10k events/s (the per-transaction cost is amortized)
+ *   one-event calls:     idempotent 1–4 ms, transactional 29–44 ms (AddPartitions + EndTxn markers)
+ * Choice: idempotent by default. The outbox already makes publishing atomic with the write model
+ * and every consumer dedupes by event id, so a transaction buys nothing but latency; it stays
+ * available for deployments that want all-or-nothing batches.
+ *
+ * Consuming: see `kafka/subscription.ts` — manual commits after the effect, one key in order,
+ * retries on `<topic>.retry` (headers `x-attempt`, `x-not-before`, partition paused until due),
+ * dead letters on `<topic>.dlq` and in the `dead_letters` table.
+ */
+import { Kafka, Partitioners, type Admin, type Message, type Producer } from 'kafkajs';
+import type { DeadLetterRecord } from '../dead-letters/dead-letter.ts';
+import { encodeEvent } from './codec.ts';
 import type { BusDeps } from './create-bus.ts';
-import type { EventBus } from './event-bus.ts';
+import type { EventBus, EventHandler, Subscription } from './event-bus.ts';
+import { kafkaLogCreator, kafkaTopics, ownHeaders } from './kafka/headers.ts';
+import { startKafkaSubscription } from './kafka/subscription.ts';
 
 export interface KafkaBusConfig {
   brokers: readonly string[];
   clientId: string;
+  /** The events topic; `<topic>.retry` and `<topic>.dlq` are declared next to it. */
   topic: string;
+  /** Partitions of each topic when the bus creates them (existing topics are left as they are). */
   partitions: number;
   maxAttempts: number;
   backoffMs: number;
+  /** @defaultValue 60000 */
+  backoffMaxMs?: number;
+  consumer: {
+    /** Consumer group of the `projections` subscription; other groups get `<groupId>.<group>`. */
+    groupId: string;
+    /** Prefetch bound per partition. */
+    maxBytesPerPartition: number;
+    sessionTimeout: number;
+    partitionsConsumedConcurrently: number;
+    /** Fetch long-poll; also bounds how late a due retry is picked up. @defaultValue 500 */
+    maxWaitTimeMs?: number;
+    /** Handlers in flight per partition batch (different keys only). @defaultValue 50 */
+    maxInFlightPerPartition?: number;
+  };
+  producer?: {
+    /** Publish each batch in one Kafka transaction with this id (unique per producing process). */
+    transactionalId?: string | undefined;
+    retry?: { retries: number; initialRetryTime: number };
+  };
+  /** How long `close()` waits for in-flight handlers before leaving them uncommitted. @defaultValue 10000 */
+  shutdownGraceMs?: number;
+  /** How long `subscribe` waits to join its group. @defaultValue 30000 */
+  joinTimeoutMs?: number;
 }
 
-export function createKafkaBus(_deps: BusDeps, _config: KafkaBusConfig): EventBus {
-  throw new Error('the Kafka bus is not implemented yet');
+/** The subscription whose consumer group is `consumer.groupId` itself (the projector's name). */
+const DEFAULT_GROUP = 'projections';
+
+/**
+ * Creates the Kafka {@link EventBus}. Nothing connects until `start()`.
+ * @example
+ * const bus = createKafkaBus(deps, { ...config.bus.kafka, maxAttempts: 5, backoffMs: 500 });
+ * await bus.start();
+ * const sub = await bus.subscribe('projections', projector.handle);
+ */
+export function createKafkaBus(deps: BusDeps, config: KafkaBusConfig): EventBus {
+  const log = deps.logger.child({ component: 'kafka-bus', topic: config.topic });
+  const topics = kafkaTopics(config.topic);
+  const transactionalId = config.producer?.transactionalId || undefined;
+  const kafka = new Kafka({
+    clientId: config.clientId,
+    brokers: [...config.brokers],
+    logCreator: kafkaLogCreator(deps.logger),
+    retry: config.producer?.retry ?? { retries: 5, initialRetryTime: 100 },
+  });
+  const admin: Admin = kafka.admin();
+  const producer: Producer = kafka.producer({
+    idempotent: true,
+    maxInFlightRequests: 1,
+    allowAutoTopicCreation: false,
+    createPartitioner: Partitioners.DefaultPartitioner,
+    ...(transactionalId ? { transactionalId } : {}),
+  });
+  const subscriptions: Subscription[] = [];
+  let starting: Promise<void> | undefined;
+  let closing: Promise<void> | undefined;
+  // A producer runs one transaction at a time: transactional sends queue behind each other.
+  let txQueue: Promise<unknown> = Promise.resolve();
+
+  async function send(topic: string, messages: Message[]): Promise<void> {
+    if (!transactionalId) {
+      await producer.send({ topic, messages, acks: -1 });
+      return;
+    }
+    const run = txQueue.then(async () => {
+      const tx = await producer.transaction();
+      try {
+        await tx.send({ topic, messages, acks: -1 });
+        await tx.commit();
+      } catch (err) {
+        await tx.abort().catch(() => undefined);
+        throw err;
+      }
+    });
+    txQueue = run.catch(() => undefined);
+    await run;
+  }
+
+  async function declareTopology(): Promise<void> {
+    await admin.connect();
+    const created = await admin.createTopics({
+      waitForLeaders: true,
+      topics: [topics.events, topics.retry, topics.dlq].map((topic) => ({
+        topic,
+        numPartitions: config.partitions,
+      })),
+    });
+    log.info({ created, topics }, 'kafka topology declared');
+    await producer.connect();
+  }
+
+  function start(): Promise<void> {
+    starting ??= declareTopology().catch((err: unknown) => {
+      starting = undefined; // a later call may try again
+      throw err;
+    });
+    return starting;
+  }
+
+  return {
+    kind: 'kafka',
+    start,
+    async publish(events) {
+      if (events.length === 0) return;
+      await start();
+      await send(
+        topics.events,
+        events.map((e) => {
+          const { body, headers } = encodeEvent(e);
+          return { key: e.key, value: body, headers };
+        }),
+      );
+    },
+    async subscribe(group: string, handler: EventHandler): Promise<Subscription> {
+      await start();
+      const sub = await startKafkaSubscription(
+        { kafka, topics, handler, send, deadLetters: deps.deadLetters, logger: deps.logger },
+        {
+          groupId: group === DEFAULT_GROUP ? config.consumer.groupId : `${config.consumer.groupId}.${group}`,
+          sessionTimeout: config.consumer.sessionTimeout,
+          maxBytesPerPartition: config.consumer.maxBytesPerPartition,
+          partitionsConsumedConcurrently: config.consumer.partitionsConsumedConcurrently,
+          maxWaitTimeMs: config.consumer.maxWaitTimeMs ?? 500,
+          maxInFlightPerPartition: config.consumer.maxInFlightPerPartition ?? 50,
+          maxAttempts: config.maxAttempts,
+          backoffMs: config.backoffMs,
+          backoffMaxMs: config.backoffMaxMs ?? 60_000,
+          shutdownGraceMs: config.shutdownGraceMs ?? 10_000,
+          joinTimeoutMs: config.joinTimeoutMs ?? 30_000,
+        },
+      );
+      subscriptions.push(sub);
+      return sub;
+    },
+    async redrive(dl: DeadLetterRecord) {
+      await start();
+      // Fresh attempts: the bus's own headers (attempt, error, origin) are dropped.
+      await send(dl.origin, [{ key: dl.messageKey, value: dl.payload, headers: ownHeaders(dl.headers) }]);
+      log.info({ deadLetterId: dl.id, correlationId: dl.correlationId }, 'dead letter redriven');
+    },
+    close: () =>
+      (closing ??= (async () => {
+        // Reverse start order: consumers (finishing in-flight work) before the producer they use.
+        for (const sub of subscriptions.toReversed()) {
+          await sub.close().catch((err: unknown) => log.error({ err }, 'kafka subscription close failed'));
+        }
+        await producer
+          .disconnect()
+          .catch((err: unknown) => log.error({ err }, 'kafka producer disconnect failed'));
+        await admin.disconnect().catch((err: unknown) => log.error({ err }, 'kafka admin disconnect failed'));
+      })()),
+  };
 }

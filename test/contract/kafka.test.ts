@@ -1,0 +1,197 @@
+import { randomUUID } from 'node:crypto';
+import { Kafka, logLevel, Partitioners, type Admin, type Consumer, type Producer } from 'kafkajs';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { EventBus } from '../../shared/bus/event-bus.ts';
+import { createKafkaBus } from '../../shared/bus/kafka-bus.ts';
+import { kafkaTopics, readHeaders } from '../../shared/bus/kafka/headers.ts';
+import type { Config } from '../../shared/config/config.ts';
+import type { Pool } from '../../shared/db/pool.ts';
+import { createPgDeadLetterSink } from '../../shared/dead-letters/dead-letter.ts';
+import { dropSchema, eventually, migratedPool, testConfig, testLogger, uniqueId } from '../support/env.ts';
+import {
+  describeBusContract,
+  placedEvent,
+  type BusContractContext,
+  type TransportDeadLetter,
+} from './bus-contract.ts';
+
+/** Raw kafkajs clients of one contract case: a plain producer and a reader of the DLQ topic. */
+interface RawClients {
+  admin: Admin;
+  producer?: Producer;
+  dlqReader?: {
+    consumer: Consumer;
+    groupId: string;
+    seen: Map<number, bigint>;
+    messages: TransportDeadLetter[];
+  };
+}
+
+const clients = new WeakMap<BusContractContext, RawClients>();
+
+function raw(ctx: BusContractContext): { kafka: Kafka; state: RawClients } {
+  const kafka = new Kafka({
+    clientId: 'contract-raw',
+    brokers: [...ctx.config.bus.kafka.brokers],
+    logLevel: logLevel.NOTHING,
+  });
+  let state = clients.get(ctx);
+  if (!state) {
+    state = { admin: kafka.admin() };
+    clients.set(ctx, state);
+  }
+  return { kafka, state };
+}
+
+/** Starts (once) a consumer that keeps every DLQ message it reads, from the beginning. */
+async function dlqReader(ctx: BusContractContext): Promise<NonNullable<RawClients['dlqReader']>> {
+  const { kafka, state } = raw(ctx);
+  if (state.dlqReader) return state.dlqReader;
+  const groupId = uniqueId('dlq-reader');
+  const consumer = kafka.consumer({ groupId, sessionTimeout: 6_000, maxWaitTimeInMs: 100 });
+  const reader = {
+    consumer,
+    groupId,
+    seen: new Map<number, bigint>(),
+    messages: [] as TransportDeadLetter[],
+  };
+  state.dlqReader = reader;
+  await consumer.connect();
+  await consumer.subscribe({ topics: [kafkaTopics(ctx.config.bus.kafka.topic).dlq], fromBeginning: true });
+  await consumer.run({
+    eachMessage: async ({ partition, message }) => {
+      reader.messages.push({
+        payload: message.value ?? Buffer.alloc(0),
+        headers: readHeaders(message.headers),
+      });
+      reader.seen.set(partition, BigInt(message.offset));
+    },
+  });
+  return reader;
+}
+
+describeBusContract(
+  'kafka',
+  async (ctx) =>
+    createKafkaBus(ctx, {
+      ...ctx.config.bus.kafka,
+      partitions: 3,
+      maxAttempts: ctx.maxAttempts,
+      backoffMs: ctx.backoffMs,
+      consumer: { ...ctx.config.bus.kafka.consumer, sessionTimeout: 6_000, maxWaitTimeMs: 100 },
+      shutdownGraceMs: 1_000,
+    }),
+  {
+    ordersPerKey: true,
+    closeAbandonsInFlight: true,
+    async publishRaw(ctx, body, headers) {
+      const { kafka, state } = raw(ctx);
+      if (!state.producer) {
+        state.producer = kafka.producer({
+          createPartitioner: Partitioners.DefaultPartitioner,
+          allowAutoTopicCreation: false,
+        });
+        await state.producer.connect();
+      }
+      await state.producer.send({
+        topic: ctx.config.bus.kafka.topic,
+        acks: -1,
+        messages: [{ value: body, headers }],
+      });
+    },
+    async transportDeadLetters(ctx) {
+      const reader = await dlqReader(ctx);
+      const { state } = raw(ctx);
+      await state.admin.connect();
+      // Everything written to the DLQ so far (its high watermarks), read before answering.
+      const offsets = await state.admin.fetchTopicOffsets(kafkaTopics(ctx.config.bus.kafka.topic).dlq);
+      await eventually(
+        () =>
+          offsets.every(
+            (p) => BigInt(p.high) === 0n || (reader.seen.get(p.partition) ?? -1n) >= BigInt(p.high) - 1n,
+          ),
+        {
+          what: 'the DLQ reader to catch up',
+        },
+      );
+      return [...reader.messages];
+    },
+    async cleanup(ctx) {
+      const { state } = raw(ctx);
+      await state.dlqReader?.consumer.disconnect();
+      await state.producer?.disconnect();
+      const { topic, consumer } = ctx.config.bus.kafka;
+      const t = kafkaTopics(topic);
+      await state.admin.connect();
+      await state.admin.deleteTopics({ topics: [t.events, t.retry, t.dlq] }).catch(() => undefined);
+      const groups = [consumer.groupId, ...(state.dlqReader ? [state.dlqReader.groupId] : [])];
+      await state.admin.deleteGroups(groups).catch(() => undefined);
+      await state.admin.disconnect();
+      clients.delete(ctx);
+    },
+  },
+);
+
+describe('Kafka bus with a transactional producer', () => {
+  let config: Config;
+  let pool: Pool;
+  let bus: EventBus | undefined;
+
+  beforeEach(async () => {
+    config = testConfig();
+    pool = await migratedPool(config);
+  });
+
+  afterEach(async () => {
+    await bus?.close();
+    const admin = new Kafka({ brokers: [...config.bus.kafka.brokers], logLevel: logLevel.NOTHING }).admin();
+    await admin.connect();
+    const t = kafkaTopics(config.bus.kafka.topic);
+    await admin.deleteTopics({ topics: [t.events, t.retry, t.dlq] }).catch(() => undefined);
+    await admin.deleteGroups([config.bus.kafka.consumer.groupId]).catch(() => undefined);
+    await admin.disconnect();
+    await dropSchema(pool, config.database.schema);
+    await pool.end();
+  });
+
+  it('publishes a batch in one transaction and parks retries through transactions too', async () => {
+    bus = createKafkaBus(
+      { logger: testLogger(), deadLetters: createPgDeadLetterSink(pool) },
+      {
+        ...config.bus.kafka,
+        partitions: 3,
+        maxAttempts: 3,
+        backoffMs: 20,
+        consumer: { ...config.bus.kafka.consumer, sessionTimeout: 6_000, maxWaitTimeMs: 100 },
+        producer: { transactionalId: uniqueId('tx') },
+        shutdownGraceMs: 1_000,
+      },
+    );
+    await bus.start();
+    const seen: { eventId: string; attempt: number }[] = [];
+    const key = randomUUID();
+    const events = Array.from({ length: 10 }, () => placedEvent(key));
+    const flaky = events[3]?.eventId;
+    await bus.subscribe('projections', async (e, d) => {
+      seen.push({ eventId: e.eventId, attempt: d.attempt });
+      if (e.eventId === flaky && d.attempt === 1) throw new Error('fails once');
+    });
+    await bus.publish(events);
+
+    await eventually(() => seen.length >= events.length + 1, { what: 'every event and one retry' });
+    const firsts = seen.filter((s) => s.attempt === 1).map((s) => s.eventId);
+    expect(firsts).toEqual(events.map((e) => e.eventId));
+    expect(seen.filter((s) => s.eventId === flaky).map((s) => s.attempt)).toEqual([1, 2]);
+
+    // One transaction = the records plus one commit marker in the (single, same-key) partition;
+    // an idempotent-only producer would leave the high watermark at exactly the record count.
+    const admin = new Kafka({ brokers: [...config.bus.kafka.brokers], logLevel: logLevel.NOTHING }).admin();
+    await admin.connect();
+    try {
+      const offsets = await admin.fetchTopicOffsets(config.bus.kafka.topic);
+      expect(offsets.reduce((sum, p) => sum + Number(p.high), 0)).toBe(events.length + 1);
+    } finally {
+      await admin.disconnect();
+    }
+  });
+});
