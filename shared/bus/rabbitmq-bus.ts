@@ -1,16 +1,293 @@
+/**
+ * The RabbitMQ event bus.
+ *
+ * Topology (declared idempotently by `start()` for the default group, by `subscribe()` for others):
+ * - `<exchange>`: durable topic exchange; routing key = event type.
+ * - `<queue>` per consumer group (`config.queue` for `defaultGroup`, `<exchange>.<group>` otherwise):
+ *   durable, quorum when the broker supports it, bound with `#`. Its dead-letter exchange
+ *   `<exchange>.dlx` routes to `<queue>.dlq`, so a message that exceeds `x-delivery-limit` (the
+ *   consumer keeps dying on it) lands in the DLQ instead of being dropped.
+ * - `<queue>.retry.<ttl>ms`: classic delay queues with a per-queue TTL of base·2^(n-1) (capped) that
+ *   dead-letter back to `<queue>` through the default exchange: exponential backoff without a plugin.
+ * - `<queue>.dlq`: the broker-side dead letters (our copy carries `x-error`, `x-attempts`,
+ *   `x-origin-queue`); every one we dead-letter is also recorded in the dead-letter sink.
+ *
+ * Guarantees:
+ * - Publish resolves only once the broker confirmed every message (persistent, mandatory); it rejects
+ *   on nack, return (no queue bound), channel/connection loss or our own `confirmTimeoutMs`, and never
+ *   reconnects behind the caller's back for a batch: the outbox relay retries, duplicates are harmless.
+ * - At-least-once delivery: a message is acked only after its handler resolved, or after its retry
+ *   copy or dead-letter copy was confirmed (and the dead letter recorded). A crash or a lost
+ *   connection before that makes the broker redeliver it. Consumers must be idempotent.
+ * - Ordering: RabbitMQ hands out one queue in FIFO order, but with `prefetch` > 1 up to `prefetch`
+ *   handlers run concurrently and finish in any order; a retried event comes back after its delay,
+ *   behind later events; a requeued (crash) delivery may come after later ones. So there is NO per-key
+ *   (per-order) ordering guarantee; the projector is order-insensitive by design (inbox + strongest
+ *   state wins). With `prefetch` = 1 and one consumer, events are handled in publish order except
+ *   around retries and redeliveries.
+ * - A lost consumer connection is re-established with exponential backoff, topology redeclared.
+ */
+import type { ChannelModel, ConfirmChannel } from 'amqplib';
+import type { DeadLetterRecord } from '../dead-letters/dead-letter.ts';
+import { EventHeaders } from './codec.ts';
 import type { BusDeps } from './create-bus.ts';
-import type { EventBus } from './event-bus.ts';
+import type { EventBus, EventHandler, Subscription } from './event-bus.ts';
+import {
+  ConfirmTimeoutError,
+  createConfirmPublisher,
+  type ConfirmPublisher,
+  type OutgoingMessage,
+} from './rabbitmq/confirm.ts';
+import { forceCloseConnection, openAmqpConnection, whenClosed } from './rabbitmq/connection.ts';
+import { createConsumer, type Consumer } from './rabbitmq/consumer.ts';
+import { eventMessage, originalHeaders } from './rabbitmq/messages.ts';
+import {
+  declareExchanges,
+  declareGroup,
+  detectQueueType,
+  groupTopology,
+  type TopologyConfig,
+} from './rabbitmq/topology.ts';
+
+export { ConfirmTimeoutError, UnroutableError } from './rabbitmq/confirm.ts';
+export { RabbitmqHeaders } from './rabbitmq/messages.ts';
 
 export interface RabbitmqBusConfig {
   url: string;
   exchange: string;
+  /** Work queue of `defaultGroup`. */
   queue: string;
+  /** Unacked deliveries per consumer: the bound on concurrent handlers. */
   prefetch: number;
+  /** Our own deadline for publisher confirms (amqplib waits forever on a dead link). */
   confirmTimeoutMs: number;
   maxAttempts: number;
+  /** First retry delay; doubles per attempt up to `maxBackoffMs`. */
   backoffMs: number;
+  /** The group whose queue is `queue`, declared by `start()` so events published before the first subscribe are kept. @defaultValue 'projections' */
+  defaultGroup?: string;
+  /** @defaultValue 60_000 */
+  maxBackoffMs?: number;
+  /** Quorum `x-delivery-limit`: deliveries without an ack (crashes) before a message is dead-lettered. @defaultValue 20 */
+  deliveryLimit?: number;
+  /** @defaultValue 10 */
+  heartbeatSeconds?: number;
+  /** @defaultValue 5_000 */
+  connectTimeoutMs?: number;
+  /** How long close() waits for in-flight handlers. @defaultValue 10_000 */
+  shutdownGraceMs?: number;
+  /** Consumer reconnect backoff bounds. @defaultValue 100 and 10_000 */
+  reconnectMinMs?: number;
+  reconnectMaxMs?: number;
+  /** Prefix of the connection names shown by the broker. @defaultValue 'conveyor' */
+  connectionName?: string;
 }
 
-export function createRabbitmqBus(_deps: BusDeps, _config: RabbitmqBusConfig): EventBus {
-  throw new Error('the RabbitMQ bus is not implemented yet');
+/** Publish, subscribe or redrive on a closed bus. */
+export class BusClosedError extends Error {
+  override readonly name = 'BusClosedError';
+  constructor() {
+    super('the RabbitMQ bus is closed');
+  }
+}
+
+const DEFAULTS = {
+  defaultGroup: 'projections',
+  maxBackoffMs: 60_000,
+  deliveryLimit: 20,
+  heartbeatSeconds: 10,
+  connectTimeoutMs: 5_000,
+  shutdownGraceMs: 10_000,
+  reconnectMinMs: 100,
+  reconnectMaxMs: 10_000,
+  connectionName: 'conveyor',
+} satisfies Partial<RabbitmqBusConfig>;
+
+function withDefaults(config: RabbitmqBusConfig): Required<RabbitmqBusConfig> {
+  const defined = Object.fromEntries(Object.entries(config).filter(([, v]) => v !== undefined));
+  return { ...DEFAULTS, ...defined } as Required<RabbitmqBusConfig>;
+}
+
+/**
+ * The exchange and queue names a bus with `config` declares; pass it to `deleteRabbitmqTopology`
+ * (shared/bus/rabbitmq/admin.ts) to tear them down, or to `groupTopology` to name a group's queues.
+ */
+export function rabbitmqTopology(config: RabbitmqBusConfig): TopologyConfig {
+  const c = withDefaults(config);
+  return {
+    exchange: c.exchange,
+    queue: c.queue,
+    defaultGroup: c.defaultGroup,
+    maxAttempts: c.maxAttempts,
+    backoffMs: c.backoffMs,
+    maxBackoffMs: c.maxBackoffMs,
+  };
+}
+
+interface PublisherSession {
+  model: ChannelModel;
+  channel: ConfirmChannel;
+  publisher: ConfirmPublisher;
+  /** Settles when the connection or the channel closes. */
+  closed: Promise<Error | undefined>;
+}
+
+/**
+ * Creates the RabbitMQ {@link EventBus}: one publisher connection (opened lazily, replaced after a
+ * failure) and one connection per subscription, so publisher flow control never stalls acks.
+ * @example
+ * const bus = createRabbitmqBus({ logger, deadLetters }, { ...config.bus.rabbitmq, maxAttempts: 5, backoffMs: 500 });
+ * await bus.start();
+ * const sub = await bus.subscribe('projections', projector.handle);
+ */
+export function createRabbitmqBus(deps: BusDeps, config: RabbitmqBusConfig): EventBus {
+  const c = withDefaults(config);
+  const log = deps.logger.child({ component: 'rabbitmq-bus', exchange: c.exchange });
+  const topologyConfig = rabbitmqTopology(c);
+  const consumers = new Set<Consumer>();
+  let publisher: Promise<PublisherSession> | undefined;
+  let closing: Promise<void> | undefined;
+
+  const connect = (role: string) =>
+    openAmqpConnection(
+      {
+        url: c.url,
+        connectionName: `${c.connectionName}-${role}`,
+        heartbeatSeconds: c.heartbeatSeconds,
+        connectTimeoutMs: c.connectTimeoutMs,
+      },
+      log,
+    );
+
+  async function openPublisher(): Promise<PublisherSession> {
+    const model = await connect('publisher');
+    try {
+      const channel = await model.createConfirmChannel();
+      channel.on('error', (err: Error) => log.warn({ err }, 'amqp publisher channel error'));
+      // Listen before anything else can happen, so no close goes unnoticed.
+      const closed = whenClosed(model, channel);
+      return { model, channel, publisher: createConfirmPublisher(channel), closed };
+    } catch (err) {
+      await forceCloseConnection(model, 1_000);
+      throw err;
+    }
+  }
+
+  /** The live publisher session, opened on demand; forgotten as soon as it closes or fails. */
+  function publisherSession(): Promise<PublisherSession> {
+    if (closing) return Promise.reject(new BusClosedError());
+    if (publisher) return publisher;
+    const opening = openPublisher();
+    publisher = opening;
+    const forget = () => {
+      if (publisher === opening) publisher = undefined;
+    };
+    opening.then(
+      (s) =>
+        void s.closed.then((err) => {
+          forget();
+          if (!closing) log.warn({ err }, 'amqp publisher connection closed; the next publish reconnects');
+          void forceCloseConnection(s.model, 1_000); // a closed channel leaves its connection open
+        }),
+      forget,
+    );
+    return opening;
+  }
+
+  async function send(messages: readonly OutgoingMessage[]): Promise<void> {
+    const opening = publisherSession();
+    const session = await opening;
+    try {
+      await session.publisher.publish(messages, c.confirmTimeoutMs);
+    } catch (err) {
+      // No confirm in time: the link is likely dead without the socket knowing. Drop it so the next
+      // publish reconnects; confirms still pending on it fail, and their callers retry too.
+      if (err instanceof ConfirmTimeoutError) {
+        if (publisher === opening) publisher = undefined;
+        void forceCloseConnection(session.model, 0);
+      }
+      throw err;
+    }
+  }
+
+  return {
+    kind: 'rabbitmq',
+
+    async start() {
+      const { model, channel } = await publisherSession();
+      await declareExchanges(channel, c.exchange);
+      await declareGroup(channel, c.exchange, groupTopology(topologyConfig, c.defaultGroup), {
+        queueType: detectQueueType(model),
+        deliveryLimit: c.deliveryLimit,
+      });
+      log.info({ queue: c.queue }, 'rabbitmq bus started');
+    },
+
+    async publish(events) {
+      if (closing) throw new BusClosedError();
+      if (events.length === 0) return;
+      await send(events.map((e) => eventMessage(c.exchange, e)));
+    },
+
+    async subscribe(group: string, handler: EventHandler): Promise<Subscription> {
+      if (closing) throw new BusClosedError();
+      const consumer = createConsumer({
+        topology: groupTopology(topologyConfig, group),
+        topologyConfig,
+        connect: () => connect(`consumer-${group}`),
+        handler,
+        deadLetters: deps.deadLetters,
+        log,
+        prefetch: c.prefetch,
+        maxAttempts: c.maxAttempts,
+        deliveryLimit: c.deliveryLimit,
+        confirmTimeoutMs: c.confirmTimeoutMs,
+        shutdownGraceMs: c.shutdownGraceMs,
+        reconnectMinMs: c.reconnectMinMs,
+        reconnectMaxMs: c.reconnectMaxMs,
+      });
+      await consumer.start();
+      consumers.add(consumer);
+      return {
+        close: async () => {
+          await consumer.close();
+          consumers.delete(consumer);
+        },
+      };
+    },
+
+    async redrive(dl: DeadLetterRecord) {
+      if (closing) throw new BusClosedError();
+      if (dl.transport !== 'rabbitmq')
+        throw new Error(`dead letter ${dl.id} came from ${dl.transport}, not rabbitmq`);
+      const headers = originalHeaders(dl.headers);
+      const options: OutgoingMessage['options'] = {
+        messageId: headers[EventHeaders.eventId] ?? dl.messageKey ?? dl.id,
+        deliveryMode: 2,
+        contentType: 'application/json',
+        headers,
+      };
+      const correlationId = headers[EventHeaders.correlationId] ?? dl.correlationId;
+      if (correlationId) options.correlationId = correlationId;
+      const type = headers[EventHeaders.eventType];
+      if (type) options.type = type;
+      // Straight to the origin queue through the default exchange: other groups already have it.
+      await send([{ exchange: '', routingKey: dl.origin, content: dl.payload, options }]);
+      log.info({ deadLetterId: dl.id, origin: dl.origin, correlationId }, 'dead letter redriven');
+    },
+
+    close() {
+      closing ??= (async () => {
+        for (const consumer of [...consumers].reverse()) {
+          await consumer
+            .close()
+            .catch((err: unknown) => log.error({ err }, 'closing a rabbitmq consumer failed'));
+        }
+        const session = await publisher?.catch(() => undefined);
+        publisher = undefined;
+        if (session) await forceCloseConnection(session.model, Math.min(5_000, c.shutdownGraceMs));
+      })();
+      return closing;
+    },
+  };
 }

@@ -46,7 +46,8 @@ export class ChannelClosedError extends Error {
 /** amqplib calls a confirm callback with "message nacked" for a nack and "channel closed" on close. */
 function confirmError(err: unknown, messageId: string): Error {
   const reason = err instanceof Error ? err : new Error(String(err));
-  if (reason.message === 'message nacked') return new PublishNackedError(`broker nacked message ${messageId}`, { cause: reason });
+  if (reason.message === 'message nacked')
+    return new PublishNackedError(`broker nacked message ${messageId}`, { cause: reason });
   return new ChannelClosedError(reason);
 }
 
@@ -120,12 +121,19 @@ export function createConfirmPublisher(channel: ConfirmChannel): ConfirmPublishe
           confirmed.catch(() => undefined); // observed by Promise.all below, even if we bail out early
           confirms.push(confirmed);
           // Throws synchronously (IllegalOperationError) when the channel is already closed.
-          const writable = channel.publish(m.exchange, m.routingKey, m.content, { ...m.options, mandatory: true }, (err: unknown) => {
-            pending -= 1;
-            if (err) settle?.reject(confirmError(err, m.options.messageId));
-            else if (takeReturned(m.options.messageId)) settle?.reject(new UnroutableError(m.exchange, m.routingKey));
-            else settle?.resolve();
-          });
+          const writable = channel.publish(
+            m.exchange,
+            m.routingKey,
+            m.content,
+            { ...m.options, mandatory: true },
+            (err: unknown) => {
+              pending -= 1;
+              if (err) settle?.reject(confirmError(err, m.options.messageId));
+              else if (takeReturned(m.options.messageId))
+                settle?.reject(new UnroutableError(m.exchange, m.routingKey));
+              else settle?.resolve();
+            },
+          );
           // Backpressure: the socket buffer is full; write the next message only once it drained.
           if (!writable) await Promise.race([waitForDrain(), failed]);
         }

@@ -24,18 +24,27 @@ export async function openAmqpConnection(options: AmqpConnectOptions, log: Logge
     timeout: options.connectTimeoutMs,
     clientProperties: { connection_name: options.connectionName },
   });
-  model.on('error', (err: Error) => log.warn({ err, connection: options.connectionName }, 'amqp connection error'));
+  const connection = options.connectionName;
+  model.on('error', (err: Error) => log.warn({ err, connection }, 'amqp connection error'));
+  // A resource alarm (memory, disk) blocks publishing connections: confirms stop until it clears.
+  model.on('blocked', (reason: string) =>
+    log.warn({ connection, reason }, 'amqp connection blocked by the broker'),
+  );
+  model.on('unblocked', () => log.info({ connection }, 'amqp connection unblocked'));
   return model;
 }
 
-/** The socket under a channel model; amqplib does not type it, so it is looked up defensively. */
-function socketOf(model: ChannelModel): { destroy(): void } | undefined {
+/**
+ * Destroys the socket under a channel model (amqplib does not type it, so it is looked up
+ * defensively). With an error: amqplib only notices a socket's `error` or `end`, not a bare `close`.
+ */
+function destroySocket(model: ChannelModel, reason: Error): void {
   const connection: unknown = model.connection;
-  if (typeof connection !== 'object' || connection === null || !('stream' in connection)) return undefined;
+  if (typeof connection !== 'object' || connection === null || !('stream' in connection)) return;
   const stream: unknown = connection.stream;
-  if (typeof stream !== 'object' || stream === null || !('destroy' in stream)) return undefined;
+  if (typeof stream !== 'object' || stream === null || !('destroy' in stream)) return;
   const destroy: unknown = stream.destroy;
-  return typeof destroy === 'function' ? { destroy: () => void destroy.call(stream) } : undefined;
+  if (typeof destroy === 'function') destroy.call(stream, reason);
 }
 
 /**
@@ -54,11 +63,13 @@ export async function forceCloseConnection(model: ChannelModel, graceMs: number)
   });
   const closed = await Promise.race([polite, timedOut]);
   clearTimeout(timer);
-  if (!closed) socketOf(model)?.destroy();
+  if (!closed) destroySocket(model, new Error(`amqp connection forced closed after ${graceMs} ms`));
 }
 
 /** Resolves once the model or the channel closes, with the reason when there is one. */
-export function whenClosed(...emitters: { once(event: 'close', listener: (err?: Error) => void): unknown }[]): Promise<Error | undefined> {
+export function whenClosed(
+  ...emitters: { once(event: 'close', listener: (err?: Error) => void): unknown }[]
+): Promise<Error | undefined> {
   return new Promise((resolve) => {
     for (const emitter of emitters) emitter.once('close', (err?: Error) => resolve(err));
   });
