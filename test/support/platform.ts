@@ -7,6 +7,10 @@ import { Queue } from 'bullmq';
 import { ALL_QUEUES } from '../../shared/queue/names.ts';
 import { Redis } from 'ioredis';
 import { createPool } from '../../shared/db/pool.ts';
+import { Kafka, logLevel } from 'kafkajs';
+import { rabbitmqTopology } from '../../shared/bus/rabbitmq-bus.ts';
+import { deleteRabbitmqTopology } from '../../shared/bus/rabbitmq/admin.ts';
+import { PROJECTOR_CONSUMER } from '../../workers/projections/projector.ts';
 
 export interface Platform {
   rt: Runtime;
@@ -48,6 +52,19 @@ export async function cleanup(config: Config): Promise<void> {
       await q.close();
     }
     await dropSchema(pool, config.database.schema).catch(() => undefined);
+    if (config.bus.kind === 'rabbitmq') {
+      const topology = rabbitmqTopology({ ...config.bus.rabbitmq, maxAttempts: config.bus.maxAttempts, backoffMs: config.bus.backoffMs });
+      await deleteRabbitmqTopology(config.bus.rabbitmq.url, topology, [PROJECTOR_CONSUMER]).catch(() => undefined);
+    }
+    if (config.bus.kind === 'kafka') {
+      const kafka = new Kafka({ brokers: [...config.bus.kafka.brokers], clientId: 'test-cleanup', logLevel: logLevel.NOTHING });
+      const admin = kafka.admin();
+      await admin.connect().catch(() => undefined);
+      const topic = config.bus.kafka.topic;
+      await admin.deleteTopics({ topics: [topic, `${topic}.retry`, `${topic}.dlq`] }).catch(() => undefined);
+      await admin.deleteGroups([config.bus.kafka.consumer.groupId]).catch(() => undefined);
+      await admin.disconnect().catch(() => undefined);
+    }
   } finally {
     await pool.end();
     redis.disconnect();
