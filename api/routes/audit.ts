@@ -36,7 +36,9 @@ const list = createRoute({
     200: {
       description: 'A page of audit entries',
       content: {
-        'application/json': { schema: z.object({ entries: z.array(AuditEntrySchema), nextCursor: z.string().nullable() }) },
+        'application/json': {
+          schema: z.object({ entries: z.array(AuditEntrySchema), nextCursor: z.string().nullable() }),
+        },
       },
     },
     ...problemResponses,
@@ -58,7 +60,9 @@ export function auditRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
     if (q.cursor !== undefined) {
       beforeId = Number(Buffer.from(q.cursor, 'base64url').toString('utf8'));
       if (!Number.isSafeInteger(beforeId) || beforeId < 1) {
-        throw new ValidationError('invalid cursor', [{ path: 'cursor', message: 'use nextCursor from a previous page' }]);
+        throw new ValidationError('invalid cursor', [
+          { path: 'cursor', message: 'use nextCursor from a previous page' },
+        ]);
       }
     }
     const rows = await audit.list({
@@ -69,7 +73,8 @@ export function auditRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
     });
     const page = rows.slice(0, q.limit);
     const last = page.at(-1);
-    const nextCursor = rows.length > q.limit && last ? Buffer.from(String(last.id)).toString('base64url') : null;
+    const nextCursor =
+      rows.length > q.limit && last ? Buffer.from(String(last.id)).toString('base64url') : null;
     return c.json({ entries: page.map(toJson), nextCursor }, 200);
   });
 

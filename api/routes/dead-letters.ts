@@ -8,7 +8,11 @@ import { DependencyUnavailableError, NotFoundError, ValidationError } from '../.
 import type { ApiDeps, ApiEnv } from '../context.ts';
 import { DeadLetterSchema, ProblemSchema, problemResponses } from '../schemas.ts';
 
-const DeadLetterId = z.string().min(1).max(300).regex(/^[A-Za-z0-9._:-]+$/);
+const DeadLetterId = z
+  .string()
+  .min(1)
+  .max(300)
+  .regex(/^[A-Za-z0-9._:-]+$/);
 
 export function toDeadLetterJson(d: DeadLetterRecord) {
   return {
@@ -38,7 +42,9 @@ const list = createRoute({
     200: {
       description: 'A page of dead letters',
       content: {
-        'application/json': { schema: z.object({ deadLetters: z.array(DeadLetterSchema), nextCursor: z.string().nullable() }) },
+        'application/json': {
+          schema: z.object({ deadLetters: z.array(DeadLetterSchema), nextCursor: z.string().nullable() }),
+        },
       },
     },
     ...problemResponses,
@@ -54,9 +60,14 @@ const redrive = createRoute({
   responses: {
     202: {
       description: 'Sent back to its origin',
-      content: { 'application/json': { schema: z.object({ id: z.string(), status: z.literal('redriven') }) } },
+      content: {
+        'application/json': { schema: z.object({ id: z.string(), status: z.literal('redriven') }) },
+      },
     },
-    404: { description: 'No pending dead letter with this id', content: { 'application/problem+json': { schema: ProblemSchema } } },
+    404: {
+      description: 'No pending dead letter with this id',
+      content: { 'application/problem+json': { schema: ProblemSchema } },
+    },
     ...problemResponses,
   },
 });
@@ -76,9 +87,14 @@ const discard = createRoute({
   responses: {
     200: {
       description: 'Discarded',
-      content: { 'application/json': { schema: z.object({ id: z.string(), status: z.literal('discarded') }) } },
+      content: {
+        'application/json': { schema: z.object({ id: z.string(), status: z.literal('discarded') }) },
+      },
     },
-    404: { description: 'No pending dead letter with this id', content: { 'application/problem+json': { schema: ProblemSchema } } },
+    404: {
+      description: 'No pending dead letter with this id',
+      content: { 'application/problem+json': { schema: ProblemSchema } },
+    },
     ...problemResponses,
   },
 });
@@ -118,7 +134,9 @@ const redriveMany = createRoute({
   responses: {
     200: {
       description: 'One result per dead letter',
-      content: { 'application/json': { schema: z.object({ batchId: z.uuid(), results: z.array(ItemResultSchema) }) } },
+      content: {
+        'application/json': { schema: z.object({ batchId: z.uuid(), results: z.array(ItemResultSchema) }) },
+      },
     },
     ...problemResponses,
   },
@@ -132,7 +150,13 @@ function apiActor(c: Context<ApiEnv>): AuditActor {
   } catch {
     // Not served by @hono/node-server (e.g. app.request() in tests): no socket to read.
   }
-  return { actor: c.get('principal'), role: null, source: 'api', ip, userAgent: c.req.header('user-agent') ?? null };
+  return {
+    actor: c.get('principal'),
+    role: null,
+    source: 'api',
+    ip,
+    userAgent: c.req.header('user-agent') ?? null,
+  };
 }
 
 export function deadLetterRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
@@ -150,18 +174,26 @@ export function deadLetterRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
     let before: { failedAt: string; id: string } | undefined;
     if (q.cursor) {
       try {
-        const [failedAt, id] = JSON.parse(Buffer.from(q.cursor, 'base64url').toString('utf8')) as [string, string];
-        if (typeof failedAt !== 'string' || typeof id !== 'string' || Number.isNaN(Date.parse(failedAt))) throw new Error();
+        const [failedAt, id] = JSON.parse(Buffer.from(q.cursor, 'base64url').toString('utf8')) as [
+          string,
+          string,
+        ];
+        if (typeof failedAt !== 'string' || typeof id !== 'string' || Number.isNaN(Date.parse(failedAt)))
+          throw new Error();
         before = { failedAt, id };
       } catch {
-        throw new ValidationError('invalid cursor', [{ path: 'cursor', message: 'use nextCursor from a previous page' }]);
+        throw new ValidationError('invalid cursor', [
+          { path: 'cursor', message: 'use nextCursor from a previous page' },
+        ]);
       }
     }
     const rows = await deps.deadLetters.list({ ...q, limit: q.limit + 1, ...(before ? { before } : {}) });
     const page = rows.slice(0, q.limit);
     const last = page.at(-1);
     const nextCursor =
-      rows.length > q.limit && last ? Buffer.from(JSON.stringify([last.failedAt.toISOString(), last.id])).toString('base64url') : null;
+      rows.length > q.limit && last
+        ? Buffer.from(JSON.stringify([last.failedAt.toISOString(), last.id])).toString('base64url')
+        : null;
     return c.json({ deadLetters: page.map(toDeadLetterJson), nextCursor }, 200);
   });
 

@@ -1,0 +1,98 @@
+import { serve } from '@hono/node-server';
+import type { AddressInfo } from 'node:net';
+import { Queue } from 'bullmq';
+import { createAuditLog } from '../shared/audit/audit-log.ts';
+import { createDeadLetterActions } from '../shared/dead-letters/actions.ts';
+import { createRuntimeRedriver } from '../shared/dead-letters/runtime-redriver.ts';
+import { createDeadLetterStore } from '../shared/dead-letters/store.ts';
+import { ALL_QUEUES } from '../shared/queue/names.ts';
+import type { Runtime } from '../shared/runtime/bootstrap.ts';
+import { createDashboardApp } from './app.ts';
+import { createCredentials } from './auth/credentials.ts';
+import { createLoginLimiter } from './auth/login-limiter.ts';
+import { createDashboardSessions } from './auth/sessions.ts';
+import { createBoards } from './bull-board.ts';
+import { BASE_PATH } from './context.ts';
+
+export interface DashboardServer {
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Login attempts allowed per IP and user name per minute. */
+const LOGIN_ATTEMPTS_PER_MINUTE = 10;
+
+/**
+ * Builds the dashboard from a bootstrapped runtime and listens on `DASHBOARD_PORT`; registers its
+ * cleanup on the lifecycle.
+ * @throws {StartupError} in production without `DASHBOARD_PASSWORD`.
+ */
+export async function startDashboard(rt: Runtime): Promise<DashboardServer> {
+  const { config, logger, pool, redis, lifecycle } = rt;
+  const log = logger.child({ component: 'dashboard' });
+  const credentials = createCredentials(config, log);
+  const prefix = config.redis.queuePrefix;
+
+  // Every queue of the platform, dead-letter queues included, on the shared producer connection.
+  const queues = ALL_QUEUES.map((name) => new Queue(name, { connection: redis, prefix }));
+  const redriver = createRuntimeRedriver({ config, logger, pool, redis });
+  const app = createDashboardApp(
+    {
+      config,
+      logger: log,
+      sessions: createDashboardSessions(redis, { prefix, ttlSeconds: config.dashboard.sessionTtlSeconds }),
+      credentials,
+      loginLimiter: createLoginLimiter(redis, {
+        prefix,
+        points: LOGIN_ATTEMPTS_PER_MINUTE,
+        windowSeconds: 60,
+      }),
+      audit: createAuditLog(pool),
+      deadLetters: createDeadLetterStore(pool),
+      actions: createDeadLetterActions({
+        pool,
+        redis,
+        queuePrefix: prefix,
+        redrive: redriver.redrive,
+        logger: log,
+      }),
+    },
+    {
+      boards: createBoards(queues),
+      ready: async () => {
+        await Promise.all([redis.ping(), pool.query('SELECT 1')]);
+      },
+    },
+  );
+
+  const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
+    const s = serve({ fetch: app.fetch, port: config.dashboard.port, hostname: config.dashboard.host }, () =>
+      resolve(s),
+    );
+    s.once('error', reject);
+  });
+  const port = (server.address() as AddressInfo).port;
+  log.info(
+    { port, host: config.dashboard.host, path: BASE_PATH, roles: credentials.enabledRoles },
+    'dashboard listening',
+  );
+
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      // Browsers hold idle keep-alive connections open: drop those at once, and cut any request still
+      // running once the grace period is over.
+      const http = server as unknown as { closeIdleConnections(): void; closeAllConnections(): void };
+      const force = setTimeout(() => http.closeAllConnections(), config.workers.shutdownGraceMs);
+      force.unref();
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        http.closeIdleConnections();
+      });
+      clearTimeout(force);
+      await redriver.close();
+      for (const q of queues.toReversed()) await q.close().catch(() => undefined);
+    })());
+  lifecycle.defer('dashboard', close);
+  return { port, close };
+}

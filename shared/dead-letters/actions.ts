@@ -1,0 +1,231 @@
+import { randomUUID } from 'node:crypto';
+import { Queue } from 'bullmq';
+import { AuditActions, insertAudit, type AuditActor } from '../audit/audit-log.ts';
+import { withTransaction, type Pool } from '../db/pool.ts';
+import type { Logger } from '../observability/logger.ts';
+import { QueueNames } from '../queue/names.ts';
+import type { Redis } from '../queue/redis.ts';
+import { fromRow, type DeadLetterRecord, type Transport } from './dead-letter.ts';
+import type { Redriver } from './redrive.ts';
+import { createDeadLetterStore } from './store.ts';
+
+/**
+ * What an operator may do with a dead letter — redrive it to its origin, or discard it — shared by the
+ * API (`/v1/dead-letters/...`) and the dashboard so both behave, and are audited, the same way.
+ */
+
+/** Outcome of one dead letter in an action. */
+export type ItemStatus = 'redriven' | 'discarded' | 'not_found' | 'not_pending' | 'skipped' | 'failed';
+
+export interface ItemResult {
+  id: string;
+  status: ItemStatus;
+  /** Why a redrive failed (`failed` only); the dead letter is pending again. */
+  error?: string;
+}
+
+/** Which pending dead letters a bulk redrive sends back: every given criterion must match. */
+export interface BulkRedriveFilter {
+  transport?: Transport;
+  origin?: string;
+  orderId?: string;
+  /** Only these ids; each gets a result even when it is missing or already resolved. */
+  ids?: readonly string[];
+  /** At most this many are redriven (oldest first). */
+  limit: number;
+}
+
+export interface BulkRedriveResult {
+  /** Shared by the audit rows of this bulk action. */
+  batchId: string;
+  results: ItemResult[];
+}
+
+export interface DeadLetterActions {
+  redrive(id: string, who: AuditActor): Promise<ItemResult>;
+  discard(id: string, who: AuditActor, reason?: string): Promise<ItemResult>;
+  redriveMany(filter: BulkRedriveFilter, who: AuditActor): Promise<BulkRedriveResult>;
+}
+
+export interface DeadLetterActionsDeps {
+  pool: Pool;
+  /** Shared connection, used to remove a discarded message's copy from its BullMQ dead-letter queue. */
+  redis: Redis;
+  queuePrefix: string;
+  redrive: Redriver;
+  logger?: Logger;
+}
+
+/** Per-origin BullMQ dead-letter queue that holds a copy for Bull Board. */
+const copyQueues: Record<string, string> = {
+  [QueueNames.orders]: QueueNames.ordersDeadLetters,
+  [QueueNames.events]: QueueNames.eventsDeadLetters,
+};
+
+/** Redrives run a few at a time: enough to empty a backlog quickly without flooding Redis or a broker. */
+const BULK_CONCURRENCY = 8;
+
+// The claim and its audit row commit together: a dead letter is never resolved anonymously, and two
+// operators racing on the same id cannot both win (`status = 'pending'` in the WHERE).
+const CLAIM_SQL = `
+  UPDATE dead_letters SET status = $2, resolved_at = now(), resolved_by = $3,
+         redrive_count = redrive_count + (CASE WHEN $2 = 'redriven' THEN 1 ELSE 0 END)
+   WHERE id = $1 AND status = 'pending'
+  RETURNING *`;
+
+function describe(dl: DeadLetterRecord): Record<string, unknown> {
+  return { transport: dl.transport, origin: dl.origin, kind: dl.kind, orderId: dl.orderId };
+}
+
+/**
+ * @example
+ * const actions = createDeadLetterActions({ pool, redis, queuePrefix, redrive });
+ * const result = await actions.redrive(id, { actor: 'alice', role: 'admin', source: 'dashboard', ip, userAgent });
+ */
+export function createDeadLetterActions(deps: DeadLetterActionsDeps): DeadLetterActions {
+  const store = createDeadLetterStore(deps.pool);
+  const log = deps.logger?.child({ component: 'dead-letter-actions' });
+
+  /** Claims a pending dead letter and records the action in one transaction; null when it is not pending. */
+  async function claim(
+    id: string,
+    status: 'redriven' | 'discarded',
+    who: AuditActor,
+    action: string,
+    extra: Record<string, unknown>,
+  ): Promise<DeadLetterRecord | null> {
+    return withTransaction(deps.pool, async (client) => {
+      const { rows } = await client.query(CLAIM_SQL, [id, status, who.actor]);
+      if (!rows[0]) return null;
+      const dl = fromRow(rows[0]);
+      await insertAudit(client, { ...who, action, target: id, detail: { ...describe(dl), ...extra } });
+      return dl;
+    });
+  }
+
+  async function notClaimed(id: string): Promise<ItemResult> {
+    return { id, status: (await store.get(id)) ? 'not_pending' : 'not_found' };
+  }
+
+  async function redrive(
+    id: string,
+    who: AuditActor,
+    extra: Record<string, unknown> = {},
+  ): Promise<ItemResult> {
+    const dl = await claim(id, 'redriven', who, AuditActions.deadLetterRedrive, extra);
+    if (!dl) return notClaimed(id);
+    try {
+      await deps.redrive(dl);
+    } catch (err) {
+      // Not sent: back to pending so it can be redriven again, and the failure is on record.
+      const error = err instanceof Error ? err.message : String(err);
+      await store.reopen(id);
+      await insertAudit(deps.pool, {
+        ...who,
+        action: AuditActions.deadLetterRedriveFailed,
+        target: id,
+        detail: { ...describe(dl), ...extra, error },
+      }).catch((auditErr: unknown) => log?.error({ err: auditErr, deadLetterId: id }, 'audit write failed'));
+      log?.warn({ err, deadLetterId: id, actor: who.actor }, 'dead letter redrive failed');
+      return { id, status: 'failed', error };
+    }
+    log?.info(
+      { deadLetterId: id, ...describe(dl), actor: who.actor, source: who.source },
+      'dead letter redriven',
+    );
+    return { id, status: 'redriven' };
+  }
+
+  async function removeBullmqCopy(dl: DeadLetterRecord): Promise<void> {
+    const name = dl.transport === 'bullmq' ? copyQueues[dl.origin] : undefined;
+    if (!name) return;
+    // Short-lived: discards are rare, and a Queue on a shared connection holds nothing to release.
+    const queue = new Queue(name, { connection: deps.redis, prefix: deps.queuePrefix });
+    try {
+      await queue.remove(dl.id);
+    } finally {
+      await queue.close();
+    }
+  }
+
+  async function selectPending(filter: BulkRedriveFilter): Promise<string[]> {
+    const { rows } = await deps.pool.query<{ id: string }>(
+      `SELECT id FROM dead_letters
+        WHERE status = 'pending' AND ($1::text IS NULL OR transport = $1) AND ($2::text IS NULL OR origin = $2)
+          AND ($3::text IS NULL OR order_id = $3) AND ($4::text[] IS NULL OR id = ANY($4::text[]))
+        ORDER BY failed_at ASC, id ASC LIMIT $5`,
+      [
+        filter.transport ?? null,
+        filter.origin ?? null,
+        filter.orderId ?? null,
+        filter.ids ? [...filter.ids] : null,
+        filter.limit,
+      ],
+    );
+    return rows.map((r) => r.id);
+  }
+
+  /** Why each requested id was not selected: missing, resolved, or pending but outside the filter. */
+  async function classifyUnselected(ids: readonly string[]): Promise<ItemResult[]> {
+    if (ids.length === 0) return [];
+    const { rows } = await deps.pool.query<{ id: string; status: string }>(
+      'SELECT id, status FROM dead_letters WHERE id = ANY($1::text[])',
+      [[...ids]],
+    );
+    const status = new Map(rows.map((r) => [r.id, r.status]));
+    return ids.map((id) => {
+      const s = status.get(id);
+      return { id, status: s === undefined ? 'not_found' : s === 'pending' ? 'skipped' : 'not_pending' };
+    });
+  }
+
+  return {
+    redrive: (id, who) => redrive(id, who),
+
+    async discard(id, who, reason) {
+      const dl = await claim(id, 'discarded', who, AuditActions.deadLetterDiscard, reason ? { reason } : {});
+      if (!dl) return notClaimed(id);
+      await removeBullmqCopy(dl).catch((err: unknown) =>
+        log?.warn({ err, deadLetterId: id }, 'could not remove the BullMQ copy of a discarded dead letter'),
+      );
+      log?.info(
+        { deadLetterId: id, ...describe(dl), actor: who.actor, source: who.source },
+        'dead letter discarded',
+      );
+      return { id, status: 'discarded' };
+    },
+
+    async redriveMany(filter, who) {
+      const batchId = randomUUID();
+      const requested = filter.ids ? [...new Set(filter.ids)] : undefined;
+      const selected = await selectPending({ ...filter, ...(requested ? { ids: requested } : {}) });
+      const outcomes = new Map<string, ItemResult>();
+      let next = 0;
+      const lane = async () => {
+        while (next < selected.length) {
+          const id = selected[next++]!;
+          outcomes.set(id, await redrive(id, who, { batchId }));
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(BULK_CONCURRENCY, selected.length) }, lane));
+
+      const chosen = new Set(selected);
+      const unselected = requested ? await classifyUnselected(requested.filter((id) => !chosen.has(id))) : [];
+      for (const r of unselected) outcomes.set(r.id, r);
+      // With ids: one result per requested id, in request order; without: the selection, oldest first.
+      const results = (requested ?? selected).map(
+        (id) => outcomes.get(id) ?? { id, status: 'skipped' as const },
+      );
+      const counts: Record<string, number> = {};
+      for (const r of results) counts[r.status] = (counts[r.status] ?? 0) + 1;
+      const { ids: _ids, ...criteria } = filter;
+      await insertAudit(deps.pool, {
+        ...who,
+        action: AuditActions.deadLetterRedriveBulk,
+        target: null,
+        detail: { batchId, filter: { ...criteria, ids: requested?.length ?? null }, counts },
+      });
+      return { batchId, results };
+    },
+  };
+}

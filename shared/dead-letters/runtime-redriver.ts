@@ -1,0 +1,72 @@
+import { Queue } from 'bullmq';
+import { createEventBus } from '../bus/create-bus.ts';
+import type { EventBus } from '../bus/event-bus.ts';
+import type { Config } from '../config/config.ts';
+import type { Pool } from '../db/pool.ts';
+import type { Logger } from '../observability/logger.ts';
+import { QueueNames } from '../queue/names.ts';
+import { createOrdersQueue, orderJobOptions } from '../queue/orders-queue.ts';
+import type { Redis } from '../queue/redis.ts';
+import { createPgDeadLetterSink, type Transport } from './dead-letter.ts';
+import { createRedriver, type Redriver } from './redrive.ts';
+
+export interface RuntimeRedriverDeps {
+  config: Config;
+  logger: Logger;
+  pool: Pool;
+  redis: Redis;
+}
+
+export interface RuntimeRedriver {
+  redrive: Redriver;
+  /** Closes the queues and every bus opened for a redrive. Idempotent. */
+  close(): Promise<void>;
+}
+
+/**
+ * A {@link Redriver} wired from a process's runtime: the orders queue and its dead-letter queue on the
+ * shared Redis connection, and one event bus per transport, opened on first use (a process that never
+ * redrives a Kafka event never connects to Kafka).
+ */
+export function createRuntimeRedriver(deps: RuntimeRedriverDeps): RuntimeRedriver {
+  const { config, logger, pool, redis } = deps;
+  const ordersQueue = createOrdersQueue(redis, config.redis.queuePrefix);
+  const ordersDeadLetterQueue = new Queue(QueueNames.ordersDeadLetters, {
+    connection: redis,
+    prefix: config.redis.queuePrefix,
+  });
+  const buses = new Map<Transport, Promise<EventBus>>();
+  const busFor = (transport: Transport) => {
+    let bus = buses.get(transport);
+    if (!bus) {
+      bus = createEventBus(transport, { logger, deadLetters: createPgDeadLetterSink(pool) }, config).then(
+        async (b) => {
+          await b.start();
+          return b;
+        },
+      );
+      // A bus that failed to start is forgotten so the next redrive tries again.
+      bus.catch(() => buses.delete(transport));
+      buses.set(transport, bus);
+    }
+    return bus;
+  };
+  const redrive = createRedriver({
+    ordersQueue,
+    ordersDeadLetterQueue,
+    jobOptions: orderJobOptions(config.workers.orders),
+    bus: busFor,
+  });
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      for (const bus of [...buses.values()].toReversed()) {
+        await bus
+          .then((b) => b.close())
+          .catch((err: unknown) => logger.warn({ err }, 'closing a redrive bus failed'));
+      }
+      await ordersDeadLetterQueue.close();
+      await ordersQueue.close();
+    })());
+  return { redrive, close };
+}
