@@ -18,4 +18,13 @@ if [[ -f .env ]]; then
   source .env
   set +a
 fi
+# Local-only dashboard credentials so a newcomer can log in; production must set its own.
+if [[ ${NODE_ENV:-development} != production ]]; then
+  if [[ -z ${DASHBOARD_PASSWORD:-} ]]; then
+    export DASHBOARD_PASSWORD=conveyor
+    echo "start: dashboard login admin / conveyor (set DASHBOARD_PASSWORD to change)"
+  fi
+  export DASHBOARD_VIEWER_PASSWORD=${DASHBOARD_VIEWER_PASSWORD:-viewer}
+fi
+echo "start: API on http://localhost:${PORT:-3000}, dashboard on http://localhost:${DASHBOARD_PORT:-3001}/dashboard"
 exec node --import tsx main.ts
