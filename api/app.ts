@@ -11,6 +11,8 @@ import { sessionRoutes } from './routes/sessions.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { deadLetterRoutes } from './routes/dead-letters.ts';
 import { healthRoutes } from './routes/health.ts';
+import { httpMetrics, metricsRoutes } from './routes/metrics.ts';
+import { scalingRoutes } from './routes/scaling.ts';
 import { ordersRoutes } from './routes/orders.ts';
 
 /**
@@ -31,6 +33,7 @@ export function createApp(deps: ApiDeps): OpenAPIHono<ApiEnv> {
   });
   app.onError(onError);
   app.notFound(notFound);
+  app.use('*', httpMetrics(deps.metrics));
   app.use('*', correlation(deps.logger));
   app.use('*', secureHeaders());
   if (deps.config.api.corsOrigins.length > 0) {
@@ -52,6 +55,9 @@ export function createApp(deps: ApiDeps): OpenAPIHono<ApiEnv> {
   );
 
   app.route('/', healthRoutes({ pool: deps.pool, redis: deps.redis, timeoutMs: deps.config.redis.commandTimeoutMs }));
+  app.route('/', metricsRoutes(deps.metrics));
+  const queues = deps.metrics.watchQueues({ connection: deps.redis, prefix: deps.config.redis.queuePrefix });
+  app.route('/', scalingRoutes({ queues, timeoutMs: deps.config.redis.commandTimeoutMs }));
   app.route('/', ordersRoutes(deps));
   app.route('/', deadLetterRoutes(deps));
   app.route('/', auditRoutes(deps));

@@ -7,6 +7,7 @@ import type { Redriver } from '../shared/dead-letters/redrive.ts';
 import type { Config } from '../shared/config/config.ts';
 import type { JobsOptions } from 'bullmq';
 import type { IdempotencyStore } from './idempotency.ts';
+import type { Metrics } from '../shared/observability/metrics.ts';
 import type { ApiKey } from '../shared/security/api-keys.ts';
 import type { SessionStore } from '../shared/security/sessions.ts';
 
@@ -21,6 +22,8 @@ export interface ApiDeps {
   idempotency: IdempotencyStore;
   deadLetters: DeadLetterStore;
   redrive: Redriver;
+  /** This process's metrics: `/metrics`, HTTP timings, the scaling endpoint's queue reads. */
+  metrics: Metrics;
   sessions: SessionStore;
   apiKeys: readonly ApiKey[];
 }

@@ -6,6 +6,7 @@ import type { EventBus } from '../shared/bus/event-bus.ts';
 import { createPgDeadLetterSink, type Transport } from '../shared/dead-letters/dead-letter.ts';
 import { createRedriver } from '../shared/dead-letters/redrive.ts';
 import { createDeadLetterStore } from '../shared/dead-letters/store.ts';
+import { createMetrics, type Metrics } from '../shared/observability/metrics.ts';
 import { QueueNames } from '../shared/queue/names.ts';
 import { createOrdersQueue, orderJobOptions } from '../shared/queue/orders-queue.ts';
 import { StartupError, type Runtime } from '../shared/runtime/bootstrap.ts';
@@ -20,8 +21,13 @@ export interface ApiServer {
 }
 
 /** Builds the API from a bootstrapped runtime and listens; registers its cleanups on the lifecycle. */
-export async function startApi(rt: Runtime): Promise<ApiServer> {
+export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {}): Promise<ApiServer> {
   const { config, logger, pool, redis, lifecycle } = rt;
+  // A caller that hosts workers too (main.ts) passes its own, so one /metrics covers the process.
+  const metrics = options.metrics ?? createMetrics();
+  if (!options.metrics) lifecycle.defer('metrics', () => metrics.close());
+  metrics.watchPgPool('main', pool);
+  metrics.watchRedis('main', redis);
   const ordersQueue = createOrdersQueue(redis, config.redis.queuePrefix);
   const ordersDeadLetterQueue = new Queue(QueueNames.ordersDeadLetters, { connection: redis, prefix: config.redis.queuePrefix });
   // Without listeners BullMQ prints connection errors; /readyz and 503s already surface them.
@@ -66,6 +72,7 @@ export async function startApi(rt: Runtime): Promise<ApiServer> {
     redrive: createRedriver({ ordersQueue, ordersDeadLetterQueue, jobOptions, bus: busFor }),
     sessions: createSessionStore(redis, { prefix: config.redis.queuePrefix, ttlSeconds: config.dashboard.sessionTtlSeconds }),
     apiKeys,
+    metrics,
   });
 
   const server = await new Promise<ReturnType<typeof serve>>((resolve) => {

@@ -1,8 +1,23 @@
 import { loadConfigOrExit } from '../shared/config/config.ts';
+import { createMetrics } from '../shared/observability/metrics.ts';
 import { bootstrap, exitOnStartupFailure } from '../shared/runtime/bootstrap.ts';
+import { startMetricsServer } from './metrics-server.ts';
 import { startWorkers } from './start.ts';
 
 const config = loadConfigOrExit(process.env);
 const rt = await bootstrap(config, 'workers').catch(exitOnStartupFailure);
 rt.lifecycle.handleSignals(config.workers.shutdownGraceMs);
-await startWorkers(rt, config.workers.kinds).catch(exitOnStartupFailure);
+const metrics = createMetrics();
+rt.lifecycle.defer('metrics', () => metrics.close());
+await startWorkers(rt, config.workers.kinds, { metrics }).catch(exitOnStartupFailure);
+// Started once the workers run, so /readyz does not report a process that is still starting.
+const metricsServer = await startMetricsServer({
+  metrics,
+  pool: rt.pool,
+  redis: rt.redis,
+  logger: rt.logger,
+  port: config.workers.metricsPort,
+  host: config.api.host,
+  probeTimeoutMs: config.redis.commandTimeoutMs,
+}).catch(exitOnStartupFailure);
+rt.lifecycle.defer('metrics-server', () => metricsServer.close());

@@ -2,6 +2,7 @@ import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { DeadLetterRecord, DeadLetterSink } from '../dead-letters/dead-letter.ts';
 import { PoisonMessageError } from '../errors/domain.ts';
 import type { Logger } from '../observability/logger.ts';
+import type { Metrics } from '../observability/metrics.ts';
 import { QueueNames } from '../queue/names.ts';
 import { createWorkerRedis } from '../queue/redis.ts';
 import { decodeEvent, encodeEvent, EventHeaders } from './codec.ts';
@@ -25,6 +26,8 @@ export interface BullmqBusConfig {
 export interface BullmqBusDeps {
   logger: Logger;
   deadLetters: DeadLetterSink;
+  /** Counts and times the consumers' jobs on queue `events`. */
+  metrics?: Pick<Metrics, 'instrumentWorker'> | undefined;
 }
 
 /**
@@ -101,6 +104,7 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
         { connection, prefix: config.queuePrefix, concurrency: config.concurrency, maxStalledCount: 5 },
       );
       worker.on('error', (err) => log.error({ err }, 'event worker error'));
+      deps.metrics?.instrumentWorker(worker, QueueNames.events);
       workers.push(worker);
       return {
         close: async () => {

@@ -73,9 +73,15 @@ export const EnvSchema = z.object({
   ORDERS_BATCH_SIZE: int(1).default(50),
   ORDERS_BATCH_WAIT_MS: int(0).default(5),
   ORDERS_KEEP_COMPLETED_SECONDS: int(0).default(3_600),
+  /** BullMQ job lock: a crashed worker's jobs are recovered once it expires (and a stalled check runs). */
+  ORDERS_LOCK_DURATION_MS: int(1_000).default(30_000),
+  /** How often the order worker looks for stalled jobs (locks that expired without completing). */
+  ORDERS_STALLED_INTERVAL_MS: int(500).default(30_000),
   SUPPORTED_CURRENCIES: list.default(['EUR', 'USD', 'GBP', 'CHF', 'JPY']),
   /** Grace period for in-flight work on SIGTERM before connections are forced closed. */
   SHUTDOWN_GRACE_MS: int(0).default(25_000),
+  /** Port of a worker process's `/metrics`, `/healthz` and `/readyz` server (0 = any free port). */
+  METRICS_PORT: int(0).default(9464),
 
   OUTBOX_BATCH_SIZE: int(1).default(500),
   /** Safety-net poll; LISTEN/NOTIFY wakes the relay on every commit. */
@@ -110,6 +116,15 @@ export const EnvSchema = z.object({
   CIRCUIT_BREAKER_TIMEOUT_MS: int(1).default(5_000),
   CIRCUIT_BREAKER_ERROR_THRESHOLD_PERCENTAGE: int(1).default(50),
   CIRCUIT_BREAKER_RESET_TIMEOUT_MS: int(1).default(30_000),
+  /** Calls within the rolling window before the error percentage may open the breaker (one early blip must not). */
+  CIRCUIT_BREAKER_VOLUME_THRESHOLD: int(0).default(10),
+  /** The breaker's statistical window. */
+  CIRCUIT_BREAKER_ROLLING_WINDOW_MS: int(100).default(10_000),
+
+  /** Chaos tests only (honoured when NODE_ENV=test): SIGKILL the workers process after its Nth relay publish, before marking. 0 = off. */
+  CHAOS_KILL_AFTER_PUBLISH: int(0).default(0),
+  /** Chaos tests only (NODE_ENV=test): SIGKILL after the Nth projection commit, before the bus acks. 0 = off. */
+  CHAOS_KILL_AFTER_PROJECTION_COMMIT: int(0).default(0),
 
   RATE_LIMIT_WINDOW_MS: int(1_000).default(60_000),
   RATE_LIMIT_MAX: int(1).default(100),
@@ -119,6 +134,8 @@ export const EnvSchema = z.object({
   DASHBOARD_VIEWER_USER: z.string().default('viewer'),
   DASHBOARD_VIEWER_PASSWORD: z.string().default(''),
   SESSION_TTL_SECONDS: int(60).default(28_800),
+  /** Port of the operators' dashboard (`npm run dashboard`, and `npm start` beside the API). */
+  DASHBOARD_PORT: int(0).default(3001),
 });
 
 export type Env = z.infer<typeof EnvSchema>;
@@ -159,6 +176,7 @@ function buildConfig(env: Env) {
     workers: {
       kinds: env.WORKER_KINDS,
       shutdownGraceMs: env.SHUTDOWN_GRACE_MS,
+      metricsPort: env.METRICS_PORT,
       orders: {
         concurrency: env.ORDERS_CONCURRENCY,
         attempts: env.ORDERS_ATTEMPTS,
@@ -167,6 +185,8 @@ function buildConfig(env: Env) {
         batchSize: env.ORDERS_BATCH_SIZE,
         batchWaitMs: env.ORDERS_BATCH_WAIT_MS,
         keepCompletedSeconds: env.ORDERS_KEEP_COMPLETED_SECONDS,
+        lockDurationMs: env.ORDERS_LOCK_DURATION_MS,
+        stalledIntervalMs: env.ORDERS_STALLED_INTERVAL_MS,
         supportedCurrencies: env.SUPPORTED_CURRENCIES,
       },
       outbox: {
@@ -215,6 +235,12 @@ function buildConfig(env: Env) {
       timeout: env.CIRCUIT_BREAKER_TIMEOUT_MS,
       errorThresholdPercentage: env.CIRCUIT_BREAKER_ERROR_THRESHOLD_PERCENTAGE,
       resetTimeout: env.CIRCUIT_BREAKER_RESET_TIMEOUT_MS,
+      volumeThreshold: env.CIRCUIT_BREAKER_VOLUME_THRESHOLD,
+      rollingWindowMs: env.CIRCUIT_BREAKER_ROLLING_WINDOW_MS,
+    },
+    chaos: {
+      killAfterPublish: env.CHAOS_KILL_AFTER_PUBLISH,
+      killAfterProjectionCommit: env.CHAOS_KILL_AFTER_PROJECTION_COMMIT,
     },
     rateLimiting: { windowMs: env.RATE_LIMIT_WINDOW_MS, maxRequests: env.RATE_LIMIT_MAX, redisStore: true },
     dashboard: {
@@ -223,6 +249,8 @@ function buildConfig(env: Env) {
       viewerUser: env.DASHBOARD_VIEWER_USER,
       viewerPassword: env.DASHBOARD_VIEWER_PASSWORD,
       sessionTtlSeconds: env.SESSION_TTL_SECONDS,
+      port: env.DASHBOARD_PORT,
+      host: env.HOST,
     },
   };
 }

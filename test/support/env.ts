@@ -27,6 +27,8 @@ export function isolatedEnv(overrides: Record<string, string> = {}): Record<stri
     REDIS_URL: TEST_REDIS_URL,
     QUEUE_PREFIX: id,
     PORT: '0',
+    METRICS_PORT: '0',
+    DASHBOARD_PORT: '0',
     HOST: '127.0.0.1',
     ORDERS_BACKOFF_MS: '50',
     RATE_LIMIT_MAX: '1000000',

@@ -10,7 +10,7 @@ describe('config', () => {
     expect(config.bus.kind).toBe('bullmq');
     expect(config.workers.orders.attempts).toBe(5);
     // The brief's ScalableConfig defaults.
-    expect(config.circuitBreaker).toEqual({ timeout: 5000, errorThresholdPercentage: 50, resetTimeout: 30000 });
+    expect(config.circuitBreaker).toMatchObject({ timeout: 5000, errorThresholdPercentage: 50, resetTimeout: 30000 });
     expect(config.rateLimiting).toMatchObject({ windowMs: 60000, maxRequests: 100 });
     expect(config.bus.kafka.producer).toMatchObject({ idempotent: true, retry: { retries: 5, initialRetryTime: 100 } });
     expect(Object.isFrozen(config.workers.orders)).toBe(true);

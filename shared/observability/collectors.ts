@@ -1,0 +1,288 @@
+import { Gauge, type Registry } from 'prom-client';
+import type { Redis } from '../queue/redis.ts';
+import {
+  createKafkaLagReader,
+  createRabbitmqDepthReader,
+  type BusReader,
+  type KafkaLagOptions,
+  type PartitionLag,
+  type RabbitmqDepthOptions,
+  type RabbitQueueDepth,
+} from './bus-lag.ts';
+import { createQueueStatsReader, type QueueStatsOptions, type QueueStatsReader } from './queue-stats.ts';
+
+/** Unpublished outbox rows, as `workers/outbox/relay.sql.ts#outboxBacklog` reads them. */
+export interface OutboxBacklog {
+  count: number;
+  oldestAgeSeconds: number;
+}
+
+/** What a pg `Pool` exposes about its clients. */
+export interface PoolCounts {
+  readonly totalCount: number;
+  readonly idleCount: number;
+  readonly waitingCount: number;
+}
+
+/**
+ * Gauges read on scrape: queue depths, outbox backlog, bus lag, pool and connection stats. Each
+ * `watch*` registers a source once (later calls are no-ops); each read is bounded by the timeout, and
+ * a source that fails or times out drops its series and sets `conveyor_metrics_collector_up{collector}`
+ * to 0 instead of failing the scrape.
+ */
+export interface Collectors {
+  /** Queue depths and oldest-waiting ages; returns the reader (the scaling endpoint shares it). */
+  watchQueues(options: QueueStatsOptions): QueueStatsReader;
+  watchOutbox(read: () => Promise<OutboxBacklog>): void;
+  watchPgPool(name: string, pool: PoolCounts): void;
+  watchRedis(name: string, redis: Pick<Redis, 'status'>): void;
+  /** Only where EVENT_BUS=kafka. */
+  watchKafkaLag(options: KafkaLagOptions): void;
+  /** Only where EVENT_BUS=rabbitmq. */
+  watchRabbitmq(options: RabbitmqDepthOptions): void;
+  /** Closes the readers the watchers created. */
+  close(): Promise<void>;
+}
+
+async function within<T>(ms: number, work: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      work,
+      new Promise<never>(
+        (_, reject) => (timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms)),
+      ),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+type SourceKind = 'queues' | 'outbox' | 'kafka' | 'rabbitmq';
+
+/** The scrape-time half of a process's registry (`createMetrics` composes it). */
+export function createCollectors(registry: Registry, timeoutMs: number): Collectors {
+  const registers = [registry];
+
+  // Scrape-time sources. Every gauge fed by a source awaits that source's refresh; refreshes started
+  // in the same scrape share one read (prom-client collects all metrics concurrently).
+  const sources = new Map<SourceKind, { refresh(): Promise<void>; close(): Promise<void> }>();
+  const refresh = async (kind: SourceKind) => sources.get(kind)?.refresh();
+  const up = new Gauge({
+    name: 'conveyor_metrics_collector_up',
+    help: 'Whether the last scrape-time read of a collector succeeded within the timeout (1) or not (0)',
+    labelNames: ['collector'],
+    registers,
+    collect: async () => void (await Promise.all([...sources.values()].map((s) => s.refresh()))),
+  });
+  /**
+   * `read` does the I/O and returns a `commit` that sets the gauges; a read that outlives the timeout
+   * is never committed, so a late answer cannot overwrite the cleared series.
+   */
+  function addSource(
+    kind: SourceKind,
+    read: () => Promise<() => void>,
+    clear: () => void,
+    release = async () => {},
+  ) {
+    let inflight: Promise<void> | undefined;
+    sources.set(kind, {
+      refresh: () =>
+        (inflight ??= within(timeoutMs, read())
+          .then(
+            (commit) => {
+              commit();
+              up.set({ collector: kind }, 1);
+            },
+            () => {
+              clear();
+              up.set({ collector: kind }, 0);
+            },
+          )
+          .finally(() => (inflight = undefined))),
+      close: release,
+    });
+  }
+
+  let queueReader: QueueStatsReader | undefined;
+  const queueJobs = new Gauge({
+    name: 'conveyor_queue_jobs',
+    help: 'BullMQ jobs by queue and state (waiting, prioritized, delayed, active, failed, completed, waiting-children)',
+    labelNames: ['queue', 'state'],
+    registers,
+    collect: () => refresh('queues'),
+  });
+  const oldestWaiting = new Gauge({
+    name: 'conveyor_queue_oldest_waiting_age_seconds',
+    help: 'Age of the oldest job waiting to run (wait list tail or next prioritized), 0 when none waits',
+    labelNames: ['queue'],
+    registers,
+    collect: () => refresh('queues'),
+  });
+  const queuePaused = new Gauge({
+    name: 'conveyor_queue_paused',
+    help: 'Whether the queue is paused (1) or not (0)',
+    labelNames: ['queue'],
+    registers,
+    collect: () => refresh('queues'),
+  });
+
+  const kafkaLag = new Gauge({
+    name: 'conveyor_kafka_consumer_group_lag',
+    help: 'Messages between a consumer group committed offset and the partition high watermark',
+    labelNames: ['group', 'topic', 'partition'],
+    registers,
+    collect: () => refresh('kafka'),
+  });
+  const rabbitMessages = new Gauge({
+    name: 'conveyor_rabbitmq_queue_messages',
+    help: 'Messages ready for delivery in a RabbitMQ queue',
+    labelNames: ['queue'],
+    registers,
+    collect: () => refresh('rabbitmq'),
+  });
+  const rabbitConsumers = new Gauge({
+    name: 'conveyor_rabbitmq_queue_consumers',
+    help: 'Consumers attached to a RabbitMQ queue',
+    labelNames: ['queue'],
+    registers,
+    collect: () => refresh('rabbitmq'),
+  });
+
+  // Pools and connections are read from memory: no I/O, no timeout needed.
+  const pgPools = new Map<string, PoolCounts>();
+  const redisConnections = new Map<string, Pick<Redis, 'status'>>();
+  const pgGauge = (name: string, help: string, pick: (p: PoolCounts) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['pool'],
+      registers,
+      collect() {
+        for (const [pool, p] of pgPools) this.set({ pool }, pick(p));
+      },
+    });
+  pgGauge('conveyor_pg_pool_clients', 'PostgreSQL pool clients, idle or in use', (p) => p.totalCount);
+  pgGauge('conveyor_pg_pool_idle_clients', 'PostgreSQL pool clients idle', (p) => p.idleCount);
+  pgGauge(
+    'conveyor_pg_pool_waiting_requests',
+    'Queries waiting for a PostgreSQL pool client',
+    (p) => p.waitingCount,
+  );
+  new Gauge({
+    name: 'conveyor_redis_connection_up',
+    help: 'Whether a Redis connection is ready (1) or not (0)',
+    labelNames: ['connection'],
+    registers,
+    collect() {
+      for (const [connection, r] of redisConnections) this.set({ connection }, r.status === 'ready' ? 1 : 0);
+    },
+  });
+
+  return {
+    watchQueues(opts) {
+      if (queueReader) return queueReader;
+      const reader = createQueueStatsReader(opts);
+      queueReader = reader;
+      addSource(
+        'queues',
+        async () => {
+          const all = await Promise.all(reader.queues.map((q) => reader.read(q)));
+          return () => {
+            for (const s of all) {
+              const states = {
+                waiting: s.waiting,
+                prioritized: s.prioritized,
+                delayed: s.delayed,
+                active: s.active,
+                failed: s.failed,
+                completed: s.completed,
+                'waiting-children': s.waitingChildren,
+              };
+              for (const [state, value] of Object.entries(states))
+                queueJobs.set({ queue: s.queue, state }, value);
+              oldestWaiting.set({ queue: s.queue }, s.oldestWaitingAgeSeconds);
+              queuePaused.set({ queue: s.queue }, s.paused ? 1 : 0);
+            }
+          };
+        },
+        () => [queueJobs, oldestWaiting, queuePaused].forEach((g) => g.reset()),
+        () => reader.close(),
+      );
+      return reader;
+    },
+    watchOutbox(read) {
+      if (sources.has('outbox')) return;
+      // Created here, not up front: an unlabelled gauge always shows a value (0), and a process
+      // without the relay must not claim an empty outbox.
+      const count = new Gauge({
+        name: 'conveyor_outbox_unpublished_events',
+        help: 'Outbox rows not yet published to the event bus',
+        registers,
+        collect: () => refresh('outbox'),
+      });
+      const age = new Gauge({
+        name: 'conveyor_outbox_oldest_unpublished_age_seconds',
+        help: 'Age of the oldest unpublished outbox row, 0 when none',
+        registers,
+        collect: () => refresh('outbox'),
+      });
+      addSource(
+        'outbox',
+        async () => {
+          const b = await read();
+          return () => {
+            count.set(b.count);
+            age.set(b.oldestAgeSeconds);
+          };
+        },
+        () => [count, age].forEach((g) => g.remove({})),
+      );
+    },
+    watchPgPool: (name, pool) => void pgPools.set(name, pool),
+    watchRedis: (name, redis) => void redisConnections.set(name, redis),
+    watchKafkaLag(opts) {
+      if (sources.has('kafka')) return;
+      const reader: BusReader<PartitionLag> = createKafkaLagReader(opts);
+      addSource(
+        'kafka',
+        async () => {
+          const lags = await reader.read();
+          return () => {
+            kafkaLag.reset();
+            for (const l of lags)
+              kafkaLag.set({ group: l.group, topic: l.topic, partition: String(l.partition) }, l.lag);
+          };
+        },
+        () => kafkaLag.reset(),
+        () => reader.close(),
+      );
+    },
+    watchRabbitmq(opts) {
+      if (sources.has('rabbitmq')) return;
+      const reader: BusReader<RabbitQueueDepth> = createRabbitmqDepthReader(opts);
+      addSource(
+        'rabbitmq',
+        async () => {
+          const depths = await reader.read();
+          return () => {
+            rabbitMessages.reset();
+            rabbitConsumers.reset();
+            for (const d of depths) {
+              rabbitMessages.set({ queue: d.queue }, d.messages);
+              rabbitConsumers.set({ queue: d.queue }, d.consumers);
+            }
+          };
+        },
+        () => [rabbitMessages, rabbitConsumers].forEach((g) => g.reset()),
+        () => reader.close(),
+      );
+    },
+    close: async () => {
+      for (const s of [...sources.values()].toReversed()) await s.close().catch(() => undefined);
+      sources.clear();
+      pgPools.clear();
+      redisConnections.clear();
+    },
+  };
+}
