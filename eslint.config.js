@@ -14,7 +14,14 @@ export default tseslint.config(
       '@typescript-eslint/consistent-type-imports': 'error',
       'no-restricted-imports': [
         'error',
-        { patterns: [{ group: ['**/api/**', '**/workers/**', '**/dashboard/**'], message: 'shared/ must not import from api/, workers/ or dashboard/' }] },
+        {
+          patterns: [
+            {
+              group: ['**/api/**', '**/workers/**', '**/dashboard/**'],
+              message: 'shared/ must not import from api/, workers/ or dashboard/',
+            },
+          ],
+        },
       ],
     },
   },

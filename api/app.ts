@@ -26,7 +26,10 @@ export function createApp(deps: ApiDeps): OpenAPIHono<ApiEnv> {
       if (!result.success) {
         throw new ValidationError(
           'the request does not match the schema',
-          result.error.issues.map((i) => ({ path: i.path.map(String).join('.') || '(body)', message: i.message })),
+          result.error.issues.map((i) => ({
+            path: i.path.map(String).join('.') || '(body)',
+            message: i.message,
+          })),
         );
       }
     },
@@ -37,12 +40,19 @@ export function createApp(deps: ApiDeps): OpenAPIHono<ApiEnv> {
   app.use('*', correlation(deps.logger));
   app.use('*', secureHeaders());
   if (deps.config.api.corsOrigins.length > 0) {
-    app.use('/v1/*', cors({ origin: [...deps.config.api.corsOrigins], exposeHeaders: ['x-correlation-id', 'location'] }));
+    app.use(
+      '/v1/*',
+      cors({ origin: [...deps.config.api.corsOrigins], exposeHeaders: ['x-correlation-id', 'location'] }),
+    );
   }
   app.use('/v1/*', requireJson());
   app.use(
     '/v1/*',
-    auth({ keys: deps.apiKeys, allowDevKey: deps.apiKeys.length === 0 && deps.config.env !== 'production', sessions: deps.sessions }),
+    auth({
+      keys: deps.apiKeys,
+      allowDevKey: deps.apiKeys.length === 0 && deps.config.env !== 'production',
+      sessions: deps.sessions,
+    }),
   );
   app.use(
     '/v1/*',
@@ -54,7 +64,10 @@ export function createApp(deps: ApiDeps): OpenAPIHono<ApiEnv> {
     }),
   );
 
-  app.route('/', healthRoutes({ pool: deps.pool, redis: deps.redis, timeoutMs: deps.config.redis.commandTimeoutMs }));
+  app.route(
+    '/',
+    healthRoutes({ pool: deps.pool, redis: deps.redis, timeoutMs: deps.config.redis.commandTimeoutMs }),
+  );
   app.route('/', metricsRoutes(deps.metrics));
   const queues = deps.metrics.watchQueues({ connection: deps.redis, prefix: deps.config.redis.queuePrefix });
   app.route('/', scalingRoutes({ queues, timeoutMs: deps.config.redis.commandTimeoutMs }));
@@ -68,7 +81,8 @@ export function createApp(deps: ApiDeps): OpenAPIHono<ApiEnv> {
     info: {
       title: 'Conveyor API',
       version: '1.0.0',
-      description: 'Post orders as commands; read orders and stats from CQRS read models. Errors are RFC 9457 problems.',
+      description:
+        'Post orders as commands; read orders and stats from CQRS read models. Errors are RFC 9457 problems.',
     },
   });
   return app;

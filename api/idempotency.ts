@@ -8,7 +8,9 @@ export interface StoredResponse {
   headers: Record<string, string>;
 }
 
-type Entry = { state: 'pending'; fingerprint: string } | { state: 'done'; fingerprint: string; response: StoredResponse };
+type Entry =
+  | { state: 'pending'; fingerprint: string }
+  | { state: 'done'; fingerprint: string; response: StoredResponse };
 
 export type Begin = { kind: 'new' } | { kind: 'replay'; response: StoredResponse };
 
@@ -48,7 +50,9 @@ function canonical(value: unknown): string {
 
 /** The request's identity: method, path and body (key order and whitespace do not matter). */
 export function fingerprint(method: string, path: string, body: unknown): string {
-  return createHash('sha256').update(`${method} ${path}\n${canonical(body)}`).digest('hex');
+  return createHash('sha256')
+    .update(`${method} ${path}\n${canonical(body)}`)
+    .digest('hex');
 }
 
 /** Stripe-style idempotency keys in Redis: one claim per key, responses replayed for the TTL. */

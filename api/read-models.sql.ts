@@ -72,7 +72,10 @@ export async function customerOrders(
   const last = page.at(-1);
   return {
     orders: page,
-    nextCursor: rows.length > limit && last?.acceptedAt ? encodeCursor({ acceptedAt: last.acceptedAt, orderId: last.orderId }) : null,
+    nextCursor:
+      rows.length > limit && last?.acceptedAt
+        ? encodeCursor({ acceptedAt: last.acceptedAt, orderId: last.orderId })
+        : null,
   };
 }
 
@@ -99,7 +102,10 @@ export interface DailyStats extends CurrencyTotals {
 }
 
 /** Stats from the pre-aggregated daily table: a few rows per day, never a scan of orders. */
-export async function stats(pool: Pool, days: number): Promise<{ totals: (CurrencyTotals & { deadLetteredCount: number })[]; daily: DailyStats[] }> {
+export async function stats(
+  pool: Pool,
+  days: number,
+): Promise<{ totals: (CurrencyTotals & { deadLetteredCount: number })[]; daily: DailyStats[] }> {
   const [totals, daily] = await Promise.all([
     pool.query<CurrencyTotals & { deadLetteredCount: number }>(
       `SELECT currency, sum(completed_count)::bigint AS "completedCount", sum(rejected_count)::bigint AS "rejectedCount",

@@ -16,7 +16,11 @@ export const ProblemSchema = z
 
 // Shared schemas may be created before zod is extended with .openapi(): wrap them in fresh API-side schemas.
 export const PlaceOrderBody = z.strictObject(PlaceOrderSchema.shape).openapi('PlaceOrder', {
-  example: { customerId: 'c-42', currency: 'EUR', items: [{ sku: 'sku-1', quantity: 2, unitPriceCents: 1250 }] },
+  example: {
+    customerId: 'c-42',
+    currency: 'EUR',
+    items: [{ sku: 'sku-1', quantity: 2, unitPriceCents: 1250 }],
+  },
 });
 
 export const AcceptedOrderSchema = z
@@ -25,12 +29,17 @@ export const AcceptedOrderSchema = z
 
 export const BatchBody = z
   .strictObject({ orders: z.array(z.unknown()).min(1) })
-  .openapi('PlaceOrderBatch', { description: 'Up to API_BATCH_MAX_ORDERS orders; each is validated on its own.' });
+  .openapi('PlaceOrderBatch', {
+    description: 'Up to API_BATCH_MAX_ORDERS orders; each is validated on its own.',
+  });
 
 export const BatchResultSchema = z
   .object({
     orders: z.array(
-      z.union([z.object({ orderId: z.uuid(), status: z.literal('queued') }), z.object({ error: ProblemSchema })]),
+      z.union([
+        z.object({ orderId: z.uuid(), status: z.literal('queued') }),
+        z.object({ error: ProblemSchema }),
+      ]),
     ),
   })
   .openapi('PlaceOrderBatchResult');
@@ -59,13 +68,27 @@ export const OrderIdParam = z.object({
 export const IdsQuery = z.object({
   ids: z
     .string()
-    .openapi({ param: { name: 'ids', in: 'query' }, example: 'id1,id2', description: 'Up to 100 comma-separated order ids' }),
+    .openapi({
+      param: { name: 'ids', in: 'query' },
+      example: 'id1,id2',
+      description: 'Up to 100 comma-separated order ids',
+    }),
 });
 
 export const CustomerParam = z.object({ customerId: IdSchema });
 export const PageQuery = z.object({
-  limit: z.coerce.number().int().min(1).max(200).default(50).openapi({ param: { name: 'limit', in: 'query' } }),
-  cursor: z.string().max(512).optional().openapi({ param: { name: 'cursor', in: 'query' } }),
+  limit: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(200)
+    .default(50)
+    .openapi({ param: { name: 'limit', in: 'query' } }),
+  cursor: z
+    .string()
+    .max(512)
+    .optional()
+    .openapi({ param: { name: 'cursor', in: 'query' } }),
 });
 
 const Totals = z.object({
@@ -76,7 +99,12 @@ const Totals = z.object({
 });
 
 export const CustomerOrdersSchema = z
-  .object({ customerId: z.string(), totals: z.array(Totals), orders: z.array(OrderViewSchema), nextCursor: z.string().nullable() })
+  .object({
+    customerId: z.string(),
+    totals: z.array(Totals),
+    orders: z.array(OrderViewSchema),
+    nextCursor: z.string().nullable(),
+  })
   .openapi('CustomerOrders');
 
 export const StatsSchema = z
@@ -110,6 +138,12 @@ export const DeadLetterSchema = z
 
 export const problemResponses = {
   400: { description: 'Invalid request', content: { 'application/problem+json': { schema: ProblemSchema } } },
-  415: { description: 'Body is not JSON', content: { 'application/problem+json': { schema: ProblemSchema } } },
-  503: { description: 'Redis or Postgres unavailable', content: { 'application/problem+json': { schema: ProblemSchema } } },
+  415: {
+    description: 'Body is not JSON',
+    content: { 'application/problem+json': { schema: ProblemSchema } },
+  },
+  503: {
+    description: 'Redis or Postgres unavailable',
+    content: { 'application/problem+json': { schema: ProblemSchema } },
+  },
 } as const;

@@ -29,7 +29,10 @@ export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {})
   metrics.watchPgPool('main', pool);
   metrics.watchRedis('main', redis);
   const ordersQueue = createOrdersQueue(redis, config.redis.queuePrefix);
-  const ordersDeadLetterQueue = new Queue(QueueNames.ordersDeadLetters, { connection: redis, prefix: config.redis.queuePrefix });
+  const ordersDeadLetterQueue = new Queue(QueueNames.ordersDeadLetters, {
+    connection: redis,
+    prefix: config.redis.queuePrefix,
+  });
   // Without listeners BullMQ prints connection errors; /readyz and 503s already surface them.
   ordersQueue.on('error', (err) => logger.debug({ err }, 'orders queue connection error'));
   ordersDeadLetterQueue.on('error', (err) => logger.debug({ err }, 'dead-letter queue connection error'));
@@ -38,10 +41,12 @@ export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {})
   const busFor = (transport: Transport) => {
     let bus = buses.get(transport);
     if (!bus) {
-      bus = createEventBus(transport, { logger, deadLetters: createPgDeadLetterSink(pool) }, config).then(async (b) => {
-        await b.start();
-        return b;
-      });
+      bus = createEventBus(transport, { logger, deadLetters: createPgDeadLetterSink(pool) }, config).then(
+        async (b) => {
+          await b.start();
+          return b;
+        },
+      );
       buses.set(transport, bus);
     }
     return bus;
@@ -53,7 +58,8 @@ export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {})
     throw new StartupError((err as Error).message);
   }
   if (apiKeys.length === 0) {
-    if (config.env === 'production') throw new StartupError('API_KEYS is empty: refusing to serve without authentication in production');
+    if (config.env === 'production')
+      throw new StartupError('API_KEYS is empty: refusing to serve without authentication in production');
     logger.warn(`no API_KEYS configured: accepting the development key "${DEV_KEY}" with every scope`);
   }
   const app = createApp({
@@ -70,7 +76,10 @@ export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {})
     }),
     deadLetters: createDeadLetterStore(pool),
     redrive: createRedriver({ ordersQueue, ordersDeadLetterQueue, jobOptions, bus: busFor }),
-    sessions: createSessionStore(redis, { prefix: config.redis.queuePrefix, ttlSeconds: config.dashboard.sessionTtlSeconds }),
+    sessions: createSessionStore(redis, {
+      prefix: config.redis.queuePrefix,
+      ttlSeconds: config.dashboard.sessionTtlSeconds,
+    }),
     apiKeys,
     metrics,
   });

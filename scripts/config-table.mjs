@@ -14,7 +14,9 @@ for (const line of lines) {
   }
   const v = /^([A-Z][A-Z0-9_]+)=(.*)$/.exec(line);
   if (v) {
-    rows.push(`| \`${v[1]}\` | ${v[2] ? `\`${v[2]}\`` : '—'} | ${section} | ${comment.join(' ').replaceAll('|', '\\|')} |`);
+    rows.push(
+      `| \`${v[1]}\` | ${v[2] ? `\`${v[2]}\`` : '—'} | ${section} | ${comment.join(' ').replaceAll('|', '\\|')} |`,
+    );
     comment = [];
   } else if (line.startsWith('# ') && section) {
     comment.push(line.slice(2));

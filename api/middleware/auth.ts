@@ -1,5 +1,12 @@
 import type { MiddlewareHandler } from 'hono';
-import { authenticate, DEV_KEY, hasScope, type ApiKey, type Principal, type Scope } from '../../shared/security/api-keys.ts';
+import {
+  authenticate,
+  DEV_KEY,
+  hasScope,
+  type ApiKey,
+  type Principal,
+  type Scope,
+} from '../../shared/security/api-keys.ts';
 import type { SessionStore } from '../../shared/security/sessions.ts';
 import { problem } from '../../shared/errors/problem.ts';
 import type { ApiEnv } from '../context.ts';
@@ -16,7 +23,9 @@ const POLICY: readonly { method: string; prefix: string; scope: Scope | null }[]
 ];
 
 export function requiredScope(method: string, path: string): Scope | null {
-  const rule = POLICY.find((r) => (r.method === '*' || r.method === method) && (path === r.prefix || path.startsWith(r.prefix)));
+  const rule = POLICY.find(
+    (r) => (r.method === '*' || r.method === method) && (path === r.prefix || path.startsWith(r.prefix)),
+  );
   return rule ? rule.scope : 'admin';
 }
 
@@ -43,16 +52,21 @@ export function auth(options: AuthOptions): MiddlewareHandler<ApiEnv> {
       const match = /^Bearer ([\x21-\x7e]{1,512})$/i.exec(header);
       const token = match?.[1];
       if (token !== undefined) {
-        principal = options.allowDevKey && token === DEV_KEY ? DEV_PRINCIPAL : authenticate(options.keys, token);
+        principal =
+          options.allowDevKey && token === DEV_KEY ? DEV_PRINCIPAL : authenticate(options.keys, token);
       }
     } else if (sessionId !== undefined) {
       const session = await options.sessions.get(sessionId);
       if (session) principal = { id: session.principal, scopes: session.scopes as Scope[] };
     }
     if (!principal) {
-      return problemResponse(c, problem(401, 'auth.unauthenticated', 'send a valid API key as "Authorization: Bearer <key>"'), {
-        'www-authenticate': 'Bearer realm="conveyor"',
-      });
+      return problemResponse(
+        c,
+        problem(401, 'auth.unauthenticated', 'send a valid API key as "Authorization: Bearer <key>"'),
+        {
+          'www-authenticate': 'Bearer realm="conveyor"',
+        },
+      );
     }
     const scope = requiredScope(c.req.method, c.req.path);
     if (scope !== null && !hasScope(principal, scope)) {

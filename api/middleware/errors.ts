@@ -5,7 +5,11 @@ import { DomainError, DependencyUnavailableError, OverloadedError } from '../../
 import { problem, PROBLEM_CONTENT_TYPE, toProblem, type Problem } from '../../shared/errors/problem.ts';
 import type { ApiEnv } from '../context.ts';
 
-export function problemResponse(c: Context<ApiEnv>, p: Problem, headers: Record<string, string> = {}): Response {
+export function problemResponse(
+  c: Context<ApiEnv>,
+  p: Problem,
+  headers: Record<string, string> = {},
+): Response {
   const body: Problem = { ...p, instance: c.req.path, correlationId: c.get('correlationId') };
   return c.newResponse(JSON.stringify(body), p.status as ContentfulStatusCode, {
     'content-type': PROBLEM_CONTENT_TYPE,
@@ -17,7 +21,8 @@ export function problemResponse(c: Context<ApiEnv>, p: Problem, headers: Record<
 export const onError: ErrorHandler<ApiEnv> = (err, c) => {
   if (err instanceof HTTPException) {
     const status = err.status;
-    const code = status === 400 ? 'request.malformed' : status === 413 ? 'request.too_large' : `http.${status}`;
+    const code =
+      status === 400 ? 'request.malformed' : status === 413 ? 'request.too_large' : `http.${status}`;
     return problemResponse(c, problem(status, code, err.message || undefined));
   }
   if (err instanceof DomainError) {

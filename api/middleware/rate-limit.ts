@@ -44,10 +44,18 @@ export function rateLimit(options: RateLimitOptions): MiddlewareHandler<ApiEnv> 
       'ratelimit-policy': `${options.max};w=${Math.round(options.windowMs / 1000)}`,
     };
     if (limited) {
-      return problemResponse(c, problem(429, 'rate_limit.exceeded', `at most ${options.max} requests per ${options.windowMs / 1000} s`), {
-        ...headers,
-        'retry-after': String(Math.max(1, resetSeconds)),
-      });
+      return problemResponse(
+        c,
+        problem(
+          429,
+          'rate_limit.exceeded',
+          `at most ${options.max} requests per ${options.windowMs / 1000} s`,
+        ),
+        {
+          ...headers,
+          'retry-after': String(Math.max(1, resetSeconds)),
+        },
+      );
     }
     await next();
     for (const [k, v] of Object.entries(headers)) c.header(k, v);

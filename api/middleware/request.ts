@@ -15,7 +15,8 @@ export const CORRELATION_HEADER = 'x-correlation-id';
 export function correlation(logger: Logger): MiddlewareHandler<ApiEnv> {
   return async (c, next) => {
     const incoming = c.req.header(CORRELATION_HEADER);
-    const id = incoming !== undefined && CorrelationIdSchema.safeParse(incoming).success ? incoming : randomUUID();
+    const id =
+      incoming !== undefined && CorrelationIdSchema.safeParse(incoming).success ? incoming : randomUUID();
     c.set('correlationId', id);
     c.set('principal', 'anonymous');
     const log = logger.child({ correlationId: id });
@@ -25,7 +26,12 @@ export function correlation(logger: Logger): MiddlewareHandler<ApiEnv> {
     await next();
     c.header(CORRELATION_HEADER, id);
     log.info(
-      { method: c.req.method, path: c.req.path, status: c.res.status, durationMs: Math.round(performance.now() - started) },
+      {
+        method: c.req.method,
+        path: c.req.path,
+        status: c.res.status,
+        durationMs: Math.round(performance.now() - started),
+      },
       'request completed',
     );
   };
@@ -36,10 +42,14 @@ export function requireJson(): MiddlewareHandler<ApiEnv> {
   return async (c, next) => {
     if (['POST', 'PUT', 'PATCH'].includes(c.req.method)) {
       const length = c.req.header('content-length');
-      const hasBody = (length !== undefined && length !== '0') || c.req.header('transfer-encoding') !== undefined;
+      const hasBody =
+        (length !== undefined && length !== '0') || c.req.header('transfer-encoding') !== undefined;
       const type = c.req.header('content-type') ?? '';
       if (hasBody && !/^application\/([a-z0-9.+-]*\+)?json\s*(;|$)/i.test(type)) {
-        return problemResponse(c, problem(415, 'request.unsupported_media_type', 'send the body as application/json'));
+        return problemResponse(
+          c,
+          problem(415, 'request.unsupported_media_type', 'send the body as application/json'),
+        );
       }
     }
     await next();

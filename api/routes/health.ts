@@ -11,7 +11,10 @@ export interface HealthDeps {
 async function probe(fn: () => Promise<unknown>, timeoutMs: number): Promise<'ok' | 'unavailable'> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    await Promise.race([fn(), new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('timeout')), timeoutMs)))]);
+    await Promise.race([
+      fn(),
+      new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('timeout')), timeoutMs))),
+    ]);
     return 'ok';
   } catch {
     return 'unavailable';
@@ -30,7 +33,10 @@ export function healthRoutes(deps: HealthDeps): Hono {
       probe(() => deps.pool.query('SELECT 1'), deps.timeoutMs),
     ]);
     const ready = redis === 'ok' && postgres === 'ok';
-    return c.json({ status: ready ? 'ready' : 'unavailable', checks: { redis, postgres } }, ready ? 200 : 503);
+    return c.json(
+      { status: ready ? 'ready' : 'unavailable', checks: { redis, postgres } },
+      ready ? 200 : 503,
+    );
   });
   return app;
 }

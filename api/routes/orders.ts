@@ -2,7 +2,12 @@ import { createHash, randomUUID } from 'node:crypto';
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
-import { OrderJobSchema, PlaceOrderSchema, type OrderJob, type PlaceOrder } from '../../shared/domain/order.ts';
+import {
+  OrderJobSchema,
+  PlaceOrderSchema,
+  type OrderJob,
+  type PlaceOrder,
+} from '../../shared/domain/order.ts';
 import {
   DependencyUnavailableError,
   DomainError,
@@ -14,7 +19,14 @@ import { problem, type Problem } from '../../shared/errors/problem.ts';
 import { PLACE_ORDER_JOB } from '../../shared/queue/orders-queue.ts';
 import type { ApiDeps, ApiEnv } from '../context.ts';
 import { fingerprint, type StoredResponse } from '../idempotency.ts';
-import { customerOrders, customerTotals, decodeCursor, findOrders, stats, type OrderView } from '../read-models.sql.ts';
+import {
+  customerOrders,
+  customerTotals,
+  decodeCursor,
+  findOrders,
+  stats,
+  type OrderView,
+} from '../read-models.sql.ts';
 import {
   AcceptedOrderSchema,
   BatchBody,
@@ -44,7 +56,9 @@ const IdempotencyHeaders = z.object({
   'idempotency-key': z
     .string()
     .optional()
-    .openapi({ description: 'Stripe-style idempotency key: 1-255 visible ASCII characters, remembered 24 h' }),
+    .openapi({
+      description: 'Stripe-style idempotency key: 1-255 visible ASCII characters, remembered 24 h',
+    }),
 });
 
 const problemContent = { 'application/problem+json': { schema: ProblemSchema } };
@@ -71,7 +85,6 @@ const placeOrder = createRoute({
   },
 });
 
-
 const placeBatch = createRoute({
   method: 'post',
   path: '/v1/orders/batch',
@@ -82,7 +95,10 @@ const placeBatch = createRoute({
     body: { required: true, content: { 'application/json': { schema: BatchBody } } },
   },
   responses: {
-    202: { description: 'One result per input order, in order', content: { 'application/json': { schema: BatchResultSchema } } },
+    202: {
+      description: 'One result per input order, in order',
+      content: { 'application/json': { schema: BatchResultSchema } },
+    },
     ...problemResponses,
     409: { description: 'Same Idempotency-Key in flight', content: problemContent },
     413: { description: 'Body over the limit', content: problemContent },
@@ -113,7 +129,9 @@ const getOrders = createRoute({
     200: {
       description: 'Found orders and the ids not found',
       content: {
-        'application/json': { schema: z.object({ orders: z.array(OrderViewSchema), missing: z.array(z.string()) }) },
+        'application/json': {
+          schema: z.object({ orders: z.array(OrderViewSchema), missing: z.array(z.string()) }),
+        },
       },
     },
     ...problemResponses,
@@ -127,7 +145,10 @@ const getCustomerOrders = createRoute({
   summary: "A customer's orders, newest first, with cursor pagination and totals",
   request: { params: CustomerParam, query: PageQuery },
   responses: {
-    200: { description: 'A page of orders', content: { 'application/json': { schema: CustomerOrdersSchema } } },
+    200: {
+      description: 'A page of orders',
+      content: { 'application/json': { schema: CustomerOrdersSchema } },
+    },
     ...problemResponses,
   },
 });
@@ -138,7 +159,15 @@ const getStats = createRoute({
   tags: ['stats'],
   summary: 'Order count, revenue per currency and a per-day series (pre-aggregated)',
   request: {
-    query: z.object({ days: z.coerce.number().int().min(1).max(366).default(30).openapi({ param: { name: 'days', in: 'query' } }) }),
+    query: z.object({
+      days: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .max(366)
+        .default(30)
+        .openapi({ param: { name: 'days', in: 'query' } }),
+    }),
   },
   responses: {
     200: { description: 'Stats', content: { 'application/json': { schema: StatsSchema } } },
@@ -199,7 +228,9 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
   ): Promise<Response> {
     const key = c.req.header(IDEMPOTENCY_HEADER);
     if (key !== undefined && (key.length === 0 || key.length > 255 || !/^[\x21-\x7e]+$/.test(key))) {
-      throw new ValidationError('invalid Idempotency-Key', [{ path: 'Idempotency-Key', message: '1-255 visible ASCII characters' }]);
+      throw new ValidationError('invalid Idempotency-Key', [
+        { path: 'Idempotency-Key', message: '1-255 visible ASCII characters' },
+      ]);
     }
     const scope = c.get('principal');
     let response: StoredResponse;
@@ -242,7 +273,9 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
       const orderId = seed ? derivedId(seed) : randomUUID();
       const correlationId = c.get('correlationId');
       const job = toJob(orderId, order, correlationId, new Date().toISOString());
-      await redisCall(() => ordersQueue.add(PLACE_ORDER_JOB, job, { ...deps.orderJobOptions, jobId: orderId }));
+      await redisCall(() =>
+        ordersQueue.add(PLACE_ORDER_JOB, job, { ...deps.orderJobOptions, jobId: orderId }),
+      );
       c.get('log').info({ orderId, jobId: orderId }, 'order accepted');
       return {
         status: 202,
@@ -282,11 +315,18 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
       if (jobs.length > 0) {
         await redisCall(() =>
           ordersQueue.addBulk(
-            jobs.map((data) => ({ name: PLACE_ORDER_JOB, data, opts: { ...deps.orderJobOptions, jobId: data.orderId } })),
+            jobs.map((data) => ({
+              name: PLACE_ORDER_JOB,
+              data,
+              opts: { ...deps.orderJobOptions, jobId: data.orderId },
+            })),
           ),
         );
       }
-      c.get('log').info({ accepted: jobs.length, rejected: orders.length - jobs.length }, 'order batch accepted');
+      c.get('log').info(
+        { accepted: jobs.length, rejected: orders.length - jobs.length },
+        'order batch accepted',
+      );
       return { status: 202, body: { orders: results }, headers: {} };
     }) as never;
   });
@@ -307,7 +347,9 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
           currency: order.currency,
           totalCents: order.items.reduce((s, i) => s + i.quantity * i.unitPriceCents, 0),
           items: order.items,
-          status: ['waiting', 'delayed', 'prioritized', 'waiting-children'].includes(state) ? 'queued' : 'processing',
+          status: ['waiting', 'delayed', 'prioritized', 'waiting-children'].includes(state)
+            ? 'queued'
+            : 'processing',
           attempts: job.attemptsMade,
           lastError: job.failedReason ?? null,
           correlationId: parsed.data.correlationId,
@@ -330,20 +372,36 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
   });
 
   app.openapi(getOrders, async (c) => {
-    const ids = [...new Set(c.req.valid('query').ids.split(',').map((s) => s.trim()).filter(Boolean))];
+    const ids = [
+      ...new Set(
+        c.req
+          .valid('query')
+          .ids.split(',')
+          .map((s) => s.trim())
+          .filter(Boolean),
+      ),
+    ];
     if (ids.length === 0 || ids.length > 100) {
-      throw new ValidationError('ids must list 1 to 100 order ids', [{ path: 'ids', message: '1 to 100 ids' }]);
+      throw new ValidationError('ids must list 1 to 100 order ids', [
+        { path: 'ids', message: '1 to 100 ids' },
+      ]);
     }
     const bad = ids.filter((id) => !uuidRe.test(id));
     if (bad.length > 0) {
-      throw new ValidationError('ids must be order ids (UUIDs)', bad.slice(0, 10).map((id) => ({ path: 'ids', message: `not an order id: ${id.slice(0, 64)}` })));
+      throw new ValidationError(
+        'ids must be order ids (UUIDs)',
+        bad.slice(0, 10).map((id) => ({ path: 'ids', message: `not an order id: ${id.slice(0, 64)}` })),
+      );
     }
     const views = await findOrders(deps.pool, ids);
     const seen = new Set(views.map((v) => v.orderId));
     const pending = await fromQueue(ids.filter((id) => !seen.has(id)));
     const all = new Map([...views, ...pending].map((v) => [v.orderId, v]));
     return c.json(
-      { orders: ids.flatMap((id) => (all.has(id) ? [all.get(id)!] : [])), missing: ids.filter((id) => !all.has(id)) },
+      {
+        orders: ids.flatMap((id) => (all.has(id) ? [all.get(id)!] : [])),
+        missing: ids.filter((id) => !all.has(id)),
+      },
       200,
     );
   });
@@ -353,9 +411,14 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
     const { limit, cursor } = c.req.valid('query');
     const decoded = cursor === undefined ? null : decodeCursor(cursor);
     if (cursor !== undefined && decoded === null) {
-      throw new ValidationError('invalid cursor', [{ path: 'cursor', message: 'use nextCursor from a previous page' }]);
+      throw new ValidationError('invalid cursor', [
+        { path: 'cursor', message: 'use nextCursor from a previous page' },
+      ]);
     }
-    const [page, totals] = await Promise.all([customerOrders(deps.pool, customerId, limit, decoded), customerTotals(deps.pool, customerId)]);
+    const [page, totals] = await Promise.all([
+      customerOrders(deps.pool, customerId, limit, decoded),
+      customerTotals(deps.pool, customerId),
+    ]);
     return c.json({ customerId, totals, ...page }, 200);
   });
 
@@ -370,7 +433,11 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
 
 function tooLarge(c: Context<ApiEnv>): Response {
   return c.newResponse(
-    JSON.stringify({ ...problem(413, 'request.too_large', 'the request body is over the limit'), instance: c.req.path, correlationId: c.get('correlationId') }),
+    JSON.stringify({
+      ...problem(413, 'request.too_large', 'the request body is over the limit'),
+      instance: c.req.path,
+      correlationId: c.get('correlationId'),
+    }),
     413,
     { 'content-type': 'application/problem+json' },
   );

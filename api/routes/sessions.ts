@@ -10,7 +10,11 @@ const create = createRoute({
   responses: {
     201: {
       description: 'A session stored in Redis with a TTL',
-      content: { 'application/json': { schema: z.object({ sessionId: z.string(), expiresInSeconds: z.number().int() }) } },
+      content: {
+        'application/json': {
+          schema: z.object({ sessionId: z.string(), expiresInSeconds: z.number().int() }),
+        },
+      },
     },
     401: { description: 'No valid key', content: { 'application/problem+json': { schema: ProblemSchema } } },
   },
@@ -28,7 +32,10 @@ const destroy = createRoute({
 export function sessionRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
   const app = new OpenAPIHono<ApiEnv>();
   app.openapi(create, async (c) => {
-    const session = await deps.sessions.create({ principal: c.get('principal'), scopes: [...c.get('scopes')] });
+    const session = await deps.sessions.create({
+      principal: c.get('principal'),
+      scopes: [...c.get('scopes')],
+    });
     c.get('log').info('session opened');
     return c.json({ sessionId: session.id, expiresInSeconds: session.expiresInSeconds }, 201);
   });

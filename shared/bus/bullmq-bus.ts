@@ -58,7 +58,9 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
       origin: QueueNames.events,
       kind: 'event',
       messageKey: headers[EventHeaders.eventId] ?? job.id ?? null,
-      payload: Buffer.from(typeof job.data?.body === 'string' ? job.data.body : JSON.stringify(job.data ?? null)),
+      payload: Buffer.from(
+        typeof job.data?.body === 'string' ? job.data.body : JSON.stringify(job.data ?? null),
+      ),
       headers,
       error: error.message,
       stack: error.stack ?? null,
@@ -67,8 +69,15 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
       orderId: null,
       firstFailedAt: new Date(job.processedOn ?? job.timestamp),
     });
-    await dlq.add('dead-letter', { deadLetterId: id, ...job.data, error: error.message, attempts }, { jobId: id });
-    log.warn({ deadLetterId: id, correlationId: headers[EventHeaders.correlationId], attempts, err: error }, 'event dead-lettered');
+    await dlq.add(
+      'dead-letter',
+      { deadLetterId: id, ...job.data, error: error.message, attempts },
+      { jobId: id },
+    );
+    log.warn(
+      { deadLetterId: id, correlationId: headers[EventHeaders.correlationId], attempts, err: error },
+      'event dead-lettered',
+    );
   }
 
   return {
@@ -81,7 +90,11 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
       await queue.addBulk(
         events.map((e) => {
           const { body, headers } = encodeEvent(e);
-          return { name: e.type, data: { body: body.toString('utf8'), headers }, opts: { ...jobOptions, jobId: e.eventId } };
+          return {
+            name: e.type,
+            data: { body: body.toString('utf8'), headers },
+            opts: { ...jobOptions, jobId: e.eventId },
+          };
         }),
       );
     },
@@ -113,7 +126,11 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
       };
     },
     async redrive(dl: DeadLetterRecord) {
-      await queue.add(dl.headers[EventHeaders.eventType] ?? 'redriven', { body: dl.payload.toString('utf8'), headers: dl.headers }, jobOptions);
+      await queue.add(
+        dl.headers[EventHeaders.eventType] ?? 'redriven',
+        { body: dl.payload.toString('utf8'), headers: dl.headers },
+        jobOptions,
+      );
       await dlq.remove(dl.id).catch(() => undefined);
     },
     async close() {

@@ -44,7 +44,12 @@ export function decodeEvent(body: Buffer | string | null | undefined): EventEnve
 }
 
 /** Exponential backoff with full jitter, capped. */
-export function backoffDelayMs(attempt: number, baseMs: number, maxMs = 60_000, random = Math.random): number {
+export function backoffDelayMs(
+  attempt: number,
+  baseMs: number,
+  maxMs = 60_000,
+  random = Math.random,
+): number {
   const ceiling = Math.min(maxMs, baseMs * 2 ** Math.max(0, attempt - 1));
   return Math.round(ceiling / 2 + (random() * ceiling) / 2);
 }

@@ -25,7 +25,9 @@ export interface DeadLetterRecord {
   redriveCount: number;
 }
 
-export type NewDeadLetter = Omit<DeadLetterRecord, 'status' | 'redriveCount' | 'failedAt'> & { failedAt?: Date };
+export type NewDeadLetter = Omit<DeadLetterRecord, 'status' | 'redriveCount' | 'failedAt'> & {
+  failedAt?: Date;
+};
 
 /** Where every transport records its dead letters, so operators see them in one place. */
 export interface DeadLetterSink {

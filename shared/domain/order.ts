@@ -17,9 +17,7 @@ export const OrderItemSchema = z.strictObject({
 /** What a producer posts. */
 export const PlaceOrderSchema = z.strictObject({
   customerId: IdSchema,
-  currency: z
-    .string()
-    .regex(/^[A-Z]{3}$/, 'an ISO 4217 code such as EUR'),
+  currency: z.string().regex(/^[A-Z]{3}$/, 'an ISO 4217 code such as EUR'),
   items: z.array(OrderItemSchema).min(1).max(100),
 });
 export type PlaceOrder = z.infer<typeof PlaceOrderSchema>;
@@ -53,7 +51,11 @@ export type Decision = { kind: 'accept' } | { kind: 'reject'; reason: string; co
 /** Pure business rules: decides whether a well-formed order is accepted. */
 export function decideOrder(order: PlaceOrder, supportedCurrencies: readonly string[]): Decision {
   if (!supportedCurrencies.includes(order.currency)) {
-    return { kind: 'reject', code: 'currency.unsupported', reason: `currency ${order.currency} is not supported` };
+    return {
+      kind: 'reject',
+      code: 'currency.unsupported',
+      reason: `currency ${order.currency} is not supported`,
+    };
   }
   if (!Number.isSafeInteger(orderTotalCents(order.items))) {
     return { kind: 'reject', code: 'total.too_large', reason: 'order total exceeds the supported range' };

@@ -29,7 +29,12 @@ const titles: Record<number, string> = {
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 
 /** A problem for a status with no domain error behind it (415, 413, …). */
-export function problem(status: number, code: string, detail?: string, extra: Partial<Problem> = {}): Problem {
+export function problem(
+  status: number,
+  code: string,
+  detail?: string,
+  extra: Partial<Problem> = {},
+): Problem {
   return {
     type: `https://conveyor.dev/problems/${code.replaceAll('.', '-')}`,
     title: titles[status] ?? 'Error',

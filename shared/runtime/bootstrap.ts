@@ -23,7 +23,9 @@ async function within<T>(what: string, ms: number, fn: () => Promise<T>): Promis
   try {
     return await Promise.race([
       fn(),
-      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms))),
+      new Promise<never>(
+        (_, reject) => (timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms)),
+      ),
     ]);
   } catch (err) {
     throw new StartupError(`${what}: ${(err as Error).message}`, { cause: err });
@@ -41,13 +43,20 @@ export async function bootstrap(config: Config, service: string): Promise<Runtim
   const lifecycle = createLifecycle(logger);
   const dbHost = new URL(config.database.url).host;
   if (config.database.createIfMissing) {
-    await within(`PostgreSQL at ${dbHost} is not reachable`, 15_000, () => ensureDatabase(config.database.url));
+    await within(`PostgreSQL at ${dbHost} is not reachable`, 15_000, () =>
+      ensureDatabase(config.database.url),
+    );
   }
   const pool = createPool({ ...config.database, applicationName: `conveyor-${service}` });
   lifecycle.defer('postgres', () => pool.end());
-  await within(`PostgreSQL at ${dbHost}: migrations failed`, 60_000, () => migrate(pool, config.database.schema, logger));
+  await within(`PostgreSQL at ${dbHost}: migrations failed`, 60_000, () =>
+    migrate(pool, config.database.schema, logger),
+  );
 
-  const redis = createProducerRedis({ url: config.redis.url, commandTimeoutMs: config.redis.commandTimeoutMs }, `conveyor-${service}`);
+  const redis = createProducerRedis(
+    { url: config.redis.url, commandTimeoutMs: config.redis.commandTimeoutMs },
+    `conveyor-${service}`,
+  );
   lifecycle.defer('redis', async () => {
     await redis.quit().catch(() => redis.disconnect());
   });
@@ -59,7 +68,8 @@ export async function bootstrap(config: Config, service: string): Promise<Runtim
   const policy = await checkNoEviction(redis).catch(() => 'unknown');
   if (policy !== 'noeviction') {
     const msg = `Redis maxmemory-policy is "${policy}"; BullMQ needs "noeviction" or queued jobs can be evicted and lost`;
-    if (config.redis.requireNoEviction) throw new StartupError(`${msg} (set REDIS_REQUIRE_NOEVICTION=false only for tests)`);
+    if (config.redis.requireNoEviction)
+      throw new StartupError(`${msg} (set REDIS_REQUIRE_NOEVICTION=false only for tests)`);
     logger.warn({ policy }, msg);
   }
   return { config, logger, pool, redis, lifecycle };

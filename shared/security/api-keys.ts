@@ -41,9 +41,11 @@ export function parseApiKeys(raw: string): ApiKey[] {
     if (idAt <= 0 || hashAt <= idAt || !/^[A-Za-z0-9._-]{1,64}$/.test(id)) {
       throw new Error(`API_KEYS entry ${i + 1}: expected <id>:<scopes>:<sha256 hex>`);
     }
-    if (!/^[0-9a-f]{64}$/i.test(hex)) throw new Error(`API_KEYS entry ${i + 1} (${id}): the hash must be 64 hex characters`);
+    if (!/^[0-9a-f]{64}$/i.test(hex))
+      throw new Error(`API_KEYS entry ${i + 1} (${id}): the hash must be 64 hex characters`);
     for (const s of scopes) {
-      if (!(SCOPES as readonly string[]).includes(s)) throw new Error(`API_KEYS entry ${i + 1} (${id}): unknown scope "${s}"`);
+      if (!(SCOPES as readonly string[]).includes(s))
+        throw new Error(`API_KEYS entry ${i + 1} (${id}): unknown scope "${s}"`);
     }
     return { id, scopes: scopes as Scope[], sha256: Buffer.from(hex, 'hex') };
   });

@@ -20,7 +20,10 @@ export interface SessionStore {
 const ID_RE = /^[A-Za-z0-9_-]{32,64}$/;
 
 /** Sessions in Redis with a TTL (the brief's StatelessAuthService), never in process memory. */
-export function createSessionStore(redis: Redis, options: { prefix: string; ttlSeconds: number }): SessionStore {
+export function createSessionStore(
+  redis: Redis,
+  options: { prefix: string; ttlSeconds: number },
+): SessionStore {
   const key = (id: string) => `${options.prefix}:session:${id}`;
   return {
     async create(data) {

@@ -20,7 +20,11 @@ describe('README', () => {
 
   beforeAll(async () => {
     // The README's run command (`npm start` runs exactly this script), on an isolated schema and port.
-    child = spawn('bash', ['scripts/start.sh'], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    child = spawn('bash', ['scripts/start.sh'], {
+      cwd: root,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     child.stdout!.on('data', (d: Buffer) => lines.push(...d.toString().split('\n')));
     child.stderr!.on('data', (d: Buffer) => lines.push(...d.toString().split('\n')));
     const port = await eventually(
@@ -49,7 +53,11 @@ describe('README', () => {
 
   it('every curl example works as printed against `npm start`', async () => {
     // Only addition: a newline after each response body so outputs do not run together.
-    const script = `set -euo pipefail\ncurl() { command curl "$@"; echo; }\n${examples.join('\n')}`.replaceAll('http://localhost:3000', url);
+    const script =
+      `set -euo pipefail\ncurl() { command curl "$@"; echo; }\n${examples.join('\n')}`.replaceAll(
+        'http://localhost:3000',
+        url,
+      );
     const out = execFileSync('bash', ['-c', script], { encoding: 'utf8', timeout: 60_000 });
     expect(out).toMatch(/HTTP\/1\.1 202 Accepted/);
     expect(out).toMatch(/x-correlation-id: checkout-7f3a9c21/i);

@@ -11,8 +11,13 @@ let queue: Queue;
 const url = (path: string) => `${platform.url}${path}`;
 
 beforeAll(async () => {
-  platform = await startPlatform(testConfig({ API_BODY_LIMIT_BYTES: '4096', API_BATCH_MAX_ORDERS: '1000' }), { workers: [] });
-  queue = new Queue(QueueNames.orders, { connection: platform.rt.redis, prefix: platform.config.redis.queuePrefix });
+  platform = await startPlatform(testConfig({ API_BODY_LIMIT_BYTES: '4096', API_BATCH_MAX_ORDERS: '1000' }), {
+    workers: [],
+  });
+  queue = new Queue(QueueNames.orders, {
+    connection: platform.rt.redis,
+    prefix: platform.config.redis.queuePrefix,
+  });
 });
 afterAll(async () => {
   await queue.close();
@@ -42,7 +47,11 @@ describe('POST /v1/orders', () => {
   });
 
   it('generates a correlation id when none (or an invalid one) is sent', async () => {
-    const res = await request(url('/v1/orders'), { method: 'POST', json: sampleOrder(), headers: { 'x-correlation-id': 'bad id!' } });
+    const res = await request(url('/v1/orders'), {
+      method: 'POST',
+      json: sampleOrder(),
+      headers: { 'x-correlation-id': 'bad id!' },
+    });
     expect(res.status).toBe(202);
     expect(res.headers.get('x-correlation-id')).toMatch(/^[0-9a-f-]{36}$/);
   });
@@ -50,15 +59,22 @@ describe('POST /v1/orders', () => {
   it.each([
     ['missing fields', { customerId: 'c-1' }, ['currency', 'items']],
     ['a client-sent total', { ...sampleOrder(), totalCents: 1 }, ['']],
-    ['fractional quantity', sampleOrder({ items: [{ sku: 's', quantity: 0.5, unitPriceCents: 1 }] }), ['items.0.quantity']],
+    [
+      'fractional quantity',
+      sampleOrder({ items: [{ sku: 's', quantity: 0.5, unitPriceCents: 1 }] }),
+      ['items.0.quantity'],
+    ],
     ['empty items', sampleOrder({ items: [] }), ['items']],
     ['lowercase currency', sampleOrder({ currency: 'eur' }), ['currency']],
   ])('400 problem+json with field errors for %s', async (_name, body, paths) => {
     const before = await queue.count();
-    const res = await request<{ status: number; code: string; errors: { path: string }[] }>(url('/v1/orders'), {
-      method: 'POST',
-      json: body,
-    });
+    const res = await request<{ status: number; code: string; errors: { path: string }[] }>(
+      url('/v1/orders'),
+      {
+        method: 'POST',
+        json: body,
+      },
+    );
     expect(res.status).toBe(400);
     expect(res.headers.get('content-type')).toContain('application/problem+json');
     expect(res.body.code).toBe('request.invalid');
@@ -67,10 +83,18 @@ describe('POST /v1/orders', () => {
   });
 
   it('400 for malformed JSON, 415 for non-JSON, 413 over the body limit (also chunked), never a stack trace', async () => {
-    const malformed = await request(url('/v1/orders'), { method: 'POST', body: '{"a":', headers: { 'content-type': 'application/json' } });
+    const malformed = await request(url('/v1/orders'), {
+      method: 'POST',
+      body: '{"a":',
+      headers: { 'content-type': 'application/json' },
+    });
     expect(malformed.status).toBe(400);
     expect(malformed.headers.get('content-type')).toContain('application/problem+json');
-    const text = await request(url('/v1/orders'), { method: 'POST', body: 'hello', headers: { 'content-type': 'text/plain' } });
+    const text = await request(url('/v1/orders'), {
+      method: 'POST',
+      body: 'hello',
+      headers: { 'content-type': 'text/plain' },
+    });
     expect(text.status).toBe(415);
     const big = sampleOrder({ customerId: 'c-'.padEnd(8000, 'x') });
     const tooLarge = await request(url('/v1/orders'), { method: 'POST', json: big });
@@ -89,14 +113,19 @@ describe('POST /v1/orders', () => {
       duplex: 'half',
     } as RequestInit);
     expect(chunked.status).toBe(413);
-    for (const r of [malformed, text, tooLarge]) expect(JSON.stringify(r.body)).not.toMatch(/\bat .+\.ts:\d+/);
+    for (const r of [malformed, text, tooLarge])
+      expect(JSON.stringify(r.body)).not.toMatch(/\bat .+\.ts:\d+/);
   });
 });
 
 describe('Idempotency-Key', () => {
   it('replays the first response for the same key and body, with exactly one job', async () => {
     const key = `key-${Date.now()}`;
-    const first = await request(url('/v1/orders'), { method: 'POST', json: sampleOrder(), headers: { 'idempotency-key': key } });
+    const first = await request(url('/v1/orders'), {
+      method: 'POST',
+      json: sampleOrder(),
+      headers: { 'idempotency-key': key },
+    });
     const second = await request(url('/v1/orders'), {
       method: 'POST',
       json: { items: sampleOrder().items, currency: 'EUR', customerId: 'c-42' }, // same body, other key order
@@ -112,7 +141,11 @@ describe('Idempotency-Key', () => {
 
   it('422 for the same key with a different body', async () => {
     const key = `key-422-${Date.now()}`;
-    await request(url('/v1/orders'), { method: 'POST', json: sampleOrder(), headers: { 'idempotency-key': key } });
+    await request(url('/v1/orders'), {
+      method: 'POST',
+      json: sampleOrder(),
+      headers: { 'idempotency-key': key },
+    });
     const res = await request(url('/v1/orders'), {
       method: 'POST',
       json: sampleOrder({ customerId: 'c-43' }),
@@ -127,7 +160,11 @@ describe('Idempotency-Key', () => {
     const before = await queue.count();
     const results = await Promise.all(
       Array.from({ length: 8 }, () =>
-        request(url('/v1/orders'), { method: 'POST', json: sampleOrder(), headers: { 'idempotency-key': key } }),
+        request(url('/v1/orders'), {
+          method: 'POST',
+          json: sampleOrder(),
+          headers: { 'idempotency-key': key },
+        }),
       ),
     );
     const statuses = results.map((r) => r.status);
@@ -140,7 +177,11 @@ describe('Idempotency-Key', () => {
   });
 
   it('rejects keys longer than 255 characters', async () => {
-    const res = await request(url('/v1/orders'), { method: 'POST', json: sampleOrder(), headers: { 'idempotency-key': 'k'.repeat(256) } });
+    const res = await request(url('/v1/orders'), {
+      method: 'POST',
+      json: sampleOrder(),
+      headers: { 'idempotency-key': 'k'.repeat(256) },
+    });
     expect(res.status).toBe(400);
   });
 });
@@ -148,15 +189,21 @@ describe('Idempotency-Key', () => {
 describe('POST /v1/orders/batch', () => {
   it('enqueues the valid orders and reports the invalid ones, one result per item in order', async () => {
     const before = await queue.count();
-    const res = await request<{ orders: ({ orderId: string; status: string } | { error: { status: number; errors: { path: string }[] } })[] }>(
-      url('/v1/orders/batch'),
-      { method: 'POST', json: { orders: [sampleOrder(), { customerId: 'x' }, sampleOrder({ customerId: 'c-7' })] } },
-    );
+    const res = await request<{
+      orders: (
+        { orderId: string; status: string } | { error: { status: number; errors: { path: string }[] } }
+      )[];
+    }>(url('/v1/orders/batch'), {
+      method: 'POST',
+      json: { orders: [sampleOrder(), { customerId: 'x' }, sampleOrder({ customerId: 'c-7' })] },
+    });
     expect(res.status).toBe(202);
     expect(res.body.orders).toHaveLength(3);
     expect(res.body.orders[0]).toMatchObject({ status: 'queued' });
     expect(res.body.orders[1]).toMatchObject({ error: { status: 400 } });
-    expect((res.body.orders[1] as { error: { errors: { path: string }[] } }).error.errors[0]?.path).toMatch(/^orders\.1\./);
+    expect((res.body.orders[1] as { error: { errors: { path: string }[] } }).error.errors[0]?.path).toMatch(
+      /^orders\.1\./,
+    );
     expect(res.body.orders[2]).toMatchObject({ status: 'queued' });
     expect(await queue.count()).toBe(before + 2);
   });
@@ -194,7 +241,10 @@ describe('queries', () => {
     expect(res.status).toBe(200);
     expect(res.body.orders.map((o) => o.orderId)).toEqual([a.body.orderId]);
     expect(res.body.missing).toEqual([missing]);
-    const tooMany = Array.from({ length: 101 }, (_, i) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`);
+    const tooMany = Array.from(
+      { length: 101 },
+      (_, i) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`,
+    );
     expect((await request(url(`/v1/orders?ids=${tooMany.join(',')}`))).status).toBe(400);
   });
 
@@ -202,11 +252,20 @@ describe('queries', () => {
     expect((await request(url('/healthz'))).status).toBe(200);
     const ready = await request(url('/readyz'));
     expect(ready.body).toMatchObject({ status: 'ready', checks: { redis: 'ok', postgres: 'ok' } });
-    const doc = await request<{ openapi: string; paths: Record<string, unknown>; components: { schemas: Record<string, unknown> } }>(
-      url('/openapi.json'),
-    );
+    const doc = await request<{
+      openapi: string;
+      paths: Record<string, unknown>;
+      components: { schemas: Record<string, unknown> };
+    }>(url('/openapi.json'));
     expect(doc.body.openapi).toBe('3.1.0');
-    for (const p of ['/v1/orders', '/v1/orders/batch', '/v1/orders/{orderId}', '/v1/customers/{customerId}/orders', '/v1/stats', '/v1/dead-letters']) {
+    for (const p of [
+      '/v1/orders',
+      '/v1/orders/batch',
+      '/v1/orders/{orderId}',
+      '/v1/customers/{customerId}/orders',
+      '/v1/stats',
+      '/v1/dead-letters',
+    ]) {
       expect(Object.keys(doc.body.paths)).toContain(p);
     }
     expect(doc.body.components.schemas.PlaceOrder).toBeDefined();

@@ -81,15 +81,29 @@ describe('outbox relay', () => {
     const bus = recordingBus();
     const relay = createRelay(
       { pool, bus, logger: testLogger() },
-      { databaseUrl: config.database.url, schema: config.database.schema, batchSize: 100, pollIntervalMs: 3_600_000, retentionHours: 1 },
+      {
+        databaseUrl: config.database.url,
+        schema: config.database.schema,
+        batchSize: 100,
+        pollIntervalMs: 3_600_000,
+        retentionHours: 1,
+      },
     );
     try {
       const channel = `LISTEN "outbox_${config.database.schema}"`;
-      await eventually(async () => (await pool.query('SELECT 1 FROM pg_stat_activity WHERE query = $1', [channel])).rowCount! > 0);
+      await eventually(
+        async () =>
+          (await pool.query('SELECT 1 FROM pg_stat_activity WHERE query = $1', [channel])).rowCount! > 0,
+      );
       const event = placed(randomUUID(), 'c-n', 100);
       await withTransaction(pool, (client) => insertOutbox(client, [event]));
-      await eventually(() => bus.published.some((e) => e.eventId === event.eventId), { timeoutMs: 5_000, what: 'NOTIFY to wake the relay' });
-      const { rows } = await pool.query('SELECT published_at FROM outbox WHERE event_id = $1', [event.eventId]);
+      await eventually(() => bus.published.some((e) => e.eventId === event.eventId), {
+        timeoutMs: 5_000,
+        what: 'NOTIFY to wake the relay',
+      });
+      const { rows } = await pool.query('SELECT published_at FROM outbox WHERE event_id = $1', [
+        event.eventId,
+      ]);
       expect(rows[0]?.published_at).toBeInstanceOf(Date);
     } finally {
       await relay.close();
@@ -103,12 +117,20 @@ describe('outbox relay', () => {
     const relays = buses.map((bus) =>
       createRelay(
         { pool, bus, logger: testLogger() },
-        { databaseUrl: config.database.url, schema: config.database.schema, batchSize: 20, pollIntervalMs: 100, retentionHours: 1 },
+        {
+          databaseUrl: config.database.url,
+          schema: config.database.schema,
+          batchSize: 20,
+          pollIntervalMs: 100,
+          retentionHours: 1,
+        },
       ),
     );
     try {
       const ids = new Set(events.map((e) => e.eventId));
-      await eventually(() => buses.flatMap((b) => b.published).filter((e) => ids.has(e.eventId)).length >= 300);
+      await eventually(
+        () => buses.flatMap((b) => b.published).filter((e) => ids.has(e.eventId)).length >= 300,
+      );
       const all = buses.flatMap((b) => b.published).filter((e) => ids.has(e.eventId));
       expect(all).toHaveLength(300);
       expect(new Set(all.map((e) => e.eventId)).size).toBe(300);
@@ -131,7 +153,13 @@ describe('outbox relay', () => {
     await withTransaction(pool, (client) => insertOutbox(client, [event]));
     const relay = createRelay(
       { pool, bus: flaky, logger: testLogger() },
-      { databaseUrl: config.database.url, schema: config.database.schema, batchSize: 1000, pollIntervalMs: 50, retentionHours: 1 },
+      {
+        databaseUrl: config.database.url,
+        schema: config.database.schema,
+        batchSize: 1000,
+        pollIntervalMs: 50,
+        retentionHours: 1,
+      },
     );
     try {
       await eventually(() => bus.published.some((e) => e.eventId === event.eventId));
@@ -180,11 +208,14 @@ describe('projections', () => {
     await withTransaction(pool, (c) => applyEvents(c, 'twice', events));
     const once = await snapshot();
     // Again, one by one and reversed: the inbox makes every replay a no-op.
-    for (const e of [...events].reverse()) await withTransaction(pool, (c) => applyEvents(c, 'twice', [e, e]));
+    for (const e of [...events].reverse())
+      await withTransaction(pool, (c) => applyEvents(c, 'twice', [e, e]));
     expect(await snapshot()).toEqual(once);
     // A completed order is never downgraded by a late dead-letter event.
     expect(once.views.find((v) => v.order_id === a)?.status).toBe('completed');
-    expect(once.daily.map((d) => [d.day.toISOString().slice(0, 10), d.completed_count, d.revenue_cents])).toEqual([
+    expect(
+      once.daily.map((d) => [d.day.toISOString().slice(0, 10), d.completed_count, d.revenue_cents]),
+    ).toEqual([
       ['2026-03-01', 1, 1000],
       ['2026-03-02', 1, 250],
     ]);

@@ -30,7 +30,10 @@ async function statusOf(orderId: string, status: string): Promise<Record<string,
 
 beforeAll(async () => {
   platform = await startPlatform(testConfig({ ORDERS_ATTEMPTS: '3', ORDERS_BACKOFF_MS: '20' }));
-  orders = new Queue(QueueNames.orders, { connection: platform.rt.redis, prefix: platform.config.redis.queuePrefix });
+  orders = new Queue(QueueNames.orders, {
+    connection: platform.rt.redis,
+    prefix: platform.config.redis.queuePrefix,
+  });
 });
 afterAll(async () => {
   await orders.close();
@@ -46,11 +49,21 @@ describe('order pipeline', () => {
     });
     const orderId = res.body.orderId as string;
     const view = await statusOf(orderId, 'completed');
-    expect(view).toMatchObject({ customerId: 'c-complete', totalCents: 2500, attempts: 1, correlationId: 'corr-pipeline-1' });
-    const [row] = await query('SELECT status, total_cents, correlation_id FROM orders WHERE order_id = $1', [orderId]);
+    expect(view).toMatchObject({
+      customerId: 'c-complete',
+      totalCents: 2500,
+      attempts: 1,
+      correlationId: 'corr-pipeline-1',
+    });
+    const [row] = await query('SELECT status, total_cents, correlation_id FROM orders WHERE order_id = $1', [
+      orderId,
+    ]);
     expect(row).toEqual({ status: 'completed', total_cents: 2500, correlation_id: 'corr-pipeline-1' });
     const events = await eventually(async () => {
-      const rows = await query('SELECT event_type, correlation_id, published_at FROM outbox WHERE aggregate_id = $1', [orderId]);
+      const rows = await query(
+        'SELECT event_type, correlation_id, published_at FROM outbox WHERE aggregate_id = $1',
+        [orderId],
+      );
       return rows.length === 1 && rows[0]?.published_at ? rows : undefined;
     });
     expect(events[0]).toMatchObject({ event_type: 'order.placed', correlation_id: 'corr-pipeline-1' });
@@ -77,18 +90,27 @@ describe('order pipeline', () => {
   });
 
   it('a malformed job from a foreign producer goes to the dead letters while other orders keep flowing', async () => {
-    await orders.add('place-order', { orderId: 'nope', order: { items: 'many' } }, { jobId: 'foreign-poison-1', attempts: 5 });
+    await orders.add(
+      'place-order',
+      { orderId: 'nope', order: { items: 'many' } },
+      { jobId: 'foreign-poison-1', attempts: 5 },
+    );
     const after = await place(sampleOrder({ customerId: 'c-after-poison' }));
     await statusOf(after, 'completed');
     const list = await eventually(async () => {
-      const res = await request<{ deadLetters: Record<string, unknown>[] }>(url('/v1/dead-letters?transport=bullmq'));
+      const res = await request<{ deadLetters: Record<string, unknown>[] }>(
+        url('/v1/dead-letters?transport=bullmq'),
+      );
       return res.body.deadLetters.find((d) => d.messageKey === 'foreign-poison-1');
     });
     expect(list).toMatchObject({ origin: 'orders', kind: 'command', attempts: 1, status: 'pending' });
     expect(list.error).toMatch(/invalid order command/);
     expect(JSON.parse(list.payload as string)).toEqual({ orderId: 'nope', order: { items: 'many' } });
     // Operators also see it in the BullMQ dead-letter queue (Bull Board).
-    const dlq = new Queue(QueueNames.ordersDeadLetters, { connection: platform.rt.redis, prefix: platform.config.redis.queuePrefix });
+    const dlq = new Queue(QueueNames.ordersDeadLetters, {
+      connection: platform.rt.redis,
+      prefix: platform.config.redis.queuePrefix,
+    });
     expect(await dlq.getJob(list.id as string)).toBeDefined();
     await dlq.close();
   });
@@ -124,19 +146,26 @@ describe('order pipeline', () => {
 
   it('pages a customer’s orders with a cursor and keeps per-customer totals', async () => {
     const ids = [];
-    for (let i = 0; i < 5; i++) ids.push(await place(sampleOrder({ customerId: 'c-pages', items: [{ sku: 's', quantity: 1, unitPriceCents: 100 + i }] })));
+    for (let i = 0; i < 5; i++)
+      ids.push(
+        await place(
+          sampleOrder({ customerId: 'c-pages', items: [{ sku: 's', quantity: 1, unitPriceCents: 100 + i }] }),
+        ),
+      );
     await Promise.all(ids.map((id) => statusOf(id, 'completed')));
     const seen: string[] = [];
     let cursor: string | null = null;
     let pages = 0;
     do {
-      const res: { body: { orders: { orderId: string }[]; nextCursor: string | null; totals: unknown[] } } = await request(
-        url(`/v1/customers/c-pages/orders?limit=2${cursor ? `&cursor=${cursor}` : ''}`),
-      );
+      const res: { body: { orders: { orderId: string }[]; nextCursor: string | null; totals: unknown[] } } =
+        await request(url(`/v1/customers/c-pages/orders?limit=2${cursor ? `&cursor=${cursor}` : ''}`));
       seen.push(...res.body.orders.map((o) => o.orderId));
       cursor = res.body.nextCursor;
       pages += 1;
-      if (pages === 1) expect(res.body.totals).toEqual([{ currency: 'EUR', completedCount: 5, rejectedCount: 0, revenueCents: 510 }]);
+      if (pages === 1)
+        expect(res.body.totals).toEqual([
+          { currency: 'EUR', completedCount: 5, rejectedCount: 0, revenueCents: 510 },
+        ]);
     } while (cursor);
     expect(pages).toBe(3);
     expect(new Set(seen)).toEqual(new Set(ids));

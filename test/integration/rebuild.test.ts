@@ -16,7 +16,9 @@ afterAll(async () => {
 const snapshot = async () => {
   const q = (sql: string) => platform.rt.pool.query(sql).then((r) => r.rows);
   return {
-    views: await q('SELECT order_id, customer_id, total_cents, status, attempts, correlation_id FROM order_view ORDER BY order_id'),
+    views: await q(
+      'SELECT order_id, customer_id, total_cents, status, attempts, correlation_id FROM order_view ORDER BY order_id',
+    ),
     daily: await q('SELECT * FROM daily_stats ORDER BY day, currency'),
     customers: await q('SELECT * FROM customer_stats ORDER BY customer_id, currency'),
   };
@@ -25,12 +27,21 @@ const snapshot = async () => {
 describe('projections:rebuild', () => {
   it('rebuilds read models equal to the live ones from retained events, while the API keeps serving', async () => {
     const orders = Array.from({ length: 60 }, (_, i) =>
-      sampleOrder({ customerId: `rb-${i % 4}`, currency: i % 10 === 0 ? 'XTS' : i % 2 ? 'EUR' : 'USD', items: [{ sku: 's', quantity: 1, unitPriceCents: 100 + i }] }),
+      sampleOrder({
+        customerId: `rb-${i % 4}`,
+        currency: i % 10 === 0 ? 'XTS' : i % 2 ? 'EUR' : 'USD',
+        items: [{ sku: 's', quantity: 1, unitPriceCents: 100 + i }],
+      }),
     );
-    const res = await request<{ orders: { orderId: string }[] }>(`${platform.url}/v1/orders/batch`, { method: 'POST', json: { orders } });
+    const res = await request<{ orders: { orderId: string }[] }>(`${platform.url}/v1/orders/batch`, {
+      method: 'POST',
+      json: { orders },
+    });
     expect(res.status).toBe(202);
     await eventually(async () => {
-      const { rows } = await platform.rt.pool.query(`SELECT count(*)::int AS n FROM order_view WHERE status IN ('completed', 'rejected')`);
+      const { rows } = await platform.rt.pool.query(
+        `SELECT count(*)::int AS n FROM order_view WHERE status IN ('completed', 'rejected')`,
+      );
       return rows[0].n === 60;
     });
     const live = await snapshot();

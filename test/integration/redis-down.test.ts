@@ -9,7 +9,9 @@ let platform: Platform;
 
 beforeAll(async () => {
   redis = await ownRedis();
-  platform = await startPlatform(testConfig({ REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: '500' }), { workers: [] });
+  platform = await startPlatform(testConfig({ REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: '500' }), {
+    workers: [],
+  });
 });
 afterAll(async () => {
   await platform.close({ keep: true }).catch(() => undefined);
@@ -28,13 +30,23 @@ describe('Redis down', () => {
     expect(down.headers.get('content-type')).toContain('application/problem+json');
     expect(down.headers.get('retry-after')).toBeTruthy();
     expect(Date.now() - started).toBeLessThan(5_000); // fails fast, no hang
-    const keyed = await request(`${platform.url}/v1/orders`, { method: 'POST', json: sampleOrder(), headers: { 'idempotency-key': 'k-down' } });
+    const keyed = await request(`${platform.url}/v1/orders`, {
+      method: 'POST',
+      json: sampleOrder(),
+      headers: { 'idempotency-key': 'k-down' },
+    });
     expect(keyed.status).toBe(503);
     expect((await request(`${platform.url}/readyz`)).status).toBe(503);
 
     await redis.start();
-    await eventually(async () => (await request(`${platform.url}/readyz`)).status === 200, { what: 'API to reconnect' });
-    const again = await request(`${platform.url}/v1/orders`, { method: 'POST', json: sampleOrder(), headers: { 'idempotency-key': 'k-down' } });
+    await eventually(async () => (await request(`${platform.url}/readyz`)).status === 200, {
+      what: 'API to reconnect',
+    });
+    const again = await request(`${platform.url}/v1/orders`, {
+      method: 'POST',
+      json: sampleOrder(),
+      headers: { 'idempotency-key': 'k-down' },
+    });
     expect(again.status).toBe(202); // the failed attempt left no claim behind
   });
 });

@@ -33,8 +33,13 @@ describe('API keys and sessions', () => {
   });
 
   it('401 without or with a wrong key, 403 with the wrong scope, nothing enqueued', async () => {
-    const post = (headers: Record<string, string>) => request(`${a.url}/v1/orders`, { method: 'POST', json: sampleOrder(), headers });
-    const none = await request(`${a.url}/v1/orders`, { method: 'POST', json: sampleOrder(), headers: { 'x-session-id': 'x'.repeat(43) } });
+    const post = (headers: Record<string, string>) =>
+      request(`${a.url}/v1/orders`, { method: 'POST', json: sampleOrder(), headers });
+    const none = await request(`${a.url}/v1/orders`, {
+      method: 'POST',
+      json: sampleOrder(),
+      headers: { 'x-session-id': 'x'.repeat(43) },
+    });
     expect(none.status).toBe(401);
     expect(none.headers.get('www-authenticate')).toMatch(/^Bearer/);
     expect((await post({ authorization: 'Bearer dev' })).status).toBe(401); // no dev key once keys exist
@@ -66,14 +71,22 @@ describe('API keys and sessions', () => {
     expect(opened.status).toBe(201);
     const session = { 'x-session-id': opened.body.sessionId };
     expect((await request(`${b.url}/v1/stats`, { headers: session })).status).toBe(200);
-    expect((await request(`${b.url}/v1/orders`, { method: 'POST', json: sampleOrder(), headers: session })).status).toBe(403);
-    expect((await request(`${b.url}/v1/sessions/current`, { method: 'DELETE', headers: session })).status).toBe(204);
+    expect(
+      (await request(`${b.url}/v1/orders`, { method: 'POST', json: sampleOrder(), headers: session })).status,
+    ).toBe(403);
+    expect(
+      (await request(`${b.url}/v1/sessions/current`, { method: 'DELETE', headers: session })).status,
+    ).toBe(204);
     expect((await request(`${a.url}/v1/stats`, { headers: session })).status).toBe(401);
   });
 });
 
 describe('rate limits shared by API replicas', () => {
-  const env = isolatedEnv({ API_KEYS: [writer.entry, reader.entry].join(','), RATE_LIMIT_MAX: '6', RATE_LIMIT_WINDOW_MS: '60000' });
+  const env = isolatedEnv({
+    API_KEYS: [writer.entry, reader.entry].join(','),
+    RATE_LIMIT_MAX: '6',
+    RATE_LIMIT_WINDOW_MS: '60000',
+  });
   let one: Proc & { url: string };
   let two: Proc & { url: string };
 
@@ -98,8 +111,15 @@ describe('rate limits shared by API replicas', () => {
     expect(last!.headers.get('ratelimit-remaining')).toBe('0');
     expect(last!.headers.get('content-type')).toContain('application/problem+json');
     // A spoofed forwarding header does not buy a new budget; another key has its own.
-    expect((await request(`${one.url}/v1/stats`, { headers: { ...bearer(reader), 'x-forwarded-for': '1.2.3.4' } })).status).toBe(429);
-    const other = await request(`${one.url}/v1/orders`, { method: 'POST', json: sampleOrder(), headers: bearer(writer) });
+    expect(
+      (await request(`${one.url}/v1/stats`, { headers: { ...bearer(reader), 'x-forwarded-for': '1.2.3.4' } }))
+        .status,
+    ).toBe(429);
+    const other = await request(`${one.url}/v1/orders`, {
+      method: 'POST',
+      json: sampleOrder(),
+      headers: bearer(writer),
+    });
     expect(other.status).toBe(202);
     expect(other.headers.get('ratelimit-remaining')).toBe('5');
   });

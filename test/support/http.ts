@@ -11,7 +11,8 @@ export async function request<T = Record<string, unknown>>(
 ): Promise<JsonResponse<T>> {
   const headers = new Headers(init.headers);
   // The development key (all scopes) unless the test sends its own credentials.
-  if (!headers.has('authorization') && !headers.has('x-session-id')) headers.set('authorization', 'Bearer dev');
+  if (!headers.has('authorization') && !headers.has('x-session-id'))
+    headers.set('authorization', 'Bearer dev');
   let body = init.body;
   if (init.json !== undefined) {
     headers.set('content-type', headers.get('content-type') ?? 'application/json');

@@ -53,11 +53,21 @@ export async function cleanup(config: Config): Promise<void> {
     }
     await dropSchema(pool, config.database.schema).catch(() => undefined);
     if (config.bus.kind === 'rabbitmq') {
-      const topology = rabbitmqTopology({ ...config.bus.rabbitmq, maxAttempts: config.bus.maxAttempts, backoffMs: config.bus.backoffMs });
-      await deleteRabbitmqTopology(config.bus.rabbitmq.url, topology, [PROJECTOR_CONSUMER]).catch(() => undefined);
+      const topology = rabbitmqTopology({
+        ...config.bus.rabbitmq,
+        maxAttempts: config.bus.maxAttempts,
+        backoffMs: config.bus.backoffMs,
+      });
+      await deleteRabbitmqTopology(config.bus.rabbitmq.url, topology, [PROJECTOR_CONSUMER]).catch(
+        () => undefined,
+      );
     }
     if (config.bus.kind === 'kafka') {
-      const kafka = new Kafka({ brokers: [...config.bus.kafka.brokers], clientId: 'test-cleanup', logLevel: logLevel.NOTHING });
+      const kafka = new Kafka({
+        brokers: [...config.bus.kafka.brokers],
+        clientId: 'test-cleanup',
+        logLevel: logLevel.NOTHING,
+      });
       const admin = kafka.admin();
       await admin.connect().catch(() => undefined);
       const topic = config.bus.kafka.topic;

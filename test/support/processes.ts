@@ -20,7 +20,11 @@ export function startProcess(entry: string, env: Record<string, string>): Proc {
   // node --import tsx: one process, so signals (and kill -9) hit the real worker, not a wrapper.
   const child = spawn(process.execPath, ['--import', 'tsx', entry], {
     cwd: ROOT,
-    env: { ...process.env, ...env, LOG_LEVEL: env.LOG_LEVEL === 'silent' || !env.LOG_LEVEL ? 'info' : env.LOG_LEVEL },
+    env: {
+      ...process.env,
+      ...env,
+      LOG_LEVEL: env.LOG_LEVEL === 'silent' || !env.LOG_LEVEL ? 'info' : env.LOG_LEVEL,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: string[] = [];
@@ -51,11 +55,16 @@ export function startProcess(entry: string, env: Record<string, string>): Proc {
 }
 
 /** Starts an API-serving entry and waits until `/readyz` answers 200. */
-export async function startServer(entry: string, env: Record<string, string>, timeoutMs = 30_000): Promise<Proc & { url: string }> {
+export async function startServer(
+  entry: string,
+  env: Record<string, string>,
+  timeoutMs = 30_000,
+): Promise<Proc & { url: string }> {
   const proc = startProcess(entry, env);
   await eventually(
     async () => {
-      if (proc.child.exitCode !== null) throw new Error(`${entry} exited:\n${proc.lines.slice(-20).join('\n')}`);
+      if (proc.child.exitCode !== null)
+        throw new Error(`${entry} exited:\n${proc.lines.slice(-20).join('\n')}`);
       if (proc.port === undefined) return false;
       const res = await fetch(`http://127.0.0.1:${proc.port}/readyz`);
       return res.status === 200;

@@ -54,7 +54,22 @@ export async function ownRedis(): Promise<OwnRedis> {
     async start() {
       child = spawn(
         'redis-server',
-        ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--maxmemory-policy', 'noeviction'],
+        [
+          '--port',
+          String(port),
+          '--bind',
+          '127.0.0.1',
+          '--dir',
+          dir,
+          '--appendonly',
+          'yes',
+          '--appendfsync',
+          'always',
+          '--save',
+          '',
+          '--maxmemory-policy',
+          'noeviction',
+        ],
         { stdio: 'ignore' },
       );
       await eventually(ping, { timeoutMs: 10_000, what: `redis-server on ${port}` });

@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { authenticate, generateApiKey, hasScope, parseApiKeys, sha256 } from '../../shared/security/api-keys.ts';
+import {
+  authenticate,
+  generateApiKey,
+  hasScope,
+  parseApiKeys,
+  sha256,
+} from '../../shared/security/api-keys.ts';
 import { requiredScope } from '../../api/middleware/auth.ts';
 
 describe('API keys', () => {
@@ -18,7 +24,9 @@ describe('API keys', () => {
 
   it('names a bad entry', () => {
     expect(() => parseApiKeys('shop:orders:write:nothex')).toThrow(/entry 1 \(shop\)/);
-    expect(() => parseApiKeys(`shop:orders:delete:${'a'.repeat(64)}`)).toThrow(/unknown scope "orders:delete"/);
+    expect(() => parseApiKeys(`shop:orders:delete:${'a'.repeat(64)}`)).toThrow(
+      /unknown scope "orders:delete"/,
+    );
     expect(() => parseApiKeys('garbage')).toThrow(/entry 1/);
   });
 

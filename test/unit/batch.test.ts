@@ -9,7 +9,9 @@ describe('batcher', () => {
       maxWaitMs: 5,
       run: async (items) => {
         batches.push([...items]);
-        return items.map((i) => (i === 4 ? { ok: false, error: new Error('four') } : { ok: true, value: i * 10 }));
+        return items.map((i) =>
+          i === 4 ? { ok: false, error: new Error('four') } : { ok: true, value: i * 10 },
+        );
       },
     });
     const results = await Promise.allSettled([1, 2, 3, 4, 5].map((i) => batcher.submit(i)));
@@ -18,12 +20,20 @@ describe('batcher', () => {
       [4, 5],
     ]);
     expect(results.map((r) => (r.status === 'fulfilled' ? r.value : (r.reason as Error).message))).toEqual([
-      10, 20, 30, 'four', 50,
+      10,
+      20,
+      30,
+      'four',
+      50,
     ]);
   });
 
   it('rejects every caller when the batch itself fails', async () => {
-    const batcher = createBatcher<number, number>({ maxSize: 10, maxWaitMs: 1, run: () => Promise.reject(new Error('db down')) });
+    const batcher = createBatcher<number, number>({
+      maxSize: 10,
+      maxWaitMs: 1,
+      run: () => Promise.reject(new Error('db down')),
+    });
     await expect(Promise.all([batcher.submit(1), batcher.submit(2)])).rejects.toThrow('db down');
   });
 

@@ -37,10 +37,12 @@ describe('event codec', () => {
   it('flags poison: empty, not JSON, not an event', () => {
     expect(() => decodeEvent(Buffer.alloc(0))).toThrow(PoisonMessageError);
     expect(() => decodeEvent('{nope')).toThrow(PoisonMessageError);
-    expect(() => decodeEvent(JSON.stringify({ ...event, type: 'order.exploded' }))).toThrow(PoisonMessageError);
-    expect(() => decodeEvent(JSON.stringify({ ...event, payload: { ...event.payload, totalCents: -1 } }))).toThrow(
+    expect(() => decodeEvent(JSON.stringify({ ...event, type: 'order.exploded' }))).toThrow(
       PoisonMessageError,
     );
+    expect(() =>
+      decodeEvent(JSON.stringify({ ...event, payload: { ...event.payload, totalCents: -1 } })),
+    ).toThrow(PoisonMessageError);
   });
 
   it('backs off exponentially with jitter, capped', () => {

@@ -10,14 +10,26 @@ describe('config', () => {
     expect(config.bus.kind).toBe('bullmq');
     expect(config.workers.orders.attempts).toBe(5);
     // The brief's ScalableConfig defaults.
-    expect(config.circuitBreaker).toMatchObject({ timeout: 5000, errorThresholdPercentage: 50, resetTimeout: 30000 });
+    expect(config.circuitBreaker).toMatchObject({
+      timeout: 5000,
+      errorThresholdPercentage: 50,
+      resetTimeout: 30000,
+    });
     expect(config.rateLimiting).toMatchObject({ windowMs: 60000, maxRequests: 100 });
-    expect(config.bus.kafka.producer).toMatchObject({ idempotent: true, retry: { retries: 5, initialRetryTime: 100 } });
+    expect(config.bus.kafka.producer).toMatchObject({
+      idempotent: true,
+      retry: { retries: 5, initialRetryTime: 100 },
+    });
     expect(Object.isFrozen(config.workers.orders)).toBe(true);
   });
 
   it('parses and coerces the environment', () => {
-    const config = loadConfig({ PORT: '8080', EVENT_BUS: 'kafka', KAFKA_BROKERS: 'a:1, b:2', WORKER_KINDS: 'orders' });
+    const config = loadConfig({
+      PORT: '8080',
+      EVENT_BUS: 'kafka',
+      KAFKA_BROKERS: 'a:1, b:2',
+      WORKER_KINDS: 'orders',
+    });
     expect(config.api.port).toBe(8080);
     expect(config.bus.kafka.brokers).toEqual(['a:1', 'b:2']);
     expect(config.workers.kinds).toEqual(['orders']);

@@ -2,7 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { decideOrder, OrderJobSchema, orderTotalCents, PlaceOrderSchema } from '../../shared/domain/order.ts';
 import { planOrder } from '../../workers/orders/handler.ts';
 
-const order = { customerId: 'c-42', currency: 'EUR', items: [{ sku: 'sku-1', quantity: 2, unitPriceCents: 1250 }] };
+const order = {
+  customerId: 'c-42',
+  currency: 'EUR',
+  items: [{ sku: 'sku-1', quantity: 2, unitPriceCents: 1250 }],
+};
 
 describe('order domain', () => {
   it('computes the total in minor units on the server', () => {
@@ -12,7 +16,10 @@ describe('order domain', () => {
 
   it('accepts supported currencies and rejects others with a stable code', () => {
     expect(decideOrder(order, ['EUR'])).toEqual({ kind: 'accept' });
-    expect(decideOrder({ ...order, currency: 'XTS' }, ['EUR'])).toMatchObject({ kind: 'reject', code: 'currency.unsupported' });
+    expect(decideOrder({ ...order, currency: 'XTS' }, ['EUR'])).toMatchObject({
+      kind: 'reject',
+      code: 'currency.unsupported',
+    });
   });
 
   it('validates orders strictly', () => {
@@ -21,8 +28,14 @@ describe('order domain', () => {
     expect(PlaceOrderSchema.safeParse({ ...order, items: [] }).success).toBe(false);
     expect(PlaceOrderSchema.safeParse({ ...order, currency: 'eur' }).success).toBe(false);
     expect(PlaceOrderSchema.safeParse({ ...order, customerId: 'a b' }).success).toBe(false);
-    expect(PlaceOrderSchema.safeParse({ ...order, items: [{ sku: 'x', quantity: 1.5, unitPriceCents: 1 }] }).success).toBe(false);
-    expect(PlaceOrderSchema.safeParse({ ...order, items: [{ sku: 'x', quantity: 1, unitPriceCents: -1 }] }).success).toBe(false);
+    expect(
+      PlaceOrderSchema.safeParse({ ...order, items: [{ sku: 'x', quantity: 1.5, unitPriceCents: 1 }] })
+        .success,
+    ).toBe(false);
+    expect(
+      PlaceOrderSchema.safeParse({ ...order, items: [{ sku: 'x', quantity: 1, unitPriceCents: -1 }] })
+        .success,
+    ).toBe(false);
   });
 
   it('plans a completed order with an order.placed event carrying the correlation id', () => {
@@ -34,8 +47,17 @@ describe('order domain', () => {
     });
     const { row, event } = planOrder({ job, attempt: 2 }, ['EUR'], new Date('2026-01-01T00:00:01.000Z'));
     expect(row).toMatchObject({ status: 'completed', totalCents: 2500, attempts: 2 });
-    expect(event).toMatchObject({ type: 'order.placed', key: job.orderId, correlationId: 'corr-12345678', version: 1 });
-    const rejected = planOrder({ job: { ...job, order: { ...order, currency: 'XTS' } }, attempt: 1 }, ['EUR'], new Date());
+    expect(event).toMatchObject({
+      type: 'order.placed',
+      key: job.orderId,
+      correlationId: 'corr-12345678',
+      version: 1,
+    });
+    const rejected = planOrder(
+      { job: { ...job, order: { ...order, currency: 'XTS' } }, attempt: 1 },
+      ['EUR'],
+      new Date(),
+    );
     expect(rejected.row.status).toBe('rejected');
     expect(rejected.event.type).toBe('order.rejected');
   });

@@ -1,7 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { fingerprint } from '../../api/idempotency.ts';
 import { toProblem } from '../../shared/errors/problem.ts';
-import { IdempotencyKeyReusedError, OrderNotFoundError, ValidationError } from '../../shared/errors/domain.ts';
+import {
+  IdempotencyKeyReusedError,
+  OrderNotFoundError,
+  ValidationError,
+} from '../../shared/errors/domain.ts';
 
 describe('idempotency fingerprint', () => {
   it('ignores key order and whitespace but not values, paths or methods', () => {
@@ -21,7 +25,9 @@ describe('problem details', () => {
       instance: '/v1/orders/x',
     });
     expect(toProblem(new IdempotencyKeyReusedError()).status).toBe(422);
-    expect(toProblem(new ValidationError('bad', [{ path: 'a', message: 'm' }])).errors).toEqual([{ path: 'a', message: 'm' }]);
+    expect(toProblem(new ValidationError('bad', [{ path: 'a', message: 'm' }])).errors).toEqual([
+      { path: 'a', message: 'm' },
+    ]);
     const internal = toProblem(new Error('password=hunter2 at /srv/app.ts:1'));
     expect(internal.status).toBe(500);
     expect(JSON.stringify(internal)).not.toContain('hunter2');

@@ -1,7 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { Job, Queue } from 'bullmq';
 import { withTransaction, type Pool } from '../../shared/db/pool.ts';
-import { deadLetterParams, INSERT_DEAD_LETTER_SQL, type NewDeadLetter } from '../../shared/dead-letters/dead-letter.ts';
+import {
+  deadLetterParams,
+  INSERT_DEAD_LETTER_SQL,
+  type NewDeadLetter,
+} from '../../shared/dead-letters/dead-letter.ts';
 import { EventTypes, type EventEnvelope } from '../../shared/domain/events.ts';
 import { CorrelationIdSchema, OrderJobSchema, orderTotalCents } from '../../shared/domain/order.ts';
 import { QueueNames } from '../../shared/queue/names.ts';
@@ -111,7 +115,15 @@ export async function deadLetterOrderJob(
 
   await deps.dlq.add(
     'dead-letter',
-    { deadLetterId: id, origin: QueueNames.orders, jobId: job.id, data, error: error.message, attempts, correlationId },
+    {
+      deadLetterId: id,
+      origin: QueueNames.orders,
+      jobId: job.id,
+      data,
+      error: error.message,
+      attempts,
+      correlationId,
+    },
     { jobId: id, removeOnComplete: true, removeOnFail: true },
   );
   return id;

@@ -59,7 +59,10 @@ export function createRelay(deps: RelayDeps, config: RelayConfig): Relay {
       }
       await client.query('COMMIT');
       for (const r of rows) {
-        log.debug({ correlationId: r.envelope.correlationId, eventId: r.envelope.eventId, type: r.envelope.type }, 'event published');
+        log.debug(
+          { correlationId: r.envelope.correlationId, eventId: r.envelope.eventId, type: r.envelope.type },
+          'event published',
+        );
       }
       return rows.length;
     } catch (err) {

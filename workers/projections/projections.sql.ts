@@ -1,7 +1,11 @@
 import type { PoolClient } from '../../shared/db/pool.ts';
 
 /** Records event ids in the inbox; returns those seen for the first time (the ones to apply). */
-export async function claimInbox(client: PoolClient, consumer: string, eventIds: readonly string[]): Promise<Set<string>> {
+export async function claimInbox(
+  client: PoolClient,
+  consumer: string,
+  eventIds: readonly string[],
+): Promise<Set<string>> {
   const { rows } = await client.query<{ event_id: string }>(
     `INSERT INTO projection_inbox (consumer, event_id) SELECT $1, unnest($2::uuid[])
      ON CONFLICT DO NOTHING RETURNING event_id`,
@@ -67,7 +71,10 @@ export interface StatsDelta {
   revenueCents: number;
 }
 
-export async function addDailyStats(client: PoolClient, deltas: ReadonlyMap<string, StatsDelta>): Promise<void> {
+export async function addDailyStats(
+  client: PoolClient,
+  deltas: ReadonlyMap<string, StatsDelta>,
+): Promise<void> {
   if (deltas.size === 0) return;
   const keys = [...deltas.keys()].map((k) => k.split('|') as [string, string]);
   const values = [...deltas.values()];
@@ -90,7 +97,10 @@ export async function addDailyStats(client: PoolClient, deltas: ReadonlyMap<stri
   );
 }
 
-export async function addCustomerStats(client: PoolClient, deltas: ReadonlyMap<string, StatsDelta>): Promise<void> {
+export async function addCustomerStats(
+  client: PoolClient,
+  deltas: ReadonlyMap<string, StatsDelta>,
+): Promise<void> {
   if (deltas.size === 0) return;
   const keys = [...deltas.keys()].map((k) => k.split('|') as [string, string]);
   const values = [...deltas.values()];

@@ -64,7 +64,11 @@ function addDelta(map: Map<string, StatsDelta>, key: string, d: Partial<StatsDel
  * Applies a batch of events in one transaction: inbox first (events seen before are skipped), then the
  * order view (one row per order, the strongest state wins) and stats deltas aggregated per row.
  */
-export async function applyEvents(client: PoolClient, consumer: string, events: readonly EventEnvelope[]): Promise<number> {
+export async function applyEvents(
+  client: PoolClient,
+  consumer: string,
+  events: readonly EventEnvelope[],
+): Promise<number> {
   // Shared with other projector batches, exclusive for a rebuild: live projection waits while the
   // read models are rebuilt (events queue up in the bus), then resumes; the inbox dedupes the overlap.
   await client.query('SELECT pg_advisory_xact_lock_shared($1)', [REBUILD_LOCK_ID]);
@@ -86,7 +90,10 @@ export async function applyEvents(client: PoolClient, consumer: string, events: 
     const day = e.occurredAt.slice(0, 10);
     if (e.type === EventTypes.orderPlaced) {
       addDelta(daily, `${day}|${currency}`, { completed: 1, revenueCents: e.payload.totalCents });
-      addDelta(customers, `${e.payload.customerId}|${currency}`, { completed: 1, revenueCents: e.payload.totalCents });
+      addDelta(customers, `${e.payload.customerId}|${currency}`, {
+        completed: 1,
+        revenueCents: e.payload.totalCents,
+      });
     } else if (e.type === EventTypes.orderRejected) {
       addDelta(daily, `${day}|${currency}`, { rejected: 1 });
       addDelta(customers, `${e.payload.customerId}|${currency}`, { rejected: 1 });
@@ -128,7 +135,12 @@ export function createProjector(options: ProjectorOptions): { handle: EventHandl
     async handle(event, delivery) {
       await batcher.submit(event);
       log.info(
-        { correlationId: event.correlationId, eventId: event.eventId, type: event.type, attempt: delivery.attempt },
+        {
+          correlationId: event.correlationId,
+          eventId: event.eventId,
+          type: event.type,
+          attempt: delivery.attempt,
+        },
         'event projected',
       );
     },
