@@ -1,13 +1,8 @@
 import { serve } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
-import { Queue } from 'bullmq';
-import { createEventBus } from '../shared/bus/create-bus.ts';
-import type { EventBus } from '../shared/bus/event-bus.ts';
-import { createPgDeadLetterSink, type Transport } from '../shared/dead-letters/dead-letter.ts';
-import { createRedriver } from '../shared/dead-letters/redrive.ts';
+import { createRuntimeRedriver } from '../shared/dead-letters/runtime-redriver.ts';
 import { createDeadLetterStore } from '../shared/dead-letters/store.ts';
 import { createMetrics, type Metrics } from '../shared/observability/metrics.ts';
-import { QueueNames } from '../shared/queue/names.ts';
 import { createOrdersQueue, orderJobOptions } from '../shared/queue/orders-queue.ts';
 import { StartupError, type Runtime } from '../shared/runtime/bootstrap.ts';
 import { DEV_KEY, parseApiKeys, type ApiKey } from '../shared/security/api-keys.ts';
@@ -29,28 +24,10 @@ export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {})
   metrics.watchPgPool('main', pool);
   metrics.watchRedis('main', redis);
   const ordersQueue = createOrdersQueue(redis, config.redis.queuePrefix);
-  const ordersDeadLetterQueue = new Queue(QueueNames.ordersDeadLetters, {
-    connection: redis,
-    prefix: config.redis.queuePrefix,
-  });
   // Without listeners BullMQ prints connection errors; /readyz and 503s already surface them.
   ordersQueue.on('error', (err) => logger.debug({ err }, 'orders queue connection error'));
-  ordersDeadLetterQueue.on('error', (err) => logger.debug({ err }, 'dead-letter queue connection error'));
   const jobOptions = orderJobOptions(config.workers.orders);
-  const buses = new Map<Transport, Promise<EventBus>>();
-  const busFor = (transport: Transport) => {
-    let bus = buses.get(transport);
-    if (!bus) {
-      bus = createEventBus(transport, { logger, deadLetters: createPgDeadLetterSink(pool) }, config).then(
-        async (b) => {
-          await b.start();
-          return b;
-        },
-      );
-      buses.set(transport, bus);
-    }
-    return bus;
-  };
+  const redriver = createRuntimeRedriver({ config, logger, pool, redis });
   let apiKeys: ApiKey[];
   try {
     apiKeys = parseApiKeys(config.api.apiKeys);
@@ -75,7 +52,7 @@ export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {})
       lockSeconds: config.api.idempotencyLockSeconds,
     }),
     deadLetters: createDeadLetterStore(pool),
-    redrive: createRedriver({ ordersQueue, ordersDeadLetterQueue, jobOptions, bus: busFor }),
+    redrive: redriver.redrive,
     sessions: createSessionStore(redis, {
       prefix: config.redis.queuePrefix,
       ttlSeconds: config.dashboard.sessionTtlSeconds,
@@ -94,8 +71,7 @@ export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {})
   const close = () =>
     (closing ??= (async () => {
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const bus of buses.values()) await (await bus).close().catch(() => undefined);
-      await ordersDeadLetterQueue.close();
+      await redriver.close();
       await ordersQueue.close();
     })());
   lifecycle.defer('api', close);

@@ -8,6 +8,7 @@ import type { Metrics } from '../shared/observability/metrics.ts';
 import type { Redis } from '../shared/queue/redis.ts';
 import { outboxBacklog } from './outbox/relay.sql.ts';
 import type { WorkerKind } from './start.ts';
+import { probe } from '../shared/runtime/probe.ts';
 
 export interface MetricsServerOptions {
   metrics: Metrics;
@@ -24,21 +25,6 @@ export interface MetricsServerOptions {
 export interface MetricsServer {
   port: number;
   close(): Promise<void>;
-}
-
-async function probe(fn: () => Promise<unknown>, timeoutMs: number): Promise<'ok' | 'unavailable'> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    await Promise.race([
-      fn(),
-      new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('timeout')), timeoutMs))),
-    ]);
-    return 'ok';
-  } catch {
-    return 'unavailable';
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /**

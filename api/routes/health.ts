@@ -1,26 +1,12 @@
 import { Hono } from 'hono';
 import type { Pool } from '../../shared/db/pool.ts';
 import type { Redis } from '../../shared/queue/redis.ts';
+import { probe } from '../../shared/runtime/probe.ts';
 
 export interface HealthDeps {
   pool: Pool;
   redis: Redis;
   timeoutMs: number;
-}
-
-async function probe(fn: () => Promise<unknown>, timeoutMs: number): Promise<'ok' | 'unavailable'> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    await Promise.race([
-      fn(),
-      new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('timeout')), timeoutMs))),
-    ]);
-    return 'ok';
-  } catch {
-    return 'unavailable';
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** `/healthz`: the process is alive. `/readyz`: Redis and Postgres answer, else 503. */
