@@ -19,6 +19,8 @@ export default defineConfig({
           testTimeout: 180_000,
           hookTimeout: 120_000,
           fileParallelism: false,
+          // After unit + integration finish: chaos tests restart the shared RabbitMQ and Kafka brokers.
+          sequence: { groupOrder: 1 },
         },
       },
     ],

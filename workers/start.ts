@@ -39,7 +39,11 @@ export async function startWorkers(
   if (metrics) watchWorkerSources(metrics, rt, kinds);
   const needsBus = kinds.includes('outbox') || kinds.includes('projections');
   if (needsBus) {
-    const bus = await createEventBus(config.bus.kind, { logger, deadLetters: createPgDeadLetterSink(pool), metrics }, config);
+    const bus = await createEventBus(
+      config.bus.kind,
+      { logger, deadLetters: createPgDeadLetterSink(pool), metrics },
+      config,
+    );
     await bus.start();
     lifecycle.defer('bus', () => bus.close());
 

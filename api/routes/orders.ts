@@ -53,12 +53,9 @@ function derivedId(...parts: string[]): string {
 }
 
 const IdempotencyHeaders = z.object({
-  'idempotency-key': z
-    .string()
-    .optional()
-    .openapi({
-      description: 'Stripe-style idempotency key: 1-255 visible ASCII characters, remembered 24 h',
-    }),
+  'idempotency-key': z.string().optional().openapi({
+    description: 'Stripe-style idempotency key: 1-255 visible ASCII characters, remembered 24 h',
+  }),
 });
 
 const problemContent = { 'application/problem+json': { schema: ProblemSchema } };
@@ -439,6 +436,7 @@ function tooLarge(c: Context<ApiEnv>): Response {
       correlationId: c.get('correlationId'),
     }),
     413,
-    { 'content-type': 'application/problem+json' },
+    // The rest of the body is not read: the connection cannot be reused, so say so.
+    { 'content-type': 'application/problem+json', connection: 'close' },
   );
 }

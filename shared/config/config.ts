@@ -20,7 +20,9 @@ const list = z
   )
   .pipe(z.array(z.string()).min(1));
 /** Identifiers that become Redis keys, schema names and topic names: keep them boring. */
-const ident = z.string().regex(/^[a-z][a-z0-9_-]{0,40}$/, 'lowercase letters, digits, "_" or "-", max 41 chars');
+const ident = z
+  .string()
+  .regex(/^[a-z][a-z0-9_-]{0,40}$/, 'lowercase letters, digits, "_" or "-", max 41 chars');
 
 /** Environment variables, each documented in `.env.example`. */
 export const EnvSchema = z.object({

@@ -27,6 +27,9 @@ export function createPool(options: PoolOptions): Pool {
   });
   // An idle client losing its connection (Postgres restart) must not crash the process.
   pool.on('error', () => undefined);
+  // Nor may a checked-out one between queries (pg-pool listens only while a client is idle): the
+  // next query on it fails instead, and the broken client is dropped on release.
+  pool.on('connect', (client) => client.on('error', () => undefined));
   return pool;
 }
 
@@ -67,7 +70,9 @@ export async function ensureDatabase(url: string): Promise<void> {
   try {
     await client.query(`CREATE DATABASE "${name.replaceAll('"', '""')}"`);
   } catch (err) {
-    if ((err as { code?: string }).code !== '42P04') throw err; // created concurrently by another process
+    // Created concurrently by another process: 42P04 duplicate_database, or 23505 on pg_database's index.
+    const code = (err as { code?: string }).code;
+    if (code !== '42P04' && code !== '23505') throw err;
   } finally {
     await client.end();
   }

@@ -2,13 +2,16 @@ import { randomUUID } from 'node:crypto';
 import { runWithIsolation, type Settled } from '../../shared/batch.ts';
 import { withTransaction, type Pool } from '../../shared/db/pool.ts';
 import { EventTypes, type EventEnvelope } from '../../shared/domain/events.ts';
-import { decideOrder, orderTotalCents, type OrderJob } from '../../shared/domain/order.ts';
+import { decideOrder, orderTotalCents, type Decision, type OrderJob } from '../../shared/domain/order.ts';
 import { insertOutbox, upsertOrders, type OrderRow } from './orders.sql.ts';
+import type { PaymentDecision } from './payment.ts';
 
 export interface OrderCommand {
   job: OrderJob;
   /** 1 on the first attempt. */
   attempt: number;
+  /** The payment service's decision, when the order needed one; a decline rejects the order. */
+  payment?: PaymentDecision;
 }
 
 export type OrderOutcome =
@@ -29,7 +32,15 @@ export function planOrder(
   now: Date,
 ): { row: OrderRow; event: EventEnvelope } {
   const { job, attempt } = cmd;
-  const decision = decideOrder(job.order, supportedCurrencies);
+  const rules = decideOrder(job.order, supportedCurrencies);
+  const decision: Decision =
+    rules.kind === 'accept' && cmd.payment && !cmd.payment.approved
+      ? {
+          kind: 'reject',
+          code: 'payment.declined',
+          reason: `payment declined: ${cmd.payment.reason ?? 'no reason given'}`,
+        }
+      : rules;
   const base = {
     orderId: job.orderId,
     customerId: job.order.customerId,
@@ -92,13 +103,15 @@ export function createOrderHandler(deps: OrderHandlerDeps) {
     });
     return plans.map((p, i): OrderOutcome => {
       const orderId = cmds[i]!.job.orderId;
-      if (p && written.has(orderId)) return { status: p.row.status as 'completed' | 'rejected', orderId, written: true };
+      if (p && written.has(orderId))
+        return { status: p.row.status as 'completed' | 'rejected', orderId, written: true };
       return { status: 'duplicate', orderId, written: false };
     });
   }
 
   return {
     /** For a {@link createBatcher} `run`: one transaction, falling back to one per command on failure. */
-    handleBatch: (cmds: readonly OrderCommand[]): Promise<Settled<OrderOutcome>[]> => runWithIsolation(cmds, writeBatch),
+    handleBatch: (cmds: readonly OrderCommand[]): Promise<Settled<OrderOutcome>[]> =>
+      runWithIsolation(cmds, writeBatch),
   };
 }

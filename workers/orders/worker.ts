@@ -2,12 +2,13 @@ import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from 'bullm
 import { createBatcher } from '../../shared/batch.ts';
 import { backoffDelayMs } from '../../shared/bus/codec.ts';
 import type { Pool } from '../../shared/db/pool.ts';
-import { OrderJobSchema, type OrderJob } from '../../shared/domain/order.ts';
+import { decideOrder, OrderJobSchema, type OrderJob } from '../../shared/domain/order.ts';
 import type { Logger } from '../../shared/observability/logger.ts';
 import { QueueNames } from '../../shared/queue/names.ts';
 import { createWorkerRedis } from '../../shared/queue/redis.ts';
 import { deadLetterOrderJob } from './dead-letter.ts';
 import { createOrderHandler, type OrderCommand, type OrderOutcome } from './handler.ts';
+import { isPaymentDependencyFailure, paymentRequestOf, type PaymentGateway } from './payment.ts';
 
 export interface OrderWorkerConfig {
   redisUrl: string;
@@ -20,11 +21,17 @@ export interface OrderWorkerConfig {
   backoffMaxMs: number;
   supportedCurrencies: readonly string[];
   shutdownGraceMs: number;
+  /** BullMQ lock of an active job: a crashed worker's jobs come back once it expires. @defaultValue 30_000 */
+  lockDurationMs?: number;
+  /** How often stalled jobs are looked for. @defaultValue 30_000 */
+  stalledIntervalMs?: number;
 }
 
 export interface OrderWorkerDeps {
   pool: Pool;
   logger: Logger;
+  /** Payment authorization behind its circuit breaker; absent = no payment step. Owned by the caller. */
+  payments?: PaymentGateway;
 }
 
 export interface OrderWorker {
@@ -38,7 +45,10 @@ export interface OrderWorker {
  */
 export function createOrderWorker(deps: OrderWorkerDeps, config: OrderWorkerConfig): OrderWorker {
   const log = deps.logger.child({ component: 'order-worker' });
-  const connection = createWorkerRedis({ url: config.redisUrl, commandTimeoutMs: 0 }, 'conveyor-orders-worker');
+  const connection = createWorkerRedis(
+    { url: config.redisUrl, commandTimeoutMs: 0 },
+    'conveyor-orders-worker',
+  );
   const dlq = new Queue(QueueNames.ordersDeadLetters, { connection, prefix: config.queuePrefix });
   const handler = createOrderHandler({ pool: deps.pool, supportedCurrencies: config.supportedCurrencies });
   const batcher = createBatcher<OrderCommand, OrderOutcome>({
@@ -47,34 +57,76 @@ export function createOrderWorker(deps: OrderWorkerDeps, config: OrderWorkerConf
     run: handler.handleBatch,
   });
 
-  async function toDeadLetters(job: Job, error: Error, attempts: number, token: string | undefined): Promise<never> {
+  async function toDeadLetters(
+    job: Job,
+    error: Error,
+    attempts: number,
+    token: string | undefined,
+  ): Promise<never> {
     try {
       const id = await deadLetterOrderJob({ pool: deps.pool, dlq }, job, error, attempts);
       log.warn({ jobId: job.id, deadLetterId: id, attempts, err: error }, 'order moved to dead letters');
     } catch (recordErr) {
       // Never drop a job we could not record: park it (no attempt burned) and try again later.
       log.error({ jobId: job.id, err: recordErr }, 'dead-lettering failed; job parked for retry');
-      await job.moveToDelayed(Date.now() + backoffDelayMs(attempts, config.backoffMs, config.backoffMaxMs), token);
+      await job.moveToDelayed(
+        Date.now() + backoffDelayMs(attempts, config.backoffMs, config.backoffMaxMs),
+        token,
+      );
       throw new DelayedError();
     }
     throw new UnrecoverableError(error.message);
+  }
+
+  /**
+   * The payment service is down: the order is not at fault, so no attempt is burned and nothing is
+   * dead-lettered. While the breaker is open the whole queue is rate-limited until it half-opens (jobs
+   * stay waiting, every worker of the queue holds off); a failure that has not opened it yet parks
+   * just this job in `delayed` for a backoff.
+   */
+  async function waitForPayments(
+    job: Job,
+    token: string | undefined,
+    error: Error,
+    jobLog: Logger,
+  ): Promise<never> {
+    const retryAfterMs = deps.payments?.breaker.retryAfterMs() ?? 0;
+    if (retryAfterMs > 0) {
+      jobLog.debug(
+        { retryAfterMs, err: error },
+        'payment breaker open; job back to waiting, queue rate-limited',
+      );
+      await worker.rateLimit(retryAfterMs);
+      throw Worker.RateLimitError();
+    }
+    const delayMs = backoffDelayMs(1, config.backoffMs, config.backoffMaxMs);
+    jobLog.warn({ delayMs, err: error }, 'payment unavailable; order parked without burning an attempt');
+    await job.moveToDelayed(Date.now() + delayMs, token);
+    throw new DelayedError();
   }
 
   async function process(job: Job<OrderJob>, token?: string): Promise<OrderOutcome> {
     const attempt = job.attemptsMade + 1;
     const parsed = OrderJobSchema.safeParse(job.data);
     if (!parsed.success) {
-      const detail = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+      const detail = parsed.error.issues
+        .map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`)
+        .join('; ');
       return toDeadLetters(job, new Error(`invalid order command: ${detail}`), attempt, token);
     }
     const cmd = parsed.data;
     const jobLog = log.child({ correlationId: cmd.correlationId, jobId: job.id, orderId: cmd.orderId });
     try {
-      const outcome = await batcher.submit({ job: cmd, attempt });
+      // Only an order the business rules accept needs the payment service (the rest are rejected anyway).
+      const { payments } = deps;
+      const needsPayment = payments && decideOrder(cmd.order, config.supportedCurrencies).kind === 'accept';
+      const payment = needsPayment ? await payments.authorize(paymentRequestOf(cmd)) : undefined;
+      const outcome = await batcher.submit({ job: cmd, attempt, payment });
       jobLog.info({ attempt, status: outcome.status }, 'order processed');
       return outcome;
     } catch (err) {
       const error = err instanceof Error ? err : new Error(String(err));
+      if (isPaymentDependencyFailure(error)) return waitForPayments(job, token, error, jobLog);
       if (attempt >= (job.opts.attempts ?? 1)) return toDeadLetters(job, error, attempt, token);
       jobLog.warn({ attempt, err: error }, 'order attempt failed; will retry');
       throw error;
@@ -89,6 +141,8 @@ export function createOrderWorker(deps: OrderWorkerDeps, config: OrderWorkerConf
     // A crashed worker's jobs come back after the lock expires; allow several stalls before BullMQ
     // fails a job by itself (which the `failed` listener below then dead-letters).
     maxStalledCount: 5,
+    lockDuration: config.lockDurationMs ?? 30_000,
+    stalledInterval: config.stalledIntervalMs ?? 30_000,
   });
   worker.on('error', (err) => log.error({ err }, 'order worker error'));
   worker.on('failed', (job, err) => {
@@ -108,7 +162,9 @@ export function createOrderWorker(deps: OrderWorkerDeps, config: OrderWorkerConf
       (closing ??= (async () => {
         const graceful = worker.close();
         let timer: NodeJS.Timeout | undefined;
-        const deadline = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), config.shutdownGraceMs)));
+        const deadline = new Promise<'timeout'>(
+          (r) => (timer = setTimeout(() => r('timeout'), config.shutdownGraceMs)),
+        );
         if ((await Promise.race([graceful.then(() => 'done' as const), deadline])) === 'timeout') {
           log.warn({ graceMs: config.shutdownGraceMs }, 'grace period over; forcing worker close');
           await worker.close(true);
