@@ -1,6 +1,9 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
+import { isolatedEnv } from '../support/env.ts';
+import { ownRedis } from '../support/redis-server.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -26,5 +29,35 @@ describe('process startup', () => {
     });
     expect(run.status).toBe(1);
     expect(run.stderr).toMatch(/PostgreSQL at 127\.0\.0\.1:1/);
+  });
+
+  it('refuses to start when Redis may evict keys (BullMQ would lose jobs)', async () => {
+    const redis = await ownRedis();
+    const admin = new Redis(redis.url);
+    try {
+      await admin.config('SET', 'maxmemory-policy', 'allkeys-lru');
+      const env = {
+        ...process.env,
+        ...isolatedEnv({ REDIS_URL: redis.url }),
+        REDIS_REQUIRE_NOEVICTION: 'true',
+      };
+      const run = spawnSync(process.execPath, ['--import', 'tsx', 'shared/db/migrate-main.ts'], {
+        cwd: root,
+        env,
+        encoding: 'utf8',
+      });
+      expect(run.status).toBe(0); // migrations do not need Redis
+      const api = spawnSync(process.execPath, ['--import', 'tsx', 'api/main.ts'], {
+        cwd: root,
+        env,
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
+      expect(api.status).toBe(1);
+      expect(api.stderr).toMatch(/maxmemory-policy is "allkeys-lru".*noeviction/);
+    } finally {
+      admin.disconnect();
+      await redis.stop();
+    }
   });
 });
