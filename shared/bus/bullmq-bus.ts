@@ -21,6 +21,10 @@ export interface BullmqBusConfig {
   maxAttempts: number;
   backoffMs: number;
   shutdownGraceMs: number;
+  /** BullMQ job lock of an event being projected. @defaultValue 30_000 */
+  lockDurationMs?: number;
+  /** How often stalled event jobs are looked for. @defaultValue 30_000 */
+  stalledIntervalMs?: number;
 }
 
 export interface BullmqBusDeps {
@@ -114,7 +118,15 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
             throw new UnrecoverableError(error.message);
           }
         },
-        { connection, prefix: config.queuePrefix, concurrency: config.concurrency, maxStalledCount: 5 },
+        {
+          connection,
+          prefix: config.queuePrefix,
+          concurrency: config.concurrency,
+          maxStalledCount: 5,
+          // A crashed consumer's jobs come back once their lock expires.
+          ...(config.lockDurationMs ? { lockDuration: config.lockDurationMs } : {}),
+          ...(config.stalledIntervalMs ? { stalledInterval: config.stalledIntervalMs } : {}),
+        },
       );
       worker.on('error', (err) => log.error({ err }, 'event worker error'));
       deps.metrics?.instrumentWorker(worker, QueueNames.events);

@@ -23,6 +23,9 @@ export async function createEventBus(kind: BusKind, deps: BusDeps, config: Confi
         maxAttempts: config.bus.maxAttempts,
         backoffMs: config.bus.backoffMs,
         shutdownGraceMs: config.workers.shutdownGraceMs,
+        // Same recovery time after a crash as the order worker.
+        lockDurationMs: config.workers.orders.lockDurationMs,
+        stalledIntervalMs: config.workers.orders.stalledIntervalMs,
       });
     case 'kafka': {
       const { createKafkaBus } = await import('./kafka-bus.ts');
