@@ -27,11 +27,9 @@ export const AcceptedOrderSchema = z
   .object({ orderId: z.uuid(), status: z.literal('queued'), correlationId: z.string() })
   .openapi('AcceptedOrder');
 
-export const BatchBody = z
-  .strictObject({ orders: z.array(z.unknown()).min(1) })
-  .openapi('PlaceOrderBatch', {
-    description: 'Up to API_BATCH_MAX_ORDERS orders; each is validated on its own.',
-  });
+export const BatchBody = z.strictObject({ orders: z.array(z.unknown()).min(1) }).openapi('PlaceOrderBatch', {
+  description: 'Up to API_BATCH_MAX_ORDERS orders; each is validated on its own.',
+});
 
 export const BatchResultSchema = z
   .object({
@@ -66,13 +64,11 @@ export const OrderIdParam = z.object({
 });
 
 export const IdsQuery = z.object({
-  ids: z
-    .string()
-    .openapi({
-      param: { name: 'ids', in: 'query' },
-      example: 'id1,id2',
-      description: 'Up to 100 comma-separated order ids',
-    }),
+  ids: z.string().openapi({
+    param: { name: 'ids', in: 'query' },
+    example: 'id1,id2',
+    description: 'Up to 100 comma-separated order ids',
+  }),
 });
 
 export const CustomerParam = z.object({ customerId: IdSchema });
