@@ -4,6 +4,7 @@ import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import {
   OrderJobSchema,
+  orderTotalCents,
   PlaceOrderSchema,
   type OrderJob,
   type PlaceOrder,
@@ -42,6 +43,7 @@ import {
   problemResponses,
   StatsSchema,
 } from '../schemas.ts';
+import { withDeadline } from '../../shared/runtime/deadline.ts';
 
 const IDEMPOTENCY_HEADER = 'idempotency-key';
 const uuidRe = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -172,16 +174,6 @@ const getStats = createRoute({
   },
 });
 
-function withTimeout<T>(promise: Promise<T>, ms: number, dependency: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new DependencyUnavailableError(dependency)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
 function issuesToErrors(issues: readonly { path: PropertyKey[]; message: string }[], prefix = '') {
   return issues.map((i) => ({ path: prefix + i.path.map(String).join('.'), message: i.message }));
 }
@@ -196,7 +188,7 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
   /** Redis failures become 503: nothing was enqueued, and the client may retry. */
   async function redisCall<T>(fn: () => Promise<T>): Promise<T> {
     try {
-      return await withTimeout(fn(), timeoutMs, 'redis');
+      return await withDeadline(fn(), timeoutMs, () => new DependencyUnavailableError('redis'));
     } catch (err) {
       if (err instanceof DomainError) throw err;
       throw new DependencyUnavailableError('redis');
@@ -342,7 +334,7 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
           orderId: id,
           customerId: order.customerId,
           currency: order.currency,
-          totalCents: order.items.reduce((s, i) => s + i.quantity * i.unitPriceCents, 0),
+          totalCents: orderTotalCents(order.items),
           items: order.items,
           status: ['waiting', 'delayed', 'prioritized', 'waiting-children'].includes(state)
             ? 'queued'

@@ -3,6 +3,7 @@ import { DependencyUnavailableError, NotFoundError } from '../../shared/errors/d
 import type { QueueStats, QueueStatsReader } from '../../shared/observability/queue-stats.ts';
 import type { ApiEnv } from '../context.ts';
 import { ProblemSchema, problemResponses } from '../schemas.ts';
+import { withDeadline } from '../../shared/runtime/deadline.ts';
 
 export interface ScalingDeps {
   queues: QueueStatsReader;
@@ -57,18 +58,6 @@ const scaling = createRoute({
   },
 });
 
-async function within<T>(ms: number, work: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      work,
-      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('timeout')), ms))),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /**
  * `GET /v1/scaling/{queue}`: what a KEDA `metrics-api` trigger polls to size the workers of a queue.
  * @example curl -H 'authorization: Bearer $KEY' http://api:3000/v1/scaling/orders  # {"queue":"orders","backlog":42,…}
@@ -82,7 +71,7 @@ export function scalingRoutes(deps: ScalingDeps): OpenAPIHono<ApiEnv> {
     }
     let stats: QueueStats;
     try {
-      stats = await within(deps.timeoutMs, deps.queues.read(queue));
+      stats = await withDeadline(deps.queues.read(queue), deps.timeoutMs);
     } catch {
       throw new DependencyUnavailableError('redis');
     }

@@ -10,6 +10,7 @@ import {
   type RabbitQueueDepth,
 } from './bus-lag.ts';
 import { createQueueStatsReader, type QueueStatsOptions, type QueueStatsReader } from './queue-stats.ts';
+import { withDeadline } from '../runtime/deadline.ts';
 
 /** Unpublished outbox rows, as `workers/outbox/relay.sql.ts#outboxBacklog` reads them. */
 export interface OutboxBacklog {
@@ -44,20 +45,6 @@ export interface Collectors {
   close(): Promise<void>;
 }
 
-async function within<T>(ms: number, work: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      work,
-      new Promise<never>(
-        (_, reject) => (timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms)),
-      ),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 type SourceKind = 'queues' | 'outbox' | 'kafka' | 'rabbitmq';
 
 /** The scrape-time half of a process's registry (`createMetrics` composes it). */
@@ -88,7 +75,7 @@ export function createCollectors(registry: Registry, timeoutMs: number): Collect
     let inflight: Promise<void> | undefined;
     sources.set(kind, {
       refresh: () =>
-        (inflight ??= within(timeoutMs, read())
+        (inflight ??= withDeadline(read(), timeoutMs)
           .then(
             (commit) => {
               commit();

@@ -4,6 +4,7 @@ import { createPool, ensureDatabase, type Pool } from '../db/pool.ts';
 import { createLogger, type Logger } from '../observability/logger.ts';
 import { checkNoEviction, createProducerRedis, type Redis } from '../queue/redis.ts';
 import { createLifecycle, type Lifecycle } from './lifecycle.ts';
+import { withDeadline } from './deadline.ts';
 
 export interface Runtime {
   config: Config;
@@ -19,18 +20,10 @@ export class StartupError extends Error {
 }
 
 async function within<T>(what: string, ms: number, fn: () => Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
   try {
-    return await Promise.race([
-      fn(),
-      new Promise<never>(
-        (_, reject) => (timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms)),
-      ),
-    ]);
+    return await withDeadline(fn(), ms);
   } catch (err) {
     throw new StartupError(`${what}: ${(err as Error).message}`, { cause: err });
-  } finally {
-    clearTimeout(timer);
   }
 }
 

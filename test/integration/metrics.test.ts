@@ -14,21 +14,10 @@ import { eventually, isolatedEnv, TEST_REDIS_URL, uniqueId } from '../support/en
 import { request, sampleOrder } from '../support/http.ts';
 import { cleanup } from '../support/platform.ts';
 import { startProcess, startServer, type Proc } from '../support/processes.ts';
+import { sample } from '../support/prometheus.ts';
 
 const KAFKA_BROKERS = (process.env.KAFKA_BROKERS ?? '127.0.0.1:9092').split(',');
 const RABBITMQ_URL = process.env.TEST_RABBITMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
-
-/** The value of one series in a Prometheus text exposition, or undefined when absent. */
-function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const have = (m[2] ?? '').split(',');
-    if (want.every((w) => have.includes(w))) return Number(m[3]);
-  }
-  return undefined;
-}
 
 /** `promtool check metrics` on a real exposition: exit code and every lint line it printed. */
 function promtool(text: string): { status: number | null; output: string } {

@@ -7,6 +7,7 @@ import { startWorkers } from '../../workers/start.ts';
 import { eventually, testConfig } from '../support/env.ts';
 import { request, sampleOrder } from '../support/http.ts';
 import { startPlatform, type Platform } from '../support/platform.ts';
+import { sample } from '../support/prometheus.ts';
 
 // The API alone at first: orders pile up in the queue with nobody to take them, then an order
 // worker starts in the same runtime and the backlog drains.
@@ -25,18 +26,6 @@ interface Scaling {
   completed: number;
   paused: boolean;
   oldestWaitingAgeSeconds: number;
-}
-
-/** The value of one series in a Prometheus text exposition, or undefined when absent. */
-function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
-  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const have = (m[2] ?? '').split(',');
-    if (want.every((w) => have.includes(w))) return Number(m[3]);
-  }
-  return undefined;
 }
 
 async function scrape(): Promise<string> {
