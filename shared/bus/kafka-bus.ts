@@ -21,6 +21,7 @@
  */
 import { Kafka, Partitioners, type Admin, type Message, type Producer } from 'kafkajs';
 import type { DeadLetterRecord } from '../dead-letters/dead-letter.ts';
+import { withDeadline } from '../runtime/deadline.ts';
 import { encodeEvent } from './codec.ts';
 import type { BusDeps } from './create-bus.ts';
 import type { EventBus, EventHandler, Subscription } from './event-bus.ts';
@@ -54,6 +55,8 @@ export interface KafkaBusConfig {
     /** Publish each batch in one Kafka transaction with this id (unique per producing process). */
     transactionalId?: string | undefined;
     retry?: { retries: number; initialRetryTime: number };
+    /** A send (kafkajs' own retries included) that takes longer fails and retires the producer. @defaultValue 60000 */
+    sendTimeoutMs?: number;
   };
   /** How long `close()` waits for in-flight handlers before leaving them uncommitted. @defaultValue 10000 */
   shutdownGraceMs?: number;
@@ -75,6 +78,7 @@ export function createKafkaBus(deps: BusDeps, config: KafkaBusConfig): EventBus 
   const log = deps.logger.child({ component: 'kafka-bus', topic: config.topic });
   const topics = kafkaTopics(config.topic);
   const transactionalId = config.producer?.transactionalId || undefined;
+  const sendTimeoutMs = config.producer?.sendTimeoutMs ?? 60_000;
   const kafka = new Kafka({
     clientId: config.clientId,
     brokers: [...config.brokers],
@@ -82,34 +86,69 @@ export function createKafkaBus(deps: BusDeps, config: KafkaBusConfig): EventBus 
     retry: config.producer?.retry ?? { retries: 5, initialRetryTime: 100 },
   });
   const admin: Admin = kafka.admin();
-  const producer: Producer = kafka.producer({
-    idempotent: true,
-    maxInFlightRequests: 1,
-    allowAutoTopicCreation: false,
-    createPartitioner: Partitioners.DefaultPartitioner,
-    ...(transactionalId ? { transactionalId } : {}),
-  });
+  const newProducer = (): Producer =>
+    kafka.producer({
+      idempotent: true,
+      maxInFlightRequests: 1,
+      allowAutoTopicCreation: false,
+      createPartitioner: Partitioners.DefaultPartitioner,
+      ...(transactionalId ? { transactionalId } : {}),
+    });
+  // Replaced after a failed send (see `withProducer`); connected lazily by the first send.
+  let producer: Producer = newProducer();
+  let producerConnected: Promise<void> | undefined;
   const subscriptions: Subscription[] = [];
   let starting: Promise<void> | undefined;
   let closing: Promise<void> | undefined;
   // A producer runs one transaction at a time: transactional sends queue behind each other.
   let txQueue: Promise<unknown> = Promise.resolve();
 
+  /**
+   * Runs `fn` with the current producer; when it fails, that producer is retired and the next send
+   * gets a new one (new producer id, sequences from 0). kafkajs rolls its sequence numbers back when a
+   * produce request fails even if the broker did write the batch (a response lost in a broker restart),
+   * and the next, different batch then meets OUT_OF_ORDER_SEQUENCE_NUMBER — forever, kafkajs never
+   * re-initialises an idempotent producer. A fresh producer re-sends at least once; every consumer
+   * dedupes by event id, so nothing is lost and nothing is applied twice. A send that hangs past
+   * `sendTimeoutMs` is treated the same way, so the outbox relay never waits on it forever.
+   */
+  async function withProducer(fn: (p: Producer) => Promise<void>): Promise<void> {
+    const current = producer;
+    try {
+      producerConnected ??= current.connect();
+      await withDeadline(
+        producerConnected.then(() => fn(current)),
+        sendTimeoutMs,
+        () => new Error(`kafka send did not finish within ${sendTimeoutMs} ms`),
+      );
+    } catch (err) {
+      if (producer === current && !closing) {
+        producer = newProducer();
+        producerConnected = undefined;
+        log.warn({ err }, 'kafka send failed; the producer is replaced by a new one for the next send');
+        void current.disconnect().catch(() => undefined);
+      }
+      throw err;
+    }
+  }
+
   async function send(topic: string, messages: Message[]): Promise<void> {
     if (!transactionalId) {
-      await producer.send({ topic, messages, acks: -1 });
+      await withProducer(async (p) => void (await p.send({ topic, messages, acks: -1 })));
       return;
     }
-    const run = txQueue.then(async () => {
-      const tx = await producer.transaction();
-      try {
-        await tx.send({ topic, messages, acks: -1 });
-        await tx.commit();
-      } catch (err) {
-        await tx.abort().catch(() => undefined);
-        throw err;
-      }
-    });
+    const run = txQueue.then(() =>
+      withProducer(async (p) => {
+        const tx = await p.transaction();
+        try {
+          await tx.send({ topic, messages, acks: -1 });
+          await tx.commit();
+        } catch (err) {
+          await tx.abort().catch(() => undefined);
+          throw err;
+        }
+      }),
+    );
     txQueue = run.catch(() => undefined);
     await run;
   }
@@ -124,7 +163,7 @@ export function createKafkaBus(deps: BusDeps, config: KafkaBusConfig): EventBus 
       })),
     });
     log.info({ created, topics }, 'kafka topology declared');
-    await producer.connect();
+    await withProducer(async () => undefined); // connects it (a failed connect retires it, too)
   }
 
   function start(): Promise<void> {

@@ -85,7 +85,7 @@ describe.each([
     }
     accepted.push(...(await placeBatch(api.url, makeOrders(100, `${bus}-after`))));
 
-    const report = await awaitReconciled(db, accepted, { timeoutMs: 120_000 });
+    const report = await awaitReconciled(db, accepted, { explainWith: procs, timeoutMs: 120_000 });
     expect(report.byStatus).toEqual({ completed: 360, rejected: 40, dead_lettered: 0 });
     expect(report.deadLetters).toBe(0);
     expect([api.child.exitCode, workers.child.exitCode, workers.child.signalCode]).toEqual([

@@ -61,7 +61,7 @@ describe('chaos: kill -9 between publish and mark, and between commit and ack (E
     expect(committed.size).toBeGreaterThan(0);
 
     const projections = await startWorkers(env, 'projections', {}, procs);
-    await awaitReconciled(db, accepted);
+    await awaitReconciled(db, accepted, { explainWith: procs });
     // The broker redelivered committed events to the new consumer; they changed nothing (reconciled).
     const again = linesWith(projections, 'event projected').filter((l) => committed.has(l.eventId as string));
     expect(again.length).toBeGreaterThan(0);
@@ -90,7 +90,7 @@ describe('chaos: kill -9 between publish and mark, and between commit and ack (E
     expect(projectedButUnmarked).toBeGreaterThan(0);
 
     relay = await startWorkers(env, 'outbox', {}, procs);
-    const report = await awaitReconciled(db, accepted);
+    const report = await awaitReconciled(db, accepted, { explainWith: procs });
     expect(report.byStatus).toEqual({ completed: 270, rejected: 30, dead_lettered: 0 });
     expect(report.deadLetters).toBe(0);
   });

@@ -79,7 +79,7 @@ describe('chaos: the payment dependency fails, recovers, and a worker is stopped
     expect(rows[0]).toEqual({ completed: 0, dead: 0 });
 
     fake.set('approve');
-    const report = await awaitReconciled(db, accepted);
+    const report = await awaitReconciled(db, accepted, { explainWith: procs });
     expect(report.byStatus).toEqual({ completed: 180, rejected: 20, dead_lettered: 0 });
     expect(report.deadLetters).toBe(0);
     const attempts = await db.query<{ max: number }>(`SELECT max(attempts)::int AS max FROM orders`);
@@ -117,7 +117,7 @@ describe('chaos: the payment dependency fails, recovers, and a worker is stopped
     // The rest waited in the queue; a new worker finishes them.
     fake.set('approve');
     orders = await startWorkers(env, 'orders', {}, procs);
-    const report = await awaitReconciled(db, accepted);
+    const report = await awaitReconciled(db, accepted, { explainWith: procs });
     expect(report.byStatus).toEqual({ completed: 270, rejected: 30, dead_lettered: 0 });
     expect(report.deadLetters).toBe(0);
   });

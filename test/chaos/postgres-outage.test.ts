@@ -69,7 +69,7 @@ describe('chaos: Postgres stops mid-run', () => {
     });
     await postgres.start();
 
-    const report = await awaitReconciled(db, accepted, { timeoutMs: 90_000 });
+    const report = await awaitReconciled(db, accepted, { explainWith: procs, timeoutMs: 90_000 });
     // Nobody crashed on the lost connections: the same processes rode out the outage.
     expect([api.child.exitCode, workers.child.exitCode, workers.child.signalCode]).toEqual([
       null,

@@ -1,4 +1,5 @@
 import { eventually } from '../support/env.ts';
+import { logRecords, type Proc } from '../support/processes.ts';
 
 /** Anything that runs SQL on the scenario's schema (a pg Pool or Client with its search_path). */
 export interface Queryable {
@@ -142,7 +143,11 @@ export async function reconcile(
 export async function awaitReconciled(
   db: Queryable,
   accepted: readonly string[],
-  options: ReconcileOptions & { timeoutMs?: number } = {},
+  options: ReconcileOptions & {
+    timeoutMs?: number;
+    /** Processes whose last warnings and errors a timeout reports (why the pipeline stalled). */
+    explainWith?: readonly (Proc | undefined)[];
+  } = {},
 ): Promise<ReconcileReport> {
   let last: ReconcileReport | undefined;
   try {
@@ -161,6 +166,16 @@ export async function awaitReconciled(
     const detail = last
       ? last.problems.map((p) => `  - ${p}`).join('\n')
       : '  (no report: the database did not answer)';
-    throw new Error(`${(err as Error).message}; still wrong:\n${detail}`, { cause: err });
+    const complaints = (options.explainWith ?? []).flatMap((proc) =>
+      proc
+        ? logRecords(proc)
+            .filter((l) => typeof l.level === 'number' && l.level >= 40)
+            .slice(-8)
+            .map((l) => `  ${JSON.stringify(l).slice(0, 600)}`)
+        : [],
+    );
+    const logs =
+      complaints.length > 0 ? `\nlast warnings and errors of the processes:\n${complaints.join('\n')}` : '';
+    throw new Error(`${(err as Error).message}; still wrong:\n${detail}${logs}`, { cause: err });
   }
 }

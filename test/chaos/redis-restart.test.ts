@@ -101,7 +101,11 @@ describe('chaos: Redis restarts mid-run', () => {
     expect(traffic.errors).toEqual([]);
 
     // A 503'd request may still have been stored just before the crash: allowed, as long as it is decided.
-    const report = await awaitReconciled(db, traffic.accepted, { allowUnaccepted: true, timeoutMs: 90_000 });
+    const report = await awaitReconciled(db, traffic.accepted, {
+      explainWith: procs,
+      allowUnaccepted: true,
+      timeoutMs: 90_000,
+    });
     expect(report.deadLetters).toBe(0);
     expect(report.byStatus.dead_lettered).toBe(0);
     expect(report.unaccepted).toBeLessThanOrEqual(4);

@@ -58,7 +58,7 @@ describe('chaos: kill -9 an order worker mid-run', () => {
       expect(await countOrders(db)).toBeLessThan(1_000);
 
       await startWorkers(env, 'orders', {}, procs);
-      const report = await awaitReconciled(db, accepted, { timeoutMs: 90_000 });
+      const report = await awaitReconciled(db, accepted, { explainWith: procs, timeoutMs: 90_000 });
       expect(report.byStatus).toEqual({ completed: 900, rejected: 100, dead_lettered: 0 });
       expect(report.deadLetters).toBe(0);
       // Every job finished in BullMQ too: none failed, none left behind.
