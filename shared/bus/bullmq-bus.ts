@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { DeadLetterRecord, DeadLetterSink } from '../dead-letters/dead-letter.ts';
 import { PoisonMessageError } from '../errors/domain.ts';
@@ -12,7 +13,17 @@ import type { EventBus, EventHandler, Subscription } from './event-bus.ts';
 export interface BullmqEventJob {
   body: string;
   headers: Record<string, string>;
+  /** Deliveries this event already had inside a batch job before it was split out (counts as attempts). */
+  priorAttempts?: number;
 }
+
+/** Several events in one BullMQ job: the relay publishes a batch for the Redis cost of one job. */
+export interface BullmqEventBatchJob {
+  events: BullmqEventJob[];
+}
+
+/** Job name of a batch job; every other name is one event (its type). */
+export const EVENT_BATCH_JOB = 'event-batch';
 
 export interface BullmqBusConfig {
   redisUrl: string;
@@ -25,6 +36,12 @@ export interface BullmqBusConfig {
   lockDurationMs?: number;
   /** How often stalled event jobs are looked for. @defaultValue 30_000 */
   stalledIntervalMs?: number;
+  /**
+   * Events per BullMQ job when a publish carries several (the relay's batches). The consumer's
+   * prefetch is `concurrency` jobs, so at most `concurrency × eventsPerJob` events in memory.
+   * @defaultValue 100
+   */
+  eventsPerJob?: number;
 }
 
 export interface BullmqBusDeps {
@@ -35,15 +52,21 @@ export interface BullmqBusDeps {
 }
 
 /**
- * The embedded event bus: one BullMQ job per event on queue `events` (job id = event id, so a
- * re-published event is not queued twice while the first is pending). Retries use BullMQ's exponential
- * backoff; exhausted or poison events go to `events-dead-letters` and the dead-letter table.
+ * The embedded event bus on queue `events`. A single event is one job (job id = event id, so a
+ * re-published event is not queued twice while the first is pending); a publish of several events —
+ * the outbox relay's batches — is cut into batch jobs of `eventsPerJob` events (job id derived from
+ * the event ids, same dedupe), so the second BullMQ hop costs Redis one job per batch, not per event.
+ * A batch job hands every event to the handler at once (the projector coalesces them into one
+ * transaction) and completes when all succeeded; each event that failed is split out into its own job
+ * — durably, before the batch job completes — with the delivery counted as an attempt and the backoff
+ * applied, and from there follows the one-event path: retries with BullMQ's exponential backoff, then
+ * (or at once for poison) `events-dead-letters` and the dead-letter table with the original bytes.
  * Ordering: none across concurrent jobs — the projector is order-insensitive by design.
  */
 export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): EventBus {
   const log = deps.logger.child({ component: 'bullmq-bus' });
   const connection = createWorkerRedis({ url: config.redisUrl, commandTimeoutMs: 0 }, 'conveyor-bus');
-  const queue = new Queue<BullmqEventJob>(QueueNames.events, { connection, prefix: config.queuePrefix });
+  const queue = new Queue<BullmqEventJob | BullmqEventBatchJob>(QueueNames.events, { connection, prefix: config.queuePrefix });
   const dlq = new Queue(QueueNames.eventsDeadLetters, { connection, prefix: config.queuePrefix });
   const jobOptions = {
     attempts: config.maxAttempts,
@@ -51,6 +74,7 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
     removeOnComplete: { age: 600, count: 10_000 },
     removeOnFail: { count: 1_000 },
   };
+  const eventsPerJob = Math.max(1, config.eventsPerJob ?? 100);
   const workers: Worker[] = [];
 
   async function deadLetter(job: Job<BullmqEventJob>, error: Error, attempts: number): Promise<void> {
@@ -91,33 +115,84 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
     },
     async publish(events) {
       if (events.length === 0) return;
-      await queue.addBulk(
-        events.map((e) => {
-          const { body, headers } = encodeEvent(e);
-          return {
-            name: e.type,
-            data: { body: body.toString('utf8'), headers },
-            opts: { ...jobOptions, jobId: e.eventId },
-          };
-        }),
-      );
+      const encoded = events.map((e) => {
+        const { body, headers } = encodeEvent(e);
+        return { id: e.eventId, type: e.type, data: { body: body.toString('utf8'), headers } };
+      });
+      if (encoded.length === 1) {
+        const [one] = encoded;
+        await queue.add(one!.type, one!.data, { ...jobOptions, jobId: one!.id });
+        return;
+      }
+      const jobs = [];
+      for (let i = 0; i < encoded.length; i += eventsPerJob) {
+        const chunk = encoded.slice(i, i + eventsPerJob);
+        const jobId = `evb-${createHash('sha256')
+          .update(chunk.map((c) => c.id).join(','))
+          .digest('hex')
+          .slice(0, 40)}`;
+        const data: BullmqEventBatchJob = { events: chunk.map((c) => c.data) };
+        jobs.push({ name: EVENT_BATCH_JOB, data, opts: { ...jobOptions, jobId } });
+      }
+      await queue.addBulk(jobs);
     },
     async subscribe(_group: string, handler: EventHandler): Promise<Subscription> {
-      const worker = new Worker<BullmqEventJob>(
+      async function one(job: Job<BullmqEventJob>): Promise<void> {
+        const attempt = job.attemptsMade + 1 + (job.data?.priorAttempts ?? 0);
+        try {
+          const event = decodeEvent(job.data?.body);
+          await handler(event, { attempt, transport: 'bullmq' });
+        } catch (err) {
+          const error = err instanceof Error ? err : new Error(String(err));
+          const final = err instanceof PoisonMessageError || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+          if (!final) throw error;
+          await deadLetter(job, error, attempt);
+          throw new UnrecoverableError(error.message);
+        }
+      }
+
+      async function batch(job: Job<BullmqEventBatchJob>): Promise<void> {
+        const attempt = job.attemptsMade + 1;
+        const items = Array.isArray(job.data?.events) ? job.data.events : [];
+        const results = await Promise.allSettled(
+          items.map(async (item) => handler(decodeEvent(item?.body), { attempt, transport: 'bullmq' })),
+        );
+        const failed = items.flatMap((item, i) => {
+          const r = results[i]!;
+          return r.status === 'rejected' ? [{ item, reason: r.reason as unknown }] : [];
+        });
+        if (failed.length === 0) return;
+        // Each failed event continues alone, its delivery here counted; added before this job completes.
+        const left = Math.max(1, config.maxAttempts - attempt);
+        await queue.addBulk(
+          failed.map(({ item, reason }) => ({
+            name: item?.headers?.[EventHeaders.eventType] ?? 'event',
+            data: {
+              body: typeof item?.body === 'string' ? item.body : JSON.stringify(item ?? null),
+              headers: item?.headers ?? {},
+              priorAttempts: attempt,
+            },
+            opts: {
+              ...jobOptions,
+              attempts: left,
+              // Poison goes to the dead letters at once; anything else waits its backoff first.
+              delay: reason instanceof PoisonMessageError ? 0 : config.backoffMs,
+              jobId: `${item?.headers?.[EventHeaders.eventId] ?? 'event'}-of-${job.id}-${attempt}`,
+            },
+          })),
+        );
+        log.debug(
+          { jobId: job.id, failed: failed.length, of: items.length },
+          'events split out of a batch job',
+        );
+      }
+
+      const worker = new Worker<BullmqEventJob | BullmqEventBatchJob>(
         QueueNames.events,
-        async (job) => {
-          const attempt = job.attemptsMade + 1;
-          try {
-            const event = decodeEvent(job.data?.body);
-            await handler(event, { attempt, transport: 'bullmq' });
-          } catch (err) {
-            const error = err instanceof Error ? err : new Error(String(err));
-            const final = err instanceof PoisonMessageError || attempt >= (job.opts.attempts ?? 1);
-            if (!final) throw error;
-            await deadLetter(job, error, attempt);
-            throw new UnrecoverableError(error.message);
-          }
-        },
+        async (job) =>
+          job.name === EVENT_BATCH_JOB
+            ? batch(job as Job<BullmqEventBatchJob>)
+            : one(job as Job<BullmqEventJob>),
         {
           connection,
           prefix: config.queuePrefix,

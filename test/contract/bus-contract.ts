@@ -347,6 +347,32 @@ export function describeBusContract(name: string, makeBus: MakeBus, hooks: BusCo
       expect(rec.of(event.eventId)).toHaveLength(3);
     });
 
+    it('in one multi-event publish, retries only the failing event and dead-letters only the hopeless one', async () => {
+      const bus = await newBus();
+      const events = Array.from({ length: 12 }, (_, i) => placedEvent(randomUUID(), 100 + i));
+      const flaky = events[3]!;
+      const hopeless = events[7]!;
+      const rec = recorder(async (e, d) => {
+        if (e.eventId === flaky.eventId && d.attempt < 2) throw new Error('transient failure');
+        if (e.eventId === hopeless.eventId) throw new Error(`hopeless on attempt ${d.attempt}`);
+      });
+      await subscribe(bus, rec.handler);
+      await bus.publish(events);
+
+      const dl = await deadLetterOf(hopeless.eventId);
+      expect(dl).toMatchObject({ payload: encodeEvent(hopeless).body, attempts: ctx.maxAttempts });
+      await eventually(() => rec.of(flaky.eventId).length >= 2, { what: 'the flaky event retried' });
+      expect(rec.of(flaky.eventId).map((r) => r.delivery.attempt)).toEqual([1, 2]);
+      expect(rec.of(hopeless.eventId).map((r) => r.delivery.attempt)).toEqual(
+        Array.from({ length: ctx.maxAttempts }, (_, i) => i + 1),
+      );
+      // Everything else was delivered once, and the dead letters hold the hopeless event alone.
+      for (const e of events.filter((x) => x !== flaky && x !== hopeless)) {
+        expect(rec.of(e.eventId).map((r) => r.delivery.attempt)).toEqual([1]);
+      }
+      expect((await deadLetters()).map((d) => d.headers[EventHeaders.eventId])).toEqual([hopeless.eventId]);
+    });
+
     it('dead-letters an event after exhausted retries with its bytes, headers, error and attempts', async () => {
       const bus = await newBus();
       const rec = recorder(async (_e, d) => {
