@@ -67,12 +67,12 @@ export const EnvSchema = z.object({
     .transform((s) => s.split(',').map((x) => x.trim()))
     .pipe(z.array(z.enum(['orders', 'outbox', 'projections'])).min(1)),
   /** Prefetch limit of the order worker: jobs processed at once per process. */
-  ORDERS_CONCURRENCY: int(1).default(50),
+  ORDERS_CONCURRENCY: int(1).default(100),
   ORDERS_ATTEMPTS: int(1).default(5),
   ORDERS_BACKOFF_MS: int(1).default(1_000),
   ORDERS_BACKOFF_MAX_MS: int(1).default(60_000),
   /** Micro-batch bound: concurrent jobs whose writes share one transaction. */
-  ORDERS_BATCH_SIZE: int(1).default(50),
+  ORDERS_BATCH_SIZE: int(1).default(100),
   ORDERS_BATCH_WAIT_MS: int(0).default(5),
   ORDERS_KEEP_COMPLETED_SECONDS: int(0).default(3_600),
   /** BullMQ job lock: a crashed worker's jobs are recovered once it expires (and a stalled check runs). */

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { runWithIsolation, type Settled } from '../../shared/batch.ts';
-import { withTransaction, type Pool } from '../../shared/db/pool.ts';
+import type { Pool } from '../../shared/db/pool.ts';
 import { EventTypes, type EventEnvelope } from '../../shared/domain/events.ts';
 import { decideOrder, orderTotalCents, type Decision, type OrderJob } from '../../shared/domain/order.ts';
-import { insertOutbox, upsertOrders, type OrderRow } from './orders.sql.ts';
+import { decideOrders, type OrderRow } from './orders.sql.ts';
 import type { PaymentDecision } from './payment.ts';
 
 export interface OrderCommand {
@@ -90,17 +90,12 @@ export function createOrderHandler(deps: OrderHandlerDeps) {
       seen.add(cmd.job.orderId);
       return first ? planOrder(cmd, deps.supportedCurrencies, at) : undefined;
     });
-    const written = await withTransaction(deps.pool, async (client) => {
-      const ids = await upsertOrders(
-        client,
-        plans.flatMap((p) => (p ? [p.row] : [])),
-      );
-      await insertOutbox(
-        client,
-        plans.flatMap((p) => (p && ids.has(p.row.orderId) ? [p.event] : [])),
-      );
-      return ids;
-    });
+    const decided = plans.flatMap((p) => (p ? [p] : []));
+    const written = await decideOrders(
+      deps.pool,
+      decided.map((p) => p.row),
+      decided.map((p) => p.event),
+    );
     return plans.map((p, i): OrderOutcome => {
       const orderId = cmds[i]!.job.orderId;
       if (p && written.has(orderId))

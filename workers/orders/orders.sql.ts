@@ -1,4 +1,4 @@
-import type { PoolClient } from '../../shared/db/pool.ts';
+import type { Pool, PoolClient } from '../../shared/db/pool.ts';
 import type { EventEnvelope } from '../../shared/domain/events.ts';
 
 export interface OrderRow {
@@ -63,4 +63,60 @@ export async function insertOutbox(client: PoolClient, events: readonly EventEnv
       events.map((e) => JSON.stringify(e)),
     ],
   );
+}
+
+/**
+ * The order worker's whole write in one statement — orders upserted as in {@link upsertOrders}, and the
+ * event of each order actually written appended to the outbox — so it is atomic without BEGIN/COMMIT:
+ * one round trip per batch instead of four. `events[i]` belongs to `rows[i]` (its key is the order id).
+ * A named (prepared) statement: Postgres parses and plans it once per connection.
+ * @returns the ids actually written.
+ */
+export async function decideOrders(
+  pool: Pool,
+  rows: readonly OrderRow[],
+  events: readonly EventEnvelope[],
+): Promise<Set<string>> {
+  if (rows.length === 0) return new Set();
+  const result = await pool.query<{ order_id: string }>({
+    name: 'conveyor-decide-orders',
+    text: `WITH written AS (
+       INSERT INTO orders (order_id, customer_id, currency, total_cents, items, status, reason, attempts,
+                           correlation_id, accepted_at)
+       SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::jsonb[], $6::text[],
+                            $7::text[], $8::int[], $9::text[], $10::timestamptz[])
+       ON CONFLICT (order_id) DO UPDATE
+         SET customer_id = EXCLUDED.customer_id, currency = EXCLUDED.currency,
+             total_cents = EXCLUDED.total_cents, items = EXCLUDED.items, status = EXCLUDED.status,
+             reason = EXCLUDED.reason, attempts = EXCLUDED.attempts,
+             correlation_id = EXCLUDED.correlation_id, decided_at = now()
+         WHERE orders.status = 'dead_lettered' AND EXCLUDED.status <> 'dead_lettered'
+       RETURNING order_id
+     ), appended AS (
+       INSERT INTO outbox (event_id, event_type, event_version, aggregate_id, correlation_id, envelope)
+       SELECT e.* FROM unnest($11::uuid[], $12::text[], $13::int[], $14::text[], $15::text[], $16::jsonb[])
+                    AS e(event_id, event_type, event_version, aggregate_id, correlation_id, envelope)
+        WHERE e.aggregate_id::uuid IN (SELECT order_id FROM written)
+     )
+     SELECT order_id FROM written`,
+    values: [
+      rows.map((r) => r.orderId),
+      rows.map((r) => r.customerId),
+      rows.map((r) => r.currency),
+      rows.map((r) => r.totalCents),
+      rows.map((r) => JSON.stringify(r.items)),
+      rows.map((r) => r.status),
+      rows.map((r) => r.reason),
+      rows.map((r) => r.attempts),
+      rows.map((r) => r.correlationId),
+      rows.map((r) => r.acceptedAt),
+      events.map((e) => e.eventId),
+      events.map((e) => e.type),
+      events.map((e) => e.version),
+      events.map((e) => e.key),
+      events.map((e) => e.correlationId),
+      events.map((e) => JSON.stringify(e)),
+    ],
+  });
+  return new Set(result.rows.map((r) => r.order_id));
 }

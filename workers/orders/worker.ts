@@ -115,20 +115,21 @@ export function createOrderWorker(deps: OrderWorkerDeps, config: OrderWorkerConf
       return toDeadLetters(job, new Error(`invalid order command: ${detail}`), attempt, token);
     }
     const cmd = parsed.data;
-    const jobLog = log.child({ correlationId: cmd.correlationId, jobId: job.id, orderId: cmd.orderId });
+    // Bound into each line rather than a per-job child logger: no per-job cost when a level is off.
+    const ids = { correlationId: cmd.correlationId, jobId: job.id, orderId: cmd.orderId };
     try {
       // Only an order the business rules accept needs the payment service (the rest are rejected anyway).
       const { payments } = deps;
       const needsPayment = payments && decideOrder(cmd.order, config.supportedCurrencies).kind === 'accept';
       const payment = needsPayment ? await payments.authorize(paymentRequestOf(cmd)) : undefined;
       const outcome = await batcher.submit({ job: cmd, attempt, payment });
-      jobLog.info({ attempt, status: outcome.status }, 'order processed');
+      log.info({ ...ids, attempt, status: outcome.status }, 'order processed');
       return outcome;
     } catch (err) {
       const error = err instanceof Error ? err : new Error(String(err));
-      if (isPaymentDependencyFailure(error)) return waitForPayments(job, token, error, jobLog);
+      if (isPaymentDependencyFailure(error)) return waitForPayments(job, token, error, log.child(ids));
       if (attempt >= (job.opts.attempts ?? 1)) return toDeadLetters(job, error, attempt, token);
-      jobLog.warn({ attempt, err: error }, 'order attempt failed; will retry');
+      log.warn({ ...ids, attempt, err: error }, 'order attempt failed; will retry');
       throw error;
     }
   }

@@ -6,15 +6,20 @@ export async function claimBatch(
   client: PoolClient,
   limit: number,
 ): Promise<{ id: number; envelope: EventEnvelope }[]> {
-  const { rows } = await client.query<{ id: number; envelope: EventEnvelope }>(
-    `SELECT id, envelope FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`,
-    [limit],
-  );
+  const { rows } = await client.query<{ id: number; envelope: EventEnvelope }>({
+    name: 'conveyor-claim-outbox',
+    text: `SELECT id, envelope FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`,
+    values: [limit],
+  });
   return rows;
 }
 
 export async function markPublished(client: PoolClient, ids: readonly number[]): Promise<void> {
-  await client.query(`UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])`, [ids]);
+  await client.query({
+    name: 'conveyor-mark-published',
+    text: `UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])`,
+    values: [ids],
+  });
 }
 
 /** Drops published rows past retention (kept until then to rebuild read models); 0 keeps them forever. */

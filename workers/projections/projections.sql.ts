@@ -6,11 +6,12 @@ export async function claimInbox(
   consumer: string,
   eventIds: readonly string[],
 ): Promise<Set<string>> {
-  const { rows } = await client.query<{ event_id: string }>(
-    `INSERT INTO projection_inbox (consumer, event_id) SELECT $1, unnest($2::uuid[])
-     ON CONFLICT DO NOTHING RETURNING event_id`,
-    [consumer, eventIds],
-  );
+  const { rows } = await client.query<{ event_id: string }>({
+    name: 'conveyor-claim-inbox',
+    text: `INSERT INTO projection_inbox (consumer, event_id) SELECT $1, unnest($2::uuid[])
+           ON CONFLICT DO NOTHING RETURNING event_id`,
+    values: [consumer, [...eventIds].sort()],
+  });
   return new Set(rows.map((r) => r.event_id));
 }
 
@@ -29,25 +30,72 @@ export interface OrderViewRow {
   updatedAt: string;
 }
 
-/** Completed and rejected are final; a dead-lettered order may still complete after a redrive. */
-export async function upsertOrderViews(client: PoolClient, rows: readonly OrderViewRow[]): Promise<void> {
-  if (rows.length === 0) return;
-  await client.query(
-    `INSERT INTO order_view (order_id, customer_id, currency, total_cents, items, status, attempts, last_error,
-                             correlation_id, accepted_at, completed_at, updated_at)
-     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::jsonb[], $6::text[], $7::int[],
-                          $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::timestamptz[])
-     ON CONFLICT (order_id) DO UPDATE
-       SET customer_id = COALESCE(EXCLUDED.customer_id, order_view.customer_id),
-           currency = COALESCE(EXCLUDED.currency, order_view.currency),
-           total_cents = COALESCE(EXCLUDED.total_cents, order_view.total_cents),
-           items = COALESCE(EXCLUDED.items, order_view.items),
-           status = EXCLUDED.status, attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error,
-           correlation_id = EXCLUDED.correlation_id,
-           accepted_at = COALESCE(EXCLUDED.accepted_at, order_view.accepted_at),
-           completed_at = EXCLUDED.completed_at, updated_at = EXCLUDED.updated_at
-       WHERE order_view.status = 'dead_lettered'`,
-    [
+export interface StatsDelta {
+  completed: number;
+  rejected: number;
+  deadLettered: number;
+  revenueCents: number;
+}
+
+/**
+ * Writes a batch's effect on every read model in one statement (one round trip, one named statement
+ * Postgres plans once per connection): the order views — completed and rejected are final, a
+ * dead-lettered order may still complete after a redrive — and the daily and per-customer stats
+ * deltas, aggregated per row by the caller (`day|currency`, `customer|currency` keys).
+ */
+export async function applyReadModels(
+  client: PoolClient,
+  views: readonly OrderViewRow[],
+  daily: ReadonlyMap<string, StatsDelta>,
+  customers: ReadonlyMap<string, StatsDelta>,
+): Promise<void> {
+  if (views.length === 0 && daily.size === 0 && customers.size === 0) return;
+  // Rows in key order: concurrent batches then lock shared rows (a day's stats, a customer's) in the
+  // same order and queue behind each other instead of deadlocking.
+  const byKey = <T>(m: ReadonlyMap<string, T>) =>
+    [...m.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const rows = [...views].sort((a, b) => (a.orderId < b.orderId ? -1 : a.orderId > b.orderId ? 1 : 0));
+  const dayRows = byKey(daily);
+  const dayKeys = dayRows.map(([k]) => k.split('|') as [string, string]);
+  const dayValues = dayRows.map(([, v]) => v);
+  const customerRows = byKey(customers);
+  const customerKeys = customerRows.map(([k]) => k.split('|') as [string, string]);
+  const customerValues = customerRows.map(([, v]) => v);
+  await client.query({
+    name: 'conveyor-apply-read-models',
+    text: `WITH views AS (
+       INSERT INTO order_view (order_id, customer_id, currency, total_cents, items, status, attempts, last_error,
+                               correlation_id, accepted_at, completed_at, updated_at)
+       SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::jsonb[], $6::text[], $7::int[],
+                            $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::timestamptz[])
+       ON CONFLICT (order_id) DO UPDATE
+         SET customer_id = COALESCE(EXCLUDED.customer_id, order_view.customer_id),
+             currency = COALESCE(EXCLUDED.currency, order_view.currency),
+             total_cents = COALESCE(EXCLUDED.total_cents, order_view.total_cents),
+             items = COALESCE(EXCLUDED.items, order_view.items),
+             status = EXCLUDED.status, attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error,
+             correlation_id = EXCLUDED.correlation_id,
+             accepted_at = COALESCE(EXCLUDED.accepted_at, order_view.accepted_at),
+             completed_at = EXCLUDED.completed_at, updated_at = EXCLUDED.updated_at
+         WHERE order_view.status = 'dead_lettered'
+     ), daily AS (
+       INSERT INTO daily_stats AS s (day, currency, completed_count, rejected_count, dead_lettered_count, revenue_cents)
+       SELECT * FROM unnest($13::date[], $14::text[], $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[])
+       ON CONFLICT (day, currency) DO UPDATE
+         SET completed_count = s.completed_count + EXCLUDED.completed_count,
+             rejected_count = s.rejected_count + EXCLUDED.rejected_count,
+             dead_lettered_count = s.dead_lettered_count + EXCLUDED.dead_lettered_count,
+             revenue_cents = s.revenue_cents + EXCLUDED.revenue_cents
+     ), customers AS (
+       INSERT INTO customer_stats AS s (customer_id, currency, completed_count, rejected_count, revenue_cents)
+       SELECT * FROM unnest($19::text[], $20::text[], $21::bigint[], $22::bigint[], $23::bigint[])
+       ON CONFLICT (customer_id, currency) DO UPDATE
+         SET completed_count = s.completed_count + EXCLUDED.completed_count,
+             rejected_count = s.rejected_count + EXCLUDED.rejected_count,
+             revenue_cents = s.revenue_cents + EXCLUDED.revenue_cents
+     )
+     SELECT 1`,
+    values: [
       rows.map((r) => r.orderId),
       rows.map((r) => r.customerId),
       rows.map((r) => r.currency),
@@ -60,65 +108,19 @@ export async function upsertOrderViews(client: PoolClient, rows: readonly OrderV
       rows.map((r) => r.acceptedAt),
       rows.map((r) => r.completedAt),
       rows.map((r) => r.updatedAt),
+      dayKeys.map((k) => k[0]),
+      dayKeys.map((k) => k[1]),
+      dayValues.map((v) => v.completed),
+      dayValues.map((v) => v.rejected),
+      dayValues.map((v) => v.deadLettered),
+      dayValues.map((v) => v.revenueCents),
+      customerKeys.map((k) => k[0]),
+      customerKeys.map((k) => k[1]),
+      customerValues.map((v) => v.completed),
+      customerValues.map((v) => v.rejected),
+      customerValues.map((v) => v.revenueCents),
     ],
-  );
-}
-
-export interface StatsDelta {
-  completed: number;
-  rejected: number;
-  deadLettered: number;
-  revenueCents: number;
-}
-
-export async function addDailyStats(
-  client: PoolClient,
-  deltas: ReadonlyMap<string, StatsDelta>,
-): Promise<void> {
-  if (deltas.size === 0) return;
-  const keys = [...deltas.keys()].map((k) => k.split('|') as [string, string]);
-  const values = [...deltas.values()];
-  await client.query(
-    `INSERT INTO daily_stats AS s (day, currency, completed_count, rejected_count, dead_lettered_count, revenue_cents)
-     SELECT * FROM unnest($1::date[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
-     ON CONFLICT (day, currency) DO UPDATE
-       SET completed_count = s.completed_count + EXCLUDED.completed_count,
-           rejected_count = s.rejected_count + EXCLUDED.rejected_count,
-           dead_lettered_count = s.dead_lettered_count + EXCLUDED.dead_lettered_count,
-           revenue_cents = s.revenue_cents + EXCLUDED.revenue_cents`,
-    [
-      keys.map((k) => k[0]),
-      keys.map((k) => k[1]),
-      values.map((v) => v.completed),
-      values.map((v) => v.rejected),
-      values.map((v) => v.deadLettered),
-      values.map((v) => v.revenueCents),
-    ],
-  );
-}
-
-export async function addCustomerStats(
-  client: PoolClient,
-  deltas: ReadonlyMap<string, StatsDelta>,
-): Promise<void> {
-  if (deltas.size === 0) return;
-  const keys = [...deltas.keys()].map((k) => k.split('|') as [string, string]);
-  const values = [...deltas.values()];
-  await client.query(
-    `INSERT INTO customer_stats AS s (customer_id, currency, completed_count, rejected_count, revenue_cents)
-     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[])
-     ON CONFLICT (customer_id, currency) DO UPDATE
-       SET completed_count = s.completed_count + EXCLUDED.completed_count,
-           rejected_count = s.rejected_count + EXCLUDED.rejected_count,
-           revenue_cents = s.revenue_cents + EXCLUDED.revenue_cents`,
-    [
-      keys.map((k) => k[0]),
-      keys.map((k) => k[1]),
-      values.map((v) => v.completed),
-      values.map((v) => v.rejected),
-      values.map((v) => v.revenueCents),
-    ],
-  );
+  });
 }
 
 /** Empties every read model and the inbox of `consumer`, for a rebuild from retained events. */

@@ -3,14 +3,7 @@ import type { EventHandler } from '../../shared/bus/event-bus.ts';
 import { withTransaction, type Pool, type PoolClient } from '../../shared/db/pool.ts';
 import { EventTypes, type EventEnvelope } from '../../shared/domain/events.ts';
 import type { Logger } from '../../shared/observability/logger.ts';
-import {
-  addCustomerStats,
-  addDailyStats,
-  claimInbox,
-  upsertOrderViews,
-  type OrderViewRow,
-  type StatsDelta,
-} from './projections.sql.ts';
+import { applyReadModels, claimInbox, type OrderViewRow, type StatsDelta } from './projections.sql.ts';
 
 export const PROJECTOR_CONSUMER = 'projections';
 /** Advisory lock serializing read-model rebuilds against live projection batches. */
@@ -101,9 +94,7 @@ export async function applyEvents(
       addDelta(daily, `${day}|${currency}`, { deadLettered: 1 });
     }
   }
-  await upsertOrderViews(client, [...views.values()]);
-  await addDailyStats(client, daily);
-  await addCustomerStats(client, customers);
+  await applyReadModels(client, [...views.values()], daily, customers);
   return fresh.size;
 }
 
