@@ -66,7 +66,10 @@ export interface BullmqBusDeps {
 export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): EventBus {
   const log = deps.logger.child({ component: 'bullmq-bus' });
   const connection = createWorkerRedis({ url: config.redisUrl, commandTimeoutMs: 0 }, 'conveyor-bus');
-  const queue = new Queue<BullmqEventJob | BullmqEventBatchJob>(QueueNames.events, { connection, prefix: config.queuePrefix });
+  const queue = new Queue<BullmqEventJob | BullmqEventBatchJob>(QueueNames.events, {
+    connection,
+    prefix: config.queuePrefix,
+  });
   const dlq = new Queue(QueueNames.eventsDeadLetters, { connection, prefix: config.queuePrefix });
   const jobOptions = {
     attempts: config.maxAttempts,
