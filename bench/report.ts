@@ -214,7 +214,7 @@ export function renderMarkdown(r: BenchResults, chartFile: string): string {
     '- Throughput is end to end: an order counts once its read-model row is committed. A backlog drain enqueues orders through `POST /v1/orders/batch` with the queue paused, resumes it and times until the last projection — the same method as the baselines (addBulk, then drain).',
     '- End-to-end latency is `projection_inbox.processed_at − orders.accepted_at` from PostgreSQL (accepted by the API → projection transaction).',
     "- autocannon's `overallRate` is a per-connection quota per second: requests leave in bursts at each second's start, so fixed-rate latencies include that queueing.",
-    '- The raw ceiling is one BullMQ hop that does nothing. Conveyor on the BullMQ bus makes two BullMQ hops per order (the `orders` command queue and the `events` bus queue) and three PostgreSQL transactions per batch (order + outbox, relay claim + mark, projection + inbox), on the same cores as Redis and PostgreSQL.',
+    '- The raw ceiling is one BullMQ hop that does nothing. Conveyor on the BullMQ bus pays that hop per order (the `orders` command queue), plus one `events` job per batch of up to 100 events, and three PostgreSQL transactions per batch (orders + outbox in one statement, relay claim + mark, projection + inbox), on the same cores as Redis and PostgreSQL.',
     '- Everything runs on the same machine: the load generator and the databases take CPU from the platform, which is why scaling out processes on few cores buys little.',
     '',
   );
