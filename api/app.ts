@@ -1,10 +1,10 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
-import { secureHeaders } from 'hono/secure-headers';
 import { cors } from 'hono/cors';
 import { ValidationError } from '../shared/errors/domain.ts';
 import type { ApiDeps, ApiEnv } from './context.ts';
 import { notFound, onError } from './middleware/errors.ts';
 import { correlation, requireJson } from './middleware/request.ts';
+import { responseHeaders } from './middleware/headers.ts';
 import { auth } from './middleware/auth.ts';
 import { rateLimit } from './middleware/rate-limit.ts';
 import { sessionRoutes } from './routes/sessions.ts';
@@ -37,8 +37,8 @@ export function createApp(deps: ApiDeps): OpenAPIHono<ApiEnv> {
   app.onError(onError);
   app.notFound(notFound);
   app.use('*', httpMetrics(deps.metrics));
+  app.use('*', responseHeaders()); // security headers; before anything that adds headers
   app.use('*', correlation(deps.logger));
-  app.use('*', secureHeaders());
   if (deps.config.api.corsOrigins.length > 0) {
     app.use(
       '/v1/*',
@@ -57,7 +57,7 @@ export function createApp(deps: ApiDeps): OpenAPIHono<ApiEnv> {
   app.use(
     '/v1/*',
     rateLimit({
-      redis: deps.redis,
+      redis: deps.requestRedis,
       prefix: deps.config.redis.queuePrefix,
       windowMs: deps.config.rateLimiting.windowMs,
       max: deps.config.rateLimiting.maxRequests,
@@ -66,7 +66,11 @@ export function createApp(deps: ApiDeps): OpenAPIHono<ApiEnv> {
 
   app.route(
     '/',
-    healthRoutes({ pool: deps.pool, redis: deps.redis, timeoutMs: deps.config.redis.commandTimeoutMs }),
+    healthRoutes({
+      pool: deps.pool,
+      redis: [deps.redis, deps.requestRedis],
+      timeoutMs: deps.config.redis.commandTimeoutMs,
+    }),
   );
   app.route('/', metricsRoutes(deps.metrics));
   const queues = deps.metrics.watchQueues({ connection: deps.redis, prefix: deps.config.redis.queuePrefix });

@@ -16,7 +16,13 @@ export interface ApiDeps {
   config: Config;
   logger: Logger;
   pool: Pool;
+  /** The runtime's connection: the orders queue, probes, queue metrics, the redriver. */
   redis: Redis;
+  /**
+   * Auto-pipelined connection for the commands every request sends (rate limit, idempotency,
+   * sessions): those issued in the same tick leave in one write.
+   */
+  requestRedis: Redis;
   ordersQueue: OrdersQueue;
   orderJobOptions: JobsOptions;
   idempotency: IdempotencyStore;
@@ -32,7 +38,14 @@ export interface ApiDeps {
 export interface ApiEnv {
   Variables: {
     correlationId: string;
-    log: Logger;
+    /** The process logger; use `requestLog(c)` for the request's child. */
+    rootLog: Logger;
+    /** The request's child logger once made; read it through `requestLog(c)`. */
+    log: Logger | undefined;
+    /** Headers for every response of the request; see `responseHeaders()`. */
+    responseHeaders: Record<string, string> | undefined;
+    /** The response `respond()` built with those headers already in it. */
+    respondedWith: Response | undefined;
     /** Who is calling: the API key's id once auth is configured, else `anonymous`. */
     principal: string;
     scopes: readonly string[];

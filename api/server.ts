@@ -4,7 +4,9 @@ import { createRuntimeRedriver } from '../shared/dead-letters/runtime-redriver.t
 import { createDeadLetterStore } from '../shared/dead-letters/store.ts';
 import { createMetrics, type Metrics } from '../shared/observability/metrics.ts';
 import { createOrdersQueue, orderJobOptions } from '../shared/queue/orders-queue.ts';
+import type { Redis } from '../shared/queue/redis.ts';
 import { StartupError, type Runtime } from '../shared/runtime/bootstrap.ts';
+import { withDeadline } from '../shared/runtime/deadline.ts';
 import { DEV_KEY, parseApiKeys, type ApiKey } from '../shared/security/api-keys.ts';
 import { createSessionStore } from '../shared/security/sessions.ts';
 import { createApp } from './app.ts';
@@ -15,6 +17,36 @@ export interface ApiServer {
   close(): Promise<void>;
 }
 
+/**
+ * The request path's own Redis connection: the runtime's fail-fast producer settings plus ioredis
+ * auto-pipelining, so the rate-limit, idempotency and enqueue commands that concurrent requests issue
+ * in the same tick leave in one write. Its own connection keeps that batching off the runtime's
+ * shared one (redriver, probes).
+ */
+async function openRequestRedis(rt: Runtime): Promise<Redis> {
+  const redis = rt.redis.duplicate({
+    enableAutoPipelining: true,
+    connectionName: `${rt.redis.options.connectionName ?? 'conveyor'}-requests`,
+  });
+  redis.on('error', () => undefined); // surfaced through failing commands (503) and /readyz
+  rt.lifecycle.defer('api redis', async () => {
+    await redis.quit().catch(() => redis.disconnect());
+  });
+  try {
+    await withDeadline(
+      new Promise<void>((resolve, reject) => {
+        if (redis.status === 'ready') return resolve();
+        redis.once('ready', () => resolve());
+        redis.once('end', () => reject(new Error('connection closed')));
+      }),
+      15_000,
+    );
+  } catch (err) {
+    throw new StartupError(`Redis is not reachable: ${(err as Error).message}`, { cause: err });
+  }
+  return redis;
+}
+
 /** Builds the API from a bootstrapped runtime and listens; registers its cleanups on the lifecycle. */
 export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {}): Promise<ApiServer> {
   const { config, logger, pool, redis, lifecycle } = rt;
@@ -23,6 +55,8 @@ export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {})
   if (!options.metrics) lifecycle.defer('metrics', () => metrics.close());
   metrics.watchPgPool('main', pool);
   metrics.watchRedis('main', redis);
+  const requestRedis = await openRequestRedis(rt);
+  metrics.watchRedis('requests', requestRedis);
   const ordersQueue = createOrdersQueue(redis, config.redis.queuePrefix);
   // Without listeners BullMQ prints connection errors; /readyz and 503s already surface them.
   ordersQueue.on('error', (err) => logger.debug({ err }, 'orders queue connection error'));
@@ -44,16 +78,17 @@ export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {})
     logger,
     pool,
     redis,
+    requestRedis,
     ordersQueue,
     orderJobOptions: jobOptions,
-    idempotency: createIdempotencyStore(redis, {
+    idempotency: createIdempotencyStore(requestRedis, {
       prefix: config.redis.queuePrefix,
       ttlSeconds: config.api.idempotencyTtlSeconds,
       lockSeconds: config.api.idempotencyLockSeconds,
     }),
     deadLetters: createDeadLetterStore(pool),
     redrive: redriver.redrive,
-    sessions: createSessionStore(redis, {
+    sessions: createSessionStore(requestRedis, {
       prefix: config.redis.queuePrefix,
       ttlSeconds: config.dashboard.sessionTtlSeconds,
     }),

@@ -74,7 +74,7 @@ export function auth(options: AuthOptions): MiddlewareHandler<ApiEnv> {
     }
     c.set('principal', principal.id);
     c.set('scopes', principal.scopes);
-    c.set('log', c.get('log').child({ principal: principal.id }));
+    c.set('log', undefined); // the request's logger is (re)made with the principal bound
     await next();
   };
 }

@@ -1,9 +1,10 @@
 import type { Context, ErrorHandler, NotFoundHandler } from 'hono';
 import { HTTPException } from 'hono/http-exception';
-import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { DomainError, DependencyUnavailableError, OverloadedError } from '../../shared/errors/domain.ts';
 import { problem, PROBLEM_CONTENT_TYPE, toProblem, type Problem } from '../../shared/errors/problem.ts';
 import type { ApiEnv } from '../context.ts';
+import { requestLog } from '../log.ts';
+import { respond } from './headers.ts';
 
 export function problemResponse(
   c: Context<ApiEnv>,
@@ -11,10 +12,7 @@ export function problemResponse(
   headers: Record<string, string> = {},
 ): Response {
   const body: Problem = { ...p, instance: c.req.path, correlationId: c.get('correlationId') };
-  return c.newResponse(JSON.stringify(body), p.status as ContentfulStatusCode, {
-    'content-type': PROBLEM_CONTENT_TYPE,
-    ...headers,
-  });
+  return respond(c, JSON.stringify(body), p.status, { 'content-type': PROBLEM_CONTENT_TYPE, ...headers });
 }
 
 /** Every error leaves as RFC 9457 problem+json, never with a stack trace. */
@@ -30,10 +28,10 @@ export const onError: ErrorHandler<ApiEnv> = (err, c) => {
     if (err instanceof DependencyUnavailableError || err instanceof OverloadedError) {
       headers['retry-after'] = String(err.retryAfterSeconds);
     }
-    if (err.status >= 500) c.get('log')?.warn({ err }, 'request failed: dependency');
+    if (err.status >= 500 && c.get('rootLog')) requestLog(c).warn({ err }, 'request failed: dependency');
     return problemResponse(c, toProblem(err), headers);
   }
-  c.get('log')?.error({ err }, 'unhandled error');
+  if (c.get('rootLog')) requestLog(c).error({ err }, 'unhandled error');
   return problemResponse(c, toProblem(err));
 };
 

@@ -5,12 +5,14 @@ import { problem } from '../../shared/errors/problem.ts';
 import type { Logger } from '../../shared/observability/logger.ts';
 import type { ApiEnv } from '../context.ts';
 import { problemResponse } from './errors.ts';
+import { setResponseHeader } from './headers.ts';
+import { ANONYMOUS, requestLogAt } from '../log.ts';
 
 export const CORRELATION_HEADER = 'x-correlation-id';
 
 /**
- * Accepts a valid `x-correlation-id` or generates one, echoes it on the response and scopes a child
- * logger to it; logs one line per request.
+ * Accepts a valid `x-correlation-id` or generates one, echoes it on the response and scopes the
+ * request's logger ({@link requestLog}) to it; logs one line per request.
  */
 export function correlation(logger: Logger): MiddlewareHandler<ApiEnv> {
   return async (c, next) => {
@@ -18,14 +20,12 @@ export function correlation(logger: Logger): MiddlewareHandler<ApiEnv> {
     const id =
       incoming !== undefined && CorrelationIdSchema.safeParse(incoming).success ? incoming : randomUUID();
     c.set('correlationId', id);
-    c.set('principal', 'anonymous');
-    const log = logger.child({ correlationId: id });
-    c.set('log', log);
-    c.header(CORRELATION_HEADER, id);
+    c.set('principal', ANONYMOUS);
+    c.set('rootLog', logger);
+    setResponseHeader(c, CORRELATION_HEADER, id);
     const started = performance.now();
     await next();
-    c.header(CORRELATION_HEADER, id);
-    log.info(
+    requestLogAt(c, 'info')?.info(
       {
         method: c.req.method,
         path: c.req.path,
@@ -40,7 +40,8 @@ export function correlation(logger: Logger): MiddlewareHandler<ApiEnv> {
 /** 415 for a body that is not JSON, before anything parses it. */
 export function requireJson(): MiddlewareHandler<ApiEnv> {
   return async (c, next) => {
-    if (['POST', 'PUT', 'PATCH'].includes(c.req.method)) {
+    const method = c.req.method;
+    if (method === 'POST' || method === 'PUT' || method === 'PATCH') {
       const length = c.req.header('content-length');
       const hasBody =
         (length !== undefined && length !== '0') || c.req.header('transfer-encoding') !== undefined;

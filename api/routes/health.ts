@@ -5,7 +5,8 @@ import { probe } from '../../shared/runtime/probe.ts';
 
 export interface HealthDeps {
   pool: Pool;
-  redis: Redis;
+  /** Every connection requests depend on: ready only if each answers. */
+  redis: readonly Redis[];
   timeoutMs: number;
 }
 
@@ -15,7 +16,7 @@ export function healthRoutes(deps: HealthDeps): Hono {
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.get('/readyz', async (c) => {
     const [redis, postgres] = await Promise.all([
-      probe(() => deps.redis.ping(), deps.timeoutMs),
+      probe(() => Promise.all(deps.redis.map((r) => r.ping())), deps.timeoutMs),
       probe(() => deps.pool.query('SELECT 1'), deps.timeoutMs),
     ]);
     const ready = redis === 'ok' && postgres === 'ok';

@@ -1,7 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
 import {
   OrderJobSchema,
   orderTotalCents,
@@ -19,6 +18,10 @@ import {
 import { problem, type Problem } from '../../shared/errors/problem.ts';
 import { PLACE_ORDER_JOB } from '../../shared/queue/orders-queue.ts';
 import type { ApiDeps, ApiEnv } from '../context.ts';
+import { coalescingEnqueue } from '../enqueue.ts';
+import { requestLog, requestLogAt } from '../log.ts';
+import { bodyLimit } from '../middleware/body-limit.ts';
+import { respond } from '../middleware/headers.ts';
 import { fingerprint, type StoredResponse } from '../idempotency.ts';
 import {
   customerOrders,
@@ -46,6 +49,8 @@ import {
 import { withDeadline } from '../../shared/runtime/deadline.ts';
 
 const IDEMPOTENCY_HEADER = 'idempotency-key';
+/** Most single-order jobs coalesced into one `addBulk`. */
+const MAX_COALESCED_JOBS = 256;
 const uuidRe = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** An order id derived from the idempotency claim: a retry can never enqueue a second job. */
@@ -54,11 +59,20 @@ function derivedId(...parts: string[]): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(13, 16)}-${((parseInt(h[16]!, 16) & 0x3) | 0x8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 
-const IdempotencyHeaders = z.object({
-  'idempotency-key': z.string().optional().openapi({
-    description: 'Stripe-style idempotency key: 1-255 visible ASCII characters, remembered 24 h',
-  }),
-});
+/**
+ * The Idempotency-Key header, documented as a plain OpenAPI parameter rather than a `request.headers`
+ * schema: that would make every POST collect all its headers into an object for zod, only to learn
+ * an optional string is a string. `idempotent()` validates the key itself (422 problem if invalid).
+ */
+const idempotencyKeyDescription =
+  'Stripe-style idempotency key: 1-255 visible ASCII characters, remembered 24 h';
+const IdempotencyKeyParameter = {
+  name: IDEMPOTENCY_HEADER,
+  in: 'header',
+  required: false,
+  description: idempotencyKeyDescription,
+  schema: { type: 'string', description: idempotencyKeyDescription },
+} as const;
 
 const problemContent = { 'application/problem+json': { schema: ProblemSchema } };
 
@@ -67,8 +81,8 @@ const placeOrder = createRoute({
   path: '/v1/orders',
   tags: ['orders'],
   summary: 'Place an order (enqueued; processed asynchronously)',
+  parameters: [IdempotencyKeyParameter],
   request: {
-    headers: IdempotencyHeaders,
     body: { required: true, content: { 'application/json': { schema: PlaceOrderBody } } },
   },
   responses: {
@@ -89,8 +103,8 @@ const placeBatch = createRoute({
   path: '/v1/orders/batch',
   tags: ['orders'],
   summary: 'Place up to 1,000 orders in one request (one addBulk)',
+  parameters: [IdempotencyKeyParameter],
   request: {
-    headers: IdempotencyHeaders,
     body: { required: true, content: { 'application/json': { schema: BatchBody } } },
   },
   responses: {
@@ -184,6 +198,13 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
   const timeoutMs = config.redis.commandTimeoutMs * 2;
   let backlogCheckedAt = 0;
   let backlogOver = false;
+  // Concurrent POST /v1/orders share one Redis pipeline per event-loop turn.
+  const enqueue = coalescingEnqueue(ordersQueue, deps.orderJobOptions, {
+    maxBatch: MAX_COALESCED_JOBS,
+    maxWaitMs: 0,
+    timeoutMs,
+    maxInFlight: 1,
+  });
 
   /** Redis failures become 503: nothing was enqueued, and the client may retry. */
   async function redisCall<T>(fn: () => Promise<T>): Promise<T> {
@@ -229,7 +250,7 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
       const fp = fingerprint(c.req.method, c.req.path, body);
       const claim = await redisCall(() => deps.idempotency.begin(scope, key, fp));
       if (claim.kind === 'replay') {
-        return c.newResponse(JSON.stringify(claim.response.body), claim.response.status as 202, {
+        return respond(c, JSON.stringify(claim.response.body), claim.response.status, {
           ...claim.response.headers,
           'content-type': 'application/json',
           'idempotent-replayed': 'true',
@@ -243,10 +264,10 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
       }
       // The job is enqueued: if storing the response fails, a retry still maps to the same order id.
       await deps.idempotency.complete(scope, key, fp, response).catch((err: unknown) => {
-        c.get('log').warn({ err }, 'could not store idempotent response');
+        requestLog(c).warn({ err }, 'could not store idempotent response');
       });
     }
-    return c.newResponse(JSON.stringify(response.body), response.status as 202, {
+    return respond(c, JSON.stringify(response.body), response.status, {
       ...response.headers,
       'content-type': 'application/json',
     });
@@ -262,10 +283,12 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
       const orderId = seed ? derivedId(seed) : randomUUID();
       const correlationId = c.get('correlationId');
       const job = toJob(orderId, order, correlationId, new Date().toISOString());
-      await redisCall(() =>
-        ordersQueue.add(PLACE_ORDER_JOB, job, { ...deps.orderJobOptions, jobId: orderId }),
-      );
-      c.get('log').info({ orderId, jobId: orderId }, 'order accepted');
+      try {
+        await enqueue(job);
+      } catch {
+        throw new DependencyUnavailableError('redis'); // nothing promised: the client may retry
+      }
+      requestLogAt(c, 'info')?.info({ orderId, jobId: orderId }, 'order accepted');
       return {
         status: 202,
         body: { orderId, status: 'queued', correlationId },
@@ -312,7 +335,7 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
           ),
         );
       }
-      c.get('log').info(
+      requestLogAt(c, 'info')?.info(
         { accepted: jobs.length, rejected: orders.length - jobs.length },
         'order batch accepted',
       );
@@ -421,7 +444,8 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
 }
 
 function tooLarge(c: Context<ApiEnv>): Response {
-  return c.newResponse(
+  return respond(
+    c,
     JSON.stringify({
       ...problem(413, 'request.too_large', 'the request body is over the limit'),
       instance: c.req.path,

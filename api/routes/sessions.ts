@@ -1,6 +1,7 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { ApiDeps, ApiEnv } from '../context.ts';
 import { ProblemSchema } from '../schemas.ts';
+import { requestLog } from '../log.ts';
 
 const create = createRoute({
   method: 'post',
@@ -36,7 +37,7 @@ export function sessionRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
       principal: c.get('principal'),
       scopes: [...c.get('scopes')],
     });
-    c.get('log').info('session opened');
+    requestLog(c).info('session opened');
     return c.json({ sessionId: session.id, expiresInSeconds: session.expiresInSeconds }, 201);
   });
   app.openapi(destroy, async (c) => {
