@@ -21,7 +21,9 @@ import { isolatedEnv } from '../test/support/env.ts';
 async function main(): Promise<void> {
   const [countArg, ...pairs] = process.argv.slice(2);
   const n = Number(countArg ?? 20_000);
-  const extra = Object.fromEntries(pairs.map((p) => [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)]));
+  const extra = Object.fromEntries(
+    pairs.map((p) => [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)]),
+  );
   const env = isolatedEnv({ LOG_LEVEL: 'warn', METRICS_PORT: '0', ...extra });
   const config = loadConfig(env);
   const pool = createPool({ ...config.database, poolMax: 2 });
