@@ -14,15 +14,8 @@ export interface OrderRow {
   acceptedAt: string;
 }
 
-/**
- * Writes orders in one statement. Idempotent: an order already decided is left alone (a redelivered
- * job changes nothing); only a `dead_lettered` order may be decided again, after a redrive.
- * @returns the ids actually written — only those get outbox events.
- */
-export async function upsertOrders(client: PoolClient, rows: readonly OrderRow[]): Promise<Set<string>> {
-  if (rows.length === 0) return new Set();
-  const result = await client.query<{ order_id: string }>(
-    `INSERT INTO orders (order_id, customer_id, currency, total_cents, items, status, reason, attempts,
+/** Upserts orders from parameters $1..$10 ({@link orderColumns}); returns the ids actually written. */
+const UPSERT_ORDERS = `INSERT INTO orders (order_id, customer_id, currency, total_cents, items, status, reason, attempts,
                          correlation_id, accepted_at)
      SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::jsonb[], $6::text[], $7::text[],
                           $8::int[], $9::text[], $10::timestamptz[])
@@ -31,20 +24,39 @@ export async function upsertOrders(client: PoolClient, rows: readonly OrderRow[]
            items = EXCLUDED.items, status = EXCLUDED.status, reason = EXCLUDED.reason, attempts = EXCLUDED.attempts,
            correlation_id = EXCLUDED.correlation_id, decided_at = now()
        WHERE orders.status = 'dead_lettered' AND EXCLUDED.status <> 'dead_lettered'
-     RETURNING order_id`,
-    [
-      rows.map((r) => r.orderId),
-      rows.map((r) => r.customerId),
-      rows.map((r) => r.currency),
-      rows.map((r) => r.totalCents),
-      rows.map((r) => JSON.stringify(r.items)),
-      rows.map((r) => r.status),
-      rows.map((r) => r.reason),
-      rows.map((r) => r.attempts),
-      rows.map((r) => r.correlationId),
-      rows.map((r) => r.acceptedAt),
-    ],
-  );
+     RETURNING order_id`;
+
+const orderColumns = (rows: readonly OrderRow[]) => [
+  rows.map((r) => r.orderId),
+  rows.map((r) => r.customerId),
+  rows.map((r) => r.currency),
+  rows.map((r) => r.totalCents),
+  rows.map((r) => JSON.stringify(r.items)),
+  rows.map((r) => r.status),
+  rows.map((r) => r.reason),
+  rows.map((r) => r.attempts),
+  rows.map((r) => r.correlationId),
+  rows.map((r) => r.acceptedAt),
+];
+
+/** The outbox columns of `events`, as unnest parameters (event id, type, version, key, correlation id, envelope). */
+const eventColumns = (events: readonly EventEnvelope[]) => [
+  events.map((e) => e.eventId),
+  events.map((e) => e.type),
+  events.map((e) => e.version),
+  events.map((e) => e.key),
+  events.map((e) => e.correlationId),
+  events.map((e) => JSON.stringify(e)),
+];
+
+/**
+ * Writes orders in one statement. Idempotent: an order already decided is left alone (a redelivered
+ * job changes nothing); only a `dead_lettered` order may be decided again, after a redrive.
+ * @returns the ids actually written — only those get outbox events.
+ */
+export async function upsertOrders(client: PoolClient, rows: readonly OrderRow[]): Promise<Set<string>> {
+  if (rows.length === 0) return new Set();
+  const result = await client.query<{ order_id: string }>(UPSERT_ORDERS, orderColumns(rows));
   return new Set(result.rows.map((r) => r.order_id));
 }
 
@@ -54,14 +66,7 @@ export async function insertOutbox(client: PoolClient, events: readonly EventEnv
   await client.query(
     `INSERT INTO outbox (event_id, event_type, event_version, aggregate_id, correlation_id, envelope)
      SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::jsonb[])`,
-    [
-      events.map((e) => e.eventId),
-      events.map((e) => e.type),
-      events.map((e) => e.version),
-      events.map((e) => e.key),
-      events.map((e) => e.correlationId),
-      events.map((e) => JSON.stringify(e)),
-    ],
+    eventColumns(events),
   );
 }
 
@@ -80,43 +85,14 @@ export async function decideOrders(
   if (rows.length === 0) return new Set();
   const result = await pool.query<{ order_id: string }>({
     name: 'conveyor-decide-orders',
-    text: `WITH written AS (
-       INSERT INTO orders (order_id, customer_id, currency, total_cents, items, status, reason, attempts,
-                           correlation_id, accepted_at)
-       SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::jsonb[], $6::text[],
-                            $7::text[], $8::int[], $9::text[], $10::timestamptz[])
-       ON CONFLICT (order_id) DO UPDATE
-         SET customer_id = EXCLUDED.customer_id, currency = EXCLUDED.currency,
-             total_cents = EXCLUDED.total_cents, items = EXCLUDED.items, status = EXCLUDED.status,
-             reason = EXCLUDED.reason, attempts = EXCLUDED.attempts,
-             correlation_id = EXCLUDED.correlation_id, decided_at = now()
-         WHERE orders.status = 'dead_lettered' AND EXCLUDED.status <> 'dead_lettered'
-       RETURNING order_id
-     ), appended AS (
+    text: `WITH written AS (${UPSERT_ORDERS}), appended AS (
        INSERT INTO outbox (event_id, event_type, event_version, aggregate_id, correlation_id, envelope)
        SELECT e.* FROM unnest($11::uuid[], $12::text[], $13::int[], $14::text[], $15::text[], $16::jsonb[])
                     AS e(event_id, event_type, event_version, aggregate_id, correlation_id, envelope)
         WHERE e.aggregate_id::uuid IN (SELECT order_id FROM written)
      )
      SELECT order_id FROM written`,
-    values: [
-      rows.map((r) => r.orderId),
-      rows.map((r) => r.customerId),
-      rows.map((r) => r.currency),
-      rows.map((r) => r.totalCents),
-      rows.map((r) => JSON.stringify(r.items)),
-      rows.map((r) => r.status),
-      rows.map((r) => r.reason),
-      rows.map((r) => r.attempts),
-      rows.map((r) => r.correlationId),
-      rows.map((r) => r.acceptedAt),
-      events.map((e) => e.eventId),
-      events.map((e) => e.type),
-      events.map((e) => e.version),
-      events.map((e) => e.key),
-      events.map((e) => e.correlationId),
-      events.map((e) => JSON.stringify(e)),
-    ],
+    values: [...orderColumns(rows), ...eventColumns(events)],
   });
   return new Set(result.rows.map((r) => r.order_id));
 }
