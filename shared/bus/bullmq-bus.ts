@@ -156,7 +156,13 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
 
       async function batch(job: Job<BullmqEventBatchJob>): Promise<void> {
         const attempt = job.attemptsMade + 1;
-        const items = Array.isArray(job.data?.events) ? job.data.events : [];
+        if (!Array.isArray(job.data?.events)) {
+          // Not a batch we wrote: keep its bytes in the dead letters rather than complete it empty.
+          const error = new PoisonMessageError('event batch job without an events array');
+          await deadLetter(job as unknown as Job<BullmqEventJob>, error, attempt);
+          throw new UnrecoverableError(error.message);
+        }
+        const items = job.data.events;
         const results = await Promise.allSettled(
           items.map(async (item) => handler(decodeEvent(item?.body), { attempt, transport: 'bullmq' })),
         );
