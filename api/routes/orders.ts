@@ -286,7 +286,9 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
       try {
         await enqueue(job);
       } catch {
-        throw new DependencyUnavailableError('redis'); // nothing promised: the client may retry
+        // 503: the job may or may not be in Redis (a bulk that failed or timed out after some writes).
+        // A retry with the same Idempotency-Key maps to the same job id; one without may enqueue twice.
+        throw new DependencyUnavailableError('redis');
       }
       requestLogAt(c, 'info')?.info({ orderId, jobId: orderId }, 'order accepted');
       return {

@@ -6,7 +6,7 @@ import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { QueueNames } from '../queue/names.ts';
 import { createWorkerRedis } from '../queue/redis.ts';
-import { decodeEvent, encodeEvent, EventHeaders } from './codec.ts';
+import { backoffDelayMs, decodeEvent, encodeEvent, EventHeaders } from './codec.ts';
 import type { EventBus, EventHandler, Subscription } from './event-bus.ts';
 
 /** What travels in a BullMQ event job: the same bytes and headers as on Kafka or RabbitMQ. */
@@ -24,6 +24,20 @@ export interface BullmqEventBatchJob {
 
 /** Job name of a batch job; every other name is one event (its type). */
 export const EVENT_BATCH_JOB = 'event-batch';
+
+/**
+ * A dead letter holding a whole batch job (e.g. read by a consumer that predates batches during a
+ * rolling deploy) is redriven as a batch again; anything else is one event.
+ */
+function asBatch(body: string): BullmqEventBatchJob | undefined {
+  if (!body.startsWith('{"events":[')) return undefined;
+  try {
+    const parsed = JSON.parse(body) as { events?: unknown };
+    return Array.isArray(parsed.events) ? { events: parsed.events as BullmqEventJob[] } : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 export interface BullmqBusConfig {
   redisUrl: string;
@@ -80,29 +94,39 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
   const eventsPerJob = Math.max(1, config.eventsPerJob ?? 100);
   const workers: Worker[] = [];
 
-  async function deadLetter(job: Job<BullmqEventJob>, error: Error, attempts: number): Promise<void> {
-    const headers = job.data?.headers ?? {};
-    const id = `bullmq-${QueueNames.events}-${job.id}`;
+  /**
+   * Records a dead letter (table + `events-dead-letters`) under a deterministic id, so recording twice
+   * is harmless. `data` is what travelled: one event's body and headers, or anything unreadable as is.
+   */
+  async function deadLetter(
+    key: string,
+    data: unknown,
+    error: Error,
+    attempts: number,
+    firstFailedAt: Date,
+  ): Promise<void> {
+    const item = (data ?? {}) as Partial<BullmqEventJob>;
+    const headers = item.headers && typeof item.headers === 'object' ? item.headers : {};
+    const id = `bullmq-${QueueNames.events}-${key}`;
     await deps.deadLetters.record({
       id,
       transport: 'bullmq',
       origin: QueueNames.events,
       kind: 'event',
-      messageKey: headers[EventHeaders.eventId] ?? job.id ?? null,
-      payload: Buffer.from(
-        typeof job.data?.body === 'string' ? job.data.body : JSON.stringify(job.data ?? null),
-      ),
+      messageKey: headers[EventHeaders.eventId] ?? key,
+      payload: Buffer.from(typeof item.body === 'string' ? item.body : JSON.stringify(data ?? null)),
       headers,
       error: error.message,
       stack: error.stack ?? null,
       attempts,
       correlationId: headers[EventHeaders.correlationId] ?? null,
       orderId: null,
-      firstFailedAt: new Date(job.processedOn ?? job.timestamp),
+      firstFailedAt,
     });
+    const dlqData = typeof data === 'object' && data !== null ? data : { body: data };
     await dlq.add(
       'dead-letter',
-      { deadLetterId: id, ...job.data, error: error.message, attempts },
+      { deadLetterId: id, ...dlqData, error: error.message, attempts },
       { jobId: id },
     );
     log.warn(
@@ -110,6 +134,8 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
       'event dead-lettered',
     );
   }
+
+  const firstFailure = (job: Job) => new Date(job.processedOn ?? job.timestamp);
 
   return {
     kind: 'bullmq',
@@ -149,7 +175,7 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
           const error = err instanceof Error ? err : new Error(String(err));
           const final = err instanceof PoisonMessageError || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
           if (!final) throw error;
-          await deadLetter(job, error, attempt);
+          await deadLetter(String(job.id), job.data, error, attempt, firstFailure(job));
           throw new UnrecoverableError(error.message);
         }
       }
@@ -159,22 +185,31 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
         if (!Array.isArray(job.data?.events)) {
           // Not a batch we wrote: keep its bytes in the dead letters rather than complete it empty.
           const error = new PoisonMessageError('event batch job without an events array');
-          await deadLetter(job as unknown as Job<BullmqEventJob>, error, attempt);
+          await deadLetter(String(job.id), job.data, error, attempt, firstFailure(job));
           throw new UnrecoverableError(error.message);
         }
         const items = job.data.events;
         const results = await Promise.allSettled(
           items.map(async (item) => handler(decodeEvent(item?.body), { attempt, transport: 'bullmq' })),
         );
-        const failed = items.flatMap((item, i) => {
-          const r = results[i]!;
-          return r.status === 'rejected' ? [{ item, reason: r.reason as unknown }] : [];
+        const failed = items.flatMap((item, index) => {
+          const r = results[index]!;
+          return r.status === 'rejected' ? [{ item, index, reason: r.reason as unknown }] : [];
         });
         if (failed.length === 0) return;
-        // Each failed event continues alone, its delivery here counted; added before this job completes.
-        const left = Math.max(1, config.maxAttempts - attempt);
+        // Out of attempts (or poison): straight to the dead letters, one per event, with its own bytes.
+        const lastTry = attempt >= Math.min(config.maxAttempts, job.opts.attempts ?? config.maxAttempts);
+        const hopeless = failed.filter(({ reason }) => reason instanceof PoisonMessageError || lastTry);
+        for (const { item, index, reason } of hopeless) {
+          const error = reason instanceof Error ? reason : new Error(String(reason));
+          await deadLetter(`${job.id}-${index}`, item, error, attempt, firstFailure(job));
+        }
+        // The rest continue alone, this delivery counted and its backoff applied; added before this job
+        // completes (if adding fails, the batch job is retried: the inbox absorbs what was applied).
+        const retried = failed.filter((f) => !hopeless.includes(f));
+        if (retried.length === 0) return;
         await queue.addBulk(
-          failed.map(({ item, reason }) => ({
+          retried.map(({ item, index }) => ({
             name: item?.headers?.[EventHeaders.eventType] ?? 'event',
             data: {
               body: typeof item?.body === 'string' ? item.body : JSON.stringify(item ?? null),
@@ -183,10 +218,10 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
             },
             opts: {
               ...jobOptions,
-              attempts: left,
-              // Poison goes to the dead letters at once; anything else waits its backoff first.
-              delay: reason instanceof PoisonMessageError ? 0 : config.backoffMs,
-              jobId: `${item?.headers?.[EventHeaders.eventId] ?? 'event'}-of-${job.id}-${attempt}`,
+              attempts: config.maxAttempts - attempt,
+              delay: backoffDelayMs(attempt, config.backoffMs),
+              // Stable across a re-run of this batch job (a stall), and always a valid BullMQ id.
+              jobId: `evs-${createHash('sha256').update(`${job.id}|${index}|${attempt}`).digest('hex').slice(0, 40)}`,
             },
           })),
         );
@@ -222,11 +257,15 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
       };
     },
     async redrive(dl: DeadLetterRecord) {
-      await queue.add(
-        dl.headers[EventHeaders.eventType] ?? 'redriven',
-        { body: dl.payload.toString('utf8'), headers: dl.headers },
-        jobOptions,
-      );
+      const body = dl.payload.toString('utf8');
+      const batch = asBatch(body);
+      if (batch) await queue.add(EVENT_BATCH_JOB, batch, jobOptions);
+      else
+        await queue.add(
+          dl.headers[EventHeaders.eventType] ?? 'redriven',
+          { body, headers: dl.headers },
+          jobOptions,
+        );
       await dlq.remove(dl.id).catch(() => undefined);
     },
     async close() {

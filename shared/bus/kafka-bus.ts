@@ -113,6 +113,8 @@ export function createKafkaBus(deps: BusDeps, config: KafkaBusConfig): EventBus 
    * `sendTimeoutMs` is treated the same way, so the outbox relay never waits on it forever.
    */
   async function withProducer(fn: (p: Producer) => Promise<void>): Promise<void> {
+    // After close() a send would connect a producer nobody disconnects (and keep the process alive).
+    if (closing) throw new Error('kafka bus is closed');
     const current = producer;
     try {
       producerConnected ??= current.connect();
@@ -125,6 +127,7 @@ export function createKafkaBus(deps: BusDeps, config: KafkaBusConfig): EventBus 
       if (producer === current && !closing) {
         producer = newProducer();
         producerConnected = undefined;
+        // Sends still in flight on the retired producer fail too; their callers retry (at least once).
         log.warn({ err }, 'kafka send failed; the producer is replaced by a new one for the next send');
         void current.disconnect().catch(() => undefined);
       }

@@ -2,12 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import {
-  createBullmqBus,
-  EVENT_BATCH_JOB,
-  type BullmqEventBatchJob,
-  type BullmqEventJob,
-} from '../../shared/bus/bullmq-bus.ts';
+import { createBullmqBus, EVENT_BATCH_JOB, type BullmqEventJob } from '../../shared/bus/bullmq-bus.ts';
 import { encodeEvent } from '../../shared/bus/codec.ts';
 import { createPgDeadLetterSink } from '../../shared/dead-letters/dead-letter.ts';
 import { createDeadLetterStore } from '../../shared/dead-letters/store.ts';
@@ -68,7 +63,13 @@ describeBusContract(
 );
 
 describe('BullMQ bus: event batch jobs', () => {
-  it('dead-letters a poison item of a batch at once with its bytes, applies the rest, and dead-letters a malformed batch job', async () => {
+  const wire = (e: EventEnvelope): BullmqEventJob => {
+    const { body, headers } = encodeEvent(e);
+    return { body: body.toString('utf8'), headers };
+  };
+
+  /** An isolated bus (3 attempts, 20 ms backoff) with a recording subscriber; `close` drops it all. */
+  async function openBus(then?: Parameters<typeof recorder>[0]) {
     const config = testConfig({ BUS_MAX_ATTEMPTS: '3', BUS_BACKOFF_MS: '20' });
     const pool = await migratedPool(config);
     const ctx = { config } as BusContractContext;
@@ -83,30 +84,45 @@ describe('BullMQ bus: event batch jobs', () => {
         shutdownGraceMs: 2_000,
       },
     );
-    try {
-      await bus.start();
-      const rec = recorder();
-      const sub = await bus.subscribe(PROJECTOR_CONSUMER, rec.handler);
-      const good = [placedEvent(), placedEvent()];
-      const wire = (e: EventEnvelope): BullmqEventJob => {
-        const { body, headers } = encodeEvent(e);
-        return { body: body.toString('utf8'), headers };
-      };
-      const poison: BullmqEventJob = { body: 'not json {', headers: { 'event-id': randomUUID() } };
-      const batch: BullmqEventBatchJob = { events: [wire(good[0]!), poison, wire(good[1]!)] };
-      await withQueue(ctx, QueueNames.events, async (q) => {
-        await q.add(EVENT_BATCH_JOB, batch, { attempts: 3 });
-        await q.add(EVENT_BATCH_JOB, { events: 'nope' }, { attempts: 3 });
-      });
-
-      const store = createDeadLetterStore(pool);
-      const letters = await eventually(
+    await bus.start();
+    const rec = recorder(then);
+    const sub = await bus.subscribe(PROJECTOR_CONSUMER, rec.handler);
+    const store = createDeadLetterStore(pool);
+    const deadLetters = (n: number) =>
+      eventually(
         async () => {
-          const all = await store.list({ limit: 10 });
-          return all.length >= 2 && all;
+          const all = await store.list({ limit: 20 });
+          return all.length >= n && all;
         },
-        { what: 'both dead letters' },
+        { what: `${n} dead letter(s)` },
       );
+    return {
+      bus,
+      rec,
+      deadLetters,
+      add: (name: string, data: unknown, attempts = 3) =>
+        withQueue(ctx, QueueNames.events, (q) => q.add(name, data as BullmqEventJob, { attempts })),
+      async close() {
+        await sub.close();
+        await bus.close();
+        for (const name of [QueueNames.events, QueueNames.eventsDeadLetters]) {
+          await withQueue(ctx, name, (q) => q.obliterate({ force: true }));
+        }
+        await dropSchema(pool, config.database.schema);
+        await pool.end();
+      },
+    };
+  }
+
+  it('dead-letters a poison item of a batch at once with its bytes, applies the rest, and dead-letters a malformed batch job', async () => {
+    const t = await openBus();
+    try {
+      const good = [placedEvent(), placedEvent()];
+      const poison: BullmqEventJob = { body: 'not json {', headers: { 'event-id': randomUUID() } };
+      await t.add(EVENT_BATCH_JOB, { events: [wire(good[0]!), poison, wire(good[1]!)] });
+      await t.add(EVENT_BATCH_JOB, { events: 'nope' });
+
+      const letters = await t.deadLetters(2);
       const poisonLetter = letters.find((d) => d.headers['event-id'] === poison.headers['event-id']);
       expect(poisonLetter?.payload.toString('utf8')).toBe('not json {');
       expect(poisonLetter?.error).toMatch(/not valid JSON/);
@@ -114,16 +130,45 @@ describe('BullMQ bus: event batch jobs', () => {
         JSON.stringify({ events: 'nope' }),
       );
       // The good events were delivered once each, not retried because of their poison neighbour.
-      await eventually(() => good.every((e) => rec.of(e.eventId).length === 1), { what: 'the good events' });
-      expect(good.map((e) => rec.of(e.eventId).map((r) => r.delivery.attempt))).toEqual([[1], [1]]);
-      await sub.close();
+      await eventually(() => good.every((e) => t.rec.of(e.eventId).length === 1), {
+        what: 'the good events',
+      });
+      expect(good.map((e) => t.rec.of(e.eventId).map((r) => r.delivery.attempt))).toEqual([[1], [1]]);
     } finally {
-      await bus.close();
-      for (const name of [QueueNames.events, QueueNames.eventsDeadLetters]) {
-        await withQueue(ctx, name, (q) => q.obliterate({ force: true }));
-      }
-      await dropSchema(pool, config.database.schema);
-      await pool.end();
+      await t.close();
+    }
+  });
+
+  it('on a batch job’s last attempt, dead-letters each failing event itself instead of re-enqueueing it', async () => {
+    const [ok, failing] = [placedEvent(), placedEvent()];
+    const t = await openBus(async (e) => {
+      if (e.eventId === failing.eventId) throw new Error('still failing');
+    });
+    try {
+      await t.add(EVENT_BATCH_JOB, { events: [wire(ok), wire(failing)] }, 1);
+      const [dl] = await t.deadLetters(1);
+      expect(dl).toMatchObject({ payload: encodeEvent(failing).body, attempts: 1, error: 'still failing' });
+      expect(t.rec.of(failing.eventId)).toHaveLength(1);
+      expect(t.rec.of(ok.eventId)).toHaveLength(1);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('redrives a dead letter that holds a whole batch (read by a consumer that predates batches) as a batch', async () => {
+    const events = [placedEvent(), placedEvent()];
+    const t = await openBus();
+    try {
+      // A batch under another job name is what a pre-batch consumer dead-letters ("empty message").
+      await t.add('order.placed', { events: events.map(wire) });
+      const [dl] = await t.deadLetters(1);
+      expect(JSON.parse(dl!.payload.toString('utf8'))).toEqual({ events: events.map(wire) });
+      await t.bus.redrive(dl!);
+      await eventually(() => events.every((e) => t.rec.of(e.eventId).length === 1), {
+        what: 'the redriven batch’s events',
+      });
+    } finally {
+      await t.close();
     }
   });
 });

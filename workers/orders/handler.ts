@@ -90,7 +90,10 @@ export function createOrderHandler(deps: OrderHandlerDeps) {
       seen.add(cmd.job.orderId);
       return first ? planOrder(cmd, deps.supportedCurrencies, at) : undefined;
     });
-    const decided = plans.flatMap((p) => (p ? [p] : []));
+    // In order-id order: two batches that share an order (a redelivered stalled job) lock it alike.
+    const decided = plans
+      .flatMap((p) => (p ? [p] : []))
+      .sort((a, b) => (a.row.orderId < b.row.orderId ? -1 : a.row.orderId > b.row.orderId ? 1 : 0));
     const written = await decideOrders(
       deps.pool,
       decided.map((p) => p.row),
