@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
+import { commaSeparated } from '../shared/config/config.ts';
 
 /**
  * The benchmark's command line, parsed once with zod. `--quick` swaps every default for a smoke-sized
@@ -10,26 +11,9 @@ const BUSES = ['bullmq', 'kafka', 'rabbitmq'] as const;
 export type BenchBus = (typeof BUSES)[number];
 
 const intList = (min: number) =>
-  z
-    .string()
-    .transform((s) =>
-      s
-        .split(',')
-        .map((x) => x.trim())
-        .filter(Boolean)
-        .map(Number),
-    )
-    .pipe(z.array(z.number().int().min(min)).min(1));
+  commaSeparated.transform((parts) => parts.map(Number)).pipe(z.array(z.number().int().min(min)).min(1));
 
-const busList = z
-  .string()
-  .transform((s) =>
-    s
-      .split(',')
-      .map((x) => x.trim())
-      .filter(Boolean),
-  )
-  .pipe(z.array(z.enum(BUSES)).min(1));
+const busList = commaSeparated.pipe(z.array(z.enum(BUSES)).min(1));
 
 /** Flags as typed on the command line (all strings), before defaults. */
 const RawArgs = z.object({

@@ -1,5 +1,4 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Kafka, logLevel } from 'kafkajs';
@@ -8,6 +7,7 @@ import { deleteRabbitmqTopology } from '../shared/bus/rabbitmq/admin.ts';
 import { rabbitmqTopology } from '../shared/bus/rabbitmq-bus.ts';
 import { cleanup } from '../test/support/platform.ts';
 import { isolatedEnv } from '../test/support/env.ts';
+import { freePort } from '../test/support/redis-server.ts';
 import { PROJECTOR_CONSUMER } from '../workers/projections/projector.ts';
 import type { BenchBus } from './cli.ts';
 import type { ProcessMonitor } from './monitor.ts';
@@ -52,17 +52,6 @@ export interface Stack {
   /** Throws with the process's last lines if any process of the stack has exited. */
   assertAlive(): void;
   close(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 function spawnPlatform(

@@ -8,15 +8,14 @@
  *   STAGES_CPU_PROF=/tmp/prof node --import tsx bench/stages.ts        # plus a CPU profile of the worker
  */
 import { spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { loadConfig } from '../shared/config/config.ts';
 import { migrate } from '../shared/db/migrate.ts';
 import { createPool } from '../shared/db/pool.ts';
-import type { OrderJob } from '../shared/domain/order.ts';
 import { createOrdersQueue, orderJobOptions, PLACE_ORDER_JOB } from '../shared/queue/orders-queue.ts';
 import { isolatedEnv } from '../test/support/env.ts';
+import { makeOrderJobs } from './baselines/naive-orders.ts';
 
 async function main(): Promise<void> {
   const [countArg, ...pairs] = process.argv.slice(2);
@@ -32,32 +31,15 @@ async function main(): Promise<void> {
   const queue = createOrdersQueue(redis, config.redis.queuePrefix);
   await queue.pause();
   const opts = orderJobOptions({ attempts: 5, backoffMs: 1_000, keepCompletedSeconds: 3_600 });
+  // The same order commands the bench's baselines process (3 items each).
+  const jobs = makeOrderJobs(n, 'stages', 3);
   for (let i = 0; i < n; i += 1_000) {
     await queue.addBulk(
-      Array.from(
-        { length: Math.min(1_000, n - i) },
-        (_, j): { name: typeof PLACE_ORDER_JOB; data: OrderJob; opts: typeof opts } => {
-          const orderId = randomUUID();
-          return {
-            name: PLACE_ORDER_JOB,
-            data: {
-              orderId,
-              correlationId: randomUUID(),
-              acceptedAt: new Date().toISOString(),
-              order: {
-                customerId: `c-${(i + j) % 97}`,
-                currency: 'EUR',
-                items: [
-                  { sku: 'sku-1', quantity: 1, unitPriceCents: 1_000 },
-                  { sku: 'sku-2', quantity: 2, unitPriceCents: 250 },
-                  { sku: 'sku-3', quantity: 1, unitPriceCents: 99 },
-                ],
-              },
-            },
-            opts: { ...opts, jobId: orderId },
-          };
-        },
-      ),
+      jobs.slice(i, i + 1_000).map((data) => ({
+        name: PLACE_ORDER_JOB,
+        data,
+        opts: { ...opts, jobId: data.orderId },
+      })),
     );
   }
   const profDir = process.env.STAGES_CPU_PROF;

@@ -10,15 +10,14 @@ const bool = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'])
   .transform((v) => v === 'true' || v === '1' || v === 'yes');
 const int = (min: number) => z.coerce.number().int().min(min);
-const list = z
-  .string()
-  .transform((s) =>
-    s
-      .split(',')
-      .map((x) => x.trim())
-      .filter(Boolean),
-  )
-  .pipe(z.array(z.string()).min(1));
+/** A comma-separated value as its trimmed, non-empty parts (pipe it into the element schema). */
+export const commaSeparated = z.string().transform((s) =>
+  s
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean),
+);
+const list = commaSeparated.pipe(z.array(z.string()).min(1));
 /** Identifiers that become Redis keys, schema names and topic names: keep them boring. */
 const ident = z
   .string()
