@@ -27,12 +27,11 @@ export const at = (v: unknown, ...path: (string | number)[]): unknown =>
     v,
   );
 
-/** `shared/keda` sits beside the repository (here and in CI's clone); find it or say where it was looked for. */
+/** The KEDA CRDs the manifests are validated against: `KEDA_CRD_DIR`, else the copy in `test/fixtures/keda-crds/`. */
 export function kedaCrdDir(): string {
   const candidates = [
     process.env.KEDA_CRD_DIR,
-    fileURLToPath(new URL('../../../shared/keda/', import.meta.url)),
-    resolve(process.cwd(), '../shared/keda'),
+    fileURLToPath(new URL('../fixtures/keda-crds/', import.meta.url)),
   ].filter((d): d is string => Boolean(d));
   const found = candidates.find((d) => existsSync(join(d, 'keda.sh_scaledobjects.yaml')));
   if (!found) {
