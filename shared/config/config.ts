@@ -30,14 +30,17 @@ export const EnvSchema = z.object({
   SERVICE_NAME: ident.default('conveyor'),
 
   REDIS_URL: z.url().default('redis://127.0.0.1:6379'),
-  /** Connection pool size for request-scoped Redis commands (idempotency, rate limits). */
-  REDIS_POOL_SIZE: int(1).default(10),
   /** Per-command timeout so the API answers 503 instead of hanging when Redis is down. */
   REDIS_COMMAND_TIMEOUT_MS: int(50).default(2_000),
   /** Prefix for every BullMQ queue; tests use a random one for isolation. */
   QUEUE_PREFIX: ident.default('conveyor'),
   /** Refuse to start when Redis `maxmemory-policy` is not `noeviction` (BullMQ loses jobs otherwise). */
   REDIS_REQUIRE_NOEVICTION: bool.default(true),
+  /**
+   * Refuse to start unless Redis persists with the append-only file (`appendonly yes`): without it a
+   * Redis restart loses every job the API acknowledged. Unset = required in production only.
+   */
+  REDIS_REQUIRE_AOF: bool.optional(),
 
   DATABASE_URL: z.url().default('postgres://postgres@127.0.0.1:5432/conveyor'),
   DATABASE_SCHEMA: ident.default('conveyor'),
@@ -128,7 +131,15 @@ export const EnvSchema = z.object({
   CHAOS_KILL_AFTER_PROJECTION_COMMIT: int(0).default(0),
 
   RATE_LIMIT_WINDOW_MS: int(1_000).default(60_000),
+  /** Writes (commands: POST, DELETE) per API key per window, unless the key's API_KEYS entry says otherwise. */
   RATE_LIMIT_MAX: int(1).default(100),
+  /** Reads (GET) per API key per window, a budget of their own, unless the key's entry says otherwise. */
+  RATE_LIMIT_READ_MAX: int(1).default(1_000),
+
+  /** Audit log rows older than this are pruned (days); 0 = keep forever. */
+  AUDIT_RETENTION_DAYS: int(0).default(90),
+  /** Dead letters already handled (redriven or discarded) are pruned this long after handling (days); 0 = forever. Pending ones are never pruned. */
+  DEAD_LETTER_RETENTION_DAYS: int(0).default(30),
 
   DASHBOARD_USER: z.string().default('admin'),
   DASHBOARD_PASSWORD: z.string().default(''),
@@ -148,10 +159,10 @@ function buildConfig(env: Env) {
     log: { level: env.LOG_LEVEL },
     redis: {
       url: env.REDIS_URL,
-      poolSize: env.REDIS_POOL_SIZE,
       commandTimeoutMs: env.REDIS_COMMAND_TIMEOUT_MS,
       queuePrefix: env.QUEUE_PREFIX,
       requireNoEviction: env.REDIS_REQUIRE_NOEVICTION,
+      requireAof: env.REDIS_REQUIRE_AOF ?? env.NODE_ENV === 'production',
     },
     database: {
       url: env.DATABASE_URL,
@@ -218,7 +229,6 @@ function buildConfig(env: Env) {
           partitionsConsumedConcurrently: env.KAFKA_PARTITIONS_CONSUMED_CONCURRENTLY,
         },
         producer: {
-          idempotent: true,
           transactionalId: env.KAFKA_TRANSACTIONAL_ID || undefined,
           retry: { retries: 5, initialRetryTime: 100 },
         },
@@ -243,7 +253,15 @@ function buildConfig(env: Env) {
       killAfterPublish: env.CHAOS_KILL_AFTER_PUBLISH,
       killAfterProjectionCommit: env.CHAOS_KILL_AFTER_PROJECTION_COMMIT,
     },
-    rateLimiting: { windowMs: env.RATE_LIMIT_WINDOW_MS, maxRequests: env.RATE_LIMIT_MAX, redisStore: true },
+    rateLimiting: {
+      windowMs: env.RATE_LIMIT_WINDOW_MS,
+      maxRequests: env.RATE_LIMIT_MAX,
+      maxReadRequests: env.RATE_LIMIT_READ_MAX,
+    },
+    retention: {
+      auditDays: env.AUDIT_RETENTION_DAYS,
+      deadLetterDays: env.DEAD_LETTER_RETENTION_DAYS,
+    },
     dashboard: {
       user: env.DASHBOARD_USER,
       password: env.DASHBOARD_PASSWORD,
