@@ -30,6 +30,27 @@ export async function findOrders(pool: Pool, ids: readonly string[]): Promise<Or
   return rows;
 }
 
+/**
+ * Decided orders the read model does not have yet, from the write model, in ONE query. The order
+ * worker writes `orders` before its events are projected (and before its job may be trimmed from
+ * Redis), so an accepted order that is neither in the read model nor in the queue is here.
+ * `updatedAt` stays null: no read model has it yet.
+ */
+export async function findDecidedOrders(pool: Pool, ids: readonly string[]): Promise<OrderView[]> {
+  if (ids.length === 0) return [];
+  const iso = (col: string) => `to_char(${col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+  const { rows } = await pool.query<OrderView>(
+    `SELECT order_id AS "orderId", customer_id AS "customerId", currency, total_cents AS "totalCents",
+            items, status, attempts, reason AS "lastError", correlation_id AS "correlationId",
+            ${iso('accepted_at')} AS "acceptedAt",
+            CASE WHEN status = 'dead_lettered' THEN NULL ELSE ${iso('decided_at')} END AS "completedAt",
+            NULL AS "updatedAt"
+       FROM orders WHERE order_id = ANY($1::uuid[])`,
+    [ids],
+  );
+  return rows;
+}
+
 export interface CustomerPage {
   orders: OrderView[];
   nextCursor: string | null;

@@ -27,6 +27,7 @@ import {
   customerOrders,
   customerTotals,
   decodeCursor,
+  findDecidedOrders,
   findOrders,
   stats,
   type OrderView,
@@ -345,7 +346,10 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
     }) as never;
   });
 
-  /** Orders not yet in the read model are looked up in the queue (queued or in progress). */
+  /**
+   * Orders neither projected nor decided, from their jobs. A job found completed or failed here was
+   * decided between the two reads (or its decision is being written): it reads as `processing`.
+   */
   async function fromQueue(ids: readonly string[]): Promise<OrderView[]> {
     const found = await Promise.all(
       ids.map(async (id) => {
@@ -377,10 +381,24 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
     return found.filter((v): v is OrderView => v !== null);
   }
 
+  /**
+   * Orders by id, wherever they are: the read model; else the write model (decided, not yet
+   * projected — its job may already be trimmed from Redis); else the queue (waiting or in progress).
+   * Only an id none of them knows is missing: an accepted order never reads as 404.
+   */
+  async function lookUp(ids: readonly string[]): Promise<Map<string, OrderView>> {
+    const found = new Map<string, OrderView>();
+    const add = (views: readonly OrderView[]) => views.forEach((v) => found.set(v.orderId, v));
+    const misses = () => ids.filter((id) => !found.has(id));
+    add(await findOrders(deps.pool, ids));
+    if (misses().length > 0) add(await findDecidedOrders(deps.pool, misses()));
+    if (misses().length > 0) add(await fromQueue(misses()));
+    return found;
+  }
+
   app.openapi(getOrder, async (c) => {
     const { orderId } = c.req.valid('param');
-    const [view] = await findOrders(deps.pool, [orderId]);
-    const order = view ?? (await fromQueue([orderId]))[0];
+    const order = (await lookUp([orderId])).get(orderId);
     if (!order) throw new OrderNotFoundError(orderId);
     return c.json(order, 200);
   });
@@ -407,10 +425,7 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
         bad.slice(0, 10).map((id) => ({ path: 'ids', message: `not an order id: ${id.slice(0, 64)}` })),
       );
     }
-    const views = await findOrders(deps.pool, ids);
-    const seen = new Set(views.map((v) => v.orderId));
-    const pending = await fromQueue(ids.filter((id) => !seen.has(id)));
-    const all = new Map([...views, ...pending].map((v) => [v.orderId, v]));
+    const all = await lookUp(ids);
     return c.json(
       {
         orders: ids.flatMap((id) => (all.has(id) ? [all.get(id)!] : [])),
