@@ -41,6 +41,15 @@ export function createWorkerRedis(options: RedisConnectionOptions, name = 'conve
   return redis;
 }
 
+/**
+ * Whether Redis persists every write to its append-only file. `INFO persistence` rather than
+ * `CONFIG GET`: managed services (ElastiCache, Memorystore) often disable CONFIG but answer INFO.
+ */
+export async function aofEnabled(redis: Redis): Promise<boolean> {
+  const info = await redis.info('persistence');
+  return /^aof_enabled:1\r?$/m.test(info);
+}
+
 /** BullMQ loses jobs when Redis evicts keys: only `noeviction` is safe. */
 export async function checkNoEviction(redis: Redis): Promise<string> {
   const reply = (await redis.config('GET', 'maxmemory-policy')) as string[];

@@ -2,7 +2,7 @@ import type { Config } from '../config/config.ts';
 import { migrate } from '../db/migrate.ts';
 import { createPool, ensureDatabase, type Pool } from '../db/pool.ts';
 import { createLogger, type Logger } from '../observability/logger.ts';
-import { checkNoEviction, createProducerRedis, type Redis } from '../queue/redis.ts';
+import { aofEnabled, checkNoEviction, createProducerRedis, type Redis } from '../queue/redis.ts';
 import { createLifecycle, type Lifecycle } from './lifecycle.ts';
 import { withDeadline } from './deadline.ts';
 
@@ -29,7 +29,8 @@ async function within<T>(what: string, ms: number, fn: () => Promise<T>): Promis
 
 /**
  * What every process needs before it serves: logger, Postgres (database created, migrations applied
- * under an advisory lock), Redis (reachable, `noeviction`), and a lifecycle for graceful shutdown.
+ * under an advisory lock), Redis (reachable, `noeviction`, AOF where required: in production unless
+ * `REDIS_REQUIRE_AOF=false`), and a lifecycle for graceful shutdown.
  */
 export async function bootstrap(config: Config, service: string): Promise<Runtime> {
   const logger = createLogger({ level: config.log.level, service: `${config.serviceName}-${service}` });
@@ -64,6 +65,18 @@ export async function bootstrap(config: Config, service: string): Promise<Runtim
     if (config.redis.requireNoEviction)
       throw new StartupError(`${msg} (set REDIS_REQUIRE_NOEVICTION=false only for tests)`);
     logger.warn({ policy }, msg);
+  }
+  // The queue is the durable hand-off between the API's 202 and the workers: a Redis that keeps it
+  // only in memory loses every acknowledged job when it restarts.
+  const aof = await aofEnabled(redis).catch(() => false);
+  if (!aof) {
+    const msg =
+      'Redis does not persist with the append-only file (appendonly no): a Redis restart would lose every job the API acknowledged';
+    if (config.redis.requireAof)
+      throw new StartupError(
+        `${msg}. Run Redis with appendonly yes, or set REDIS_REQUIRE_AOF=false to accept that loss`,
+      );
+    if (config.env === 'production') logger.warn(msg);
   }
   return { config, logger, pool, redis, lifecycle };
 }

@@ -60,4 +60,41 @@ describe('process startup', () => {
       await redis.stop();
     }
   });
+  // Production refuses a Redis that keeps acknowledged jobs only in memory. The API in production
+  // without API_KEYS then stops at its next check: reaching that one proves the Redis checks passed.
+  it.each([
+    { appendonly: 'no', waiver: undefined, refused: true },
+    { appendonly: 'no', waiver: 'false', refused: false },
+    { appendonly: 'yes', waiver: undefined, refused: false },
+  ])(
+    'in production, appendonly $appendonly with REDIS_REQUIRE_AOF=$waiver is refused: $refused',
+    async ({ appendonly, waiver, refused }) => {
+      const redis = await ownRedis();
+      const admin = new Redis(redis.url);
+      try {
+        await admin.config('SET', 'appendonly', appendonly);
+        const env: Record<string, string | undefined> = {
+          ...process.env,
+          ...isolatedEnv({ REDIS_URL: redis.url, NODE_ENV: 'production', API_KEYS: '' }),
+          REDIS_REQUIRE_AOF: waiver,
+        };
+        const api = spawnSync(process.execPath, ['--import', 'tsx', 'api/main.ts'], {
+          cwd: root,
+          env,
+          encoding: 'utf8',
+          timeout: 30_000,
+        });
+        expect(api.status).toBe(1);
+        if (refused) {
+          expect(api.stderr).toMatch(/appendonly no.*REDIS_REQUIRE_AOF=false/);
+        } else {
+          expect(api.stderr).not.toMatch(/append-only/);
+          expect(api.stderr).toMatch(/API_KEYS is empty/);
+        }
+      } finally {
+        admin.disconnect();
+        await redis.stop();
+      }
+    },
+  );
 });
