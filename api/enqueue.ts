@@ -6,6 +6,55 @@ import { withDeadline } from '../shared/runtime/deadline.ts';
 /** Puts one order job into Redis; resolves only once Redis has it (or already had that job id). */
 export type Enqueue = (job: OrderJob) => Promise<void>;
 
+/**
+ * Which of `ids` have a job in the queue, in one round trip (a pipeline of EXISTS on the job hashes).
+ * After a failed `addBulk` — a pipeline, not a transaction, so Redis may have stored some of its jobs
+ * before it failed (e.g. `maxmemory` reached under `noeviction`) — this tells which requests were in
+ * fact accepted. EXISTS is a read: Redis still answers it when it refuses writes for memory.
+ */
+export async function jobsThatExist(queue: OrdersQueue, ids: readonly string[]): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const client = await queue.client;
+  const replies = await client.pipeline(ids.map((id) => ['exists', queue.toKey(id)])).exec();
+  if (!replies) throw new Error('pipeline aborted');
+  const present = new Set<string>();
+  replies.forEach(([err, n], i) => {
+    if (err) throw err;
+    if (n === 1) present.add(ids[i]!);
+  });
+  return present;
+}
+
+/**
+ * Adds `jobs` with one `addBulk` and answers, per job, whether Redis has it. A failed bulk is
+ * followed by {@link jobsThatExist}, so the jobs it did store count as accepted; the others (and
+ * all of them, when even that check fails) are rejected with the bulk's error.
+ */
+export async function addBulkExactly(
+  queue: OrdersQueue,
+  jobOptions: JobsOptions,
+  jobs: readonly OrderJob[],
+  timeoutMs: number,
+): Promise<{ accepted: Set<string>; error?: unknown }> {
+  const ids = jobs.map((j) => j.orderId);
+  try {
+    await withDeadline(
+      queue.addBulk(
+        jobs.map((job) => ({
+          name: PLACE_ORDER_JOB,
+          data: job,
+          opts: { ...jobOptions, jobId: job.orderId },
+        })),
+      ),
+      timeoutMs,
+    );
+    return { accepted: new Set(ids) };
+  } catch (error) {
+    const accepted = await withDeadline(jobsThatExist(queue, ids), timeoutMs).catch(() => new Set<string>());
+    return { accepted, error };
+  }
+}
+
 export interface CoalescingOptions {
   /** Most jobs per `addBulk`; a full batch is flushed at once. */
   maxBatch: number;
@@ -33,8 +82,8 @@ interface Pending {
 /**
  * Coalesces concurrent single-order enqueues into one `queue.addBulk` (one Redis pipeline) per
  * event-loop turn (or `maxWaitMs`), at most `maxBatch` jobs each. Every caller still awaits its own
- * job: the promise resolves only after the bulk that carried it was written to Redis, and a failed
- * bulk rejects exactly the callers whose jobs it carried (never a false 202). Job ids are kept, so
+ * job: the promise resolves only after Redis has it, and a bulk that failed part-way rejects exactly
+ * the callers whose jobs Redis does not have (never a false 202, never a false 503). Job ids are kept, so
  * BullMQ's dedupe by job id (idempotency-derived order ids) works as with `queue.add`.
  * @example const enqueue = coalescingEnqueue(queue, jobOptions, { maxBatch: 256, maxWaitMs: 0, timeoutMs: 2_000, maxInFlight: 1 }); await enqueue(job);
  */
@@ -67,31 +116,18 @@ export function coalescingEnqueue(
     const items = batch;
     batch = [];
     inFlight++;
-    let added: Promise<unknown>;
-    try {
-      added = withDeadline(
-        queue.addBulk(
-          items.map(({ job }) => ({
-            name: PLACE_ORDER_JOB,
-            data: job,
-            opts: { ...jobOptions, jobId: job.orderId },
-          })),
-        ),
-        options.timeoutMs,
-      );
-    } catch (err) {
-      added = Promise.reject(err);
-    }
-    added.then(
-      () => {
-        settled();
-        for (const p of items) p.resolve();
-      },
-      (err: unknown) => {
-        settled();
-        for (const p of items) p.reject(err);
-      },
-    );
+    void addBulkExactly(
+      queue,
+      jobOptions,
+      items.map((p) => p.job),
+      options.timeoutMs,
+    ).then(({ accepted, error }) => {
+      settled();
+      for (const p of items) {
+        if (accepted.has(p.job.orderId)) p.resolve();
+        else p.reject(error);
+      }
+    });
   }
 
   return (job) =>

@@ -16,9 +16,8 @@ import {
   ValidationError,
 } from '../../shared/errors/domain.ts';
 import { problem, type Problem } from '../../shared/errors/problem.ts';
-import { PLACE_ORDER_JOB } from '../../shared/queue/orders-queue.ts';
 import type { ApiDeps, ApiEnv } from '../context.ts';
-import { coalescingEnqueue } from '../enqueue.ts';
+import { addBulkExactly, coalescingEnqueue } from '../enqueue.ts';
 import { requestLog, requestLogAt } from '../log.ts';
 import { bodyLimit } from '../middleware/body-limit.ts';
 import { respond } from '../middleware/headers.ts';
@@ -235,7 +234,7 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
   async function idempotent(
     c: Context<ApiEnv>,
     body: unknown,
-    work: (idSeed: string | null) => Promise<StoredResponse>,
+    work: (idSeed: string | null) => Promise<StoredResponse & { remember?: boolean }>,
   ): Promise<Response> {
     const key = c.req.header(IDEMPOTENCY_HEADER);
     if (key !== undefined && (key.length === 0 || key.length > 255 || !/^[\x21-\x7e]+$/.test(key))) {
@@ -244,7 +243,7 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
       ]);
     }
     const scope = c.get('principal');
-    let response: StoredResponse;
+    let response: StoredResponse & { remember?: boolean };
     if (key === undefined) {
       response = await work(null);
     } else {
@@ -263,8 +262,12 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
         await deps.idempotency.abort(scope, key).catch(() => undefined);
         throw err;
       }
+      const { remember = true, ...stored } = response;
       // The job is enqueued: if storing the response fails, a retry still maps to the same order id.
-      await deps.idempotency.complete(scope, key, fp, response).catch((err: unknown) => {
+      const done = remember
+        ? deps.idempotency.complete(scope, key, fp, stored)
+        : deps.idempotency.abort(scope, key);
+      await done.catch((err: unknown) => {
         requestLog(c).warn({ err }, 'could not store idempotent response');
       });
     }
@@ -327,22 +330,37 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
         jobs.push(toJob(orderId, parsed.data, correlationId, acceptedAt));
         results.push({ orderId, status: 'queued' });
       });
-      if (jobs.length > 0) {
-        await redisCall(() =>
-          ordersQueue.addBulk(
-            jobs.map((data) => ({
-              name: PLACE_ORDER_JOB,
-              data,
-              opts: { ...deps.orderJobOptions, jobId: data.orderId },
-            })),
-          ),
+      // One addBulk; if Redis fails part-way, each item is answered by whether its job is stored.
+      const { accepted, error } =
+        jobs.length > 0
+          ? await addBulkExactly(ordersQueue, deps.orderJobOptions, jobs, timeoutMs)
+          : { accepted: new Set<string>(), error: undefined };
+      if (jobs.length > 0 && accepted.size === 0) throw new DependencyUnavailableError('redis');
+      const answers = results.map((r) =>
+        'orderId' in r && !accepted.has(r.orderId)
+          ? {
+              error: problem(
+                503,
+                'dependency.unavailable',
+                'redis is unavailable; this order was not accepted, retry it',
+              ),
+            }
+          : r,
+      );
+      const notAccepted = jobs.length - accepted.size;
+      if (notAccepted > 0) {
+        requestLog(c).warn(
+          { err: error, accepted: accepted.size, notAccepted },
+          'order batch partly enqueued',
         );
       }
       requestLogAt(c, 'info')?.info(
-        { accepted: jobs.length, rejected: orders.length - jobs.length },
+        { accepted: accepted.size, rejected: orders.length - accepted.size },
         'order batch accepted',
       );
-      return { status: 202, body: { orders: results }, headers: {} };
+      // A partial answer is not remembered under the Idempotency-Key: a retry with the key runs again,
+      // and the derived order ids make the stored jobs dedupe while the missing ones are added.
+      return { status: 202, body: { orders: answers }, headers: {}, remember: notAccepted === 0 };
     }) as never;
   });
 
