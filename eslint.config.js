@@ -25,8 +25,31 @@ export default tseslint.config(
       ],
     },
   },
+  // api/, workers/ and dashboard/ meet only through queues, the bus and the database: none imports
+  // another (each deploys and scales on its own). main.ts, tests, bench and scripts may wire them all.
+  ...[
+    ['api', ['workers', 'dashboard']],
+    ['workers', ['api', 'dashboard']],
+    ['dashboard', ['api', 'workers']],
+  ].map(([folder, others]) => ({
+    files: [`${folder}/**`],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              // Relative paths only: packages such as @bull-board/api are not our api/.
+              regex: `^(\\.\\.?/)+(${others.join('|')})/`,
+              message: `${folder}/ must not import from ${others.join('/ or ')}/: they meet only through queues, the bus and the database`,
+            },
+          ],
+        },
+      ],
+    },
+  })),
   {
-    files: ['api/**', 'workers/**', 'dashboard/**', 'main.ts', 'test/**', 'bench/**', 'scripts/**'],
+    files: ['main.ts', 'test/**', 'bench/**', 'scripts/**'],
     rules: { 'no-restricted-imports': 'off' },
   },
 );
