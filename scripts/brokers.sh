@@ -17,6 +17,9 @@ set -euo pipefail
 SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=kafka/env.sh
 source "$SCRIPTS/kafka/env.sh"
+# The broker's config, format step and command line (shared with test/support/kafka-server.ts).
+# shellcheck source-path=SCRIPTDIR source=kafka/broker.sh
+source "$SCRIPTS/kafka/broker.sh"
 
 log() { printf 'brokers: %s\n' "$*"; }
 die() {
@@ -62,7 +65,7 @@ fi
 
 # --- 1. Kafka jars from Maven Central (cached) -----------------------------------
 fetch_jars() {
-  if [[ -f $KAFKA_LIBS_MARKER && $(cat "$KAFKA_LIBS_MARKER") == "$KAFKA_VERSION" ]]; then
+  if kafka_jars_cached; then
     return
   fi
   command -v mvn >/dev/null || die "kafka: Maven (mvn) is needed to fetch the Kafka $KAFKA_VERSION jars"
@@ -123,44 +126,7 @@ POM
 
 # --- 2. Single-node KRaft configuration (rewritten every start: paths may move) ---
 write_config() {
-  cat >"$KAFKA_CONFIG" <<PROPS
-# Written by scripts/brokers.sh -- single-node KRaft broker for development and tests.
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:9093
-listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093
-advertised.listeners=PLAINTEXT://127.0.0.1:9092
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs=$KAFKA_DATA_DIR
-num.partitions=3
-auto.create.topics.enable=false
-offsets.topic.replication.factor=1
-# Internal topics: 50 partitions by default; 10 makes their creation/loading on a fresh broker faster.
-offsets.topic.num.partitions=10
-transaction.state.log.num.partitions=10
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-group.initial.rebalance.delay.ms=0
-# After a crash (kafka-stop.sh --kill) the restarted broker cannot register until the old
-# incarnation's session expires (9 s by default); shorter so chaos-test restarts are quicker.
-broker.heartbeat.interval.ms=1000
-broker.session.timeout.ms=5000
-PROPS
-  cat >"$KAFKA_LOG4J_CONFIG" <<LOG4J
-# Written by scripts/brokers.sh: the broker logs to a file, not the terminal.
-log4j.rootLogger=INFO, file
-log4j.appender.file=org.apache.log4j.RollingFileAppender
-log4j.appender.file.File=$KAFKA_SERVER_LOG
-log4j.appender.file.MaxFileSize=20MB
-log4j.appender.file.MaxBackupIndex=2
-log4j.appender.file.layout=org.apache.log4j.PatternLayout
-log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
-log4j.logger.state.change.logger=WARN
-log4j.logger.kafka.request.logger=WARN
-log4j.logger.org.apache.kafka.clients=WARN
-LOG4J
+  kafka_write_config "$KAFKA_CONFIG" "$KAFKA_LOG4J_CONFIG" "$KAFKA_DATA_DIR" "$KAFKA_SERVER_LOG" 9092 9093
 }
 
 log_mark=0 # line count of server.log before this start, to find this start's errors
@@ -186,8 +152,6 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 fetch_jars
 write_config
 
-java_common=(-Djava.awt.headless=true "-Dlog4j.configuration=file:$KAFKA_LOG4J_CONFIG" "-Dkafka.logs.dir=$KAFKA_LOG_DIR")
-
 t0=$SECONDS
 if pid=$(kafka_running_pid); then
   log "kafka: broker process $pid is already starting, waiting for it"
@@ -198,17 +162,14 @@ else
     fi
   done
   [[ -f $KAFKA_SERVER_LOG ]] && log_mark=$(wc -l <"$KAFKA_SERVER_LOG")
-  if ! java -Xmx256m "${java_common[@]}" -cp "$KAFKA_LIBS_DIR/*" kafka.tools.StorageTool format \
-    -t "$KAFKA_CLUSTER_ID" -c "$KAFKA_CONFIG" --ignore-formatted >"$KAFKA_LOG_DIR/format.log" 2>&1; then
+  if ! kafka_format "$KAFKA_CONFIG" "$KAFKA_LOG4J_CONFIG" "$KAFKA_LOG_DIR" >"$KAFKA_LOG_DIR/format.log" 2>&1; then
     cat "$KAFKA_LOG_DIR/format.log" >&2
     die "kafka: formatting the KRaft storage in ${KAFKA_DATA_DIR} failed"
   fi
   # setsid + nohup: own session, immune to the caller's SIGHUP/process-group kill.
   # All fds redirected (and the lock fd closed) so callers reading our output get EOF.
-  setsid nohup java -Xmx512m -Xms256m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
-    -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
-    "${java_common[@]}" -cp "$KAFKA_LIBS_DIR/*" kafka.Kafka "$KAFKA_CONFIG" \
-    </dev/null >"$KAFKA_STDOUT_LOG" 2>&1 9>&- &
+  kafka_broker_cmd "$KAFKA_CONFIG" "$KAFKA_LOG4J_CONFIG" "$KAFKA_LOG_DIR" 512m 256m
+  setsid nohup "${KAFKA_BROKER_CMD[@]}" </dev/null >"$KAFKA_STDOUT_LOG" 2>&1 9>&- &
   pid=$!
   printf '%s\n' "$pid" >"$KAFKA_PID_FILE"
   log "kafka: starting Apache Kafka $KAFKA_VERSION (pid $pid, logs in ${KAFKA_LOG_DIR#"$KAFKA_ROOT"/})"

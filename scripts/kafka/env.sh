@@ -1,5 +1,5 @@
 # shellcheck shell=bash disable=SC2034
-# Shared settings for scripts/brokers.sh and scripts/kafka-stop.sh (sourced, not run).
+# Shared settings for scripts/brokers.sh, scripts/kafka-stop.sh and scripts/kafka/broker.sh (sourced, not run).
 # Every value can be overridden from the environment.
 
 KAFKA_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
