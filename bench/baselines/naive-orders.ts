@@ -46,14 +46,14 @@ export async function applyNaively(client: PoolClient, schema: string, job: Orde
         [job.orderId, order.customerId, order.currency, total, items, job.correlationId, job.acceptedAt, now],
       );
       await client.query(
-        `INSERT INTO ${s}.daily_stats AS d (day, currency, completed_count, revenue_cents) VALUES ($1, $2, 1, $3)
-         ON CONFLICT (day, currency) DO UPDATE
+        `INSERT INTO ${s}.daily_stats_shards AS d (day, currency, completed_count, revenue_cents) VALUES ($1, $2, 1, $3)
+         ON CONFLICT (day, currency, shard) DO UPDATE
            SET completed_count = d.completed_count + 1, revenue_cents = d.revenue_cents + EXCLUDED.revenue_cents`,
         [now.slice(0, 10), order.currency, total],
       );
       await client.query(
-        `INSERT INTO ${s}.customer_stats AS c (customer_id, currency, completed_count, revenue_cents) VALUES ($1, $2, 1, $3)
-         ON CONFLICT (customer_id, currency) DO UPDATE
+        `INSERT INTO ${s}.customer_stats_shards AS c (customer_id, currency, completed_count, revenue_cents) VALUES ($1, $2, 1, $3)
+         ON CONFLICT (customer_id, currency, shard) DO UPDATE
            SET completed_count = c.completed_count + 1, revenue_cents = c.revenue_cents + EXCLUDED.revenue_cents`,
         [order.customerId, order.currency, total],
       );

@@ -1,4 +1,11 @@
+import { randomInt } from 'node:crypto';
 import type { PoolClient } from '../../shared/db/pool.ts';
+
+/**
+ * Stats rows per (day, currency) and (customer, currency): each batch adds its deltas to one shard
+ * picked at random, so concurrent batches rarely wait on each other's row locks (migration 0005).
+ */
+export const STATS_SHARDS = 16;
 
 /** Records event ids in the inbox; returns those seen for the first time (the ones to apply). */
 export async function claimInbox(
@@ -41,7 +48,8 @@ export interface StatsDelta {
  * Writes a batch's effect on every read model in one statement (one round trip, one named statement
  * Postgres plans once per connection): the order views — completed and rejected are final, a
  * dead-lettered order may still complete after a redrive — and the daily and per-customer stats
- * deltas, aggregated per row by the caller (`day|currency`, `customer|currency` keys).
+ * deltas, aggregated per row by the caller (`day|currency`, `customer|currency` keys), added to one
+ * random shard of those rows.
  */
 export async function applyReadModels(
   client: PoolClient,
@@ -79,17 +87,20 @@ export async function applyReadModels(
              completed_at = EXCLUDED.completed_at, updated_at = EXCLUDED.updated_at
          WHERE order_view.status = 'dead_lettered'
      ), daily AS (
-       INSERT INTO daily_stats AS s (day, currency, completed_count, rejected_count, dead_lettered_count, revenue_cents)
-       SELECT * FROM unnest($13::date[], $14::text[], $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[])
-       ON CONFLICT (day, currency) DO UPDATE
+       INSERT INTO daily_stats_shards AS s (day, currency, completed_count, rejected_count, dead_lettered_count,
+                                            revenue_cents, shard)
+       SELECT *, $24::smallint FROM unnest($13::date[], $14::text[], $15::bigint[], $16::bigint[], $17::bigint[],
+                                           $18::bigint[])
+       ON CONFLICT (day, currency, shard) DO UPDATE
          SET completed_count = s.completed_count + EXCLUDED.completed_count,
              rejected_count = s.rejected_count + EXCLUDED.rejected_count,
              dead_lettered_count = s.dead_lettered_count + EXCLUDED.dead_lettered_count,
              revenue_cents = s.revenue_cents + EXCLUDED.revenue_cents
      ), customers AS (
-       INSERT INTO customer_stats AS s (customer_id, currency, completed_count, rejected_count, revenue_cents)
-       SELECT * FROM unnest($19::text[], $20::text[], $21::bigint[], $22::bigint[], $23::bigint[])
-       ON CONFLICT (customer_id, currency) DO UPDATE
+       INSERT INTO customer_stats_shards AS s (customer_id, currency, completed_count, rejected_count, revenue_cents,
+                                               shard)
+       SELECT *, $24::smallint FROM unnest($19::text[], $20::text[], $21::bigint[], $22::bigint[], $23::bigint[])
+       ON CONFLICT (customer_id, currency, shard) DO UPDATE
          SET completed_count = s.completed_count + EXCLUDED.completed_count,
              rejected_count = s.rejected_count + EXCLUDED.rejected_count,
              revenue_cents = s.revenue_cents + EXCLUDED.revenue_cents
@@ -119,12 +130,13 @@ export async function applyReadModels(
       customerValues.map((v) => v.completed),
       customerValues.map((v) => v.rejected),
       customerValues.map((v) => v.revenueCents),
+      randomInt(STATS_SHARDS),
     ],
   });
 }
 
 /** Empties every read model and the inbox of `consumer`, for a rebuild from retained events. */
 export async function truncateReadModels(client: PoolClient, consumer: string): Promise<void> {
-  await client.query('TRUNCATE order_view, customer_stats, daily_stats');
+  await client.query('TRUNCATE order_view, customer_stats_shards, daily_stats_shards');
   await client.query('DELETE FROM projection_inbox WHERE consumer = $1', [consumer]);
 }

@@ -28,8 +28,8 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<number
     await client.query('SET LOCAL statement_timeout = 0');
     await client.query('SELECT pg_advisory_xact_lock($1)', [REBUILD_LOCK_ID]);
     await client.query('DELETE FROM order_view');
-    await client.query('DELETE FROM customer_stats');
-    await client.query('DELETE FROM daily_stats');
+    await client.query('DELETE FROM customer_stats_shards');
+    await client.query('DELETE FROM daily_stats_shards');
     await client.query('DELETE FROM projection_inbox WHERE consumer = $1', [consumer]);
     let after = 0;
     for (;;) {
