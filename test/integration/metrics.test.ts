@@ -278,10 +278,11 @@ describe('GET /metrics of real processes', () => {
     );
     await eventually(
       async () => {
-        const res = await request<{ orders: { status: string }[] }>(
+        const res = await request<{ orders: { status: string; updatedAt: string | null }[] }>(
           `${api.url}/v1/orders?ids=${ids.join(',')}`,
         );
-        return res.body.orders?.filter((o) => o.status === 'completed').length === N;
+        // updatedAt is set once the read model has the order (before, it reads from the write model).
+        return res.body.orders?.filter((o) => o.status === 'completed' && o.updatedAt !== null).length === N;
       },
       { what: 'orders projected', timeoutMs: 30_000 },
     );

@@ -22,9 +22,12 @@ async function statusOf(orderId: string, status: string): Promise<Record<string,
   return eventually(
     async () => {
       const res = await request(url(`/v1/orders/${orderId}`));
-      return res.status === 200 && res.body.status === status ? res.body : undefined;
+      // A decided order reads from the write model before it is projected (updatedAt null).
+      return res.status === 200 && res.body.status === status && res.body.updatedAt !== null
+        ? res.body
+        : undefined;
     },
-    { what: `order ${orderId} to be ${status}` },
+    { what: `order ${orderId} to be ${status} in the read model` },
   );
 }
 
