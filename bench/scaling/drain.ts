@@ -1,0 +1,240 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { loadConfig } from '../../shared/config/config.ts';
+import { migrate } from '../../shared/db/migrate.ts';
+import { createPool, type Pool } from '../../shared/db/pool.ts';
+import {
+  createOrdersQueue,
+  orderJobOptions,
+  PLACE_ORDER_JOB,
+  type OrdersQueue,
+} from '../../shared/queue/orders-queue.ts';
+import { isolatedEnv } from '../../test/support/env.ts';
+import { cleanup } from '../../test/support/platform.ts';
+import { makeOrderJobs } from '../baselines/naive-orders.ts';
+import { createMonitor, type MonitorWindow } from '../monitor.ts';
+import { createCpuGroup, type CpuGroup, type cgroupLayout } from './cgroup.ts';
+import { sampleServerStats, type ServerStats } from './server-stats.ts';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+export interface CappedDrainOptions {
+  layout: Exclude<ReturnType<typeof cgroupLayout>, string>;
+  replicas: number;
+  /** CPU limit of each replica, in cores. */
+  cores: number;
+  /** Orders drained and measured. */
+  backlog: number;
+  /** Orders per replica drained first, not measured (JIT, pools, prepared statements). */
+  warmupPerReplica: number;
+  /** Extra platform environment. */
+  env?: Record<string, string>;
+  /** Called once a second during the measured drain with orders projected so far. */
+  onProgress?: (projected: number, elapsedS: number) => void;
+}
+
+export interface ReplicaStat {
+  label: string;
+  cpuCores: number;
+  throttledPct: number;
+  throttledMs: number;
+}
+
+export interface CappedDrainResult {
+  replicas: number;
+  cores: number;
+  backlog: number;
+  seconds: number;
+  perS: number;
+  replicaStats: ReplicaStat[];
+  monitor: MonitorWindow;
+  server: ServerStats;
+  /** Orders, views and inbox rows counted after the drain (each must equal warm-up + backlog). */
+  verified: {
+    ok: boolean;
+    expected: number;
+    orders: number;
+    views: number;
+    projected: number;
+    deadLetters: number;
+  };
+}
+
+interface Replica {
+  label: string;
+  group: CpuGroup;
+  child: ChildProcess;
+  exited: Promise<unknown>;
+  tail: string[];
+}
+
+async function enqueue(queue: OrdersQueue, count: number, tag: string): Promise<void> {
+  const opts = orderJobOptions({ attempts: 5, backoffMs: 1_000, keepCompletedSeconds: 3_600 });
+  const jobs = makeOrderJobs(count, tag, 3);
+  for (let i = 0; i < count; i += 1_000) {
+    await queue.addBulk(
+      jobs
+        .slice(i, i + 1_000)
+        .map((data) => ({ name: PLACE_ORDER_JOB, data, opts: { ...opts, jobId: data.orderId } })),
+    );
+  }
+}
+
+async function projectedCount(pool: Pool): Promise<number> {
+  return (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM projection_inbox')).rows[0]!.n;
+}
+
+async function until(
+  what: string,
+  timeoutMs: number,
+  probe: () => Promise<boolean>,
+  replicas: Replica[],
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await probe())) {
+    const dead = replicas.find((r) => r.child.exitCode !== null);
+    if (dead)
+      throw new Error(`${dead.label} exited (${dead.child.exitCode}):\n${dead.tail.slice(-10).join('\n')}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * Drains one backlog with `replicas` worker processes, each in its own CPU-limited cgroup like a pod
+ * with `limits.cpu`: every replica warms up first, the backlog is put in place while the queue is
+ * paused, then the queue resumes and the clock runs until the last order is projected. Reports the
+ * rate, the CPU of each replica and of Redis and PostgreSQL, each replica's CFS throttling, per-order
+ * server work, and a count of everything.
+ */
+export async function cappedDrain(o: CappedDrainOptions): Promise<CappedDrainResult> {
+  const env = isolatedEnv({ LOG_LEVEL: 'warn', METRICS_PORT: '0', SHUTDOWN_GRACE_MS: '10000', ...o.env });
+  const config = loadConfig(env);
+  const pool = createPool({ ...config.database, poolMax: 2, statementTimeoutMs: 120_000 });
+  await migrate(pool, config.database.schema);
+  const redis = new Redis(config.redis.url, { maxRetriesPerRequest: null });
+  const queue = createOrdersQueue(redis, config.redis.queuePrefix);
+  const monitor = createMonitor();
+  monitor.watchGroup('redis', ['redis-server']);
+  monitor.watchGroup('postgres', ['postgres']);
+  const replicas: Replica[] = [];
+  const stamp = `${process.pid}-${Date.now().toString(36)}`;
+  try {
+    for (let i = 1; i <= o.replicas; i++) {
+      const group = createCpuGroup(o.layout, `conveyor-bench-${stamp}-${i}`, o.cores);
+      const { command, args } = group.wrap([process.execPath, '--import', 'tsx', 'workers/main.ts']);
+      const child = spawn(command, args, {
+        cwd: ROOT,
+        env: { ...process.env, ...env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const tail: string[] = [];
+      const keep = (b: Buffer) => {
+        tail.push(...b.toString().split('\n').filter(Boolean));
+        tail.splice(0, Math.max(0, tail.length - 50));
+      };
+      child.stdout?.on('data', keep);
+      child.stderr?.on('data', keep);
+      replicas.push({
+        label: `replica-${i}`,
+        group,
+        child,
+        tail,
+        exited: new Promise((r) => child.once('exit', r)),
+      });
+      monitor.watch(`replica-${i}`, child.pid!);
+    }
+    await until(
+      'every replica to consume',
+      120_000,
+      async () => (await queue.getWorkersCount()) >= o.replicas,
+      replicas,
+    );
+
+    const warmup = o.warmupPerReplica * o.replicas;
+    await enqueue(queue, warmup, 'warm');
+    await until(
+      'the warm-up to be projected',
+      300_000,
+      async () => (await projectedCount(pool)) >= warmup,
+      replicas,
+    );
+
+    await queue.pause();
+    await enqueue(queue, o.backlog, 'drain');
+    const before = o.replicas > 0 ? replicas.map((r) => r.group.stat()) : [];
+    monitor.window();
+    const server = sampleServerStats(redis, pool);
+    await server.start();
+    const t0 = performance.now();
+    await queue.resume();
+    let lastReport = t0;
+    await until(
+      'the backlog to be projected',
+      600_000,
+      async () => {
+        const n = (await projectedCount(pool)) - warmup;
+        const now = performance.now();
+        if (o.onProgress && now - lastReport >= 1_000) {
+          lastReport = now;
+          o.onProgress(n, (now - t0) / 1000);
+        }
+        return n >= o.backlog;
+      },
+      replicas,
+    );
+    const seconds = (performance.now() - t0) / 1000;
+    const window = monitor.window();
+    const serverStats = await server.stop(o.backlog);
+    const replicaStats = replicas.map((r, i) => {
+      const s = r.group.stat();
+      const periods = s.periods - before[i]!.periods;
+      return {
+        label: r.label,
+        cpuCores: window.processes.find((p) => p.label === r.label)?.cpuCores ?? 0,
+        throttledPct:
+          periods > 0 ? Math.round(((s.throttled - before[i]!.throttled) / periods) * 1000) / 10 : 0,
+        throttledMs: Math.round(s.throttledMs - before[i]!.throttledMs),
+      };
+    });
+    const counts = (
+      await pool.query<{ orders: number; views: number; projected: number; dead: number }>(
+        `SELECT (SELECT count(*) FROM orders)::int AS orders, (SELECT count(*) FROM order_view)::int AS views,
+                (SELECT count(*) FROM projection_inbox)::int AS projected, (SELECT count(*) FROM dead_letters)::int AS dead`,
+      )
+    ).rows[0]!;
+    const expected = warmup + o.backlog;
+    return {
+      replicas: o.replicas,
+      cores: o.cores,
+      backlog: o.backlog,
+      seconds: Math.round(seconds * 100) / 100,
+      perS: Math.round(o.backlog / seconds),
+      replicaStats,
+      monitor: window,
+      server: serverStats,
+      verified: {
+        ok:
+          counts.orders === expected &&
+          counts.views === expected &&
+          counts.projected >= expected &&
+          counts.dead === 0,
+        expected,
+        orders: counts.orders,
+        views: counts.views,
+        projected: counts.projected,
+        deadLetters: counts.dead,
+      },
+    };
+  } finally {
+    monitor.close();
+    for (const r of replicas) r.child.kill('SIGTERM');
+    await Promise.all(replicas.map((r) => r.exited));
+    for (const r of replicas) r.group.destroy();
+    await queue.close();
+    redis.disconnect();
+    await pool.end();
+    await cleanup(config);
+  }
+}
