@@ -73,28 +73,32 @@ export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {})
       throw new StartupError('API_KEYS is empty: refusing to serve without authentication in production');
     logger.warn(`no API_KEYS configured: accepting the development key "${DEV_KEY}" with every scope`);
   }
-  const app = createApp({
-    config,
-    logger,
-    pool,
-    redis,
-    requestRedis,
-    ordersQueue,
-    orderJobOptions: jobOptions,
-    idempotency: createIdempotencyStore(requestRedis, {
-      prefix: config.redis.queuePrefix,
-      ttlSeconds: config.api.idempotencyTtlSeconds,
-      lockSeconds: config.api.idempotencyLockSeconds,
-    }),
-    deadLetters: createDeadLetterStore(pool),
-    redrive: redriver.redrive,
-    sessions: createSessionStore(requestRedis, {
-      prefix: config.redis.queuePrefix,
-      ttlSeconds: config.dashboard.sessionTtlSeconds,
-    }),
-    apiKeys,
-    metrics,
-  });
+  const app = createApp(
+    {
+      config,
+      logger,
+      pool,
+      redis,
+      requestRedis,
+      ordersQueue,
+      orderJobOptions: jobOptions,
+      idempotency: createIdempotencyStore(requestRedis, {
+        prefix: config.redis.queuePrefix,
+        ttlSeconds: config.api.idempotencyTtlSeconds,
+        lockSeconds: config.api.idempotencyLockSeconds,
+      }),
+      deadLetters: createDeadLetterStore(pool),
+      redrive: redriver.redrive,
+      sessions: createSessionStore(requestRedis, {
+        prefix: config.redis.queuePrefix,
+        ttlSeconds: config.dashboard.sessionTtlSeconds,
+      }),
+      apiKeys,
+      metrics,
+    },
+    // One process, one liveness: a failed worker in the all-in-one process turns this /healthz 503 too.
+    { failure: lifecycle.failure },
+  );
 
   const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
     const s = serve({ fetch: app.fetch, port: config.api.port, hostname: config.api.host }, () => resolve(s));

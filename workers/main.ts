@@ -19,5 +19,6 @@ const metricsServer = await startMetricsServer({
   port: config.workers.metricsPort,
   host: config.api.host,
   probeTimeoutMs: config.redis.commandTimeoutMs,
+  failure: rt.lifecycle.failure,
 }).catch(exitOnStartupFailure);
 rt.lifecycle.defer('metrics-server', () => metricsServer.close());

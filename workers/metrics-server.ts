@@ -8,7 +8,8 @@ import type { Metrics } from '../shared/observability/metrics.ts';
 import type { Redis } from '../shared/queue/redis.ts';
 import { outboxBacklog } from './outbox/relay.sql.ts';
 import type { WorkerKind } from './start.ts';
-import { probe } from '../shared/runtime/probe.ts';
+import type { Failure } from '../shared/runtime/lifecycle.ts';
+import { liveness, probe } from '../shared/runtime/probe.ts';
 
 export interface MetricsServerOptions {
   metrics: Metrics;
@@ -20,6 +21,8 @@ export interface MetricsServerOptions {
   host: string;
   /** Bound on each readiness probe. */
   probeTimeoutMs: number;
+  /** The process's failure, if a component can no longer work (the lifecycle's `failure`). */
+  failure?: () => Failure | undefined;
 }
 
 export interface MetricsServer {
@@ -29,8 +32,8 @@ export interface MetricsServer {
 
 /**
  * The operators' port of a worker process (which has no API): `/metrics` for Prometheus, `/healthz`
- * (alive: the event loop answers) for the liveness probe and `/readyz` (Redis and Postgres answer) for
- * the readiness probe. Not used in the all-in-one `main.ts`, where the API serves `/metrics`.
+ * (alive: the event loop answers and no component failed for good, else 503 naming it) for the
+ * liveness probe and `/readyz` (Redis and Postgres answer) for the readiness probe. Not used in the all-in-one `main.ts`, where the API serves `/metrics`.
  * @example const server = await startMetricsServer({ metrics, pool, redis, logger, port: 9464, host: '0.0.0.0', probeTimeoutMs: 2_000 });
  */
 export async function startMetricsServer(options: MetricsServerOptions): Promise<MetricsServer> {
@@ -39,7 +42,10 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
   app.get('/metrics', async (c) =>
     c.body(await metrics.render(), 200, { 'content-type': metrics.contentType }),
   );
-  app.get('/healthz', (c) => c.json({ status: 'ok' }));
+  app.get('/healthz', (c) => {
+    const { status, body } = liveness(options.failure?.());
+    return c.json(body, status);
+  });
   app.get('/readyz', async (c) => {
     const [r, p] = await Promise.all([
       probe(() => redis.ping(), probeTimeoutMs),

@@ -5,7 +5,8 @@ import { PoisonMessageError } from '../errors/domain.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { QueueNames } from '../queue/names.ts';
-import { createWorkerRedis } from '../queue/redis.ts';
+import { createWorkerRedis, type Redis } from '../queue/redis.ts';
+import { fatalOrLog, superviseLoop, type OnFatal } from '../runtime/lifecycle.ts';
 import { backoffDelayMs, decodeEvent, encodeEvent, EventHeaders } from './codec.ts';
 import type { EventBus, EventHandler, Subscription } from './event-bus.ts';
 
@@ -63,6 +64,27 @@ export interface BullmqBusDeps {
   deadLetters: DeadLetterSink;
   /** Counts and times the consumers' jobs on queue `events`. */
   metrics?: Pick<Metrics, 'instrumentWorker'> | undefined;
+  /** Told when a consumer can no longer take jobs (its BullMQ loop ended). Absent: logged only. */
+  onFatal?: OnFatal | undefined;
+}
+
+/**
+ * Starts a BullMQ worker (created with `autorun: false`) that must run until its owner closes it, and
+ * watches it: `run()` settling, or its Redis connection ending for good (ioredis gave up or someone
+ * closed it; BullMQ would then wait forever, taking nothing), while `stopping()` is false means it can
+ * no longer take jobs → `onFatal`. The one supervision of every BullMQ consumer (order worker, bus).
+ */
+export function runSupervised(
+  component: string,
+  worker: Worker,
+  connection: Redis,
+  onFatal: OnFatal,
+  stopping: () => boolean,
+): Promise<void> {
+  connection.once('end', () => {
+    if (!stopping()) onFatal(component, new Error('its Redis connection was closed for good'));
+  });
+  return superviseLoop(component, worker.run(), onFatal, stopping);
 }
 
 /**
@@ -79,6 +101,8 @@ export interface BullmqBusDeps {
  */
 export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): EventBus {
   const log = deps.logger.child({ component: 'bullmq-bus' });
+  const onFatal = fatalOrLog(deps.onFatal, log);
+  let closing = false;
   const connection = createWorkerRedis({ url: config.redisUrl, commandTimeoutMs: 0 }, 'conveyor-bus');
   const queue = new Queue<BullmqEventJob | BullmqEventBatchJob>(QueueNames.events, {
     connection,
@@ -241,6 +265,7 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
           connection,
           prefix: config.queuePrefix,
           concurrency: config.concurrency,
+          autorun: false,
           maxStalledCount: 5,
           // A crashed consumer's jobs come back once their lock expires.
           ...(config.lockDurationMs ? { lockDuration: config.lockDurationMs } : {}),
@@ -250,8 +275,11 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
       worker.on('error', (err) => log.error({ err }, 'event worker error'));
       deps.metrics?.instrumentWorker(worker, QueueNames.events);
       workers.push(worker);
+      let unsubscribed = false;
+      void runSupervised('bullmq-bus consumer', worker, connection, onFatal, () => closing || unsubscribed);
       return {
         close: async () => {
+          unsubscribed = true;
           await worker.close();
         },
       };
@@ -269,6 +297,7 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
       await dlq.remove(dl.id).catch(() => undefined);
     },
     async close() {
+      closing = true;
       await Promise.allSettled(workers.map((w) => w.close()));
       await queue.close();
       await dlq.close();

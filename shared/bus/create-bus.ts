@@ -2,6 +2,7 @@ import type { Config } from '../config/config.ts';
 import type { DeadLetterSink } from '../dead-letters/dead-letter.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
+import type { OnFatal } from '../runtime/lifecycle.ts';
 import { createBullmqBus } from './bullmq-bus.ts';
 import type { BusKind, EventBus } from './event-bus.ts';
 
@@ -10,6 +11,12 @@ export interface BusDeps {
   deadLetters: DeadLetterSink;
   /** Job counters and durations of the BullMQ bus's consumers, when the process exports metrics. */
   metrics?: Pick<Metrics, 'instrumentWorker'> | undefined;
+  /**
+   * Told when a subscription can no longer consume and will not recover by itself (its consumer
+   * loop ended, kafkajs gave up restarting, RabbitMQ refuses the topology or stays unreachable past
+   * `recoveryBudgetMs`). Absent: logged only.
+   */
+  onFatal?: OnFatal | undefined;
 }
 
 /** The event bus chosen by `EVENT_BUS`; every adapter honours the same {@link EventBus} contract. */
@@ -34,6 +41,7 @@ export async function createEventBus(kind: BusKind, deps: BusDeps, config: Confi
         maxAttempts: config.bus.maxAttempts,
         backoffMs: config.bus.backoffMs,
         shutdownGraceMs: config.workers.shutdownGraceMs,
+        recoveryBudgetMs: config.bus.recoveryBudgetMs,
       });
     }
     case 'rabbitmq': {
@@ -43,6 +51,7 @@ export async function createEventBus(kind: BusKind, deps: BusDeps, config: Confi
         maxAttempts: config.bus.maxAttempts,
         backoffMs: config.bus.backoffMs,
         shutdownGraceMs: config.workers.shutdownGraceMs,
+        recoveryBudgetMs: config.bus.recoveryBudgetMs,
       });
     }
   }

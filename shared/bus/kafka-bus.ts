@@ -62,6 +62,11 @@ export interface KafkaBusConfig {
   shutdownGraceMs?: number;
   /** How long `subscribe` waits to join its group. @defaultValue 30000 */
   joinTimeoutMs?: number;
+  /**
+   * How long a consumer may keep crashing without one successful fetch before it is given up for
+   * dead (`onFatal`): long enough to ride out a broker restart. @defaultValue 300000
+   */
+  recoveryBudgetMs?: number;
 }
 
 /** The subscription whose consumer group is `consumer.groupId` itself (the projector's name). */
@@ -194,7 +199,15 @@ export function createKafkaBus(deps: BusDeps, config: KafkaBusConfig): EventBus 
     async subscribe(group: string, handler: EventHandler): Promise<Subscription> {
       await start();
       const sub = await startKafkaSubscription(
-        { kafka, topics, handler, send, deadLetters: deps.deadLetters, logger: deps.logger },
+        {
+          kafka,
+          topics,
+          handler,
+          send,
+          deadLetters: deps.deadLetters,
+          logger: deps.logger,
+          onFatal: deps.onFatal,
+        },
         {
           groupId: group === DEFAULT_GROUP ? config.consumer.groupId : `${config.consumer.groupId}.${group}`,
           sessionTimeout: config.consumer.sessionTimeout,
@@ -207,6 +220,7 @@ export function createKafkaBus(deps: BusDeps, config: KafkaBusConfig): EventBus 
           backoffMaxMs: config.backoffMaxMs ?? 60_000,
           shutdownGraceMs: config.shutdownGraceMs ?? 10_000,
           joinTimeoutMs: config.joinTimeoutMs ?? 30_000,
+          recoveryBudgetMs: config.recoveryBudgetMs ?? 300_000,
         },
       );
       subscriptions.push(sub);

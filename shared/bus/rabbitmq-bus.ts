@@ -25,7 +25,9 @@
  *   (per-order) ordering guarantee; the projector is order-insensitive by design (inbox + strongest
  *   state wins). With `prefetch` = 1 and one consumer, events are handled in publish order except
  *   around retries and redeliveries.
- * - A lost consumer connection is re-established with exponential backoff, topology redeclared.
+ * - A lost consumer connection is re-established with exponential backoff, topology redeclared, for
+ *   up to `recoveryBudgetMs`; a consumer that cannot (or whose re-declare the broker refuses: 406,
+ *   403) gives up and tells `deps.onFatal`.
  */
 import type { ChannelModel, ConfirmChannel } from 'amqplib';
 import type { DeadLetterRecord } from '../dead-letters/dead-letter.ts';
@@ -79,6 +81,11 @@ export interface RabbitmqBusConfig {
   /** Consumer reconnect backoff bounds. @defaultValue 100 and 10_000 */
   reconnectMinMs?: number;
   reconnectMaxMs?: number;
+  /**
+   * How long a consumer may fail to reconnect before it gives up (`onFatal`); a broker that refuses
+   * our topology or credentials (406, 403) ends it at once. @defaultValue 300_000
+   */
+  recoveryBudgetMs?: number;
   /** Prefix of the connection names shown by the broker. @defaultValue 'conveyor' */
   connectionName?: string;
 }
@@ -100,6 +107,7 @@ const DEFAULTS = {
   shutdownGraceMs: 10_000,
   reconnectMinMs: 100,
   reconnectMaxMs: 10_000,
+  recoveryBudgetMs: 300_000,
   connectionName: 'conveyor',
 } satisfies Partial<RabbitmqBusConfig>;
 
@@ -245,6 +253,8 @@ export function createRabbitmqBus(deps: BusDeps, config: RabbitmqBusConfig): Eve
         shutdownGraceMs: c.shutdownGraceMs,
         reconnectMinMs: c.reconnectMinMs,
         reconnectMaxMs: c.reconnectMaxMs,
+        recoveryBudgetMs: c.recoveryBudgetMs,
+        onFatal: deps.onFatal,
       });
       await consumer.start();
       consumers.add(consumer);

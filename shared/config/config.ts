@@ -99,6 +99,8 @@ export const EnvSchema = z.object({
   PROJECTIONS_BATCH_WAIT_MS: int(0).default(5),
   BUS_MAX_ATTEMPTS: int(1).default(5),
   BUS_BACKOFF_MS: int(1).default(500),
+  /** How long a Kafka or RabbitMQ consumer may keep failing to reconnect or restart before the process gives up. */
+  BUS_RECOVERY_BUDGET_MS: int(1_000).default(300_000),
 
   KAFKA_BROKERS: list.default(['127.0.0.1:9092']),
   KAFKA_CLIENT_ID: z.string().default('conveyor'),
@@ -216,6 +218,7 @@ function buildConfig(env: Env) {
       kind: env.EVENT_BUS,
       maxAttempts: env.BUS_MAX_ATTEMPTS,
       backoffMs: env.BUS_BACKOFF_MS,
+      recoveryBudgetMs: env.BUS_RECOVERY_BUDGET_MS,
       consumerConcurrency: env.PROJECTIONS_CONCURRENCY,
       kafka: {
         brokers: env.KAFKA_BROKERS,

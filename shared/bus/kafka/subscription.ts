@@ -3,6 +3,7 @@ import type { DeadLetterSink } from '../../dead-letters/dead-letter.ts';
 import type { EventEnvelope } from '../../domain/events.ts';
 import { PoisonMessageError } from '../../errors/domain.ts';
 import type { Logger } from '../../observability/logger.ts';
+import { fatalOrLog, type OnFatal } from '../../runtime/lifecycle.ts';
 import { backoffDelayMs, decodeEvent, EventHeaders } from '../codec.ts';
 import type { EventHandler, Subscription } from '../event-bus.ts';
 import {
@@ -32,6 +33,11 @@ export interface KafkaSubscriptionConfig {
   backoffMaxMs: number;
   shutdownGraceMs: number;
   joinTimeoutMs: number;
+  /**
+   * How long the consumer may keep crashing (kafkajs restarts it after retriable errors, forever) with
+   * no successful fetch in between before it is given up for dead and `onFatal` hears why.
+   */
+  recoveryBudgetMs: number;
 }
 
 export interface KafkaSubscriptionDeps {
@@ -42,6 +48,8 @@ export interface KafkaSubscriptionDeps {
   send(topic: string, messages: Message[]): Promise<void>;
   deadLetters: DeadLetterSink;
   logger: Logger;
+  /** Told when the consumer stopped for good (see {@link startKafkaSubscription}). Absent: logged only. */
+  onFatal?: OnFatal | undefined;
 }
 
 /** How long a partition rests after the bus could not park a failure (broker or database down). */
@@ -72,6 +80,12 @@ function createLimiter(max: number) {
  * hand, and only for a contiguous prefix of messages that are done: handled, parked on the retry
  * topic, or dead-lettered — each of those only after its broker/database write was acknowledged.
  * Resolves once the member has joined the group, so nothing races the first assignment.
+ *
+ * kafkajs restarts a crashed consumer only after a retriable error, and then forever: a subscribed
+ * topic deleted, for one, crashes it every 100 ms for good. So a crash streak (crashes with no
+ * successful fetch between them) may last `recoveryBudgetMs`; past it — or at once on a crash
+ * kafkajs does not restart (a non-retriable error) — the consumer is stopped and `onFatal` is told
+ * (before the group was joined, `subscribe` rejects with the crash instead).
  */
 export async function startKafkaSubscription(
   deps: KafkaSubscriptionDeps,
@@ -79,6 +93,9 @@ export async function startKafkaSubscription(
 ): Promise<Subscription> {
   const { topics } = deps;
   const log = deps.logger.child({ component: 'kafka-subscription', groupId: config.groupId });
+  const onFatal = fatalOrLog(deps.onFatal, log);
+  /** Start of the current crash streak; cleared by every successful fetch. */
+  let crashingSince: number | undefined;
   const consumer = deps.kafka.consumer({
     groupId: config.groupId,
     sessionTimeout: config.sessionTimeout,
@@ -88,6 +105,14 @@ export async function startKafkaSubscription(
     // Transactional publishes are read only once committed (also kafkajs's default).
     readUncommitted: false,
     allowAutoTopicCreation: false,
+    // kafkajs asks this (after a retriable crash only) whether to restart: within the budget, yes.
+    retry: {
+      retries: 5,
+      restartOnFailure: async () => {
+        crashingSince ??= Date.now();
+        return Date.now() - crashingSince < config.recoveryBudgetMs;
+      },
+    },
   });
   let stopping = false;
   let aborted = false;
@@ -283,7 +308,10 @@ export async function startKafkaSubscription(
 
   await consumer.connect();
   try {
+    let isJoined = false;
+    let failJoin!: (err: Error) => void;
     const joined = new Promise<void>((resolve, reject) => {
+      failJoin = reject;
       const timer = setTimeout(
         () => reject(new Error(`kafka consumer did not join group ${config.groupId} in time`)),
         config.joinTimeoutMs,
@@ -291,12 +319,23 @@ export async function startKafkaSubscription(
       const offJoin = consumer.on(consumer.events.GROUP_JOIN, () => {
         clearTimeout(timer);
         offJoin();
+        isJoined = true;
         resolve();
       });
     });
-    consumer.on(consumer.events.CRASH, (e) =>
-      log.error({ err: e.payload.error, restart: e.payload.restart }, 'kafka consumer crashed'),
-    );
+    consumer.on(consumer.events.FETCH, () => (crashingSince = undefined));
+    consumer.on(consumer.events.CRASH, ({ payload: { error, restart } }) => {
+      log.error({ err: error, restart }, 'kafka consumer crashed');
+      if (restart || stopping) return;
+      const why = new Error(
+        crashingSince !== undefined && Date.now() - crashingSince >= config.recoveryBudgetMs
+          ? `kafka consumer of group ${config.groupId} kept crashing for ${config.recoveryBudgetMs} ms: ${error.message}`
+          : `kafka consumer of group ${config.groupId} crashed and kafkajs will not restart it: ${error.message}`,
+        { cause: error },
+      );
+      if (isJoined) onFatal(`kafka consumer ${config.groupId}`, why);
+      else failJoin(why);
+    });
     await consumer.subscribe({ topics: [topics.events, topics.retry], fromBeginning: true });
     await consumer.run({
       autoCommit: false,

@@ -2,6 +2,7 @@ import type { ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
 import type { DeadLetterSink } from '../../dead-letters/dead-letter.ts';
 import { PoisonMessageError } from '../../errors/domain.ts';
 import type { Logger } from '../../observability/logger.ts';
+import { fatalOrLog, superviseLoop, type OnFatal } from '../../runtime/lifecycle.ts';
 import { backoffDelayMs, decodeEvent, EventHeaders } from '../codec.ts';
 import type { EventHandler } from '../event-bus.ts';
 import { createConfirmPublisher, type ConfirmPublisher } from './confirm.ts';
@@ -32,6 +33,24 @@ export interface ConsumerOptions {
   shutdownGraceMs: number;
   reconnectMinMs: number;
   reconnectMaxMs: number;
+  /** How long reconnecting may keep failing (broker down, unreachable) before the consumer gives up. */
+  recoveryBudgetMs: number;
+  /** Told when the consumer gave up (see {@link createConsumer}). Absent: logged only. */
+  onFatal?: OnFatal | undefined;
+}
+
+/**
+ * AMQP replies no reconnect can change: 403 ACCESS_REFUSED (credentials, permissions), 406
+ * PRECONDITION_FAILED (someone declared our exchange or queue with other arguments), 530 NOT_ALLOWED
+ * (vhost). amqplib puts the code on channel errors and only in the message of a refused handshake.
+ */
+const PERMANENT_REPLY_CODES = new Set([403, 406, 530]);
+
+function isPermanent(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const code =
+    'code' in err && typeof err.code === 'number' ? err.code : Number(/\b(\d{3}) \(/.exec(err.message)?.[1]);
+  return PERMANENT_REPLY_CODES.has(code);
 }
 
 export interface Consumer {
@@ -55,9 +74,13 @@ interface Session {
  * A consumer group on its own connection: bounded prefetch, manual acks after the handler resolved,
  * retries through the TTL delay queues, dead letters to `<queue>.dlq` and the dead-letter sink, and a
  * supervisor that reconnects with exponential backoff whenever the connection or channel is lost.
+ * Reconnecting rides out an outage for `recoveryBudgetMs`; past it, or at once when the broker refuses
+ * what no retry changes (a re-declare answered 406, refused credentials: {@link PERMANENT_REPLY_CODES}),
+ * the consumer gives up and `onFatal` hears why: a restart, or an operator, has to step in.
  */
 export function createConsumer(o: ConsumerOptions): Consumer {
   const log = o.log.child({ queue: o.topology.queue, group: o.topology.group });
+  const onFatal = fatalOrLog(o.onFatal, log);
   const stop = new AbortController();
   const inFlight = new Set<Promise<void>>();
   let current: Session | undefined;
@@ -112,6 +135,7 @@ export function createConsumer(o: ConsumerOptions): Consumer {
       await forceCloseConnection(session.model, 1_000); // when only the channel died
       if (stop.signal.aborted) return;
       log.warn({ err: reason }, 'amqp consumer connection lost; reconnecting');
+      const lostAt = Date.now();
       for (let attempt = 1; ; attempt++) {
         await pause(backoffDelayMs(attempt, o.reconnectMinMs, o.reconnectMaxMs), stop.signal);
         if (stop.signal.aborted) return;
@@ -119,6 +143,11 @@ export function createConsumer(o: ConsumerOptions): Consumer {
           session = await openSession();
           break;
         } catch (err) {
+          const message = err instanceof Error ? err.message : String(err);
+          if (isPermanent(err))
+            throw new Error(`the broker refuses what a reconnect needs: ${message}`, { cause: err });
+          if (Date.now() - lostAt >= o.recoveryBudgetMs)
+            throw new Error(`could not reconnect for ${o.recoveryBudgetMs} ms: ${message}`, { cause: err });
           log.warn({ err, attempt }, 'amqp consumer reconnect failed');
         }
       }
@@ -244,7 +273,12 @@ export function createConsumer(o: ConsumerOptions): Consumer {
     async start() {
       const session = await openSession();
       current = session;
-      supervisor = supervise(session);
+      supervisor = superviseLoop(
+        `rabbitmq consumer ${o.topology.queue}`,
+        supervise(session),
+        onFatal,
+        () => stop.signal.aborted,
+      );
     },
     close() {
       closing ??= (async () => {
