@@ -1,11 +1,13 @@
 import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import { createBatcher } from '../../shared/batch.ts';
+import { runSupervised } from '../../shared/bus/bullmq-bus.ts';
 import { backoffDelayMs } from '../../shared/bus/codec.ts';
 import type { Pool } from '../../shared/db/pool.ts';
 import { decideOrder, OrderJobSchema, type OrderJob } from '../../shared/domain/order.ts';
 import type { Logger } from '../../shared/observability/logger.ts';
 import { QueueNames } from '../../shared/queue/names.ts';
 import { createWorkerRedis } from '../../shared/queue/redis.ts';
+import { fatalOrLog, type OnFatal } from '../../shared/runtime/lifecycle.ts';
 import { deadLetterOrderJob } from './dead-letter.ts';
 import { createOrderHandler, type OrderCommand, type OrderOutcome } from './handler.ts';
 import { isPaymentDependencyFailure, paymentRequestOf, type PaymentGateway } from './payment.ts';
@@ -25,6 +27,8 @@ export interface OrderWorkerConfig {
   lockDurationMs?: number;
   /** How often stalled jobs are looked for. @defaultValue 30_000 */
   stalledIntervalMs?: number;
+  /** Stalls (lock expired: the worker died) a job survives before BullMQ fails it by itself. @defaultValue 5 */
+  maxStalledCount?: number;
 }
 
 export interface OrderWorkerDeps {
@@ -32,11 +36,32 @@ export interface OrderWorkerDeps {
   logger: Logger;
   /** Payment authorization behind its circuit breaker; absent = no payment step. Owned by the caller. */
   payments?: PaymentGateway;
+  /** Told when the worker can no longer take jobs (its BullMQ loop ended). Absent: logged only. */
+  onFatal?: OnFatal;
 }
 
 export interface OrderWorker {
   readonly worker: Worker;
   close(): Promise<void>;
+}
+
+/** What the processor throws once a job is in the dead letters: the `failed` listener leaves it alone. */
+class DeadLetteredError extends UnrecoverableError {}
+
+/**
+ * A job whose dead-lettering failed in the `failed` listener is sent back to the queue carrying this
+ * in its progress (not its data, which the dead letter keeps as it came), so the processor
+ * dead-letters it — with the processor's park-and-retry — instead of processing it again.
+ */
+interface PendingDeadLetter {
+  deadLetter: { error: string; stack: string | null; attempts: number };
+}
+
+function pendingDeadLetter(job: Job): PendingDeadLetter['deadLetter'] | undefined {
+  const progress: unknown = job.progress;
+  if (typeof progress !== 'object' || progress === null || !('deadLetter' in progress)) return undefined;
+  const pending = (progress as PendingDeadLetter).deadLetter;
+  return typeof pending?.error === 'string' && typeof pending.attempts === 'number' ? pending : undefined;
 }
 
 /**
@@ -45,6 +70,8 @@ export interface OrderWorker {
  */
 export function createOrderWorker(deps: OrderWorkerDeps, config: OrderWorkerConfig): OrderWorker {
   const log = deps.logger.child({ component: 'order-worker' });
+  const onFatal = fatalOrLog(deps.onFatal, log);
+  let closing: Promise<void> | undefined;
   const connection = createWorkerRedis(
     { url: config.redisUrl, commandTimeoutMs: 0 },
     'conveyor-orders-worker',
@@ -75,7 +102,7 @@ export function createOrderWorker(deps: OrderWorkerDeps, config: OrderWorkerConf
       );
       throw new DelayedError();
     }
-    throw new UnrecoverableError(error.message);
+    throw new DeadLetteredError(error.message);
   }
 
   /**
@@ -106,6 +133,11 @@ export function createOrderWorker(deps: OrderWorkerDeps, config: OrderWorkerConf
   }
 
   async function process(job: Job<OrderJob>, token?: string): Promise<OrderOutcome> {
+    const pending = pendingDeadLetter(job);
+    if (pending) {
+      const error = Object.assign(new Error(pending.error), { stack: pending.stack ?? undefined });
+      return toDeadLetters(job, error, pending.attempts, token);
+    }
     const attempt = job.attemptsMade + 1;
     const parsed = OrderJobSchema.safeParse(job.data);
     if (!parsed.success) {
@@ -141,22 +173,50 @@ export function createOrderWorker(deps: OrderWorkerDeps, config: OrderWorkerConf
     autorun: false,
     // A crashed worker's jobs come back after the lock expires; allow several stalls before BullMQ
     // fails a job by itself (which the `failed` listener below then dead-letters).
-    maxStalledCount: 5,
+    maxStalledCount: config.maxStalledCount ?? 5,
     lockDuration: config.lockDurationMs ?? 30_000,
     stalledInterval: config.stalledIntervalMs ?? 30_000,
   });
+
+  /**
+   * A job BullMQ failed for good by itself — stalled too often (BullMQ fails it with its own
+   * UnrecoverableError, never calling the processor) or out of attempts outside the processor's
+   * reach — goes to the dead letters. If that fails it is not left in `failed`, where `removeOnFail`
+   * trims it: it goes back to the queue marked, and the processor dead-letters it, parking it with a
+   * backoff (no attempt burned) for as long as dead-lettering keeps failing.
+   */
+  async function deadLetterFailed(job: Job, err: Error): Promise<void> {
+    try {
+      const id = await deadLetterOrderJob({ pool: deps.pool, dlq }, job, err, job.attemptsMade);
+      log.warn({ jobId: job.id, deadLetterId: id, err }, 'failed order moved to dead letters');
+      return;
+    } catch (recordErr) {
+      log.error(
+        { jobId: job.id, err: recordErr },
+        'dead-lettering a failed job failed; sent back to retry it',
+      );
+    }
+    try {
+      const deadLetter = { error: err.message, stack: err.stack ?? null, attempts: job.attemptsMade };
+      await job.updateProgress({ deadLetter } satisfies PendingDeadLetter);
+      await job.retry('failed');
+    } catch (requeueErr) {
+      // Redis refused too: the job stays in `failed`, visible in Bull Board, to be retried by hand.
+      log.error({ jobId: job.id, err: requeueErr }, 'could not send a failed job back; it stays in failed');
+    }
+  }
+
   worker.on('error', (err) => log.error({ err }, 'order worker error'));
   worker.on('failed', (job, err) => {
-    // Failures the processor did not route (e.g. stalled too often) still reach the dead letters.
-    if (!job || err instanceof UnrecoverableError || err.name === 'UnrecoverableError') return;
-    if (job.attemptsMade < (job.opts.attempts ?? 1) && !/stalled/i.test(err.message)) return;
-    deadLetterOrderJob({ pool: deps.pool, dlq }, job, err, job.attemptsMade).catch((e: unknown) =>
-      log.error({ jobId: job.id, err: e }, 'could not dead-letter a failed job'),
-    );
+    if (!job || err instanceof DeadLetteredError) return; // the processor dead-lettered it already
+    const exhausted =
+      err.name === 'UnrecoverableError' ||
+      /stalled/i.test(err.message) ||
+      job.attemptsMade >= (job.opts.attempts ?? 1);
+    if (exhausted) void deadLetterFailed(job, err);
   });
-  void worker.run().catch((err: unknown) => log.error({ err }, 'order worker stopped'));
+  runSupervised('order-worker', worker, connection, onFatal, () => closing !== undefined);
 
-  let closing: Promise<void> | undefined;
   return {
     worker,
     close: () =>
