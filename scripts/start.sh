@@ -27,4 +27,8 @@ if [[ ${NODE_ENV:-development} != production ]]; then
   export DASHBOARD_VIEWER_PASSWORD=${DASHBOARD_VIEWER_PASSWORD:-viewer}
 fi
 echo "start: API on http://localhost:${PORT:-3000}, dashboard on http://localhost:${DASHBOARD_PORT:-3001}/dashboard"
+# exec: node replaces this shell, so the signals a terminal or supervisor sends reach the platform
+# itself, which shuts down gracefully and exits 0 (70 after a component failed for good). npm must
+# run this script with `exec` too (package.json: "start": "exec bash scripts/start.sh"): a plain
+# `sh -c` between npm and node dies of the process group's SIGTERM and npm then reports 143.
 exec node --import tsx main.ts
