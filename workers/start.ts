@@ -6,6 +6,7 @@ import { QueueNames } from '../shared/queue/names.ts';
 import { watchWorkerSources } from './metrics-server.ts';
 import { createPaymentGateway } from './orders/payment.ts';
 import { createOrderWorker } from './orders/worker.ts';
+import { createPruner } from './maintenance/pruner.ts';
 import { createRelay } from './outbox/relay.ts';
 import { createProjector, PROJECTOR_CONSUMER } from './projections/projector.ts';
 
@@ -28,6 +29,8 @@ function chaosKill(rt: Runtime, nth: number, where: string): (() => void) | unde
 /**
  * Starts the requested worker kinds in this process. Cleanups are registered so that on shutdown the
  * order worker stops taking jobs first and finishes in-flight ones, then relay and projections stop.
+ * Each component reports a failure it cannot recover from to `rt.lifecycle.fail` (`/healthz` 503,
+ * then a graceful shutdown and a non-zero exit when the lifecycle owns the process).
  */
 export async function startWorkers(
   rt: Runtime,
@@ -41,7 +44,7 @@ export async function startWorkers(
   if (needsBus) {
     const bus = await createEventBus(
       config.bus.kind,
-      { logger, deadLetters: createPgDeadLetterSink(pool), metrics },
+      { logger, deadLetters: createPgDeadLetterSink(pool), metrics, onFatal: lifecycle.fail },
       config,
     );
     await bus.start();
@@ -62,10 +65,31 @@ export async function startWorkers(
     }
     if (kinds.includes('outbox')) {
       const relay = createRelay(
-        { pool, bus, logger, afterPublish: chaosKill(rt, config.chaos.killAfterPublish, 'outbox-publish') },
-        { databaseUrl: config.database.url, schema: config.database.schema, ...config.workers.outbox },
+        {
+          pool,
+          bus,
+          logger,
+          onFatal: lifecycle.fail,
+          afterPublish: chaosKill(rt, config.chaos.killAfterPublish, 'outbox-publish'),
+        },
+        {
+          databaseUrl: config.database.url,
+          schema: config.database.schema,
+          batchSize: config.workers.outbox.batchSize,
+          pollIntervalMs: config.workers.outbox.pollIntervalMs,
+        },
       );
       lifecycle.defer('outbox-relay', () => relay.close());
+      // The relays' deployment also keeps the tables that only grow within their retention.
+      const pruner = createPruner(
+        { pool, logger },
+        {
+          outboxRetentionHours: config.workers.outbox.retentionHours,
+          auditRetentionDays: config.retention.auditDays,
+          deadLetterRetentionDays: config.retention.deadLetterDays,
+        },
+      );
+      lifecycle.defer('retention', () => pruner.close());
     }
   }
   if (kinds.includes('orders')) {
@@ -76,7 +100,7 @@ export async function startWorkers(
     );
     lifecycle.defer('payments', async () => payments.close());
     const worker = createOrderWorker(
-      { pool, logger, payments },
+      { pool, logger, payments, onFatal: lifecycle.fail },
       {
         redisUrl: config.redis.url,
         queuePrefix: config.redis.queuePrefix,

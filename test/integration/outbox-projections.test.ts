@@ -86,7 +86,6 @@ describe('outbox relay', () => {
         schema: config.database.schema,
         batchSize: 100,
         pollIntervalMs: 3_600_000,
-        retentionHours: 1,
       },
     );
     try {
@@ -122,7 +121,6 @@ describe('outbox relay', () => {
           schema: config.database.schema,
           batchSize: 20,
           pollIntervalMs: 100,
-          retentionHours: 1,
         },
       ),
     );
@@ -158,7 +156,6 @@ describe('outbox relay', () => {
         schema: config.database.schema,
         batchSize: 1000,
         pollIntervalMs: 50,
-        retentionHours: 1,
       },
     );
     try {

@@ -22,16 +22,6 @@ export async function markPublished(client: PoolClient, ids: readonly number[]):
   });
 }
 
-/** Drops published rows past retention (kept until then to rebuild read models); 0 keeps them forever. */
-export async function purgePublished(pool: Pool, retentionHours: number): Promise<number> {
-  if (retentionHours <= 0) return 0;
-  const { rowCount } = await pool.query(
-    `DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < now() - make_interval(hours => $1)`,
-    [retentionHours],
-  );
-  return rowCount ?? 0;
-}
-
 export async function outboxBacklog(pool: Pool): Promise<{ count: number; oldestAgeSeconds: number }> {
   const { rows } = await pool.query<{ count: number; oldest: number | null }>(
     `SELECT count(*)::int AS count, EXTRACT(EPOCH FROM now() - min(created_at))::float8 AS oldest

@@ -3,7 +3,8 @@ import type { EventBus } from '../../shared/bus/event-bus.ts';
 import { backoffDelayMs } from '../../shared/bus/codec.ts';
 import type { Pool } from '../../shared/db/pool.ts';
 import type { Logger } from '../../shared/observability/logger.ts';
-import { claimBatch, markPublished, purgePublished } from './relay.sql.ts';
+import { fatalOrLog, superviseLoop, type OnFatal } from '../../shared/runtime/lifecycle.ts';
+import { claimBatch, markPublished } from './relay.sql.ts';
 
 export interface RelayConfig {
   databaseUrl: string;
@@ -11,7 +12,6 @@ export interface RelayConfig {
   batchSize: number;
   /** Safety-net poll; NOTIFY is the real wake-up. */
   pollIntervalMs: number;
-  retentionHours: number;
 }
 
 export interface RelayDeps {
@@ -20,6 +20,12 @@ export interface RelayDeps {
   logger: Logger;
   /** Test hook: called after publish, before the rows are marked (chaos tests kill here). */
   afterPublish?: (count: number) => Promise<void> | void;
+  /**
+   * Told when the relay can no longer publish: its publish loop or its LISTEN loop died of an error
+   * they do not retry (failed batches and lost connections are retried; anything escaping is a bug or
+   * a misconfiguration a restart may clear). Absent: logged only.
+   */
+  onFatal?: OnFatal | undefined;
 }
 
 export interface Relay {
@@ -27,8 +33,6 @@ export interface Relay {
   drainOnce(): Promise<number>;
   close(): Promise<void>;
 }
-
-const PURGE_EVERY_MS = 5 * 60_000;
 
 /**
  * The transactional-outbox relay: claims unpublished rows in batches, publishes them durably through
@@ -110,18 +114,12 @@ export function createRelay(deps: RelayDeps, config: RelayConfig): Relay {
 
   async function loop(): Promise<void> {
     let failures = 0;
-    let lastPurge = 0;
     while (running) {
       pendingWake = false;
       try {
         const n = await drainOnce();
         if (n > 0) log.debug({ published: n }, 'outbox drained');
         failures = 0;
-        if (Date.now() - lastPurge > PURGE_EVERY_MS) {
-          lastPurge = Date.now();
-          const purged = await purgePublished(deps.pool, config.retentionHours);
-          if (purged > 0) log.info({ purged }, 'published outbox rows past retention purged');
-        }
       } catch (err) {
         failures += 1;
         log.error({ err, failures }, 'outbox relay failed; backing off');
@@ -140,8 +138,10 @@ export function createRelay(deps: RelayDeps, config: RelayConfig): Relay {
     }
   }
 
-  const listening = listen();
-  const looping = loop();
+  const onFatal = fatalOrLog(deps.onFatal, log);
+  const stopping = () => !running;
+  const listening = superviseLoop('outbox-relay (listen)', listen(), onFatal, stopping);
+  const looping = superviseLoop('outbox-relay', loop(), onFatal, stopping);
 
   let closing: Promise<void> | undefined;
   return {
