@@ -19,7 +19,8 @@ export default defineConfig({
           testTimeout: 180_000,
           hookTimeout: 120_000,
           fileParallelism: false,
-          // After unit + integration finish: chaos tests restart the shared RabbitMQ and Kafka brokers.
+          // After unit + integration finish: e2e and chaos spawn real processes and private brokers (RabbitMQ,
+          // Kafka, Redis on spare ports), heavy on a 2-core machine. None restarts the machine's engines.
           sequence: { groupOrder: 1 },
         },
       },

@@ -1,10 +1,9 @@
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually } from '../support/env.ts';
 import { ownKafka } from '../support/kafka-server.ts';
 import type { Proc } from '../support/processes.ts';
+import { ownRabbitmq } from '../support/rabbitmq-server.ts';
 import {
   chaosEnv,
   makeOrders,
@@ -17,8 +16,6 @@ import {
 } from './harness.ts';
 import { awaitReconciled } from './reconcile.ts';
 
-const run = promisify(execFile);
-
 interface Broker {
   /** Environment for the platform processes, pointing them at this broker. */
   env: Env;
@@ -28,14 +25,18 @@ interface Broker {
 }
 
 const brokers: Record<'rabbitmq' | 'kafka', () => Promise<Broker>> = {
-  // The machine's RabbitMQ: vitest must not run other suites at the same time (the e2e project runs in
-  // its own sequence group, after unit and integration).
-  rabbitmq: async () => ({
-    env: {},
-    stop: async () => void (await run('rabbitmqctl', ['stop_app'], { timeout: 60_000 })),
-    start: async () => void (await run('rabbitmqctl', ['start_app'], { timeout: 120_000 })),
-    destroy: async () => undefined,
-  }),
+  // A private node (own node name, ports, data and cookie; needs the rabbitmq-server package, not a
+  // running RabbitMQ): whatever answers on 5672 (the machine's node, a `docker compose up`) is never
+  // stopped.
+  rabbitmq: async () => {
+    const rabbit = await ownRabbitmq();
+    return {
+      env: { RABBITMQ_URL: rabbit.url },
+      stop: () => rabbit.stop(), // a clean shutdown (SIGTERM); a restart keeps durable queues
+      start: () => rabbit.start(),
+      destroy: () => rabbit.destroy(),
+    };
+  },
   // A private broker on spare ports: whatever answers on 9092 (the machine's broker, another
   // checkout's, a `docker compose up`) is never stopped.
   kafka: async () => {
@@ -100,7 +101,8 @@ describe.each(buses)('chaos: the $bus broker restarts while events flow', ({ bus
         { what: 'events waiting in the outbox while the broker is down' },
       );
     } finally {
-      // Always bring the broker back (the machine's RabbitMQ is shared), even when an assertion failed.
+      // Always bring the broker back (teardown deletes the scenario's topology through it), even when
+      // an assertion failed.
       if (stopped) await b.start();
     }
     accepted.push(...(await placeBatch(api.url, makeOrders(100, `${bus}-after`))));
