@@ -86,7 +86,9 @@ export const USAGE = `npm run bench -- [options]
   --cpu-prof              write V8 CPU profiles of the API and worker processes
   --log-level <l>         LOG_LEVEL of the platform's processes  (default warn)
   --platform-env K=V,...  extra environment for the platform's processes (e.g. ORDERS_CONCURRENCY=200)
-  --skip-baselines, --skip-api-rates`;
+  --skip-baselines, --skip-api-rates
+  --scaling               the scaling scenario instead: CPU-limited replicas and KEDA's rule replayed
+                          (npm run bench -- --scaling --help)`;
 
 /**
  * Parses `argv` (without node and script) into {@link BenchOptions}.

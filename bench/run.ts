@@ -52,6 +52,10 @@ async function runBaselines(env: Env): Promise<BaselineResult[]> {
 }
 
 async function main(): Promise<number> {
+  if (process.argv.includes('--scaling')) {
+    const { scalingMain } = await import('./scaling/main.ts');
+    return scalingMain(process.argv.slice(2));
+  }
   if (process.argv.includes('--help')) {
     process.stdout.write(`${USAGE}\n`);
     return 0;

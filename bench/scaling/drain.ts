@@ -1,5 +1,3 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../../shared/config/config.ts';
 import { migrate } from '../../shared/db/migrate.ts';
@@ -14,13 +12,11 @@ import { isolatedEnv } from '../../test/support/env.ts';
 import { cleanup } from '../../test/support/platform.ts';
 import { makeOrderJobs } from '../baselines/naive-orders.ts';
 import { createMonitor, type MonitorWindow } from '../monitor.ts';
-import { createCpuGroup, type CpuGroup, type cgroupLayout } from './cgroup.ts';
+import { startReplica, type CgroupLayout, type Replica } from './replica.ts';
 import { sampleServerStats, type ServerStats } from './server-stats.ts';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-
 export interface CappedDrainOptions {
-  layout: Exclude<ReturnType<typeof cgroupLayout>, string>;
+  layout: CgroupLayout;
   replicas: number;
   /** CPU limit of each replica, in cores. */
   cores: number;
@@ -50,23 +46,19 @@ export interface CappedDrainResult {
   replicaStats: ReplicaStat[];
   monitor: MonitorWindow;
   server: ServerStats;
-  /** Orders, views and inbox rows counted after the drain (each must equal warm-up + backlog). */
+  /**
+   * Counted after the drain: orders, views, events projected and the orders the stats count must each
+   * equal warm-up + backlog (a doubled projection would count an order twice), no dead letters.
+   */
   verified: {
     ok: boolean;
     expected: number;
     orders: number;
     views: number;
     projected: number;
+    statsCounted: number;
     deadLetters: number;
   };
-}
-
-interface Replica {
-  label: string;
-  group: CpuGroup;
-  child: ChildProcess;
-  exited: Promise<unknown>;
-  tail: string[];
 }
 
 async function enqueue(queue: OrdersQueue, count: number, tag: string): Promise<void> {
@@ -119,31 +111,11 @@ export async function cappedDrain(o: CappedDrainOptions): Promise<CappedDrainRes
   monitor.watchGroup('redis', ['redis-server']);
   monitor.watchGroup('postgres', ['postgres']);
   const replicas: Replica[] = [];
-  const stamp = `${process.pid}-${Date.now().toString(36)}`;
   try {
     for (let i = 1; i <= o.replicas; i++) {
-      const group = createCpuGroup(o.layout, `conveyor-bench-${stamp}-${i}`, o.cores);
-      const { command, args } = group.wrap([process.execPath, '--import', 'tsx', 'workers/main.ts']);
-      const child = spawn(command, args, {
-        cwd: ROOT,
-        env: { ...process.env, ...env },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      const tail: string[] = [];
-      const keep = (b: Buffer) => {
-        tail.push(...b.toString().split('\n').filter(Boolean));
-        tail.splice(0, Math.max(0, tail.length - 50));
-      };
-      child.stdout?.on('data', keep);
-      child.stderr?.on('data', keep);
-      replicas.push({
-        label: `replica-${i}`,
-        group,
-        child,
-        tail,
-        exited: new Promise((r) => child.once('exit', r)),
-      });
-      monitor.watch(`replica-${i}`, child.pid!);
+      const replica = startReplica(o.layout, `replica-${i}`, o.cores, 'workers/main.ts', env);
+      replicas.push(replica);
+      monitor.watch(replica.label, replica.child.pid!);
     }
     await until(
       'every replica to consume',
@@ -199,9 +171,11 @@ export async function cappedDrain(o: CappedDrainOptions): Promise<CappedDrainRes
       };
     });
     const counts = (
-      await pool.query<{ orders: number; views: number; projected: number; dead: number }>(
+      await pool.query<{ orders: number; views: number; projected: number; counted: number; dead: number }>(
         `SELECT (SELECT count(*) FROM orders)::int AS orders, (SELECT count(*) FROM order_view)::int AS views,
-                (SELECT count(*) FROM projection_inbox)::int AS projected, (SELECT count(*) FROM dead_letters)::int AS dead`,
+                (SELECT count(*) FROM projection_inbox)::int AS projected,
+                (SELECT coalesce(sum(completed_count + rejected_count), 0) FROM daily_stats)::int AS counted,
+                (SELECT count(*) FROM dead_letters)::int AS dead`,
       )
     ).rows[0]!;
     const expected = warmup + o.backlog;
@@ -218,20 +192,20 @@ export async function cappedDrain(o: CappedDrainOptions): Promise<CappedDrainRes
         ok:
           counts.orders === expected &&
           counts.views === expected &&
-          counts.projected >= expected &&
+          counts.projected === expected &&
+          counts.counted === expected &&
           counts.dead === 0,
         expected,
         orders: counts.orders,
         views: counts.views,
         projected: counts.projected,
+        statsCounted: counts.counted,
         deadLetters: counts.dead,
       },
     };
   } finally {
     monitor.close();
-    for (const r of replicas) r.child.kill('SIGTERM');
-    await Promise.all(replicas.map((r) => r.exited));
-    for (const r of replicas) r.group.destroy();
+    await Promise.all(replicas.map((r) => r.stop()));
     await queue.close();
     redis.disconnect();
     await pool.end();

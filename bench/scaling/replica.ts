@@ -1,0 +1,67 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { createCpuGroup, type CpuGroup, type cgroupLayout } from './cgroup.ts';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+export type CgroupLayout = Exclude<ReturnType<typeof cgroupLayout>, string>;
+
+/** A platform process running in its own CPU-limited cgroup, like a pod with `limits.cpu`. */
+export interface Replica {
+  label: string;
+  group: CpuGroup;
+  child: ChildProcess;
+  /** Resolves with the exit code once the process has exited. */
+  exited: Promise<number | null>;
+  /** Its last output lines, for the report when it dies. */
+  tail: string[];
+  /** SIGTERM (a scale-down: finish in-flight work, exit), then SIGKILL past `graceMs`; removes the group. */
+  stop(graceMs?: number): Promise<number | null>;
+}
+
+let seq = 0;
+
+/**
+ * Starts `entry` (e.g. `workers/main.ts`) with `env` inside a new cgroup of `cores` CPU.
+ * @example const r = startReplica(layout, 'orders-1', 0.2, 'workers/main.ts', env);
+ */
+export function startReplica(
+  layout: CgroupLayout,
+  label: string,
+  cores: number,
+  entry: string,
+  env: Record<string, string>,
+): Replica {
+  const group = createCpuGroup(layout, `conveyor-bench-${process.pid}-${++seq}`, cores);
+  const { command, args } = group.wrap([process.execPath, '--import', 'tsx', entry]);
+  const child = spawn(command, args, {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const tail: string[] = [];
+  const keep = (b: Buffer) => {
+    tail.push(...b.toString().split('\n').filter(Boolean));
+    tail.splice(0, Math.max(0, tail.length - 50));
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  let stopping: Promise<number | null> | undefined;
+  return {
+    label,
+    group,
+    child,
+    exited,
+    tail,
+    stop: (graceMs = 30_000) =>
+      (stopping ??= (async () => {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+        const code = await exited;
+        clearTimeout(timer);
+        group.destroy();
+        return code;
+      })()),
+  };
+}
