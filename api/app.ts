@@ -1,6 +1,9 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { cors } from 'hono/cors';
 import { ValidationError } from '../shared/errors/domain.ts';
+import { fieldErrors } from '../shared/errors/problem.ts';
+import { limitsByPrincipal } from '../shared/security/api-keys.ts';
+import type { Failure } from '../shared/runtime/lifecycle.ts';
 import type { ApiDeps, ApiEnv } from './context.ts';
 import { notFound, onError } from './middleware/errors.ts';
 import { correlation, requireJson } from './middleware/request.ts';
@@ -18,19 +21,17 @@ import { ordersRoutes } from './routes/orders.ts';
 /**
  * The stateless HTTP API: validates, deduplicates and enqueues commands; answers queries from read
  * models. Nothing in process memory that another replica needs.
- * @example const app = createApp(deps); serve({ fetch: app.fetch, port: 3000 });
+ * `options.failure` (the process lifecycle's) turns `/healthz` into 503 once a component failed.
+ * @example const app = createApp(deps, { failure: lifecycle.failure }); serve({ fetch: app.fetch, port: 3000 });
  */
-export function createApp(deps: ApiDeps): OpenAPIHono<ApiEnv> {
+export function createApp(
+  deps: ApiDeps,
+  options: { failure?: () => Failure | undefined } = {},
+): OpenAPIHono<ApiEnv> {
   const app = new OpenAPIHono<ApiEnv>({
     defaultHook: (result) => {
       if (!result.success) {
-        throw new ValidationError(
-          'the request does not match the schema',
-          result.error.issues.map((i) => ({
-            path: i.path.map(String).join('.') || '(body)',
-            message: i.message,
-          })),
-        );
+        throw new ValidationError('the request does not match the schema', fieldErrors(result.error.issues));
       }
     },
   });
@@ -46,21 +47,18 @@ export function createApp(deps: ApiDeps): OpenAPIHono<ApiEnv> {
     );
   }
   app.use('/v1/*', requireJson());
-  app.use(
-    '/v1/*',
-    auth({
-      keys: deps.apiKeys,
-      allowDevKey: deps.apiKeys.length === 0 && deps.config.env !== 'production',
-      sessions: deps.sessions,
-    }),
-  );
+  const allowDevKey = deps.apiKeys.length === 0 && deps.config.env !== 'production';
+  app.use('/v1/*', auth({ keys: deps.apiKeys, allowDevKey, sessions: deps.sessions }));
+  const limits = deps.config.rateLimiting;
+  const defaults = { writes: limits.maxRequests, reads: limits.maxReadRequests };
   app.use(
     '/v1/*',
     rateLimit({
       redis: deps.requestRedis,
       prefix: deps.config.redis.queuePrefix,
-      windowMs: deps.config.rateLimiting.windowMs,
-      max: deps.config.rateLimiting.maxRequests,
+      windowMs: limits.windowMs,
+      defaults,
+      perPrincipal: limitsByPrincipal(deps.apiKeys, defaults, allowDevKey),
     }),
   );
 
@@ -70,6 +68,7 @@ export function createApp(deps: ApiDeps): OpenAPIHono<ApiEnv> {
       pool: deps.pool,
       redis: [deps.redis, deps.requestRedis],
       timeoutMs: deps.config.redis.commandTimeoutMs,
+      ...(options.failure ? { failure: options.failure } : {}),
     }),
   );
   app.route('/', metricsRoutes(deps.metrics));

@@ -155,6 +155,7 @@ export function createStack(options: StackOptions): Stack {
     // The dev key (`Authorization: Bearer dev`) with API_KEYS empty and NODE_ENV=test; no rate limit in the way.
     API_KEYS: '',
     RATE_LIMIT_MAX: '1000000000',
+    RATE_LIMIT_READ_MAX: '1000000000',
     SHUTDOWN_GRACE_MS: '10000',
     METRICS_PORT: '0',
     ...options.env,

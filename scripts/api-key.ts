@@ -1,13 +1,20 @@
-// `npm run api-key -- <id> <scope>[+<scope>…]`: prints a new API key (give it to the client) and the
-// API_KEYS entry (give it to the server: it holds only the key's SHA-256).
-import { generateApiKey, SCOPES, type Scope } from '../shared/security/api-keys.ts';
+// `npm run api-key -- <id> <scope>[+<scope>…] [<writes>/<reads>]`: prints a new API key (give it to the
+// client) and the API_KEYS entry (give it to the server: it holds only the key's SHA-256). The optional
+// limits are the key's own budgets per RATE_LIMIT_WINDOW_MS (a side left empty keeps RATE_LIMIT_MAX /
+// RATE_LIMIT_READ_MAX), e.g. `npm run api-key -- shop orders:write+orders:read 5000/20000`.
+import { generateApiKey, parseApiKeys, SCOPES, type Scope } from '../shared/security/api-keys.ts';
 
-const [id = 'client', scopeArg = 'orders:write+orders:read'] = process.argv.slice(2);
-const scopes = scopeArg.split('+');
-const bad = scopes.filter((s) => !(SCOPES as readonly string[]).includes(s));
-if (bad.length > 0 || !/^[A-Za-z0-9._-]{1,64}$/.test(id)) {
-  process.stderr.write(`usage: npm run api-key -- <id> <scope>[+<scope>…]   scopes: ${SCOPES.join(', ')}\n`);
+const usage = `usage: npm run api-key -- <id> <scope>[+<scope>…] [<writes>/<reads>]   scopes: ${SCOPES.join(', ')}\n`;
+const [id = 'client', scopeArg = 'orders:write+orders:read', limitsArg, ...extra] = process.argv.slice(2);
+const { key, entry } = generateApiKey(id, scopeArg.split('+') as Scope[]);
+const full = limitsArg === undefined ? entry : `${entry}:${limitsArg}`;
+try {
+  if (extra.length > 0) throw new Error(`unexpected arguments: ${extra.join(' ')}`);
+  if (limitsArg !== undefined && /[:,]/.test(limitsArg))
+    throw new Error('the limits must be <writes>/<reads>');
+  parseApiKeys(full); // the server's own validation: what it would refuse at start is refused here
+} catch (err) {
+  process.stderr.write(`${(err as Error).message.replace(/^API_KEYS entry 1( \([^)]*\))?: /, '')}\n${usage}`);
   process.exit(2);
 }
-const { key, entry } = generateApiKey(id, scopes as Scope[]);
-process.stdout.write(`key (for the client):     ${key}\nAPI_KEYS entry (server):  ${entry}\n`);
+process.stdout.write(`key (for the client):     ${key}\nAPI_KEYS entry (server):  ${full}\n`);

@@ -23,6 +23,7 @@ const POLICY: readonly { method: string; prefix: string; scope: Scope | null }[]
 ];
 
 export function requiredScope(method: string, path: string): Scope | null {
+  if (method === 'HEAD') method = 'GET'; // a GET without the body: the same scope
   const rule = POLICY.find(
     (r) => (r.method === '*' || r.method === method) && (path === r.prefix || path.startsWith(r.prefix)),
   );
@@ -36,7 +37,7 @@ export interface AuthOptions {
   sessions: SessionStore;
 }
 
-const DEV_PRINCIPAL: Principal = { id: 'dev', scopes: ['admin'] };
+const DEV_PRINCIPAL: Principal = { id: DEV_KEY, scopes: ['admin'] };
 
 /**
  * `Authorization: Bearer <key>` (or an `x-session-id` from POST /v1/sessions) → principal and scopes.

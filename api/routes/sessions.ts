@@ -1,6 +1,6 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { ApiDeps, ApiEnv } from '../context.ts';
-import { ProblemSchema } from '../schemas.ts';
+import { ProblemSchema, tooManyRequests } from '../schemas.ts';
 import { requestLog } from '../log.ts';
 
 const create = createRoute({
@@ -18,6 +18,7 @@ const create = createRoute({
       },
     },
     401: { description: 'No valid key', content: { 'application/problem+json': { schema: ProblemSchema } } },
+    429: tooManyRequests,
   },
 });
 
@@ -26,7 +27,7 @@ const destroy = createRoute({
   path: '/v1/sessions/current',
   tags: ['auth'],
   summary: 'Log out: delete the session named by x-session-id',
-  responses: { 204: { description: 'Deleted' } },
+  responses: { 204: { description: 'Deleted' }, 429: tooManyRequests },
 });
 
 /** Sessions live in Redis only: any replica serves any session, logout is immediate everywhere. */

@@ -24,6 +24,7 @@ export function chaosEnv(overrides: Env = {}): Env {
   return isolatedEnv({
     METRICS_PORT: '0',
     RATE_LIMIT_MAX: '1000000',
+    RATE_LIMIT_READ_MAX: '1000000',
     ORDERS_LOCK_DURATION_MS: '2000',
     ORDERS_STALLED_INTERVAL_MS: '1000',
     OUTBOX_BATCH_SIZE: '100',

@@ -319,7 +319,7 @@ describe('dashboard credentials policy', () => {
   });
 
   it('sets the Secure flag on the session cookie in production', async () => {
-    const prod = loadConfig({ ...env, NODE_ENV: 'production' });
+    const prod = loadConfig({ ...env, NODE_ENV: 'production', REDIS_REQUIRE_AOF: 'false' });
     const rt = await bootstrap(prod, 'dashboard-prod-test');
     runtimes.push(rt);
     const { port } = await startDashboard(rt);

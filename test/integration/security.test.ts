@@ -85,6 +85,7 @@ describe('rate limits shared by API replicas', () => {
   const env = isolatedEnv({
     API_KEYS: [writer.entry, reader.entry].join(','),
     RATE_LIMIT_MAX: '6',
+    RATE_LIMIT_READ_MAX: '6',
     RATE_LIMIT_WINDOW_MS: '60000',
   });
   let one: Proc & { url: string };
@@ -109,7 +110,9 @@ describe('rate limits shared by API replicas', () => {
     expect(last!.headers.get('retry-after')).toMatch(/^\d+$/);
     expect(last!.headers.get('ratelimit-limit')).toBe('6');
     expect(last!.headers.get('ratelimit-remaining')).toBe('0');
+    expect(last!.headers.get('ratelimit-policy')).toBe('6;w=60');
     expect(last!.headers.get('content-type')).toContain('application/problem+json');
+    expect(last!.body).toMatchObject({ code: 'rate_limit.exceeded', budget: 'reads', limit: 6 });
     // A spoofed forwarding header does not buy a new budget; another key has its own.
     expect(
       (await request(`${one.url}/v1/stats`, { headers: { ...bearer(reader), 'x-forwarded-for': '1.2.3.4' } }))
@@ -127,7 +130,13 @@ describe('rate limits shared by API replicas', () => {
 
 describe('production safety', () => {
   it('refuses to start in production without API keys', () => {
-    const env = isolatedEnv({ NODE_ENV: 'production', API_KEYS: '', LOG_LEVEL: 'info' });
+    // REDIS_REQUIRE_AOF=false: the test Redis is not persistent, and this is about the keys.
+    const env = isolatedEnv({
+      NODE_ENV: 'production',
+      API_KEYS: '',
+      LOG_LEVEL: 'info',
+      REDIS_REQUIRE_AOF: 'false',
+    });
     const run = spawnSync(process.execPath, ['--import', 'tsx', 'api/main.ts'], {
       cwd: fileURLToPath(new URL('../../', import.meta.url)),
       env: { ...process.env, ...env },

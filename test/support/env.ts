@@ -32,6 +32,7 @@ export function isolatedEnv(overrides: Record<string, string> = {}): Record<stri
     HOST: '127.0.0.1',
     ORDERS_BACKOFF_MS: '50',
     RATE_LIMIT_MAX: '1000000',
+    RATE_LIMIT_READ_MAX: '1000000',
     BUS_BACKOFF_MS: '50',
     OUTBOX_POLL_INTERVAL_MS: '1000',
     SHUTDOWN_GRACE_MS: '5000',

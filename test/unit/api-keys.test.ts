@@ -1,8 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import {
   authenticate,
+  DEV_KEY_LIMITS,
   generateApiKey,
   hasScope,
+  limitsByPrincipal,
   parseApiKeys,
   sha256,
 } from '../../shared/security/api-keys.ts';
@@ -30,10 +32,69 @@ describe('API keys', () => {
     expect(() => parseApiKeys('garbage')).toThrow(/entry 1/);
   });
 
+  it('an entry may end with its own limits, <writes>/<reads>, either side optional', () => {
+    const hash = sha256('s').toString('hex');
+    const keys = parseApiKeys(
+      [
+        `shop:orders:write+orders:read:${hash}:5000/20000`,
+        `reports:orders:read:${hash}:/50000`,
+        `ingest:orders:write:${hash}:300/`,
+        `plain:orders:write:${hash}`,
+      ].join(','),
+    );
+    expect(keys.map((k) => [k.id, k.scopes, k.limits])).toEqual([
+      ['shop', ['orders:write', 'orders:read'], { writes: 5000, reads: 20000 }],
+      ['reports', ['orders:read'], { reads: 50000 }],
+      ['ingest', ['orders:write'], { writes: 300 }],
+      ['plain', ['orders:write'], undefined],
+    ]);
+    // Unset sides take the defaults; the dev key (when accepted) gets at least DEV_KEY_LIMITS.
+    const defaults = { writes: 100, reads: 1000 };
+    expect(Object.fromEntries(limitsByPrincipal(keys, defaults, false))).toEqual({
+      shop: { writes: 5000, reads: 20000 },
+      reports: { writes: 100, reads: 50000 },
+      ingest: { writes: 300, reads: 1000 },
+    });
+    expect(limitsByPrincipal([], defaults, true).get('dev')).toEqual({ writes: 10_000, reads: 10_000 });
+    expect(DEV_KEY_LIMITS).toEqual({ writes: 10_000, reads: 10_000 });
+    expect(limitsByPrincipal([], { writes: 1e6, reads: 5 }, true).get('dev')).toEqual({
+      writes: 1e6,
+      reads: 10_000,
+    });
+    // What npm run api-key prints parses back to the same limits.
+    const generated = generateApiKey('bulk', ['orders:write'], { writes: 7 });
+    expect(generated.entry).toMatch(/^bulk:orders:write:[0-9a-f]{64}:7\/$/);
+    expect(parseApiKeys(generated.entry)[0]?.limits).toEqual({ writes: 7 });
+    expect(authenticate(parseApiKeys(generated.entry), generated.key)?.id).toBe('bulk');
+  });
+
+  it.each([
+    ['0/5', 'the writes limit must be a whole number from 1 to 1000000000'],
+    ['5/1000000001', 'the reads limit must be a whole number from 1 to 1000000000'],
+    ['5000', 'the limits must be <writes>/<reads>, e.g. 5000/20000'],
+    ['5/x', 'the limits must be <writes>/<reads>, e.g. 5000/20000'],
+    ['1.5/2', 'the limits must be <writes>/<reads>, e.g. 5000/20000'],
+    ['/', 'the limits must name writes, reads or both, e.g. 5000/20000 or /20000'],
+  ])('names an entry whose limits %s are malformed', (limits, message) => {
+    const entry = `shop:orders:write+orders:read:${sha256('s').toString('hex')}:${limits}`;
+    expect(() => parseApiKeys(`ops:admin:${sha256('o').toString('hex')},${entry}`)).toThrow(
+      `API_KEYS entry 2 (shop): ${message}`,
+    );
+  });
+
+  it('refuses two entries of one id (one budget) with different limits', () => {
+    const hash = (s: string) => sha256(s).toString('hex');
+    expect(() => parseApiKeys(`a:admin:${hash('1')}:5/5,a:admin:${hash('2')}:6/5`)).toThrow(
+      'API_KEYS entry 2 (a): another entry of this id has other limits',
+    );
+    expect(parseApiKeys(`a:admin:${hash('1')}:5/5,a:admin:${hash('2')}:5/5`)).toHaveLength(2); // rotation
+  });
+
   it('maps routes to scopes; admin implies every scope; unlisted routes need admin', () => {
     expect(requiredScope('POST', '/v1/orders')).toBe('orders:write');
     expect(requiredScope('POST', '/v1/orders/batch')).toBe('orders:write');
     expect(requiredScope('GET', '/v1/orders/x')).toBe('orders:read');
+    expect(requiredScope('HEAD', '/v1/orders/x')).toBe('orders:read'); // a GET without its body
     expect(requiredScope('GET', '/v1/stats')).toBe('orders:read');
     expect(requiredScope('POST', '/v1/dead-letters/x/redrive')).toBe('admin');
     expect(requiredScope('GET', '/v1/audit')).toBe('admin');
