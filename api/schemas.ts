@@ -10,9 +10,22 @@ export const ProblemSchema = z
     instance: z.string().optional(),
     code: z.string(),
     correlationId: z.string().optional(),
-    errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+    errors: z
+      .array(z.object({ path: z.string(), message: z.string() }))
+      .optional()
+      .describe('400: one error per invalid field'),
+    limitBytes: z.number().int().optional().describe('413: the body limit of the route, in bytes'),
+    budget: z
+      .enum(['reads', 'writes'])
+      .optional()
+      .describe('429: the budget that is exhausted; reads (GET, HEAD) and writes are counted apart'),
+    limit: z.number().int().optional().describe("429: that budget's requests per window"),
+    windowSeconds: z.number().int().optional().describe('429: the window, in seconds'),
   })
-  .openapi('Problem');
+  .openapi('Problem', {
+    description:
+      'RFC 9457 problem details. `type` is https://conveyor.dev/problems/ followed by `code` in kebab-case; match on `code`.',
+  });
 
 // Shared schemas may be created before zod is extended with .openapi(): wrap them in fresh API-side schemas.
 export const PlaceOrderBody = z.strictObject(PlaceOrderSchema.shape).openapi('PlaceOrder', {
@@ -132,14 +145,30 @@ export const DeadLetterSchema = z
   })
   .openapi('DeadLetter');
 
+const problemContent = { 'application/problem+json': { schema: ProblemSchema } } as const;
+const header = (description: string) => ({ description, schema: { type: 'integer' as const } });
+
+/** The answer of every `/v1` route whose budget (reads or writes) is exhausted. */
+export const tooManyRequests = {
+  description: 'Rate limit: the API key used its read (GET, HEAD) or write budget of the window',
+  headers: {
+    'Retry-After': header('Seconds until the window resets'),
+    'RateLimit-Limit': header('Requests of this budget per window'),
+    'RateLimit-Remaining': header('Requests of this budget left in the window'),
+    'RateLimit-Reset': header('Seconds until the window resets'),
+    'RateLimit-Policy': {
+      description: '<limit>;w=<window seconds> of the budget that applied, e.g. 100;w=60',
+      schema: { type: 'string' as const },
+    },
+  },
+  content: problemContent,
+} as const;
+
 export const problemResponses = {
-  400: { description: 'Invalid request', content: { 'application/problem+json': { schema: ProblemSchema } } },
-  415: {
-    description: 'Body is not JSON',
-    content: { 'application/problem+json': { schema: ProblemSchema } },
-  },
-  503: {
-    description: 'Redis or Postgres unavailable',
-    content: { 'application/problem+json': { schema: ProblemSchema } },
-  },
+  400: { description: 'Invalid request', content: problemContent },
+  401: { description: 'Missing or invalid API key', content: problemContent },
+  403: { description: "The key lacks the route's scope", content: problemContent },
+  415: { description: 'Body is not JSON', content: problemContent },
+  429: tooManyRequests,
+  503: { description: 'Redis or Postgres unavailable', content: problemContent },
 } as const;

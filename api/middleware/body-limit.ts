@@ -1,10 +1,13 @@
 import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit as streamingBodyLimit } from 'hono/body-limit';
 import type { ApiEnv } from '../context.ts';
+import { tooLargeResponse } from './errors.ts';
 
 export interface BodyLimitOptions {
+  /** The most bytes a body may have. */
   maxSize: number;
-  onError: (c: Context<ApiEnv>) => Response | Promise<Response>;
+  /** The answer past the limit; by default a 413 problem naming it (`detail` and `limitBytes`). */
+  onError?: (c: Context<ApiEnv>, limitBytes: number) => Response | Promise<Response>;
 }
 
 const decimal = /^\d+$/;
@@ -17,13 +20,15 @@ const decimal = /^\d+$/;
  * hono's streaming check, which counts the bytes as they arrive and answers 413 past the cap.
  */
 export function bodyLimit(options: BodyLimitOptions): MiddlewareHandler<ApiEnv> {
-  const streaming = streamingBodyLimit(options);
+  const { maxSize, onError = tooLargeResponse } = options;
+  const tooLarge = (c: Context<ApiEnv>) => onError(c, maxSize);
+  const streaming = streamingBodyLimit({ maxSize, onError: tooLarge });
   return async (c, next) => {
     const method = c.req.method;
     if (method === 'GET' || method === 'HEAD') return next(); // never a body
     const length = c.req.header('content-length');
     if (length !== undefined && decimal.test(length) && c.req.header('transfer-encoding') === undefined) {
-      return Number(length) > options.maxSize ? options.onError(c) : next();
+      return Number(length) > maxSize ? tooLarge(c) : next();
     }
     return streaming(c, next);
   };

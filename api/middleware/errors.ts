@@ -15,12 +15,17 @@ export function problemResponse(
   return respond(c, JSON.stringify(body), p.status, { 'content-type': PROBLEM_CONTENT_TYPE, ...headers });
 }
 
+/** Codes of the framework's own errors (malformed JSON, …); any other status becomes `http.<status>`. */
+export const HTTP_EXCEPTION_CODES: Readonly<Record<number, string>> = {
+  400: 'request.malformed',
+  413: 'request.too_large',
+};
+
 /** Every error leaves as RFC 9457 problem+json, never with a stack trace. */
 export const onError: ErrorHandler<ApiEnv> = (err, c) => {
   if (err instanceof HTTPException) {
     const status = err.status;
-    const code =
-      status === 400 ? 'request.malformed' : status === 413 ? 'request.too_large' : `http.${status}`;
+    const code = HTTP_EXCEPTION_CODES[status] ?? `http.${status}`;
     return problemResponse(c, problem(status, code, err.message || undefined));
   }
   if (err instanceof DomainError) {
@@ -34,6 +39,20 @@ export const onError: ErrorHandler<ApiEnv> = (err, c) => {
   if (c.get('rootLog')) requestLog(c).error({ err }, 'unhandled error');
   return problemResponse(c, toProblem(err));
 };
+
+/**
+ * 413 naming the limit (in `detail` and as `limitBytes`). The rest of the body is not read, so the
+ * connection cannot be reused: the response says `connection: close`.
+ */
+export function tooLargeResponse(c: Context<ApiEnv>, limitBytes: number): Response {
+  return problemResponse(
+    c,
+    problem(413, 'request.too_large', `the request body is over the limit of ${limitBytes} bytes`, {
+      limitBytes,
+    }),
+    { connection: 'close' },
+  );
+}
 
 export const notFound: NotFoundHandler<ApiEnv> = (c) =>
   problemResponse(c, problem(404, 'route.not_found', `no route for ${c.req.method} ${c.req.path}`));

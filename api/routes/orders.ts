@@ -15,7 +15,7 @@ import {
   OverloadedError,
   ValidationError,
 } from '../../shared/errors/domain.ts';
-import { problem, type Problem } from '../../shared/errors/problem.ts';
+import { fieldErrors, problem, type Problem } from '../../shared/errors/problem.ts';
 import type { ApiDeps, ApiEnv } from '../context.ts';
 import { addBulkExactly, coalescingEnqueue } from '../enqueue.ts';
 import { requestLog, requestLogAt } from '../log.ts';
@@ -188,10 +188,6 @@ const getStats = createRoute({
   },
 });
 
-function issuesToErrors(issues: readonly { path: PropertyKey[]; message: string }[], prefix = '') {
-  return issues.map((i) => ({ path: prefix + i.path.map(String).join('.'), message: i.message }));
-}
-
 export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
   const { config, ordersQueue } = deps;
   const app = new OpenAPIHono<ApiEnv>();
@@ -277,8 +273,8 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
     });
   }
 
-  app.use('/v1/orders', bodyLimit({ maxSize: config.api.bodyLimitBytes, onError: tooLarge }));
-  app.use('/v1/orders/batch', bodyLimit({ maxSize: config.api.batchBodyLimitBytes, onError: tooLarge }));
+  app.use('/v1/orders', bodyLimit({ maxSize: config.api.bodyLimitBytes }));
+  app.use('/v1/orders/batch', bodyLimit({ maxSize: config.api.batchBodyLimitBytes }));
 
   app.openapi(placeOrder, async (c) => {
     const order = c.req.valid('json');
@@ -321,7 +317,7 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
         if (!parsed.success) {
           results.push({
             error: problem(400, 'request.invalid', `orders[${index}] is invalid`, {
-              errors: issuesToErrors(parsed.error.issues, `orders.${index}.`),
+              errors: fieldErrors(parsed.error.issues, `orders.${index}.`),
             }),
           });
           return;
@@ -476,18 +472,4 @@ export function ordersRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
   });
 
   return app;
-}
-
-function tooLarge(c: Context<ApiEnv>): Response {
-  return respond(
-    c,
-    JSON.stringify({
-      ...problem(413, 'request.too_large', 'the request body is over the limit'),
-      instance: c.req.path,
-      correlationId: c.get('correlationId'),
-    }),
-    413,
-    // The rest of the body is not read: the connection cannot be reused, so say so.
-    { 'content-type': 'application/problem+json', connection: 'close' },
-  );
 }

@@ -54,6 +54,9 @@ const scaling = createRoute({
   responses: {
     200: { description: 'Depth of the queue', content: { 'application/json': { schema: ScalingSchema } } },
     404: { description: 'No such queue', content: { 'application/problem+json': { schema: ProblemSchema } } },
+    401: problemResponses[401],
+    403: problemResponses[403],
+    429: problemResponses[429],
     503: problemResponses[503],
   },
 });

@@ -1,6 +1,6 @@
 import { DomainError, ValidationError, type FieldError } from './domain.ts';
 
-/** RFC 9457 problem details. */
+/** RFC 9457 problem details, with the extension members the API uses. */
 export interface Problem {
   type: string;
   title: string;
@@ -10,6 +10,14 @@ export interface Problem {
   code: string;
   errors?: readonly FieldError[];
   correlationId?: string;
+  /** 413: the body limit of the route, in bytes. */
+  limitBytes?: number;
+  /** 429: which of the key's budgets was exhausted. */
+  budget?: 'reads' | 'writes';
+  /** 429: that budget's requests per window. */
+  limit?: number;
+  /** 429: the window, in seconds. */
+  windowSeconds?: number;
 }
 
 const titles: Record<number, string> = {
@@ -17,6 +25,7 @@ const titles: Record<number, string> = {
   401: 'Unauthorized',
   403: 'Forbidden',
   404: 'Not Found',
+  405: 'Method Not Allowed',
   409: 'Conflict',
   413: 'Content Too Large',
   415: 'Unsupported Media Type',
@@ -27,6 +36,22 @@ const titles: Record<number, string> = {
 };
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
+export const PROBLEM_TYPE_BASE = 'https://conveyor.dev/problems/';
+
+/**
+ * The problem `type` URL of a code, in one spelling: the code in kebab-case, every run of other
+ * characters (`.`, `_`) one `-`. `rate_limit.exceeded` → `https://conveyor.dev/problems/rate-limit-exceeded`.
+ * The `code` itself never changes (clients match on it).
+ */
+export function problemType(code: string): string {
+  return (
+    PROBLEM_TYPE_BASE +
+    code
+      .toLowerCase()
+      .replace(/[^a-z0-9]+/g, '-')
+      .replace(/^-|-$/g, '')
+  );
+}
 
 /** A problem for a status with no domain error behind it (415, 413, …). */
 export function problem(
@@ -36,7 +61,7 @@ export function problem(
   extra: Partial<Problem> = {},
 ): Problem {
   return {
-    type: `https://conveyor.dev/problems/${code.replaceAll('.', '-')}`,
+    type: problemType(code),
     title: titles[status] ?? 'Error',
     status,
     code,
@@ -54,4 +79,44 @@ export function toProblem(err: unknown, instance?: string): Problem {
     });
   }
   return problem(500, 'internal', 'an unexpected error occurred', instance ? { instance } : {});
+}
+
+/** The parts of a schema issue (zod's) that {@link fieldErrors} reads. */
+export interface IssueLike {
+  readonly path: readonly PropertyKey[];
+  readonly message: string;
+  readonly code?: string;
+  readonly maximum?: unknown;
+  readonly minimum?: unknown;
+}
+
+function bound(value: unknown): number | undefined {
+  return typeof value === 'number' || typeof value === 'bigint' ? Number(value) : undefined;
+}
+
+/**
+ * Schema issues as field errors, one per field: a value that breaks several checks of one field
+ * (`quantity: 1e30` is both over `.max(10000)` and over the safe-integer range `.int()` implies) is
+ * reported once. The first issue of a field wins, except that of several bounds of one kind the
+ * tightest is kept (`<= 10000`, not `<= 9007199254740991`): the rule the client can act on.
+ * @example fieldErrors(result.error.issues, 'orders.3.') // [{ path: 'orders.3.items.0.quantity', message: … }]
+ */
+export function fieldErrors(issues: readonly IssueLike[], prefix = ''): FieldError[] {
+  const byPath = new Map<string, IssueLike>();
+  for (const issue of issues) {
+    const path = (prefix + issue.path.map(String).join('.')).replace(/\.$/, '');
+    const kept = byPath.get(path);
+    if (kept === undefined) byPath.set(path, issue);
+    else if (tighter(issue, kept)) byPath.set(path, issue);
+  }
+  return [...byPath].map(([path, issue]) => ({ path: path || '(body)', message: issue.message }));
+}
+
+/** Whether `issue` states a tighter bound of the same kind than `kept` (a lower maximum, a higher minimum). */
+function tighter(issue: IssueLike, kept: IssueLike): boolean {
+  if (issue.code !== kept.code) return false;
+  if (issue.code === 'too_big') return (bound(issue.maximum) ?? Infinity) < (bound(kept.maximum) ?? Infinity);
+  if (issue.code === 'too_small')
+    return (bound(issue.minimum) ?? -Infinity) > (bound(kept.minimum) ?? -Infinity);
+  return false;
 }

@@ -275,6 +275,15 @@ describe('chaos: fuzzing every API route', () => {
             for (const o of json.orders ?? []) if (o.orderId) accepted.add(o.orderId);
           }
           expect(res.status, `${method} ${url} -> ${res.status} ${text.slice(0, 300)}`).toBeLessThan(500);
+          // Every error the API answers is a problem whose type is its code in kebab-case, one spelling
+          // for all. (A body-less 400 comes from Node's HTTP parser, e.g. a chunked DELETE: not the API's.)
+          if (res.status >= 400 && method !== 'HEAD' && text !== '') {
+            const p = JSON.parse(text) as { type?: string; code?: string };
+            expect(p.type, `${method} ${url} -> ${text.slice(0, 300)}`).toBe(
+              `https://conveyor.dev/problems/${(p.code ?? '').replace(/[._]/g, '-')}`,
+            );
+            expect(p.type).toMatch(/^https:\/\/conveyor\.dev\/problems\/[a-z0-9]+(-[a-z0-9]+)*$/);
+          }
         }),
         {
           numRuns: Number(process.env.FUZZ_RUNS ?? 250),

@@ -82,6 +82,22 @@ describe('POST /v1/orders', () => {
     expect(await queue.count()).toBe(before);
   });
 
+  it('one error per invalid field, even when a value breaks several rules of it', async () => {
+    const res = await request<{ type: string; errors: { path: string; message: string }[] }>(
+      url('/v1/orders'),
+      {
+        method: 'POST',
+        json: sampleOrder({ customerId: '', items: [{ sku: 's', quantity: 1e30, unitPriceCents: 1 }] }),
+      },
+    );
+    expect(res.status).toBe(400);
+    expect(res.body.type).toBe('https://conveyor.dev/problems/request-invalid');
+    expect(res.body.errors).toEqual([
+      { path: 'customerId', message: 'Too small: expected string to have >=1 characters' },
+      { path: 'items.0.quantity', message: 'Too big: expected number to be <=10000' },
+    ]);
+  });
+
   it('400 for malformed JSON, 415 for non-JSON, 413 over the body limit (also chunked), never a stack trace', async () => {
     const malformed = await request(url('/v1/orders'), {
       method: 'POST',
@@ -90,16 +106,31 @@ describe('POST /v1/orders', () => {
     });
     expect(malformed.status).toBe(400);
     expect(malformed.headers.get('content-type')).toContain('application/problem+json');
+    expect(malformed.body).toMatchObject({
+      code: 'request.malformed',
+      type: 'https://conveyor.dev/problems/request-malformed',
+    });
     const text = await request(url('/v1/orders'), {
       method: 'POST',
       body: 'hello',
       headers: { 'content-type': 'text/plain' },
     });
     expect(text.status).toBe(415);
+    expect(text.body).toMatchObject({
+      code: 'request.unsupported_media_type',
+      type: 'https://conveyor.dev/problems/request-unsupported-media-type',
+    });
     const big = sampleOrder({ customerId: 'c-'.padEnd(8000, 'x') });
     const tooLarge = await request(url('/v1/orders'), { method: 'POST', json: big });
     expect(tooLarge.status).toBe(413);
     expect(tooLarge.headers.get('content-type')).toContain('application/problem+json');
+    // The 413 states the limit (API_BODY_LIMIT_BYTES=4096 here).
+    expect(tooLarge.body).toMatchObject({
+      code: 'request.too_large',
+      type: 'https://conveyor.dev/problems/request-too-large',
+      detail: 'the request body is over the limit of 4096 bytes',
+      limitBytes: 4096,
+    });
     const chunks = new ReadableStream({
       start(controller) {
         for (let i = 0; i < 10; i++) controller.enqueue(new TextEncoder().encode('x'.repeat(1000)));
@@ -113,6 +144,7 @@ describe('POST /v1/orders', () => {
       duplex: 'half',
     } as RequestInit);
     expect(chunked.status).toBe(413);
+    expect(await chunked.json()).toMatchObject({ code: 'request.too_large', limitBytes: 4096 });
     for (const r of [malformed, text, tooLarge])
       expect(JSON.stringify(r.body)).not.toMatch(/\bat .+\.ts:\d+/);
   });
@@ -208,6 +240,21 @@ describe('POST /v1/orders/batch', () => {
     expect(await queue.count()).toBe(before + 2);
   });
 
+  it('reports one error per invalid field of an item', async () => {
+    const res = await request<{ orders: { error?: { type: string; errors: unknown[] } }[] }>(
+      url('/v1/orders/batch'),
+      {
+        method: 'POST',
+        json: { orders: [sampleOrder({ items: [{ sku: 's', quantity: 1e30, unitPriceCents: 1 }] })] },
+      },
+    );
+    expect(res.status).toBe(202);
+    expect(res.body.orders[0]?.error).toMatchObject({
+      type: 'https://conveyor.dev/problems/request-invalid',
+      errors: [{ path: 'orders.0.items.0.quantity', message: 'Too big: expected number to be <=10000' }],
+    });
+  });
+
   it('accepts 1,000 orders and refuses 1,001', async () => {
     const ok = await request<{ orders: unknown[] }>(url('/v1/orders/batch'), {
       method: 'POST',
@@ -228,8 +275,14 @@ describe('queries', () => {
     const unknown = await request(url('/v1/orders/00000000-0000-4000-8000-000000000000'));
     expect(unknown.status).toBe(404);
     expect(unknown.body.code).toBe('order.not_found');
+    expect(unknown.body.type).toBe('https://conveyor.dev/problems/order-not-found');
     expect((await request(url('/v1/orders/not-a-uuid'))).status).toBe(400);
-    expect((await request(url('/v1/nothing-here'))).status).toBe(404);
+    const noRoute = await request(url('/v1/nothing-here'));
+    expect(noRoute.status).toBe(404);
+    expect(noRoute.body).toMatchObject({
+      code: 'route.not_found',
+      type: 'https://conveyor.dev/problems/route-not-found',
+    });
   });
 
   it('GET /v1/orders?ids= returns many orders in one call and lists the missing', async () => {
