@@ -50,6 +50,18 @@ async function openRequestRedis(rt: Runtime): Promise<Redis> {
 /** Builds the API from a bootstrapped runtime and listens; registers its cleanups on the lifecycle. */
 export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {}): Promise<ApiServer> {
   const { config, logger, pool, redis, lifecycle } = rt;
+  // Keys first: a bad entry stops the start before any connection is opened.
+  let apiKeys: ApiKey[];
+  try {
+    apiKeys = parseApiKeys(config.api.apiKeys);
+  } catch (err) {
+    throw new StartupError((err as Error).message);
+  }
+  if (apiKeys.length === 0) {
+    if (config.env === 'production')
+      throw new StartupError('API_KEYS is empty: refusing to serve without authentication in production');
+    logger.warn(`no API_KEYS configured: accepting the development key "${DEV_KEY}" with every scope`);
+  }
   // A caller that hosts workers too (main.ts) passes its own, so one /metrics covers the process.
   const metrics = options.metrics ?? createMetrics();
   if (!options.metrics) lifecycle.defer('metrics', () => metrics.close());
@@ -62,17 +74,6 @@ export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {})
   ordersQueue.on('error', (err) => logger.debug({ err }, 'orders queue connection error'));
   const jobOptions = orderJobOptions(config.workers.orders);
   const redriver = createRuntimeRedriver({ config, logger, pool, redis });
-  let apiKeys: ApiKey[];
-  try {
-    apiKeys = parseApiKeys(config.api.apiKeys);
-  } catch (err) {
-    throw new StartupError((err as Error).message);
-  }
-  if (apiKeys.length === 0) {
-    if (config.env === 'production')
-      throw new StartupError('API_KEYS is empty: refusing to serve without authentication in production');
-    logger.warn(`no API_KEYS configured: accepting the development key "${DEV_KEY}" with every scope`);
-  }
   const app = createApp(
     {
       config,
