@@ -133,9 +133,9 @@ export const EnvSchema = z.object({
   CHAOS_KILL_AFTER_PROJECTION_COMMIT: int(0).default(0),
 
   RATE_LIMIT_WINDOW_MS: int(1_000).default(60_000),
-  /** Writes (commands: POST, DELETE) per API key per window, unless the key's API_KEYS entry says otherwise. */
+  /** Writes (POST, PUT, PATCH, DELETE) per API key per window, unless the key's API_KEYS entry says otherwise. */
   RATE_LIMIT_MAX: int(1).default(100),
-  /** Reads (GET) per API key per window, a budget of their own, unless the key's entry says otherwise. */
+  /** Reads (GET, HEAD) per API key per window, a budget of their own, unless the key's entry says otherwise. */
   RATE_LIMIT_READ_MAX: int(1).default(1_000),
 
   /** Audit log rows older than this are pruned (days); 0 = keep forever. */
