@@ -26,6 +26,11 @@ export interface CappedDrainOptions {
   warmupPerReplica: number;
   /** Extra platform environment. */
   env?: Record<string, string>;
+  /**
+   * One replica per worker kind (`orders`, `outbox`, `projections`) instead of `replicas` full ones:
+   * each stage's CPU per order, for the capacity model.
+   */
+  splitStages?: boolean;
   /** Called once a second during the measured drain with orders projected so far. */
   onProgress?: (projected: number, elapsedS: number) => void;
 }
@@ -112,19 +117,26 @@ export async function cappedDrain(o: CappedDrainOptions): Promise<CappedDrainRes
   monitor.watchGroup('postgres', ['postgres']);
   const replicas: Replica[] = [];
   try {
-    for (let i = 1; i <= o.replicas; i++) {
-      const replica = startReplica(o.layout, `replica-${i}`, o.cores, 'workers/main.ts', env);
+    const plan = o.splitStages
+      ? ['orders', 'outbox', 'projections'].map((kind) => ({
+          label: kind,
+          env: { ...env, WORKER_KINDS: kind },
+        }))
+      : Array.from({ length: o.replicas }, (_, i) => ({ label: `replica-${i + 1}`, env }));
+    for (const p of plan) {
+      const replica = startReplica(o.layout, p.label, o.cores, 'workers/main.ts', p.env);
       replicas.push(replica);
       monitor.watch(replica.label, replica.child.pid!);
     }
+    const consumers = o.splitStages ? 1 : o.replicas;
     await until(
       'every replica to consume',
       120_000,
-      async () => (await queue.getWorkersCount()) >= o.replicas,
+      async () => (await queue.getWorkersCount()) >= consumers,
       replicas,
     );
 
-    const warmup = o.warmupPerReplica * o.replicas;
+    const warmup = o.warmupPerReplica * consumers;
     await enqueue(queue, warmup, 'warm');
     await until(
       'the warm-up to be projected',
@@ -135,7 +147,7 @@ export async function cappedDrain(o: CappedDrainOptions): Promise<CappedDrainRes
 
     await queue.pause();
     await enqueue(queue, o.backlog, 'drain');
-    const before = o.replicas > 0 ? replicas.map((r) => r.group.stat()) : [];
+    const before = replicas.map((r) => r.group.stat());
     monitor.window();
     const server = sampleServerStats(redis, pool);
     await server.start();

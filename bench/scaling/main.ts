@@ -5,7 +5,15 @@ import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { commaSeparated } from '../../shared/config/config.ts';
 import { describeMachine, type Machine } from '../machine.ts';
+import {
+  buildCapacityModel,
+  predict,
+  renderCapacity,
+  type CapacityModel,
+  type Prediction,
+} from './capacity.ts';
 import { cgroupLayout } from './cgroup.ts';
+import { cappedDrain } from './drain.ts';
 import { lineChart } from './charts.ts';
 import { loadScaledObject } from './keda.ts';
 import { replayBurst, type ReplayResult } from './replay.ts';
@@ -64,6 +72,7 @@ export interface ScalingResults {
     runs: number;
     rows: WorkerScalingRow[];
   };
+  capacity?: { model: CapacityModel; predictions: Prediction[] };
   replay?: {
     compress: number;
     scaledObject: string;
@@ -151,6 +160,14 @@ export function renderScalingMarkdown(
       perOrderTable(w),
     );
   }
+  if (r.capacity && r.workers) {
+    out.push(
+      '',
+      '#### Capacity model (per order, from the one-replica drain; the stage split from a drain with one replica per worker kind)',
+      '',
+      renderCapacity(r.capacity.model, r.capacity.predictions, r.workers.cores),
+    );
+  }
   if (r.replay) {
     const rp = r.replay;
     out.push(
@@ -224,6 +241,21 @@ export async function scalingMain(argv: readonly string[]): Promise<number> {
     results.ok &&= rows.every((r) => r.verified);
     for (const r of rows)
       log(`${r.replicas} replica(s): median ${r.median} orders/s, efficiency ${r.efficiency}`);
+    log('capacity: one replica per worker kind, to split the worker CPU by stage');
+    const stages = await cappedDrain({
+      layout,
+      replicas: 3,
+      cores: 1,
+      backlog: w.backlog,
+      warmupPerReplica: w.warmupPerReplica,
+      splitStages: true,
+    });
+    results.ok &&= stages.verified.ok;
+    const one = rows.find((r) => r.replicas === 1)?.representative;
+    if (one) {
+      const model = buildCapacityModel(one, stages);
+      results.capacity = { model, predictions: predict(model, rows, cores, machine.nproc) };
+    }
   }
   if (!a['skip-replay']) {
     const spec = loadScaledObject(join(ROOT, 'deploy/base/keda-orders.yaml'), 'conveyor-worker-orders');
