@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import { Job, Queue, UnrecoverableError, Worker, type JobsOptions, type RedisClient } from 'bullmq';
 import type { DeadLetterRecord, DeadLetterSink } from '../dead-letters/dead-letter.ts';
 import { PoisonMessageError } from '../errors/domain.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -8,7 +8,13 @@ import { QueueNames } from '../queue/names.ts';
 import { createWorkerRedis, type Redis } from '../queue/redis.ts';
 import { fatalOrLog, superviseLoop, type OnFatal } from '../runtime/lifecycle.ts';
 import { backoffDelayMs, decodeEvent, encodeEvent, EventHeaders } from './codec.ts';
-import type { EventBus, EventHandler, Subscription } from './event-bus.ts';
+import {
+  assertGroupName,
+  isGroupName,
+  type EventBus,
+  type EventHandler,
+  type Subscription,
+} from './event-bus.ts';
 
 /** What travels in a BullMQ event job: the same bytes and headers as on Kafka or RabbitMQ. */
 export interface BullmqEventJob {
@@ -21,6 +27,13 @@ export interface BullmqEventJob {
 /** Several events in one BullMQ job: the relay publishes a batch for the Redis cost of one job. */
 export interface BullmqEventBatchJob {
   events: BullmqEventJob[];
+}
+
+/** One job a publish adds to each group's queue. */
+interface NewJob {
+  name: string;
+  data: BullmqEventJob | BullmqEventBatchJob;
+  opts: JobsOptions & { jobId: string };
 }
 
 /** Job name of a batch job; every other name is one event (its type). */
@@ -40,6 +53,33 @@ function asBatch(body: string): BullmqEventBatchJob | undefined {
   }
 }
 
+/** The group whose queue is `events` (the projector, `PROJECTOR_CONSUMER`). */
+export const BULLMQ_DEFAULT_GROUP = 'projections';
+
+/**
+ * The queue of a subscription group: `events` for the default group — the name metrics, Bull Board,
+ * the scaling endpoint and KEDA know — and `events.<group>` for any other.
+ */
+export function bullmqGroupQueue(group: string, defaultGroup: string = BULLMQ_DEFAULT_GROUP): string {
+  return group === defaultGroup ? QueueNames.events : `${QueueNames.events}.${group}`;
+}
+
+/** Whether `name` is an event queue of some group (`events` or `events.<group>`): a redrive target. */
+export function isBullmqEventQueue(name: string): boolean {
+  return name === QueueNames.events || name.startsWith(`${QueueNames.events}.`);
+}
+
+/**
+ * The Redis set of the groups that ever subscribed under `prefix`: every publish fans out to their
+ * queues (and always to the default group's). A group stays registered after its consumers close, so
+ * its queue keeps what is published while none runs (a durable subscription, like a RabbitMQ queue or
+ * a Kafka consumer group). To retire a group: `SREM <prefix>:event-groups <group>`, then obliterate
+ * its queue `events.<group>`.
+ */
+export function bullmqGroupsKey(prefix: string): string {
+  return `${prefix}:event-groups`;
+}
+
 export interface BullmqBusConfig {
   redisUrl: string;
   queuePrefix: string;
@@ -57,12 +97,14 @@ export interface BullmqBusConfig {
    * @defaultValue 100
    */
   eventsPerJob?: number;
+  /** The group consuming queue `events`; every publish goes to it, subscribed or not. @defaultValue 'projections' */
+  defaultGroup?: string;
 }
 
 export interface BullmqBusDeps {
   logger: Logger;
   deadLetters: DeadLetterSink;
-  /** Counts and times the consumers' jobs on queue `events`. */
+  /** Counts and times the consumers' jobs (label `queue`: `events`, `events.<group>`). */
   metrics?: Pick<Metrics, 'instrumentWorker'> | undefined;
   /** Told when a consumer can no longer take jobs (its BullMQ loop ended). Absent: logged only. */
   onFatal?: OnFatal | undefined;
@@ -88,28 +130,48 @@ export function runSupervised(
 }
 
 /**
- * The embedded event bus on queue `events`. A single event is one job (job id = event id, so a
- * re-published event is not queued twice while the first is pending); a publish of several events —
- * the outbox relay's batches — is cut into batch jobs of `eventsPerJob` events (job id derived from
- * the event ids, same dedupe), so the second BullMQ hop costs Redis one job per batch, not per event.
- * A batch job hands every event to the handler at once (the projector coalesces them into one
- * transaction) and completes when all succeeded; each event that failed is split out into its own job
- * — durably, before the batch job completes — with the delivery counted as an attempt and the backoff
- * applied, and from there follows the one-event path: retries with BullMQ's exponential backoff, then
- * (or at once for poison) `events-dead-letters` and the dead-letter table with the original bytes.
- * Ordering: none across concurrent jobs — the projector is order-insensitive by design.
+ * The embedded event bus: one BullMQ queue per subscription group — `events` for the default group
+ * (`projections`), `events.<group>` for every other — so every group gets every event and the members
+ * of one group compete for its queue's jobs. `subscribe` registers its group in a Redis set
+ * ({@link bullmqGroupsKey}) before consuming; `publish` reads that set (one SMEMBERS per call, so a
+ * publisher in another process learns a new group at its next publish) and adds the same jobs to every
+ * group's queue in one MULTI (all groups or none; job ids make a retried publish a no-op per queue).
+ * A group gets what is published once its registration is done: nothing from before (no replay), and
+ * the default group's queue always gets everything, like RabbitMQ's queue declared at `start()`.
+ *
+ * A single event is one job (job id = event id, so a re-published event is not queued twice while the
+ * first is pending); a publish of several events — the outbox relay's batches — is cut into batch jobs
+ * of `eventsPerJob` events (job id derived from the event ids, same dedupe), so the second BullMQ hop
+ * costs Redis one job per batch and group, not per event. A batch job hands every event to the handler
+ * at once (the projector coalesces them into one transaction) and completes when all succeeded; each
+ * event that failed is split out into its own job on the same group's queue — durably, before the batch
+ * job completes — with the delivery counted as an attempt and the backoff applied, and from there
+ * follows the one-event path: retries with BullMQ's exponential backoff, then (or at once for poison)
+ * `events-dead-letters` and the dead-letter table with the original bytes and the group's queue as
+ * origin, so a redrive goes back to that group alone. Ordering: none across concurrent jobs — the
+ * projector is order-insensitive by design.
  */
 export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): EventBus {
   const log = deps.logger.child({ component: 'bullmq-bus' });
   const onFatal = fatalOrLog(deps.onFatal, log);
   let closing = false;
   const connection = createWorkerRedis({ url: config.redisUrl, commandTimeoutMs: 0 }, 'conveyor-bus');
-  const queue = new Queue<BullmqEventJob | BullmqEventBatchJob>(QueueNames.events, {
-    connection,
-    prefix: config.queuePrefix,
-  });
+  const defaultGroup = config.defaultGroup ?? BULLMQ_DEFAULT_GROUP;
+  const groupsKey = bullmqGroupsKey(config.queuePrefix);
+  const queues = new Map<string, Queue<BullmqEventJob | BullmqEventBatchJob>>();
+  /** The queue `name` for adding jobs (split-outs, redrives), opened once. */
+  function queueNamed(name: string): Queue<BullmqEventJob | BullmqEventBatchJob> {
+    let q = queues.get(name);
+    if (!q) {
+      q = new Queue<BullmqEventJob | BullmqEventBatchJob>(name, { connection, prefix: config.queuePrefix });
+      q.on('error', (err) => log.warn({ err, queue: name }, 'event queue error'));
+      queues.set(name, q);
+    }
+    return q;
+  }
+  const defaultQueue = queueNamed(QueueNames.events);
   const dlq = new Queue(QueueNames.eventsDeadLetters, { connection, prefix: config.queuePrefix });
-  const jobOptions = {
+  const jobOptions: JobsOptions = {
     attempts: config.maxAttempts,
     backoff: { type: 'exponential', delay: config.backoffMs, jitter: 0.5 },
     removeOnComplete: { age: 600, count: 10_000 },
@@ -123,6 +185,7 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
    * is harmless. `data` is what travelled: one event's body and headers, or anything unreadable as is.
    */
   async function deadLetter(
+    origin: string,
     key: string,
     data: unknown,
     error: Error,
@@ -131,11 +194,12 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
   ): Promise<void> {
     const item = (data ?? {}) as Partial<BullmqEventJob>;
     const headers = item.headers && typeof item.headers === 'object' ? item.headers : {};
-    const id = `bullmq-${QueueNames.events}-${key}`;
+    // Per group queue: the same event dead-lettered by two groups is two dead letters.
+    const id = `bullmq-${origin}-${key}`;
     await deps.deadLetters.record({
       id,
       transport: 'bullmq',
-      origin: QueueNames.events,
+      origin,
       kind: 'event',
       messageKey: headers[EventHeaders.eventId] ?? key,
       payload: Buffer.from(typeof item.body === 'string' ? item.body : JSON.stringify(data ?? null)),
@@ -161,35 +225,74 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
 
   const firstFailure = (job: Job) => new Date(job.processedOn ?? job.timestamp);
 
+  /** The queues a publish goes to now: the default group's and every registered group's. */
+  async function targetQueues(): Promise<string[]> {
+    const groups = await connection.smembers(groupsKey);
+    const names = new Set<string>([QueueNames.events]);
+    for (const group of groups) if (isGroupName(group)) names.add(bullmqGroupQueue(group, defaultGroup));
+    return [...names];
+  }
+
+  /**
+   * Adds `jobs` to every queue in `targets` in one MULTI: all of them or none when the connection
+   * fails (the caller retries; job ids make that a no-op where a job is still kept). Unlike
+   * `FlowProducer.addBulk`, a command that fails inside the MULTI (e.g. Redis out of memory) fails
+   * the publish instead of being ignored.
+   */
+  async function addToQueues(targets: readonly string[], jobs: readonly NewJob[]): Promise<void> {
+    const client = await defaultQueue.client;
+    const multi = client.multi();
+    // BullMQ queues its add script on a MULTI the same way (FlowProducer); its type only names clients.
+    const queued = multi as unknown as RedisClient;
+    for (const name of targets) {
+      const q = queueNamed(name);
+      await q.waitUntilReady();
+      for (const j of jobs) await new Job(q, j.name, j.data, j.opts, j.opts.jobId).addJob(queued);
+    }
+    const results = await multi.exec();
+    if (!results) throw new Error('event publish: the MULTI was aborted');
+    const failed = results.find(([err]) => err);
+    if (failed?.[0]) throw failed[0];
+  }
+
   return {
     kind: 'bullmq',
     async start() {
-      await queue.waitUntilReady();
+      await defaultQueue.waitUntilReady();
     },
     async publish(events) {
+      if (closing) throw new Error('the BullMQ bus is closed');
       if (events.length === 0) return;
       const encoded = events.map((e) => {
         const { body, headers } = encodeEvent(e);
         return { id: e.eventId, type: e.type, data: { body: body.toString('utf8'), headers } };
       });
+      const jobs: NewJob[] = [];
       if (encoded.length === 1) {
         const [one] = encoded;
-        await queue.add(one!.type, one!.data, { ...jobOptions, jobId: one!.id });
-        return;
+        jobs.push({ name: one!.type, data: one!.data, opts: { ...jobOptions, jobId: one!.id } });
+      } else {
+        for (let i = 0; i < encoded.length; i += eventsPerJob) {
+          const chunk = encoded.slice(i, i + eventsPerJob);
+          const jobId = `evb-${createHash('sha256')
+            .update(chunk.map((c) => c.id).join(','))
+            .digest('hex')
+            .slice(0, 40)}`;
+          const data: BullmqEventBatchJob = { events: chunk.map((c) => c.data) };
+          jobs.push({ name: EVENT_BATCH_JOB, data, opts: { ...jobOptions, jobId } });
+        }
       }
-      const jobs = [];
-      for (let i = 0; i < encoded.length; i += eventsPerJob) {
-        const chunk = encoded.slice(i, i + eventsPerJob);
-        const jobId = `evb-${createHash('sha256')
-          .update(chunk.map((c) => c.id).join(','))
-          .digest('hex')
-          .slice(0, 40)}`;
-        const data: BullmqEventBatchJob = { events: chunk.map((c) => c.data) };
-        jobs.push({ name: EVENT_BATCH_JOB, data, opts: { ...jobOptions, jobId } });
-      }
-      await queue.addBulk(jobs);
+      // Every group gets these jobs, or none does (the relay then retries the whole batch).
+      await addToQueues(await targetQueues(), jobs);
     },
-    async subscribe(_group: string, handler: EventHandler): Promise<Subscription> {
+    async subscribe(group: string, handler: EventHandler): Promise<Subscription> {
+      assertGroupName(group);
+      const queueName = bullmqGroupQueue(group, defaultGroup);
+      const queue = queueNamed(queueName);
+      // Registered before consuming, durably: from now on every publisher fans out to this queue too
+      // (the default group's queue gets every publish anyway).
+      if (queueName !== QueueNames.events) await connection.sadd(groupsKey, group);
+
       async function one(job: Job<BullmqEventJob>): Promise<void> {
         const attempt = job.attemptsMade + 1 + (job.data?.priorAttempts ?? 0);
         try {
@@ -199,7 +302,7 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
           const error = err instanceof Error ? err : new Error(String(err));
           const final = err instanceof PoisonMessageError || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
           if (!final) throw error;
-          await deadLetter(String(job.id), job.data, error, attempt, firstFailure(job));
+          await deadLetter(queueName, String(job.id), job.data, error, attempt, firstFailure(job));
           throw new UnrecoverableError(error.message);
         }
       }
@@ -209,7 +312,7 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
         if (!Array.isArray(job.data?.events)) {
           // Not a batch we wrote: keep its bytes in the dead letters rather than complete it empty.
           const error = new PoisonMessageError('event batch job without an events array');
-          await deadLetter(String(job.id), job.data, error, attempt, firstFailure(job));
+          await deadLetter(queueName, String(job.id), job.data, error, attempt, firstFailure(job));
           throw new UnrecoverableError(error.message);
         }
         const items = job.data.events;
@@ -226,7 +329,7 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
         const hopeless = failed.filter(({ reason }) => reason instanceof PoisonMessageError || lastTry);
         for (const { item, index, reason } of hopeless) {
           const error = reason instanceof Error ? reason : new Error(String(reason));
-          await deadLetter(`${job.id}-${index}`, item, error, attempt, firstFailure(job));
+          await deadLetter(queueName, `${job.id}-${index}`, item, error, attempt, firstFailure(job));
         }
         // The rest continue alone, this delivery counted and its backoff applied; added before this job
         // completes (if adding fails, the batch job is retried: the inbox absorbs what was applied).
@@ -256,7 +359,7 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
       }
 
       const worker = new Worker<BullmqEventJob | BullmqEventBatchJob>(
-        QueueNames.events,
+        queueName,
         async (job) =>
           job.name === EVENT_BATCH_JOB
             ? batch(job as Job<BullmqEventBatchJob>)
@@ -273,10 +376,16 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
         },
       );
       worker.on('error', (err) => log.error({ err }, 'event worker error'));
-      deps.metrics?.instrumentWorker(worker, QueueNames.events);
+      deps.metrics?.instrumentWorker(worker, queueName);
       workers.push(worker);
       let unsubscribed = false;
-      void runSupervised('bullmq-bus consumer', worker, connection, onFatal, () => closing || unsubscribed);
+      void runSupervised(
+        `bullmq-bus consumer ${queueName}`,
+        worker,
+        connection,
+        onFatal,
+        () => closing || unsubscribed,
+      );
       return {
         close: async () => {
           unsubscribed = true;
@@ -285,6 +394,13 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
       };
     },
     async redrive(dl: DeadLetterRecord) {
+      // Back to the queue of the group that dead-lettered it (older dead letters: `events`), only.
+      if (dl.transport !== 'bullmq' || !isBullmqEventQueue(dl.origin)) {
+        throw new Error(
+          `dead letter ${dl.id} (${dl.transport}, ${dl.origin}) is not from a BullMQ event queue`,
+        );
+      }
+      const queue = queueNamed(dl.origin);
       const body = dl.payload.toString('utf8');
       const batch = asBatch(body);
       if (batch) await queue.add(EVENT_BATCH_JOB, batch, jobOptions);
@@ -299,7 +415,7 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
     async close() {
       closing = true;
       await Promise.allSettled(workers.map((w) => w.close()));
-      await queue.close();
+      await Promise.allSettled([...queues.values()].map((q) => q.close()));
       await dlq.close();
       await connection.quit().catch(() => connection.disconnect());
     },

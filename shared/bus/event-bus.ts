@@ -33,9 +33,31 @@ export interface EventBus {
   start(): Promise<void>;
   /** Publishes durably: resolves only once the broker has confirmed every event. */
   publish(events: readonly EventEnvelope[]): Promise<void>;
-  /** Starts a consumer (group) with bounded prefetch. */
+  /**
+   * Starts a consumer of subscription group `group` with bounded prefetch. Every group gets every event
+   * published once it has subscribed (see each bus for what it gets from before); the subscribers of
+   * one group compete — each event is handled by one of them (at least once). Retries and dead letters
+   * stay within the group, and a redrive goes back to that group only. `group` names a queue, consumer
+   * group or topic suffix: see {@link assertGroupName}.
+   */
   subscribe(group: string, handler: EventHandler): Promise<Subscription>;
-  /** Re-publishes a dead letter's original bytes and headers to where it came from. */
+  /** Re-publishes a dead letter's original bytes and headers to where it came from (its group only). */
   redrive(deadLetter: DeadLetterRecord): Promise<void>;
   close(): Promise<void>;
+}
+
+/** Letters, digits, `.`, `_`, `-` (first a letter or digit), at most 100: valid in every broker's names and in dead-letter ids. */
+const GROUP_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+
+export function isGroupName(group: string): boolean {
+  return GROUP_NAME.test(group);
+}
+
+/** @throws {Error} when `group` cannot name a subscription group on every bus. */
+export function assertGroupName(group: string): void {
+  if (!isGroupName(group)) {
+    throw new Error(
+      `invalid subscription group ${JSON.stringify(group)}: use letters, digits, ".", "_" and "-" (at most 100)`,
+    );
+  }
 }

@@ -18,14 +18,20 @@
  * Consuming: see `kafka/subscription.ts` — manual commits after the effect, one key in order,
  * retries on `<topic>.retry` (headers `x-attempt`, `x-not-before`, partition paused until due),
  * dead letters on `<topic>.dlq` and in the `dead_letters` table.
+ *
+ * Groups: subscription group `projections` is consumer group `consumer.groupId` (KAFKA_GROUP_ID), any
+ * other `<groupId>.<group>`; members of one consumer group share the partitions. Every group reads the
+ * same three topics: a retry copy or a redriven event carries `x-consumer-group` and only that group
+ * handles it (the others commit past it), so retries, dead letters and redrives stay per group. A new
+ * group starts at the earliest retained offset (`fromBeginning`): it gets the retained history.
  */
 import { Kafka, Partitioners, type Admin, type Message, type Producer } from 'kafkajs';
 import type { DeadLetterRecord } from '../dead-letters/dead-letter.ts';
 import { withDeadline } from '../runtime/deadline.ts';
 import { encodeEvent } from './codec.ts';
 import type { BusDeps } from './create-bus.ts';
-import type { EventBus, EventHandler, Subscription } from './event-bus.ts';
-import { kafkaLogCreator, kafkaTopics, ownHeaders } from './kafka/headers.ts';
+import { assertGroupName, type EventBus, type EventHandler, type Subscription } from './event-bus.ts';
+import { KafkaHeaders, kafkaLogCreator, kafkaTopics, ownHeaders } from './kafka/headers.ts';
 import { startKafkaSubscription } from './kafka/subscription.ts';
 
 export interface KafkaBusConfig {
@@ -197,7 +203,9 @@ export function createKafkaBus(deps: BusDeps, config: KafkaBusConfig): EventBus 
       );
     },
     async subscribe(group: string, handler: EventHandler): Promise<Subscription> {
+      assertGroupName(group);
       await start();
+      const isDefault = group === DEFAULT_GROUP;
       const sub = await startKafkaSubscription(
         {
           kafka,
@@ -209,7 +217,8 @@ export function createKafkaBus(deps: BusDeps, config: KafkaBusConfig): EventBus 
           onFatal: deps.onFatal,
         },
         {
-          groupId: group === DEFAULT_GROUP ? config.consumer.groupId : `${config.consumer.groupId}.${group}`,
+          groupId: isDefault ? config.consumer.groupId : `${config.consumer.groupId}.${group}`,
+          deadLetterScope: isDefault ? undefined : group,
           sessionTimeout: config.consumer.sessionTimeout,
           maxBytesPerPartition: config.consumer.maxBytesPerPartition,
           partitionsConsumedConcurrently: config.consumer.partitionsConsumedConcurrently,
@@ -228,9 +237,13 @@ export function createKafkaBus(deps: BusDeps, config: KafkaBusConfig): EventBus 
     },
     async redrive(dl: DeadLetterRecord) {
       await start();
-      // Fresh attempts: the bus's own headers (attempt, error, origin) are dropped.
-      await send(dl.origin, [{ key: dl.messageKey, value: dl.payload, headers: ownHeaders(dl.headers) }]);
-      log.info({ deadLetterId: dl.id, correlationId: dl.correlationId }, 'dead letter redriven');
+      // Fresh attempts: the bus's own headers (attempt, error, origin) are dropped. Addressed to the
+      // group that dead-lettered it, which alone handles it; the other groups skip it (they had it).
+      // A dead letter recorded before groups were tracked has no group: every group gets it again.
+      const group = dl.headers[KafkaHeaders.group];
+      const headers = { ...ownHeaders(dl.headers), ...(group ? { [KafkaHeaders.group]: group } : {}) };
+      await send(dl.origin, [{ key: dl.messageKey, value: dl.payload, headers }]);
+      log.info({ deadLetterId: dl.id, group, correlationId: dl.correlationId }, 'dead letter redriven');
     },
     close: () =>
       (closing ??= (async () => {

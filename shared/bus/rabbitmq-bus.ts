@@ -33,7 +33,7 @@ import type { ChannelModel, ConfirmChannel } from 'amqplib';
 import type { DeadLetterRecord } from '../dead-letters/dead-letter.ts';
 import { EventHeaders } from './codec.ts';
 import type { BusDeps } from './create-bus.ts';
-import type { EventBus, EventHandler, Subscription } from './event-bus.ts';
+import { assertGroupName, type EventBus, type EventHandler, type Subscription } from './event-bus.ts';
 import {
   ConfirmTimeoutError,
   createConfirmPublisher,
@@ -239,6 +239,7 @@ export function createRabbitmqBus(deps: BusDeps, config: RabbitmqBusConfig): Eve
 
     async subscribe(group: string, handler: EventHandler): Promise<Subscription> {
       if (closing) throw new BusClosedError();
+      assertGroupName(group);
       const consumer = createConsumer({
         topology: groupTopology(topologyConfig, group),
         topologyConfig,

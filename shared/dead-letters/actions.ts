@@ -137,7 +137,13 @@ export function createDeadLetterActions(deps: DeadLetterActionsDeps): DeadLetter
   }
 
   async function removeBullmqCopy(dl: DeadLetterRecord): Promise<void> {
-    const name = dl.transport === 'bullmq' ? copyQueues[dl.origin] : undefined;
+    // A non-default group's event queue (`events.<group>`) dead-letters into the same copy queue.
+    const name =
+      dl.transport !== 'bullmq'
+        ? undefined
+        : dl.origin.startsWith(`${QueueNames.events}.`)
+          ? QueueNames.eventsDeadLetters
+          : copyQueues[dl.origin];
     if (!name) return;
     // Short-lived: discards are rare, and a Queue on a shared connection holds nothing to release.
     const queue = new Queue(name, { connection: deps.redis, prefix: deps.queuePrefix });

@@ -2,7 +2,13 @@ import { randomUUID } from 'node:crypto';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import { createBullmqBus, EVENT_BATCH_JOB, type BullmqEventJob } from '../../shared/bus/bullmq-bus.ts';
+import {
+  bullmqGroupQueue,
+  bullmqGroupsKey,
+  createBullmqBus,
+  EVENT_BATCH_JOB,
+  type BullmqEventJob,
+} from '../../shared/bus/bullmq-bus.ts';
 import { encodeEvent } from '../../shared/bus/codec.ts';
 import { createPgDeadLetterSink } from '../../shared/dead-letters/dead-letter.ts';
 import { createDeadLetterStore } from '../../shared/dead-letters/store.ts';
@@ -10,7 +16,7 @@ import type { EventEnvelope } from '../../shared/domain/events.ts';
 import { QueueNames } from '../../shared/queue/names.ts';
 import { PROJECTOR_CONSUMER } from '../../workers/projections/projector.ts';
 import { dropSchema, eventually, migratedPool, testConfig, testLogger } from '../support/env.ts';
-import { describeBusContract, type BusContractContext } from './bus-contract.ts';
+import { describeBusContract, SECOND_GROUP, type BusContractContext } from './bus-contract.ts';
 import { placedEvent, recorder } from './contract-events.ts';
 
 /** Runs one raw-client operation on a queue of the context's prefix, then closes what it opened. */
@@ -55,9 +61,12 @@ describeBusContract(
       });
     },
     async cleanup(ctx) {
-      for (const name of [QueueNames.events, QueueNames.eventsDeadLetters]) {
+      for (const name of [QueueNames.events, bullmqGroupQueue(SECOND_GROUP), QueueNames.eventsDeadLetters]) {
         await withQueue(ctx, name, (q) => q.obliterate({ force: true }));
       }
+      await withQueue(ctx, QueueNames.events, async (q) =>
+        (await q.client).del(bullmqGroupsKey(ctx.config.redis.queuePrefix)),
+      );
     },
   },
 );
@@ -169,6 +178,106 @@ describe('BullMQ bus: event batch jobs', () => {
       });
     } finally {
       await t.close();
+    }
+  });
+});
+
+describe('BullMQ bus: subscription groups', () => {
+  it('fans a publish out to `events` and `events.<group>` for groups registered by other processes, from registration on', async () => {
+    const config = testConfig({ BUS_MAX_ATTEMPTS: '3', BUS_BACKOFF_MS: '20' });
+    const pool = await migratedPool(config);
+    const ctx = { config } as BusContractContext;
+    const newBus = () =>
+      createBullmqBus(
+        { logger: testLogger(), deadLetters: createPgDeadLetterSink(pool) },
+        {
+          redisUrl: config.redis.url,
+          queuePrefix: config.redis.queuePrefix,
+          concurrency: 5,
+          maxAttempts: 3,
+          backoffMs: 20,
+          shutdownGraceMs: 2_000,
+        },
+      );
+    // The relay's process publishes and never subscribes; the audit consumer runs elsewhere.
+    const [publisher, consumer] = [newBus(), newBus()];
+    const auditQueue = bullmqGroupQueue(SECOND_GROUP);
+    try {
+      await publisher.start();
+      await consumer.start();
+      const early = placedEvent();
+      await publisher.publish([early]); // no group registered yet: `events` only
+
+      let broken = true;
+      const [ok, failing] = [placedEvent(), placedEvent()];
+      const audit = recorder(async (e) => {
+        if (broken && e.eventId === failing.eventId) throw new Error('audit store is down');
+      });
+      const sub = await consumer.subscribe(SECOND_GROUP, audit.handler);
+      await publisher.publish([ok, failing]);
+      await publisher.publish([ok, failing]); // the relay's retry of the same batch: same job ids
+
+      const store = createDeadLetterStore(pool);
+      const [dl] = await eventually(
+        async () => {
+          const all = await store.list({ limit: 10 });
+          return all.length > 0 && all;
+        },
+        { what: 'the audit group’s dead letter' },
+      );
+      expect(dl).toMatchObject({
+        origin: auditQueue,
+        transport: 'bullmq',
+        payload: encodeEvent(failing).body,
+      });
+      expect(dl!.id.startsWith(`bullmq-${auditQueue}-`)).toBe(true);
+      expect(audit.of(ok.eventId)).toHaveLength(1);
+      expect(audit.of(early.eventId)).toEqual([]);
+      await withQueue(ctx, auditQueue, async (q) => expect(await q.getJob(early.eventId)).toBeUndefined());
+      // `events` holds what the (absent) default group is owed: the early event and one batch job.
+      const waitingInEvents = () =>
+        withQueue(ctx, QueueNames.events, async (q) => (await q.getJobCounts('waiting')).waiting);
+      expect(await waitingInEvents()).toBe(2);
+
+      broken = false;
+      await publisher.redrive(dl!); // from a process that never subscribed to the group
+      await eventually(() => audit.of(failing.eventId).length > 3, { what: 'the redriven event' });
+      expect(audit.of(failing.eventId).at(-1)?.delivery.attempt).toBe(1);
+      expect(await waitingInEvents()).toBe(2); // the redrive went to `events.audit` alone
+      await sub.close();
+    } finally {
+      await consumer.close();
+      await publisher.close();
+      for (const name of [QueueNames.events, auditQueue, QueueNames.eventsDeadLetters]) {
+        await withQueue(ctx, name, (q) => q.obliterate({ force: true }));
+      }
+      await withQueue(ctx, QueueNames.events, async (q) =>
+        (await q.client).del(bullmqGroupsKey(config.redis.queuePrefix)),
+      );
+      await dropSchema(pool, config.database.schema);
+      await pool.end();
+    }
+  });
+
+  it('refuses a group name that cannot name a queue or a dead-letter id', async () => {
+    const config = testConfig();
+    const bus = createBullmqBus(
+      { logger: testLogger(), deadLetters: { record: async () => undefined } },
+      {
+        redisUrl: config.redis.url,
+        queuePrefix: config.redis.queuePrefix,
+        concurrency: 1,
+        maxAttempts: 3,
+        backoffMs: 20,
+        shutdownGraceMs: 1_000,
+      },
+    );
+    try {
+      await expect(bus.subscribe('audit:v2', async () => undefined)).rejects.toThrow(
+        /invalid subscription group/,
+      );
+    } finally {
+      await bus.close();
     }
   });
 });

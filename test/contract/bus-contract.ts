@@ -18,6 +18,12 @@ import { DAY, placedEvent, recorder, rejectedEvent } from './contract-events.ts'
 
 export { placedEvent } from './contract-events.ts';
 
+/**
+ * The second subscription group of the group cases; the first is `PROJECTOR_CONSUMER`, the default
+ * group. A transport's `cleanup` hook deletes what this group left (queues, consumer group).
+ */
+export const SECOND_GROUP = 'audit';
+
 /** What every contract case gets: an isolated Conveyor (own schema, queue prefix, topic, group, exchange). */
 export interface BusContractContext {
   /** From `testConfig()`: unique Postgres schema, BullMQ prefix, Kafka topic/group, RabbitMQ exchange/queue. */
@@ -71,7 +77,8 @@ export type MakeBus = (ctx: BusContractContext) => Promise<EventBus>;
 /**
  * The EventBus contract, run against a real broker: delivery with metadata, per-key ordering,
  * at-least-once after a crash, exactly-once effect through the real projector, poison isolation,
- * retry-then-succeed, dead letters after exhausted retries, and redrive.
+ * retry-then-succeed, dead letters after exhausted retries, redrive, and subscription groups (every
+ * group gets every event, one group's members share them, retries and dead letters stay per group).
  *
  * @example
  * describeBusContract('kafka', async (ctx) => createKafkaBus(ctx, {...}), { ordersPerKey: true, publishRaw, transportDeadLetters });
@@ -110,8 +117,12 @@ export function describeBusContract(name: string, makeBus: MakeBus, hooks: BusCo
       return bus;
     }
 
-    async function subscribe(bus: EventBus, handler: EventHandler): Promise<Subscription> {
-      const sub = await bus.subscribe(PROJECTOR_CONSUMER, handler);
+    async function subscribe(
+      bus: EventBus,
+      handler: EventHandler,
+      group: string = PROJECTOR_CONSUMER,
+    ): Promise<Subscription> {
+      const sub = await bus.subscribe(group, handler);
       opened.subs.push(sub);
       return sub;
     }
@@ -424,6 +435,103 @@ export function describeBusContract(name: string, makeBus: MakeBus, hooks: BusCo
       const redriven = rec.of(event.eventId).at(-1);
       expect(redriven?.event).toEqual(event);
       expect(redriven?.delivery.attempt).toBe(1);
+    });
+    it('gives every subscription group every event, singles and multi-event batches alike', async () => {
+      const bus = await newBus();
+      const projections = recorder();
+      const audit = recorder();
+      await subscribe(bus, projections.handler);
+      // The second group consumes in "another process": its own bus, which the publisher never saw.
+      await subscribe(await newBus(), audit.handler, SECOND_GROUP);
+      const single = placedEvent();
+      // More than one BullMQ batch job (100 events each), spread over every Kafka partition.
+      const batch = Array.from({ length: 130 }, (_, i) => placedEvent(randomUUID(), 100 + i));
+      const small = [placedEvent(), rejectedEvent()];
+      await bus.publish([single]);
+      await bus.publish(batch);
+      await bus.publish(small);
+
+      const all = [single, ...batch, ...small].map((e) => e.eventId);
+      for (const [group, rec] of [
+        [PROJECTOR_CONSUMER, projections],
+        [SECOND_GROUP, audit],
+      ] as const) {
+        await eventually(() => all.every((id) => rec.of(id).length > 0), {
+          what: `every event in group ${group}`,
+        });
+        expect(new Set(rec.received.map((r) => r.event.eventId))).toEqual(new Set(all));
+        expect(rec.received.every((r) => r.delivery.attempt === 1)).toBe(true);
+      }
+    });
+
+    it('shares one group’s events among its subscribers: together they get every event', async () => {
+      const [bus1, bus2] = [await newBus(), await newBus()];
+      const first = recorder();
+      const second = recorder();
+      const sub1 = await subscribe(bus1, first.handler);
+      await subscribe(bus2, second.handler);
+      const both = () => new Set([...first.received, ...second.received].map((r) => r.event.eventId));
+
+      const events = Array.from({ length: 40 }, (_, i) => placedEvent(randomUUID(), 100 + i));
+      await bus1.publish(events.slice(0, 30));
+      for (const e of events.slice(30)) await bus2.publish([e]);
+      const ids = events.map((e) => e.eventId);
+      await eventually(() => ids.every((id) => both().has(id)), { what: 'every event in the group' });
+      expect(both()).toEqual(new Set(ids));
+      // Competing, not each member its own copy: at least once allows a duplicate (a rebalance, a
+      // stalled job), never every event to both. (That the second member got a share is not promised.)
+      const toBoth = ids.filter((id) => first.of(id).length > 0 && second.of(id).length > 0);
+      expect(toBoth.length).toBeLessThan(ids.length);
+
+      // The group outlives a member: what is published after it left goes to the other one.
+      await sub1.close();
+      const later = Array.from({ length: 10 }, (_, i) => placedEvent(randomUUID(), 200 + i));
+      await bus1.publish(later);
+      await eventually(() => later.every((e) => second.of(e.eventId).length > 0), {
+        what: 'the later events at the remaining member',
+      });
+    });
+
+    it('keeps retries, dead letters and redrives within the group that failed', async () => {
+      const bus = await newBus();
+      const failing = placedEvent();
+      const others = Array.from({ length: 4 }, (_, i) => placedEvent(randomUUID(), 100 + i));
+      let broken = true;
+      const projections = recorder();
+      const audit = recorder(async (e) => {
+        if (broken && e.eventId === failing.eventId) throw new Error('audit store is down');
+      });
+      await subscribe(bus, projections.handler);
+      await subscribe(bus, audit.handler, SECOND_GROUP);
+      // Inside a multi-event publish: on BullMQ the failing event is split out of its batch job.
+      await bus.publish([others[0]!, failing, ...others.slice(1)]);
+
+      const dl = await deadLetterOf(failing.eventId);
+      expect(audit.of(failing.eventId).map((r) => r.delivery.attempt)).toEqual(
+        Array.from({ length: ctx.maxAttempts }, (_, i) => i + 1),
+      );
+      const all = [failing, ...others].map((e) => e.eventId);
+      await eventually(() => all.every((id) => projections.of(id).length > 0), {
+        what: 'every event in the default group',
+      });
+      // The default group handled it once: the other group's retries never reached it.
+      expect(projections.of(failing.eventId).map((r) => r.delivery.attempt)).toEqual([1]);
+      expect(others.map((e) => audit.of(e.eventId).length)).toEqual(others.map(() => 1));
+      expect((await deadLetters()).map((d) => d.id)).toEqual([dl.id]);
+
+      broken = false;
+      await bus.redrive(dl);
+      await eventually(() => audit.of(failing.eventId).length > ctx.maxAttempts, {
+        what: 'the redriven event in the group that dead-lettered it',
+      });
+      expect(audit.of(failing.eventId).at(-1)?.delivery.attempt).toBe(1);
+      // A marker of the same key published after the redrive: once the default group has it, a
+      // redriven copy sent its way before it would have arrived too (Kafka: same partition, in order).
+      const marker = placedEvent(failing.key);
+      await bus.publish([marker]);
+      await eventually(() => projections.of(marker.eventId).length > 0, { what: 'the marker' });
+      expect(projections.of(failing.eventId)).toHaveLength(1);
+      expect(audit.of(failing.eventId)).toHaveLength(ctx.maxAttempts + 1);
     });
   });
 }

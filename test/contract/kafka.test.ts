@@ -11,6 +11,7 @@ import { dropSchema, eventually, migratedPool, testConfig, testLogger, uniqueId 
 import {
   describeBusContract,
   placedEvent,
+  SECOND_GROUP,
   type BusContractContext,
   type TransportDeadLetter,
 } from './bus-contract.ts';
@@ -124,7 +125,11 @@ describeBusContract(
       const t = kafkaTopics(topic);
       await state.admin.connect();
       await state.admin.deleteTopics({ topics: [t.events, t.retry, t.dlq] }).catch(() => undefined);
-      const groups = [consumer.groupId, ...(state.dlqReader ? [state.dlqReader.groupId] : [])];
+      const groups = [
+        consumer.groupId,
+        `${consumer.groupId}.${SECOND_GROUP}`,
+        ...(state.dlqReader ? [state.dlqReader.groupId] : []),
+      ];
       await state.admin.deleteGroups(groups).catch(() => undefined);
       await state.admin.disconnect();
       clients.delete(ctx);

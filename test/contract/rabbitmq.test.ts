@@ -7,7 +7,7 @@ import {
 import { deleteRabbitmqTopology, peekQueue, withAmqpChannel } from '../../shared/bus/rabbitmq/admin.ts';
 import { groupTopology } from '../../shared/bus/rabbitmq/topology.ts';
 import { PROJECTOR_CONSUMER } from '../../workers/projections/projector.ts';
-import { describeBusContract, type BusContractContext } from './bus-contract.ts';
+import { describeBusContract, SECOND_GROUP, type BusContractContext } from './bus-contract.ts';
 
 function busConfig(ctx: BusContractContext): RabbitmqBusConfig {
   return {
@@ -52,6 +52,7 @@ describeBusContract('rabbitmq', async (ctx) => createRabbitmqBus(ctx, busConfig(
   async cleanup(ctx) {
     await deleteRabbitmqTopology(ctx.config.bus.rabbitmq.url, rabbitmqTopology(busConfig(ctx)), [
       PROJECTOR_CONSUMER,
+      SECOND_GROUP,
     ]);
   },
 });

@@ -13,6 +13,12 @@ export const KafkaHeaders = {
   originTopic: 'x-origin-topic',
   originPartition: 'x-origin-partition',
   originOffset: 'x-origin-offset',
+  /**
+   * The consumer group a copy is for: on retry copies and redriven events (every group reads the shared
+   * events and retry topics; the others skip it), and on dead letters (whose group a redrive targets).
+   * Absent: for every group (first deliveries, copies written before groups were tracked).
+   */
+  group: 'x-consumer-group',
 } as const;
 
 const transportHeaders = new Set<string>(Object.values(KafkaHeaders));
@@ -68,9 +74,20 @@ export function originHeaders(origin: Origin): Record<string, string> {
   };
 }
 
-/** Deterministic per original message, so recording a dead letter twice is harmless (no ":" allowed). */
-export function deadLetterId(origin: Origin): string {
-  return `kafka-${origin.topic}-${origin.partition}-${origin.offset}`;
+/**
+ * Deterministic per original message and group, so recording a dead letter twice is harmless (no ":"
+ * allowed). `scope` tells apart the dead letters of two groups failing on one message; the default
+ * group has none, so its ids are what they always were.
+ */
+export function deadLetterId(origin: Origin, scope?: string): string {
+  const base = `${origin.topic}-${origin.partition}-${origin.offset}`;
+  return scope ? `kafka-${scope}-${base}` : `kafka-${base}`;
+}
+
+/** Whether a message is for consumer group `groupId`: addressed to it, or to no group in particular. */
+export function isForGroup(headers: Record<string, string>, groupId: string): boolean {
+  const target = headers[KafkaHeaders.group];
+  return target === undefined || target === '' || target === groupId;
 }
 
 export function attemptOf(headers: Record<string, string>): number {

@@ -9,6 +9,7 @@ import type { EventHandler, Subscription } from '../event-bus.ts';
 import {
   attemptOf,
   deadLetterId,
+  isForGroup,
   KafkaHeaders,
   nextOffset,
   notBeforeOf,
@@ -23,6 +24,8 @@ import {
 /** Consumer knobs of one subscription; see `KafkaBusConfig`. */
 export interface KafkaSubscriptionConfig {
   groupId: string;
+  /** Part of this group's dead-letter ids (see `deadLetterId`); undefined for the default group. */
+  deadLetterScope?: string | undefined;
   sessionTimeout: number;
   maxBytesPerPartition: number;
   partitionsConsumedConcurrently: number;
@@ -129,13 +132,16 @@ export async function startKafkaSubscription(
     event?: EventEnvelope,
   ) {
     const own = ownHeaders(headers);
-    const id = deadLetterId(origin);
+    const id = deadLetterId(origin, config.deadLetterScope);
+    // The group travels with the dead letter: a redrive goes back to this group only.
+    const group = { [KafkaHeaders.group]: config.groupId };
     await deps.send(topics.dlq, [
       {
         key: m.key,
         value: m.value,
         headers: {
           ...own,
+          ...group,
           ...originHeaders(origin),
           [KafkaHeaders.error]: error.message.slice(0, 4_000),
           [KafkaHeaders.attempts]: String(attempts),
@@ -150,7 +156,7 @@ export async function startKafkaSubscription(
       kind: 'event',
       messageKey: m.key?.toString('utf8') ?? null,
       payload: m.value ?? Buffer.alloc(0),
-      headers: own,
+      headers: { ...own, ...group },
       error: error.message,
       stack: error.stack ?? null,
       attempts,
@@ -179,6 +185,8 @@ export async function startKafkaSubscription(
         headers: {
           ...headers,
           ...originHeaders(origin),
+          // The retry topic is shared: the other groups skip this copy (they handled the event).
+          [KafkaHeaders.group]: config.groupId,
           [KafkaHeaders.attempt]: String(attempt + 1),
           [KafkaHeaders.notBefore]: String(Date.now() + delayMs),
           [KafkaHeaders.firstFailedAt]: headers[KafkaHeaders.firstFailedAt] ?? String(Date.now()),
@@ -195,6 +203,7 @@ export async function startKafkaSubscription(
   /** Settles once the message is done; throws only when the failure could not be parked. */
   async function processMessage(topic: string, partition: number, m: KafkaMessage): Promise<void> {
     const headers = readHeaders(m.headers);
+    if (!isForGroup(headers, config.groupId)) return; // another group's retry or redrive: done here
     const origin = originOf(headers, { topic, partition, offset: m.offset });
     const attempt = attemptOf(headers);
     let event: EventEnvelope;
@@ -280,7 +289,10 @@ export async function startKafkaSubscription(
     let dueAt: number | undefined;
     if (topic === topics.retry) {
       const now = Date.now();
-      const idx = messages.findIndex((m) => notBeforeOf(m.headers) > now);
+      // Another group's copy is never waited for: it is skipped, due or not.
+      const idx = messages.findIndex(
+        (m) => notBeforeOf(m.headers) > now && isForGroup(readHeaders(m.headers), config.groupId),
+      );
       if (idx >= 0) {
         dueAt = notBeforeOf(messages[idx]?.headers);
         messages = messages.slice(0, idx);
