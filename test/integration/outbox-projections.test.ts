@@ -6,6 +6,7 @@ import { createPool, withTransaction, type Pool } from '../../shared/db/pool.ts'
 import type { EventEnvelope } from '../../shared/domain/events.ts';
 import { insertOutbox } from '../../workers/orders/orders.sql.ts';
 import { createRelay } from '../../workers/outbox/relay.ts';
+import { createOutboxWaker } from '../../workers/outbox/wake.ts';
 import { applyEvents } from '../../workers/projections/projector.ts';
 import { truncateReadModels } from '../../workers/projections/projections.sql.ts';
 import { dropSchema, eventually, migratedPool, testConfig, testLogger } from '../support/env.ts';
@@ -77,7 +78,7 @@ describe('migrations', () => {
 });
 
 describe('outbox relay', () => {
-  it('is woken by NOTIFY on commit (the poll is an hour away) and marks rows published', async () => {
+  it('is woken by the NOTIFY a writer sends after its commit (the poll is an hour away) and marks rows published', async () => {
     const bus = recordingBus();
     const relay = createRelay(
       { pool, bus, logger: testLogger() },
@@ -96,6 +97,7 @@ describe('outbox relay', () => {
       );
       const event = placed(randomUUID(), 'c-n', 100);
       await withTransaction(pool, (client) => insertOutbox(client, [event]));
+      createOutboxWaker(pool)();
       await eventually(() => bus.published.some((e) => e.eventId === event.eventId), {
         timeoutMs: 5_000,
         what: 'NOTIFY to wake the relay',

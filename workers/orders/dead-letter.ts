@@ -17,6 +17,8 @@ export interface CommandDeadLetterDeps {
   pool: Pool;
   /** BullMQ queue `orders-dead-letters`, so operators see dead letters in Bull Board too. */
   dlq: Queue;
+  /** Called after the dead-letter event was committed to the outbox: wakes the relays. */
+  onOutboxAppended?: () => void;
 }
 
 export function commandDeadLetterId(jobId: string): string {
@@ -68,9 +70,9 @@ export async function deadLetterOrderJob(
     failedAt: now,
   };
 
-  await withTransaction(deps.pool, async (client) => {
+  const appended = await withTransaction(deps.pool, async (client) => {
     await client.query(INSERT_DEAD_LETTER_SQL, deadLetterParams(record));
-    if (!orderId) return;
+    if (!orderId) return false;
     const order = parsed.success ? parsed.data : null;
     if (order) {
       const written = await upsertOrders(client, [
@@ -88,7 +90,7 @@ export async function deadLetterOrderJob(
         },
       ]);
       // An order already decided (completed/rejected) stays so: no dead-letter event for it.
-      if (written.size === 0) return;
+      if (written.size === 0) return false;
     }
     const event: EventEnvelope = {
       eventId: randomUUID(),
@@ -111,7 +113,9 @@ export async function deadLetterOrderJob(
       },
     };
     await insertOutbox(client, [event]);
+    return true;
   });
+  if (appended) deps.onOutboxAppended?.();
 
   await deps.dlq.add(
     'dead-letter',

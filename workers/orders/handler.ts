@@ -23,6 +23,8 @@ export interface OrderHandlerDeps {
   pool: Pool;
   supportedCurrencies: readonly string[];
   now?: () => Date;
+  /** Called after a batch committed outbox rows: wakes the relays (see workers/outbox/wake.ts). */
+  onOutboxAppended?: () => void;
 }
 
 /** Builds the write-model row and its event for one command, by the pure business rules. */
@@ -99,6 +101,7 @@ export function createOrderHandler(deps: OrderHandlerDeps) {
       decided.map((p) => p.row),
       decided.map((p) => p.event),
     );
+    if (written.size > 0) deps.onOutboxAppended?.();
     return plans.map((p, i): OrderOutcome => {
       const orderId = cmds[i]!.job.orderId;
       if (p && written.has(orderId))

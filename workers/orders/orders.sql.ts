@@ -60,7 +60,7 @@ export async function upsertOrders(client: PoolClient, rows: readonly OrderRow[]
   return new Set(result.rows.map((r) => r.order_id));
 }
 
-/** Appends events to the outbox; the relay is woken by the table's NOTIFY trigger on commit. */
+/** Appends events to the outbox; wake the relays once the transaction committed (workers/outbox/wake.ts). */
 export async function insertOutbox(client: PoolClient, events: readonly EventEnvelope[]): Promise<void> {
   if (events.length === 0) return;
   await client.query(

@@ -8,6 +8,7 @@ import type { Logger } from '../../shared/observability/logger.ts';
 import { QueueNames } from '../../shared/queue/names.ts';
 import { createWorkerRedis } from '../../shared/queue/redis.ts';
 import { fatalOrLog, type OnFatal } from '../../shared/runtime/lifecycle.ts';
+import { createOutboxWaker } from '../outbox/wake.ts';
 import { deadLetterOrderJob } from './dead-letter.ts';
 import { createOrderHandler, type OrderCommand, type OrderOutcome } from './handler.ts';
 import { isPaymentDependencyFailure, paymentRequestOf, type PaymentGateway } from './payment.ts';
@@ -77,7 +78,12 @@ export function createOrderWorker(deps: OrderWorkerDeps, config: OrderWorkerConf
     'conveyor-orders-worker',
   );
   const dlq = new Queue(QueueNames.ordersDeadLetters, { connection, prefix: config.queuePrefix });
-  const handler = createOrderHandler({ pool: deps.pool, supportedCurrencies: config.supportedCurrencies });
+  const onOutboxAppended = createOutboxWaker(deps.pool);
+  const handler = createOrderHandler({
+    pool: deps.pool,
+    supportedCurrencies: config.supportedCurrencies,
+    onOutboxAppended,
+  });
   const batcher = createBatcher<OrderCommand, OrderOutcome>({
     maxSize: config.batchSize,
     maxWaitMs: config.batchWaitMs,
@@ -91,7 +97,7 @@ export function createOrderWorker(deps: OrderWorkerDeps, config: OrderWorkerConf
     token: string | undefined,
   ): Promise<never> {
     try {
-      const id = await deadLetterOrderJob({ pool: deps.pool, dlq }, job, error, attempts);
+      const id = await deadLetterOrderJob({ pool: deps.pool, dlq, onOutboxAppended }, job, error, attempts);
       log.warn({ jobId: job.id, deadLetterId: id, attempts, err: error }, 'order moved to dead letters');
     } catch (recordErr) {
       // Never drop a job we could not record: park it (no attempt burned) and try again later.
@@ -187,7 +193,12 @@ export function createOrderWorker(deps: OrderWorkerDeps, config: OrderWorkerConf
    */
   async function deadLetterFailed(job: Job, err: Error): Promise<void> {
     try {
-      const id = await deadLetterOrderJob({ pool: deps.pool, dlq }, job, err, job.attemptsMade);
+      const id = await deadLetterOrderJob(
+        { pool: deps.pool, dlq, onOutboxAppended },
+        job,
+        err,
+        job.attemptsMade,
+      );
       log.warn({ jobId: job.id, deadLetterId: id, err }, 'failed order moved to dead letters');
       return;
     } catch (recordErr) {

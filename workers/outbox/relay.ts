@@ -5,6 +5,7 @@ import type { Pool } from '../../shared/db/pool.ts';
 import type { Logger } from '../../shared/observability/logger.ts';
 import { fatalOrLog, superviseLoop, type OnFatal } from '../../shared/runtime/lifecycle.ts';
 import { claimBatch, markPublished } from './relay.sql.ts';
+import { outboxChannel } from './wake.ts';
 
 export interface RelayConfig {
   databaseUrl: string;
@@ -98,7 +99,7 @@ export function createRelay(deps: RelayDeps, config: RelayConfig): Relay {
           client.on('error', () => resolve());
           client.on('end', () => resolve());
         });
-        await client.query(`LISTEN "outbox_${config.schema}"`);
+        await client.query(`LISTEN "${outboxChannel(config.schema)}"`);
         listener = client;
         signal(); // catch up on what was committed while we were not listening
         await closed;
