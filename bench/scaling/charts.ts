@@ -102,3 +102,26 @@ export function lineChart(c: LineChart): string {
   out.push('</svg>');
   return out.join('\n');
 }
+
+/** Charts one above the other in one SVG (each keeps its own size). */
+export function stack(svgs: readonly string[]): string {
+  let y = 0;
+  let width = 0;
+  const parts = svgs.map((svg) => {
+    const w = Number(/width="(\d+)"/.exec(svg)?.[1] ?? 0);
+    const h = Number(/height="(\d+)"/.exec(svg)?.[1] ?? 0);
+    const part = svg.replace('<svg ', `<svg y="${y}" `);
+    y += h;
+    width = Math.max(width, w);
+    return part;
+  });
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${y}" viewBox="0 0 ${width} ${y}">\n${parts.join('\n')}\n</svg>`;
+}
+
+/** A trailing moving average over `windowS` seconds of (t, value) points. */
+export function smooth(points: readonly [number, number][], windowS: number): [number, number][] {
+  return points.map(([t], i) => {
+    const inWindow = points.slice(0, i + 1).filter(([u]) => u > t - windowS);
+    return [t, Math.round(inWindow.reduce((s, [, v]) => s + v, 0) / inWindow.length)];
+  });
+}

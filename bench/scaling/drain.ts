@@ -31,6 +31,8 @@ export interface CappedDrainOptions {
    * each stage's CPU per order, for the capacity model.
    */
   splitStages?: boolean;
+  /** Run replicas from this compiled output (bench/scaling/build.ts) instead of through tsx. */
+  compiledDir?: string;
   /** Called once a second during the measured drain with orders projected so far. */
   onProgress?: (projected: number, elapsedS: number) => void;
 }
@@ -124,7 +126,7 @@ export async function cappedDrain(o: CappedDrainOptions): Promise<CappedDrainRes
         }))
       : Array.from({ length: o.replicas }, (_, i) => ({ label: `replica-${i + 1}`, env }));
     for (const p of plan) {
-      const replica = startReplica(o.layout, p.label, o.cores, 'workers/main.ts', p.env);
+      const replica = startReplica(o.layout, p.label, o.cores, 'workers/main.ts', p.env, o.compiledDir);
       replicas.push(replica);
       monitor.watch(replica.label, replica.child.pid!);
     }

@@ -13,8 +13,9 @@ import {
   type Prediction,
 } from './capacity.ts';
 import { cgroupLayout } from './cgroup.ts';
+import { compileForReplicas } from './build.ts';
 import { cappedDrain } from './drain.ts';
-import { lineChart } from './charts.ts';
+import { lineChart, smooth, stack } from './charts.ts';
 import { loadScaledObject } from './keda.ts';
 import { replayBurst, type ReplayResult } from './replay.ts';
 import { runWorkerScaling, type WorkerScalingRow } from './workers.ts';
@@ -127,10 +128,10 @@ function perOrderTable(w: NonNullable<ScalingResults['workers']>): string {
 
 function replayTable(rp: NonNullable<ScalingResults['replay']>): string {
   const row = (name: string, r: ReplayResult) =>
-    `| ${name} | ${r.orders} | ${r.drainSeconds} s | ${r.peakReplicas} | ${r.decisions.length} | ${r.reversals} | ${r.verified.ok ? `yes (${r.verified.orders} decided, ${r.verified.projected} projected, ${r.verified.duplicates} doubled, ${r.verified.deadLetters} dead)` : 'NO'} |`;
+    `| ${name} | ${r.orders} | ${r.drainSeconds} s | ${r.peakReplicas} | ${r.replicaStartSeconds} s | ${r.decisions.length} | ${r.reversals} | ${r.verified.ok ? `yes (${r.verified.orders} decided, ${r.verified.projected} projected, ${r.verified.duplicates} doubled, ${r.verified.deadLetters} dead)` : 'NO'} |`;
   return [
-    '| run | orders | time to drain | peak replicas | scale decisions | reversals (flapping) | reconciled |',
-    '| --- | --- | --- | --- | --- | --- | --- |',
+    '| run | orders | time to drain | peak replicas | replica start-up (median) | scale decisions | reversals (flapping) | reconciled |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- |',
     row('KEDA rule (shipped ScaledObject)', rp.autoscaled),
     row('fixed at minReplicaCount', rp.fixed),
   ].join('\n');
@@ -224,6 +225,8 @@ export async function scalingMain(argv: readonly string[]): Promise<number> {
     ok: true,
   };
   const cores = a.cores ?? 0.2;
+  log('compiling the platform as the container image does (replicas start like pods)');
+  const compiledDir = await compileForReplicas();
   if (!a['skip-workers']) {
     const w = {
       cores,
@@ -233,6 +236,7 @@ export async function scalingMain(argv: readonly string[]): Promise<number> {
     };
     const rows = await runWorkerScaling({
       layout,
+      compiledDir,
       replicaCounts: a.replicas ?? (q ? [1, 2] : [1, 2, 3, 4]),
       ...w,
       log,
@@ -249,6 +253,7 @@ export async function scalingMain(argv: readonly string[]): Promise<number> {
       backlog: w.backlog,
       warmupPerReplica: w.warmupPerReplica,
       splitStages: true,
+      compiledDir,
     });
     results.ok &&= stages.verified.ok;
     const one = rows.find((r) => r.replicas === 1)?.representative;
@@ -266,6 +271,7 @@ export async function scalingMain(argv: readonly string[]): Promise<number> {
       maxReplicas: a['replay-max'] ?? (q ? 3 : 6),
       cores,
       eventsCores: 0.5,
+      compiledDir,
       burstPerS: a['burst-rate'] ?? (q ? 1_000 : 3_000),
       burstSeconds: a['burst-seconds'] ?? (q ? 3 : 10),
       log,
@@ -314,28 +320,56 @@ export async function scalingMain(argv: readonly string[]): Promise<number> {
     const f = results.replay.fixed.timeline;
     await writeFile(
       join(outDir, 'scaling-replay.svg'),
-      lineChart({
-        title: 'A burst under KEDA’s rule: backlog and replicas over time',
-        xLabel: 'seconds (real; ×compress in cluster time)',
-        yLabel: 'orders waiting (backlog)',
-        yRightLabel: 'replicas',
-        width: 860,
-        series: [
-          { label: 'backlog, autoscaled', color: '#2563eb', points: t.map((p) => [p.t, p.backlog]) },
-          {
-            label: 'backlog, 1 fixed replica',
-            color: '#9ca3af',
-            dashed: true,
-            points: f.map((p) => [p.t, p.backlog]),
-          },
-          {
-            label: 'replicas (right axis)',
-            color: '#dc2626',
-            right: true,
-            points: t.map((p) => [p.t, p.replicas]),
-          },
-        ],
-      }),
+      stack([
+        lineChart({
+          title: 'A burst under KEDA’s rule: backlog and replicas over time',
+          xLabel: 'seconds (real; ×compress in cluster time)',
+          yLabel: 'orders waiting (backlog)',
+          yRightLabel: 'replicas',
+          width: 860,
+          series: [
+            { label: 'backlog, autoscaled', color: '#2563eb', points: t.map((p) => [p.t, p.backlog]) },
+            {
+              label: 'backlog, 1 fixed replica',
+              color: '#9ca3af',
+              dashed: true,
+              points: f.map((p) => [p.t, p.backlog]),
+            },
+            {
+              label: 'replicas (right axis)',
+              color: '#dc2626',
+              right: true,
+              points: t.map((p) => [p.t, p.replicas]),
+            },
+          ],
+        }),
+        lineChart({
+          title: 'Orders decided per second (1 s moving average)',
+          xLabel: 'seconds (real)',
+          yLabel: 'orders/s',
+          width: 860,
+          height: 260,
+          series: [
+            {
+              label: 'autoscaled',
+              color: '#2563eb',
+              points: smooth(
+                t.map((p) => [p.t, p.decidedPerS]),
+                1,
+              ),
+            },
+            {
+              label: '1 fixed replica',
+              color: '#9ca3af',
+              dashed: true,
+              points: smooth(
+                f.map((p) => [p.t, p.decidedPerS]),
+                1,
+              ),
+            },
+          ],
+        }),
+      ]),
     );
     charts.replay = relative(ROOT, join(outDir, 'scaling-replay.svg'));
   }

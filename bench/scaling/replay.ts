@@ -26,6 +26,8 @@ export interface ReplayOptions {
   burstSeconds: number;
   /** false: the same burst with the replica count fixed at minReplicaCount (the comparison). */
   autoscale: boolean;
+  /** Run replicas from this compiled output (bench/scaling/build.ts) instead of through tsx. */
+  compiledDir?: string;
   log: (line: string) => void;
 }
 
@@ -44,6 +46,8 @@ export interface ReplayResult {
   /** Real seconds from the burst's start until every order was decided and projected. */
   drainSeconds: number;
   peakReplicas: number;
+  /** Median seconds from starting a replica to its worker consuming (what a pod's start costs here). */
+  replicaStartSeconds: number;
   /** Scale decisions that reversed the previous one within the scale-down window (flapping). */
   reversals: number;
   timeline: TimelinePoint[];
@@ -120,22 +124,41 @@ export async function replayBurst(o: ReplayOptions): Promise<ReplayResult> {
   const orderReplicas: Replica[] = [];
   const stopping: Promise<unknown>[] = [];
   let seq = 0;
+  /** Start times of replicas whose worker is not consuming yet, and the start-up times seen. */
+  const starting: number[] = [];
+  const startupS: number[] = [];
   const addReplica = () => {
     orderReplicas.push(
-      startReplica(o.layout, `orders-${++seq}`, o.cores, 'workers/main.ts', {
-        ...env,
-        WORKER_KINDS: 'orders',
-      }),
+      startReplica(
+        o.layout,
+        `orders-${++seq}`,
+        o.cores,
+        'workers/main.ts',
+        { ...env, WORKER_KINDS: 'orders' },
+        o.compiledDir,
+      ),
     );
+    starting.push(performance.now());
+  };
+  /** Replicas whose worker registered on the queue since the last look: their start-up is over. */
+  const noteStarted = async () => {
+    const consuming = await queue.getWorkersCount();
+    while (starting.length > 0 && consuming >= orderReplicas.length - starting.length + 1) {
+      startupS.push((performance.now() - starting.shift()!) / 1000);
+    }
   };
   try {
     // The API (for its scaling endpoint) and the event side run at fixed size, off the scaled cgroups.
-    fixed.push(startReplica(o.layout, 'api', 1, 'api/main.ts', env));
+    fixed.push(startReplica(o.layout, 'api', 1, 'api/main.ts', env, o.compiledDir));
     fixed.push(
-      startReplica(o.layout, 'events', o.eventsCores, 'workers/main.ts', {
-        ...env,
-        WORKER_KINDS: 'outbox,projections',
-      }),
+      startReplica(
+        o.layout,
+        'events',
+        o.eventsCores,
+        'workers/main.ts',
+        { ...env, WORKER_KINDS: 'outbox,projections' },
+        o.compiledDir,
+      ),
     );
     const url = `http://127.0.0.1:${port}/v1/scaling/orders`;
     const readBacklog = async () => {
@@ -154,6 +177,12 @@ export async function replayBurst(o: ReplayOptions): Promise<ReplayResult> {
       await new Promise((r) => setTimeout(r, 200));
     }
     for (let i = 0; i < Math.max(1, spec.minReplicas); i++) addReplica();
+    // The burst meets the minimum already running, as it would in a cluster.
+    for (const until = Date.now() + 120_000; starting.length > 0;) {
+      await noteStarted();
+      if (Date.now() > until) throw new Error('the minimum replicas never consumed');
+      await new Promise((r) => setTimeout(r, 100));
+    }
 
     const total = o.burstPerS * o.burstSeconds;
     const jobs = makeOrderJobs(total, 'burst', 3);
@@ -192,6 +221,7 @@ export async function replayBurst(o: ReplayOptions): Promise<ReplayResult> {
         throw new Error(`${dead.label} exited ${dead.child.exitCode}:\n${dead.tail.slice(-10).join('\n')}`);
       const c = await counts(pool);
       const backlog = await readBacklog();
+      if (starting.length > 0) await noteStarted();
       timeline.push({
         t: Math.round(t * 100) / 100,
         backlog,
@@ -239,6 +269,8 @@ export async function replayBurst(o: ReplayOptions): Promise<ReplayResult> {
       orders: total,
       drainSeconds,
       peakReplicas: Math.max(...timeline.map((p) => p.replicas)),
+      replicaStartSeconds:
+        Math.round(([...startupS].sort((a, b) => a - b)[Math.floor(startupS.length / 2)] ?? 0) * 10) / 10,
       reversals,
       timeline,
       decisions,

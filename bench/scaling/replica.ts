@@ -22,8 +22,10 @@ export interface Replica {
 let seq = 0;
 
 /**
- * Starts `entry` (e.g. `workers/main.ts`) with `env` inside a new cgroup of `cores` CPU.
- * @example const r = startReplica(layout, 'orders-1', 0.2, 'workers/main.ts', env);
+ * Starts `entry` (e.g. `workers/main.ts`) with `env` inside a new cgroup of `cores` CPU: from the
+ * compiled output in `compiledDir` (`<dir>/workers/main.js`, as the container image runs it) when
+ * given, else from the sources through tsx.
+ * @example const r = startReplica(layout, 'orders-1', 0.2, 'workers/main.ts', env, dist);
  */
 export function startReplica(
   layout: CgroupLayout,
@@ -31,9 +33,13 @@ export function startReplica(
   cores: number,
   entry: string,
   env: Record<string, string>,
+  compiledDir?: string,
 ): Replica {
   const group = createCpuGroup(layout, `conveyor-bench-${process.pid}-${++seq}`, cores);
-  const { command, args } = group.wrap([process.execPath, '--import', 'tsx', entry]);
+  const argv = compiledDir
+    ? [process.execPath, `${compiledDir}/${entry.replace(/\.ts$/, '.js')}`]
+    : [process.execPath, '--import', 'tsx', entry];
+  const { command, args } = group.wrap(argv);
   const child = spawn(command, args, {
     cwd: ROOT,
     env: { ...process.env, ...env },

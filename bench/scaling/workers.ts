@@ -9,6 +9,7 @@ export interface WorkerScalingOptions {
   backlog: number;
   warmupPerReplica: number;
   env?: Record<string, string>;
+  compiledDir?: string;
   log: (line: string) => void;
 }
 
@@ -45,6 +46,7 @@ export async function runWorkerScaling(o: WorkerScalingOptions): Promise<WorkerS
         backlog: o.backlog,
         warmupPerReplica: o.warmupPerReplica,
         ...(o.env ? { env: o.env } : {}),
+        ...(o.compiledDir ? { compiledDir: o.compiledDir } : {}),
       });
       o.log(
         `  ${r.perS} orders/s in ${r.seconds} s; replicas ${r.replicaStats.map((s) => `${s.cpuCores} cores, throttled ${s.throttledPct}%`).join(' | ')}; verified ${r.verified.ok}`,
