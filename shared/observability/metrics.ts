@@ -1,6 +1,7 @@
 import type { Job, Worker } from 'bullmq';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { createCollectors, type Collectors } from './collectors.ts';
+import { registerEventLoopDelay } from './event-loop.ts';
 
 export type { Collectors, OutboxBacklog, PoolCounts } from './collectors.ts';
 
@@ -66,9 +67,11 @@ const MISNAMED_DEFAULTS = [
 export function createMetrics(options: MetricsOptions = {}): Metrics {
   const timeoutMs = options.collectTimeoutMs ?? 2_000;
   const registry = new Registry();
+  let stopEventLoopDelay: () => void = () => undefined;
   if (options.defaultMetrics ?? true) {
     collectDefaultMetrics({ register: registry });
     for (const name of MISNAMED_DEFAULTS) registry.removeSingleMetric(name);
+    stopEventLoopDelay = registerEventLoopDelay(registry);
   }
   const registers = [registry];
 
@@ -169,6 +172,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     close: () =>
       (closing ??= (async () => {
         for (const detach of [...detachers]) detach();
+        stopEventLoopDelay();
         await collectors.close();
       })()),
   };

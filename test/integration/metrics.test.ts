@@ -292,6 +292,13 @@ describe('GET /metrics of real processes', () => {
     expect(sample(workerText, 'conveyor_pg_pool_clients', { pool: 'main' })).toBeGreaterThan(0);
     expect(sample(workerText, 'conveyor_redis_connection_up', { connection: 'main' })).toBe(1);
     expect(sample(workerText, 'process_cpu_seconds_total')).toBeGreaterThan(0);
+    // The event-loop delay histogram: cumulative buckets up to +Inf = the sample count.
+    const loopSamples = sample(workerText, 'conveyor_eventloop_delay_seconds_count');
+    expect(loopSamples).toBeGreaterThan(0);
+    expect(sample(workerText, 'conveyor_eventloop_delay_seconds_bucket', { le: '+Inf' })).toBe(loopSamples);
+    expect(sample(workerText, 'conveyor_eventloop_delay_seconds_bucket', { le: '1' })).toBeLessThanOrEqual(
+      loopSamples,
+    );
 
     await request(`${api.url}/v1/orders/${ids[0]}`);
     expect((await fetch(`${api.url}/no/such/${randomUUID()}`)).status).toBe(404);
