@@ -48,6 +48,8 @@ export interface ApiScalingOptions {
   /** Items per order. @defaultValue 3 */
   orderSize?: number;
   env?: Record<string, string>;
+  /** Compiled platform (bench/scaling/build.ts): replicas run `node <dir>/api/main.js` like the image; else tsx. */
+  compiledDir?: string;
   log: (line: string) => void;
 }
 
@@ -132,7 +134,7 @@ async function countJobs(
 }
 
 async function measureStep(
-  o: Required<Omit<ApiScalingOptions, 'env' | 'log' | 'layout' | 'replicaCounts'>>,
+  o: Required<Omit<ApiScalingOptions, 'env' | 'log' | 'layout' | 'replicaCounts' | 'compiledDir'>>,
   urls: readonly string[],
   replicas: readonly Replica[],
   monitor: ProcessMonitor,
@@ -189,9 +191,10 @@ async function measureStep(
 
 /** One replica count: start, warm up, step the rate up until p99 > target, verify, tear down. */
 async function scaleOne(
-  o: Required<Omit<ApiScalingOptions, 'env' | 'log' | 'layout' | 'replicaCounts'>> & {
+  o: Required<Omit<ApiScalingOptions, 'env' | 'log' | 'layout' | 'replicaCounts' | 'compiledDir'>> & {
     layout: CgroupLayout;
     env: Record<string, string>;
+    compiledDir: string | undefined;
     log: (line: string) => void;
   },
   n: number,
@@ -220,7 +223,14 @@ async function scaleOne(
     const urls: string[] = [];
     for (let i = 1; i <= n; i++) {
       const port = await freePort();
-      const r = startReplica(o.layout, `api-${i}`, o.cores, 'api/main.ts', { ...env, PORT: String(port) });
+      const r = startReplica(
+        o.layout,
+        `api-${i}`,
+        o.cores,
+        'api/main.ts',
+        { ...env, PORT: String(port) },
+        o.compiledDir,
+      );
       replicas.push(r);
       urls.push(`http://127.0.0.1:${port}`);
     }
@@ -327,6 +337,7 @@ export async function runApiScaling(options: ApiScalingOptions): Promise<ApiScal
     confirmFailures: options.confirmFailures ?? true,
     orderSize: options.orderSize ?? 3,
     env: options.env ?? {},
+    compiledDir: options.compiledDir,
     log: options.log,
   };
   const rows: ApiScalingRow[] = [];

@@ -19,6 +19,7 @@ import { lineChart, smooth, stack } from './charts.ts';
 import { loadScaledObject } from './keda.ts';
 import { replayBurst, type ReplayResult } from './replay.ts';
 import { runWorkerScaling, type WorkerScalingRow } from './workers.ts';
+import { renderApiScalingTable, runApiScaling, type ApiScalingRow } from './api.ts';
 
 /**
  * `npm run bench -- --scaling`: what a replica adds, measured the way a platform team runs Conveyor —
@@ -39,6 +40,11 @@ const Args = z.object({
   warmup: z.coerce.number().int().min(0).optional(),
   'skip-workers': z.boolean().default(false),
   'skip-replay': z.boolean().default(false),
+  'skip-api': z.boolean().default(false),
+  'api-replicas': ints.optional(),
+  'api-cores': z.coerce.number().positive().max(2).optional(),
+  'api-step': z.coerce.number().int().min(1).optional(),
+  'api-step-seconds': z.coerce.number().min(1).max(60).optional(),
   compress: z.coerce.number().min(1).optional(),
   'replay-max': z.coerce.number().int().min(1).optional(),
   'burst-rate': z.coerce.number().int().min(1).optional(),
@@ -57,7 +63,11 @@ export const SCALING_USAGE = `npm run bench -- --scaling [options]
   --replay-max <n>        replay: most replicas this machine hosts (default 6)
   --burst-rate <r>        replay: orders/s arriving during the burst (default 3000)
   --burst-seconds <s>     replay: burst length                  (default 10)
-  --skip-workers, --skip-replay
+  --api-replicas <n,n,..> API replica counts (HTTP ingest)     (default 1,2,3)
+  --api-cores <c>         CPU limit of each API replica         (default 0.5)
+  --api-step <r>          offered-rate step per API replica     (default 250 req/s)
+  --api-step-seconds <s>  length of each offered-rate step      (default 5)
+  --skip-workers, --skip-replay, --skip-api
   --out-dir <dir>                                              (default bench/results)`;
 
 export interface ScalingResults {
@@ -74,6 +84,13 @@ export interface ScalingResults {
     rows: WorkerScalingRow[];
   };
   capacity?: { model: CapacityModel; predictions: Prediction[] };
+  api?: {
+    cores: number;
+    stepPerReplica: number;
+    stepSeconds: number;
+    p99TargetMs: number;
+    rows: ApiScalingRow[];
+  };
   replay?: {
     compress: number;
     scaledObject: string;
@@ -169,6 +186,17 @@ export function renderScalingMarkdown(
       renderCapacity(r.capacity.model, r.capacity.predictions, r.workers.cores),
     );
   }
+  if (r.api) {
+    const a = r.api;
+    out.push(
+      '',
+      `#### API replicas at ${a.cores} core each: HTTP ingest, open loop (POST /v1/orders at evenly spaced times whatever the answers, latency from each request's scheduled time; rate stepped by ${a.stepPerReplica}/s per replica, ${a.stepSeconds} s per step, halved below the first step if even that misses; a failing step is run twice; each count warmed up first; no workers running)`,
+      '',
+      renderApiScalingTable(a.rows, a.p99TargetMs),
+      '',
+      `"throttled" = share of CFS periods in which the replica hit its quota: a throttled replica stalls until the period ends (up to ${Math.round(100 * (1 - a.cores))} ms at ${a.cores} core), which a p99 ≤ ${a.p99TargetMs} ms objective cannot absorb. Generator = this bench process (bench/open-loop.ts).`,
+    );
+  }
   if (r.replay) {
     const rp = r.replay;
     out.push(
@@ -193,7 +221,7 @@ export async function scalingMain(argv: readonly string[]): Promise<number> {
     options: Object.fromEntries(
       Object.keys(Args.shape).map((k) => [
         k,
-        { type: ['quick', 'skip-workers', 'skip-replay'].includes(k) ? 'boolean' : 'string' },
+        { type: ['quick', 'skip-workers', 'skip-replay', 'skip-api'].includes(k) ? 'boolean' : 'string' },
       ]),
     ) as Record<string, { type: 'boolean' | 'string' }>,
   });
@@ -261,6 +289,28 @@ export async function scalingMain(argv: readonly string[]): Promise<number> {
       const model = buildCapacityModel(one, stages);
       results.capacity = { model, predictions: predict(model, rows, cores, machine.nproc) };
     }
+  }
+  if (!a['skip-api']) {
+    const api = {
+      cores: a['api-cores'] ?? 0.5,
+      stepPerReplica: a['api-step'] ?? 250,
+      stepSeconds: a['api-step-seconds'] ?? (q ? 3 : 5),
+      p99TargetMs: 10,
+    };
+    const rows = await runApiScaling({
+      layout,
+      replicaCounts: a['api-replicas'] ?? (q ? [1] : [1, 2, 3]),
+      ...api,
+      ...(q ? { warmupSeconds: 5, maxPerReplica: 1_000 } : {}),
+      compiledDir,
+      log,
+    });
+    results.api = { ...api, rows };
+    results.ok &&= rows.every((r) => r.verified.ok);
+    for (const r of rows)
+      log(
+        `${r.replicas} API replica(s): ${r.best ? `${r.best.offeredPerS}/s at p99 ${r.best.load.latencyMs.p99} ms` : 'p99 objective not met'}`,
+      );
   }
   if (!a['skip-replay']) {
     const spec = loadScaledObject(join(ROOT, 'deploy/base/keda-orders.yaml'), 'conveyor-worker-orders');
