@@ -293,7 +293,7 @@ describe('GET /metrics of real processes', () => {
     expect(sample(workerText, 'conveyor_redis_connection_up', { connection: 'main' })).toBe(1);
     expect(sample(workerText, 'process_cpu_seconds_total')).toBeGreaterThan(0);
     // The event-loop delay histogram: cumulative buckets up to +Inf = the sample count.
-    const loopSamples = sample(workerText, 'conveyor_eventloop_delay_seconds_count');
+    const loopSamples = sample(workerText, 'conveyor_eventloop_delay_seconds_count') ?? 0;
     expect(loopSamples).toBeGreaterThan(0);
     expect(sample(workerText, 'conveyor_eventloop_delay_seconds_bucket', { le: '+Inf' })).toBe(loopSamples);
     expect(sample(workerText, 'conveyor_eventloop_delay_seconds_bucket', { le: '1' })).toBeLessThanOrEqual(

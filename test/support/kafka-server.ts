@@ -1,10 +1,11 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { eventually } from './env.ts';
+import { alive, onTestExit, tail } from './owned-process.ts';
 import { freePort } from './redis-server.ts';
 
 const run = promisify(execFile);
@@ -46,19 +47,10 @@ export interface OwnKafkaOptions {
 // Brokers still running and dirs not yet removed when the test process exits (a failed or aborted run).
 const running = new Set<ChildProcess>();
 const dirs = new Set<string>();
-process.once('exit', () => {
+const cleanupOnExit = (): void => {
   for (const child of running) child.kill('SIGKILL');
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
-});
-
-const alive = (child: ChildProcess | undefined): boolean =>
-  child !== undefined && child.exitCode === null && child.signalCode === null;
-
-function tail(file: string, lines: number): string {
-  if (!existsSync(file)) return '';
-  const text = readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
-  return text ? `--- last ${lines} lines of ${file} ---\n${text}\n` : '';
-}
+};
 
 /**
  * A private single-node KRaft Kafka broker for tests that stop, crash or restart Kafka: spare ports
@@ -69,6 +61,7 @@ function tail(file: string, lines: number): string {
  * that), ~5-7 s after a restart; a SIGTERM stop takes <1 s.
  */
 export async function ownKafka(options: OwnKafkaOptions = {}): Promise<OwnKafka> {
+  onTestExit(cleanupOnExit);
   const { heap = '384m', readyTimeoutMs = 90_000, stopTimeoutMs = 30_000 } = options;
   const port = await freePort();
   let controllerPort = await freePort();

@@ -16,6 +16,7 @@ import { delimiter, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { connect } from 'amqplib';
 import { eventually } from './env.ts';
+import { alive, onTestExit, tail } from './owned-process.ts';
 import { freePort } from './redis-server.ts';
 
 const run = promisify(execFile);
@@ -67,7 +68,7 @@ export interface OwnRabbitmqOptions {
 // Nodes (process groups) still running and dirs not yet removed when the test process exits.
 const running = new Set<number>();
 const dirs = new Set<string>();
-process.once('exit', () => {
+const cleanupOnExit = (): void => {
   for (const pgid of running) {
     killMembers(pgid);
     // The script (its trap, or its death before the trap is set) reaps beam.smp and exits.
@@ -78,7 +79,7 @@ process.once('exit', () => {
     }
   }
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
-});
+};
 
 /**
  * The live (non-zombie) processes of process group `pgid`, from /proc: kill(-pgid, 0) would also
@@ -120,15 +121,6 @@ function killMembers(pgid: number, leaderToo = false): number {
   return n;
 }
 
-const alive = (child: ChildProcess | undefined): boolean =>
-  child !== undefined && child.exitCode === null && child.signalCode === null;
-
-function tail(file: string, lines: number): string {
-  if (!existsSync(file)) return '';
-  const text = readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
-  return text ? `--- last ${lines} lines of ${file} ---\n${text}\n` : '';
-}
-
 /** The test process's environment without RABBITMQ_* and ERL_* settings that would steer the node. */
 function baseEnv(): NodeJS.ProcessEnv {
   return Object.fromEntries(Object.entries(process.env).filter(([name]) => !/^(RABBITMQ_|ERL_)/.test(name)));
@@ -146,6 +138,7 @@ function baseEnv(): NodeJS.ProcessEnv {
  * restart; a SIGTERM stop (a clean shutdown) takes ~1.3 s, a SIGKILL ~0.1 s.
  */
 export async function ownRabbitmq(options: OwnRabbitmqOptions = {}): Promise<OwnRabbitmq> {
+  onTestExit(cleanupOnExit);
   const { readyTimeoutMs = 90_000, stopTimeoutMs = 30_000 } = options;
   if (!SERVER_BIN) {
     throw new Error(
