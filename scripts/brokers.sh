@@ -40,15 +40,23 @@ kafka_wait() { # kafka_wait SECONDS [PID]  (with a PID: also warms the coordinat
   node "$SCRIPTS/kafka/wait-ready.mjs" --brokers "$KAFKA_BROKERS" --timeout "$1" ${2:+--pid "$2" --warm}
 }
 
+# A broker already answers (another checkout's, a `docker compose up`): use it. The test suite still
+# needs the jars (KAFKA_FETCH_JARS=1, set by scripts/test.sh): tests that restart Kafka start a private
+# broker of their own from them and never touch this one.
 if kafka_wait 0 2>/dev/null; then
-  log "kafka ready on $KAFKA_BROKERS (already running)"
-  exit 0
+  if [[ ${KAFKA_FETCH_JARS:-} != 1 ]] || kafka_jars_cached; then
+    log "kafka ready on $KAFKA_BROKERS (already running)"
+    exit 0
+  fi
+  already_running=1
 fi
 
-case "$KAFKA_BROKERS" in
-  127.0.0.1:9092 | localhost:9092) ;;
-  *) die "kafka is not answering at KAFKA_BROKERS=$KAFKA_BROKERS, and only a local broker on 127.0.0.1:9092 can be started here" ;;
-esac
+if [[ -z ${already_running:-} ]]; then
+  case "$KAFKA_BROKERS" in
+    127.0.0.1:9092 | localhost:9092) ;;
+    *) die "kafka is not answering at KAFKA_BROKERS=$KAFKA_BROKERS, and only a local broker on 127.0.0.1:9092 can be started here" ;;
+  esac
+fi
 command -v java >/dev/null || die "kafka: java is not installed (needed to run the Kafka broker)"
 
 mkdir -p "$KAFKA_CACHE_DIR" "$KAFKA_DATA_DIR" "$KAFKA_LOG_DIR"
@@ -57,7 +65,7 @@ exec 9>"$KAFKA_CACHE_DIR/brokers.lock"
 if ! flock -n 9; then
   log "kafka: another brokers.sh run is busy, waiting for it"
   flock -w 900 9 || die "kafka: timed out waiting for another brokers.sh run (lock $KAFKA_CACHE_DIR/brokers.lock)"
-  if kafka_wait 0 2>/dev/null; then
+  if kafka_wait 0 2>/dev/null && { [[ ${KAFKA_FETCH_JARS:-} != 1 ]] || kafka_jars_cached; }; then
     log "kafka ready on $KAFKA_BROKERS (started by another run)"
     exit 0
   fi
@@ -150,6 +158,10 @@ broker_log_tail() {
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 fetch_jars
+if [[ -n ${already_running:-} ]]; then
+  log "kafka ready on $KAFKA_BROKERS (already running; jars cached for the tests' private brokers)"
+  exit 0
+fi
 write_config
 
 t0=$SECONDS

@@ -13,9 +13,10 @@ try {
 }
 const passed = report.numPassedTests ?? 0;
 const skipped = (report.numPendingTests ?? 0) + (report.numTodoTests ?? 0);
-// A test file that failed to load has no test results of its own: count it as one failure.
+// A test file that failed without a failed test of its own (it failed to load, or a beforeAll/afterAll
+// hook failed and its tests were skipped): count it as one failure.
 const loadFailures = (report.testResults ?? []).filter(
-  (r) => r.status === 'failed' && (r.assertionResults ?? []).length === 0,
+  (r) => r.status === 'failed' && !(r.assertionResults ?? []).some((a) => a.status === 'failed'),
 ).length;
 const failed = (report.numFailedTests ?? 0) + loadFailures;
 if (skipped > 0) console.log(`skipped: ${skipped} (it.skipIf: guarantees a transport does not make)`);

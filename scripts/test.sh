@@ -6,7 +6,8 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 bash scripts/ensure-deps.sh || exit 1
-bash scripts/brokers.sh || exit 1
+# KAFKA_FETCH_JARS: the chaos tests start private brokers from the cached jars, even beside a running one.
+KAFKA_FETCH_JARS=1 bash scripts/brokers.sh || exit 1
 for extra in scripts/install-chromium.sh scripts/install-promtool.sh; do
   if [[ -f $extra ]]; then bash "$extra" || exit 1; fi
 done
