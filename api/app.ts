@@ -16,7 +16,7 @@ import { deadLetterRoutes } from './routes/dead-letters.ts';
 import { healthRoutes } from './routes/health.ts';
 import { httpMetrics, metricsRoutes } from './routes/metrics.ts';
 import { scalingRoutes } from './routes/scaling.ts';
-import { ordersRoutes } from './routes/orders.ts';
+import { ordersRoutes } from './routes/orders/index.ts';
 
 /**
  * The stateless HTTP API: validates, deduplicates and enqueues commands; answers queries from read

@@ -1,0 +1,188 @@
+import { randomUUID } from 'node:crypto';
+import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
+import { PlaceOrderSchema, type OrderJob, type PlaceOrder } from '../../../shared/domain/order.ts';
+import { DependencyUnavailableError, ValidationError } from '../../../shared/errors/domain.ts';
+import { fieldErrors, problem, type Problem } from '../../../shared/errors/problem.ts';
+import type { ApiDeps, ApiEnv } from '../../context.ts';
+import {
+  createIdempotent,
+  derivedId,
+  IdempotencyKeyParameter,
+  idempotencyResponses,
+} from '../../edge/idempotent.ts';
+import { loadShedding } from '../../edge/load-shedding.ts';
+import type { RedisCall } from '../../edge/redis-call.ts';
+import { addBulkExactly, coalescingEnqueue } from '../../enqueue.ts';
+import { requestLog, requestLogAt } from '../../log.ts';
+import { bodyLimit } from '../../middleware/body-limit.ts';
+import {
+  AcceptedOrderSchema,
+  BatchBody,
+  BatchResultSchema,
+  PlaceOrderBody,
+  ProblemSchema,
+  problemResponses,
+} from '../../schemas.ts';
+
+/** Most single-order jobs coalesced into one `addBulk`. */
+const MAX_COALESCED_JOBS = 256;
+
+const bodyTooLarge = {
+  description: 'Body over the limit',
+  content: { 'application/problem+json': { schema: ProblemSchema } },
+};
+
+const placeOrder = createRoute({
+  method: 'post',
+  path: '/v1/orders',
+  tags: ['orders'],
+  summary: 'Place an order (enqueued; processed asynchronously)',
+  parameters: [IdempotencyKeyParameter],
+  request: {
+    body: { required: true, content: { 'application/json': { schema: PlaceOrderBody } } },
+  },
+  responses: {
+    202: {
+      description: 'Accepted and enqueued',
+      headers: { Location: { schema: { type: 'string' } } },
+      content: { 'application/json': { schema: AcceptedOrderSchema } },
+    },
+    ...problemResponses,
+    ...idempotencyResponses,
+    413: bodyTooLarge,
+  },
+});
+
+const placeBatch = createRoute({
+  method: 'post',
+  path: '/v1/orders/batch',
+  tags: ['orders'],
+  summary: 'Place up to 1,000 orders in one request (one addBulk)',
+  parameters: [IdempotencyKeyParameter],
+  request: {
+    body: { required: true, content: { 'application/json': { schema: BatchBody } } },
+  },
+  responses: {
+    202: {
+      description: 'One result per input order, in order',
+      content: { 'application/json': { schema: BatchResultSchema } },
+    },
+    ...problemResponses,
+    ...idempotencyResponses,
+    413: bodyTooLarge,
+  },
+});
+
+function toJob(orderId: string, order: PlaceOrder, correlationId: string, acceptedAt: string): OrderJob {
+  return { orderId, correlationId, acceptedAt, order };
+}
+
+/**
+ * The orders module's commands on `app`: POST /v1/orders (single orders, their enqueues coalesced)
+ * and POST /v1/orders/batch (one `addBulk`), each behind the body limit, load shedding and the
+ * Idempotency-Key. Everything per app (the coalescing enqueue, the backlog cache) is made here, once.
+ */
+export function orderCommandRoutes(
+  app: OpenAPIHono<ApiEnv>,
+  deps: ApiDeps,
+  edge: { timeoutMs: number; redisCall: RedisCall },
+): void {
+  const { config, ordersQueue } = deps;
+  const { timeoutMs, redisCall } = edge;
+  const shedIfOverloaded = loadShedding(ordersQueue, { maxBacklog: config.api.maxBacklog, redisCall });
+  const idempotent = createIdempotent({ store: deps.idempotency, redisCall });
+  // Concurrent POST /v1/orders share one Redis pipeline per event-loop turn.
+  const enqueue = coalescingEnqueue(ordersQueue, deps.orderJobOptions, {
+    maxBatch: MAX_COALESCED_JOBS,
+    maxWaitMs: 0,
+    timeoutMs,
+    maxInFlight: 1,
+  });
+
+  app.use('/v1/orders', bodyLimit({ maxSize: config.api.bodyLimitBytes }));
+  app.use('/v1/orders/batch', bodyLimit({ maxSize: config.api.batchBodyLimitBytes }));
+
+  app.openapi(placeOrder, async (c) => {
+    const order = c.req.valid('json');
+    await shedIfOverloaded();
+    return idempotent(c, order, async (seed) => {
+      const orderId = seed ? derivedId(seed) : randomUUID();
+      const correlationId = c.get('correlationId');
+      const job = toJob(orderId, order, correlationId, new Date().toISOString());
+      try {
+        await enqueue(job);
+      } catch {
+        // 503: the job may or may not be in Redis (a bulk that failed or timed out after some writes).
+        // A retry with the same Idempotency-Key maps to the same job id; one without may enqueue twice.
+        throw new DependencyUnavailableError('redis');
+      }
+      requestLogAt(c, 'info')?.info({ orderId, jobId: orderId }, 'order accepted');
+      return {
+        status: 202,
+        body: { orderId, status: 'queued', correlationId },
+        headers: { location: `/v1/orders/${orderId}` },
+      };
+    }) as never;
+  });
+
+  app.openapi(placeBatch, async (c) => {
+    const { orders } = c.req.valid('json');
+    if (orders.length > config.api.batchMaxOrders) {
+      throw new ValidationError(`at most ${config.api.batchMaxOrders} orders per batch`, [
+        { path: 'orders', message: `at most ${config.api.batchMaxOrders} items` },
+      ]);
+    }
+    await shedIfOverloaded();
+    return idempotent(c, orders, async (seed) => {
+      const correlationId = c.get('correlationId');
+      const acceptedAt = new Date().toISOString();
+      const results: ({ orderId: string; status: 'queued' } | { error: Problem })[] = [];
+      const jobs: OrderJob[] = [];
+      orders.forEach((raw, index) => {
+        const parsed = PlaceOrderSchema.safeParse(raw);
+        if (!parsed.success) {
+          results.push({
+            error: problem(400, 'request.invalid', `orders[${index}] is invalid`, {
+              errors: fieldErrors(parsed.error.issues, `orders.${index}.`),
+            }),
+          });
+          return;
+        }
+        const orderId = seed ? derivedId(seed, String(index)) : randomUUID();
+        jobs.push(toJob(orderId, parsed.data, correlationId, acceptedAt));
+        results.push({ orderId, status: 'queued' });
+      });
+      // One addBulk; if Redis fails part-way, each item is answered by whether its job is stored.
+      const { accepted, error } =
+        jobs.length > 0
+          ? await addBulkExactly(ordersQueue, deps.orderJobOptions, jobs, timeoutMs)
+          : { accepted: new Set<string>(), error: undefined };
+      if (jobs.length > 0 && accepted.size === 0) throw new DependencyUnavailableError('redis');
+      const answers = results.map((r) =>
+        'orderId' in r && !accepted.has(r.orderId)
+          ? {
+              error: problem(
+                503,
+                'dependency.unavailable',
+                'redis is unavailable; this order was not accepted, retry it',
+              ),
+            }
+          : r,
+      );
+      const notAccepted = jobs.length - accepted.size;
+      if (notAccepted > 0) {
+        requestLog(c).warn(
+          { err: error, accepted: accepted.size, notAccepted },
+          'order batch partly enqueued',
+        );
+      }
+      requestLogAt(c, 'info')?.info(
+        { accepted: accepted.size, rejected: orders.length - accepted.size },
+        'order batch accepted',
+      );
+      // A partial answer is not remembered under the Idempotency-Key: a retry with the key runs again,
+      // and the derived order ids make the stored jobs dedupe while the missing ones are added.
+      return { status: 202, body: { orders: answers }, headers: {}, remember: notAccepted === 0 };
+    }) as never;
+  });
+}

@@ -1,0 +1,219 @@
+import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
+import { OrderJobSchema, orderTotalCents } from '../../../shared/domain/order.ts';
+import { OrderNotFoundError, ValidationError } from '../../../shared/errors/domain.ts';
+import type { ApiDeps, ApiEnv } from '../../context.ts';
+import type { RedisCall } from '../../edge/redis-call.ts';
+import {
+  customerOrders,
+  customerTotals,
+  decodeCursor,
+  findDecidedOrders,
+  findOrders,
+  stats,
+  type OrderView,
+} from '../../read-models.sql.ts';
+import {
+  CustomerOrdersSchema,
+  CustomerParam,
+  IdsQuery,
+  OrderIdParam,
+  OrderViewSchema,
+  PageQuery,
+  ProblemSchema,
+  problemResponses,
+  StatsSchema,
+} from '../../schemas.ts';
+
+const uuidRe = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+const getOrder = createRoute({
+  method: 'get',
+  path: '/v1/orders/{orderId}',
+  tags: ['orders'],
+  summary: 'One order from the read model',
+  request: { params: OrderIdParam },
+  responses: {
+    200: { description: 'The order', content: { 'application/json': { schema: OrderViewSchema } } },
+    404: {
+      description: 'Unknown order',
+      content: { 'application/problem+json': { schema: ProblemSchema } },
+    },
+    ...problemResponses,
+  },
+});
+
+const getOrders = createRoute({
+  method: 'get',
+  path: '/v1/orders',
+  tags: ['orders'],
+  summary: 'Many orders in one call (never loop over single GETs)',
+  request: { query: IdsQuery },
+  responses: {
+    200: {
+      description: 'Found orders and the ids not found',
+      content: {
+        'application/json': {
+          schema: z.object({ orders: z.array(OrderViewSchema), missing: z.array(z.string()) }),
+        },
+      },
+    },
+    ...problemResponses,
+  },
+});
+
+const getCustomerOrders = createRoute({
+  method: 'get',
+  path: '/v1/customers/{customerId}/orders',
+  tags: ['orders'],
+  summary: "A customer's orders, newest first, with cursor pagination and totals",
+  request: { params: CustomerParam, query: PageQuery },
+  responses: {
+    200: {
+      description: 'A page of orders',
+      content: { 'application/json': { schema: CustomerOrdersSchema } },
+    },
+    ...problemResponses,
+  },
+});
+
+const getStats = createRoute({
+  method: 'get',
+  path: '/v1/stats',
+  tags: ['stats'],
+  summary: 'Order count, revenue per currency and a per-day series (pre-aggregated)',
+  request: {
+    query: z.object({
+      days: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .max(366)
+        .default(30)
+        .openapi({ param: { name: 'days', in: 'query' } }),
+    }),
+  },
+  responses: {
+    200: { description: 'Stats', content: { 'application/json': { schema: StatsSchema } } },
+    ...problemResponses,
+  },
+});
+
+/**
+ * The orders module's queries on `app`: one order, many by id, a customer's orders and the stats.
+ * Orders are looked up in the read model, then the write model, then the queue, so an accepted
+ * order never reads as 404.
+ */
+export function orderQueryRoutes(app: OpenAPIHono<ApiEnv>, deps: ApiDeps, redisCall: RedisCall): void {
+  const { ordersQueue } = deps;
+
+  /**
+   * Orders neither projected nor decided, from their jobs. A job found completed or failed here was
+   * decided between the two reads (or its decision is being written): it reads as `processing`.
+   */
+  async function fromQueue(ids: readonly string[]): Promise<OrderView[]> {
+    const found = await Promise.all(
+      ids.map(async (id) => {
+        const job = await redisCall(() => ordersQueue.getJob(id));
+        if (!job) return null;
+        const state = await redisCall(() => job.getState());
+        const parsed = OrderJobSchema.safeParse(job.data);
+        if (!parsed.success) return null;
+        const { order } = parsed.data;
+        const view: OrderView = {
+          orderId: id,
+          customerId: order.customerId,
+          currency: order.currency,
+          totalCents: orderTotalCents(order.items),
+          items: order.items,
+          status: ['waiting', 'delayed', 'prioritized', 'waiting-children'].includes(state)
+            ? 'queued'
+            : 'processing',
+          attempts: job.attemptsMade,
+          lastError: job.failedReason ?? null,
+          correlationId: parsed.data.correlationId,
+          acceptedAt: parsed.data.acceptedAt,
+          completedAt: null,
+          updatedAt: null,
+        };
+        return view;
+      }),
+    );
+    return found.filter((v): v is OrderView => v !== null);
+  }
+
+  /**
+   * Orders by id, wherever they are: the read model; else the write model (decided, not yet
+   * projected — its job may already be trimmed from Redis); else the queue (waiting or in progress).
+   * Only an id none of them knows is missing: an accepted order never reads as 404.
+   */
+  async function lookUp(ids: readonly string[]): Promise<Map<string, OrderView>> {
+    const found = new Map<string, OrderView>();
+    const add = (views: readonly OrderView[]) => views.forEach((v) => found.set(v.orderId, v));
+    const misses = () => ids.filter((id) => !found.has(id));
+    add(await findOrders(deps.pool, ids));
+    if (misses().length > 0) add(await findDecidedOrders(deps.pool, misses()));
+    if (misses().length > 0) add(await fromQueue(misses()));
+    return found;
+  }
+
+  app.openapi(getOrder, async (c) => {
+    const { orderId } = c.req.valid('param');
+    const order = (await lookUp([orderId])).get(orderId);
+    if (!order) throw new OrderNotFoundError(orderId);
+    return c.json(order, 200);
+  });
+
+  app.openapi(getOrders, async (c) => {
+    const ids = [
+      ...new Set(
+        c.req
+          .valid('query')
+          .ids.split(',')
+          .map((s) => s.trim())
+          .filter(Boolean),
+      ),
+    ];
+    if (ids.length === 0 || ids.length > 100) {
+      throw new ValidationError('ids must list 1 to 100 order ids', [
+        { path: 'ids', message: '1 to 100 ids' },
+      ]);
+    }
+    const bad = ids.filter((id) => !uuidRe.test(id));
+    if (bad.length > 0) {
+      throw new ValidationError(
+        'ids must be order ids (UUIDs)',
+        bad.slice(0, 10).map((id) => ({ path: 'ids', message: `not an order id: ${id.slice(0, 64)}` })),
+      );
+    }
+    const all = await lookUp(ids);
+    return c.json(
+      {
+        orders: ids.flatMap((id) => (all.has(id) ? [all.get(id)!] : [])),
+        missing: ids.filter((id) => !all.has(id)),
+      },
+      200,
+    );
+  });
+
+  app.openapi(getCustomerOrders, async (c) => {
+    const { customerId } = c.req.valid('param');
+    const { limit, cursor } = c.req.valid('query');
+    const decoded = cursor === undefined ? null : decodeCursor(cursor);
+    if (cursor !== undefined && decoded === null) {
+      throw new ValidationError('invalid cursor', [
+        { path: 'cursor', message: 'use nextCursor from a previous page' },
+      ]);
+    }
+    const [page, totals] = await Promise.all([
+      customerOrders(deps.pool, customerId, limit, decoded),
+      customerTotals(deps.pool, customerId),
+    ]);
+    return c.json({ customerId, totals, ...page }, 200);
+  });
+
+  app.openapi(getStats, async (c) => {
+    const { days } = c.req.valid('query');
+    const s = await stats(deps.pool, days);
+    return c.json({ orderCount: s.totals.reduce((n, t) => n + t.completedCount, 0), ...s }, 200);
+  });
+}
