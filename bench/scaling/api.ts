@@ -9,6 +9,7 @@ import { cleanup } from '../../test/support/platform.ts';
 import { freePort } from '../../test/support/redis-server.ts';
 import { orderBody } from '../load.ts';
 import { createMonitor, type ProcessMonitor } from '../monitor.ts';
+import { runOpenLoopInThread } from '../open-loop-thread.ts';
 import { describeOpenLoop, runOpenLoop, type OpenLoopResult } from '../open-loop.ts';
 import { startReplica, type CgroupLayout, type Replica } from './replica.ts';
 
@@ -145,7 +146,7 @@ async function measureStep(
 ): Promise<ApiStep> {
   const before = replicas.map((r) => r.group.stat());
   monitor.window();
-  const load = await runOpenLoop({
+  const { result: load, acceptedIds } = await runOpenLoopInThread({
     urls,
     ratePerS,
     durationS: o.stepSeconds,
@@ -153,11 +154,11 @@ async function measureStep(
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: 'Bearer dev' },
     body,
-    acceptedIds: ids,
     // A replica far past its limit queues without bound: 5 s of offered load is plenty to see that.
     timeoutMs: 5_000,
     drainMs: 10_000,
   });
+  ids.push(...acceptedIds);
   const w = monitor.window();
   const cpu = (label: string) => w.processes.find((p) => p.label === label)?.cpuCores ?? 0;
   const stats = replicas.map((r, i) => {
