@@ -1,4 +1,5 @@
 import autocannon from 'autocannon';
+import { percentile } from './percentile.ts';
 import type { Progress } from './progress.ts';
 
 /** What one autocannon phase measured (latencies in ms, rates in req/s). */
@@ -42,12 +43,6 @@ export function orderBody(customerId: string, orderSize: number): Record<string,
       unitPriceCents: 100 + i,
     })),
   };
-}
-
-/** Nearest-rank percentile of an ascending array. */
-export function percentile(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) return 0;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
 }
 
 /**

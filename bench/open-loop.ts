@@ -1,4 +1,5 @@
 import { Agent, request, type IncomingMessage } from 'node:http';
+import { percentile } from './percentile.ts';
 
 /**
  * An open-loop HTTP load generator. Request `i` is scheduled at `t0 + i / rate` and leaves then,
@@ -90,17 +91,6 @@ export function scheduledAtMs(i: number, ratePerS: number): number {
 
 const round3 = (n: number) => Math.round(n * 1000) / 1000;
 
-/**
- * Nearest-rank percentile of an ascending array: the smallest value with at least p% of the values at
- * or below it. The rank is rounded before `ceil`, so float error (99.9 / 100 × 1000 = 999.0000000000001)
- * cannot push it one rank up.
- */
-export function nearestRank(sorted: ArrayLike<number>, p: number): number {
-  if (sorted.length === 0) return 0;
-  const rank = Math.ceil(Math.round((p / 100) * sorted.length * 1e6) / 1e6);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))]!;
-}
-
 /** Mean and nearest-rank percentiles of `values` (any order; NaN entries ignored), rounded to µs. */
 export function summarize(values: ArrayLike<number>): LatencySummary {
   const sorted = Float64Array.from(values)
@@ -111,10 +101,10 @@ export function summarize(values: ArrayLike<number>): LatencySummary {
   for (const v of sorted) sum += v;
   return {
     mean: round3(sum / sorted.length),
-    p50: round3(nearestRank(sorted, 50)),
-    p90: round3(nearestRank(sorted, 90)),
-    p99: round3(nearestRank(sorted, 99)),
-    p999: round3(nearestRank(sorted, 99.9)),
+    p50: round3(percentile(sorted, 50)),
+    p90: round3(percentile(sorted, 90)),
+    p99: round3(percentile(sorted, 99)),
+    p999: round3(percentile(sorted, 99.9)),
     max: round3(sorted[sorted.length - 1]!),
   };
 }
