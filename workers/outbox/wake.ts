@@ -1,7 +1,9 @@
 import type { Pool } from '../../shared/db/pool.ts';
 
+const CHANNEL_PREFIX = 'outbox_';
+
 /** The channel the relays LISTEN on: per schema, so isolated deployments (and tests) do not wake each other. */
-export const outboxChannel = (schema: string) => `outbox_${schema}`;
+export const outboxChannel = (schema: string) => `${CHANNEL_PREFIX}${schema}`;
 
 /**
  * Wakes the relays after outbox rows were committed: a NOTIFY in a transaction of its own, sent after
@@ -21,7 +23,8 @@ export function createOutboxWaker(pool: Pool): () => void {
     again = false;
     pool
       .query(
-        `BEGIN; SET LOCAL synchronous_commit TO off; SELECT pg_notify('outbox_' || current_schema(), ''); COMMIT`,
+        // The pool's search_path starts with its schema: current_schema() is what outboxChannel() takes.
+        `BEGIN; SET LOCAL synchronous_commit TO off; SELECT pg_notify('${CHANNEL_PREFIX}' || current_schema(), ''); COMMIT`,
       )
       .catch(() => undefined) // the relay's poll covers a lost wake-up
       .finally(() => {
