@@ -12,7 +12,7 @@ import { isolatedEnv } from '../../test/support/env.ts';
 import { cleanup } from '../../test/support/platform.ts';
 import { makeOrderJobs } from '../baselines/naive-orders.ts';
 import { createMonitor, type MonitorWindow } from '../monitor.ts';
-import { startReplica, type CgroupLayout, type Replica } from './replica.ts';
+import { startReplica, until, type CgroupLayout, type Replica } from './replica.ts';
 import { sampleServerStats, type ServerStats } from './server-stats.ts';
 
 export interface CappedDrainOptions {
@@ -82,22 +82,6 @@ async function enqueue(queue: OrdersQueue, count: number, tag: string): Promise<
 
 async function projectedCount(pool: Pool): Promise<number> {
   return (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM projection_inbox')).rows[0]!.n;
-}
-
-async function until(
-  what: string,
-  timeoutMs: number,
-  probe: () => Promise<boolean>,
-  replicas: Replica[],
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    const dead = replicas.find((r) => r.child.exitCode !== null);
-    if (dead)
-      throw new Error(`${dead.label} exited (${dead.child.exitCode}):\n${dead.tail.slice(-10).join('\n')}`);
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 /**

@@ -8,7 +8,7 @@ import { cleanup } from '../../test/support/platform.ts';
 import { freePort } from '../../test/support/redis-server.ts';
 import { makeOrderJobs } from '../baselines/naive-orders.ts';
 import { createAutoscaler, type ScalerSpec } from './keda.ts';
-import { startReplica, type CgroupLayout, type Replica } from './replica.ts';
+import { startReplica, until, type CgroupLayout, type Replica } from './replica.ts';
 
 export interface ReplayOptions {
   layout: CgroupLayout;
@@ -166,23 +166,27 @@ export async function replayBurst(o: ReplayOptions): Promise<ReplayResult> {
       if (!res.ok) throw new Error(`${url}: ${res.status}`);
       return ((await res.json()) as { backlog: number }).backlog;
     };
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      const up = await readBacklog().then(
-        () => true,
-        () => false,
-      );
-      if (up) break;
-      if (Date.now() > deadline) throw new Error(`the API never answered:\n${fixed[0]!.tail.join('\n')}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    await until(
+      'the API to answer',
+      60_000,
+      () =>
+        readBacklog().then(
+          () => true,
+          () => false,
+        ),
+      fixed,
+    );
     for (let i = 0; i < Math.max(1, spec.minReplicas); i++) addReplica();
     // The burst meets the minimum already running, as it would in a cluster.
-    for (const until = Date.now() + 120_000; starting.length > 0;) {
-      await noteStarted();
-      if (Date.now() > until) throw new Error('the minimum replicas never consumed');
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await until(
+      'the minimum replicas to consume',
+      120_000,
+      async () => {
+        await noteStarted();
+        return starting.length === 0;
+      },
+      [...fixed, ...orderReplicas],
+    );
 
     const total = o.burstPerS * o.burstSeconds;
     const jobs = makeOrderJobs(total, 'burst', 3);

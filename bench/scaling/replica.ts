@@ -71,3 +71,23 @@ export function startReplica(
       })()),
   };
 }
+
+/**
+ * Polls `probe` every 100 ms until it holds; fails at once with its last lines when one of `replicas`
+ * exits (a start-up error), or after `timeoutMs`.
+ */
+export async function until(
+  what: string,
+  timeoutMs: number,
+  probe: () => Promise<boolean>,
+  replicas: readonly Replica[],
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await probe())) {
+    const dead = replicas.find((r) => r.child.exitCode !== null);
+    if (dead)
+      throw new Error(`${dead.label} exited (${dead.child.exitCode}):\n${dead.tail.slice(-10).join('\n')}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
