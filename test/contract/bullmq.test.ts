@@ -10,7 +10,8 @@ import {
   type BullmqEventJob,
 } from '../../shared/bus/bullmq-bus.ts';
 import { encodeEvent } from '../../shared/bus/codec.ts';
-import { createPgDeadLetterSink } from '../../shared/dead-letters/dead-letter.ts';
+import type { Config } from '../../shared/config/config.ts';
+import { createPgDeadLetterSink, type DeadLetterSink } from '../../shared/dead-letters/dead-letter.ts';
 import { createDeadLetterStore } from '../../shared/dead-letters/store.ts';
 import type { EventEnvelope } from '../../shared/domain/events.ts';
 import { QueueNames } from '../../shared/queue/names.ts';
@@ -71,6 +72,21 @@ describeBusContract(
   },
 );
 
+/** A bus on `config`'s isolated prefix for the BullMQ-only cases: 3 attempts, 20 ms backoff. */
+function isolatedBus(config: Config, deadLetters: DeadLetterSink, concurrency = 5) {
+  return createBullmqBus(
+    { logger: testLogger(), deadLetters },
+    {
+      redisUrl: config.redis.url,
+      queuePrefix: config.redis.queuePrefix,
+      concurrency,
+      maxAttempts: 3,
+      backoffMs: 20,
+      shutdownGraceMs: 2_000,
+    },
+  );
+}
+
 describe('BullMQ bus: event batch jobs', () => {
   const wire = (e: EventEnvelope): BullmqEventJob => {
     const { body, headers } = encodeEvent(e);
@@ -82,17 +98,7 @@ describe('BullMQ bus: event batch jobs', () => {
     const config = testConfig({ BUS_MAX_ATTEMPTS: '3', BUS_BACKOFF_MS: '20' });
     const pool = await migratedPool(config);
     const ctx = { config } as BusContractContext;
-    const bus = createBullmqBus(
-      { logger: testLogger(), deadLetters: createPgDeadLetterSink(pool) },
-      {
-        redisUrl: config.redis.url,
-        queuePrefix: config.redis.queuePrefix,
-        concurrency: 5,
-        maxAttempts: 3,
-        backoffMs: 20,
-        shutdownGraceMs: 2_000,
-      },
-    );
+    const bus = isolatedBus(config, createPgDeadLetterSink(pool));
     await bus.start();
     const rec = recorder(then);
     const sub = await bus.subscribe(PROJECTOR_CONSUMER, rec.handler);
@@ -187,18 +193,7 @@ describe('BullMQ bus: subscription groups', () => {
     const config = testConfig({ BUS_MAX_ATTEMPTS: '3', BUS_BACKOFF_MS: '20' });
     const pool = await migratedPool(config);
     const ctx = { config } as BusContractContext;
-    const newBus = () =>
-      createBullmqBus(
-        { logger: testLogger(), deadLetters: createPgDeadLetterSink(pool) },
-        {
-          redisUrl: config.redis.url,
-          queuePrefix: config.redis.queuePrefix,
-          concurrency: 5,
-          maxAttempts: 3,
-          backoffMs: 20,
-          shutdownGraceMs: 2_000,
-        },
-      );
+    const newBus = () => isolatedBus(config, createPgDeadLetterSink(pool));
     // The relay's process publishes and never subscribes; the audit consumer runs elsewhere.
     const [publisher, consumer] = [newBus(), newBus()];
     const auditQueue = bullmqGroupQueue(SECOND_GROUP);
@@ -261,17 +256,7 @@ describe('BullMQ bus: subscription groups', () => {
 
   it('refuses a group name that cannot name a queue or a dead-letter id', async () => {
     const config = testConfig();
-    const bus = createBullmqBus(
-      { logger: testLogger(), deadLetters: { record: async () => undefined } },
-      {
-        redisUrl: config.redis.url,
-        queuePrefix: config.redis.queuePrefix,
-        concurrency: 1,
-        maxAttempts: 3,
-        backoffMs: 20,
-        shutdownGraceMs: 1_000,
-      },
-    );
+    const bus = isolatedBus(config, { record: async () => undefined }, 1);
     try {
       await expect(bus.subscribe('audit:v2', async () => undefined)).rejects.toThrow(
         /invalid subscription group/,
