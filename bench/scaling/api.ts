@@ -1,4 +1,5 @@
 import { loadavg } from 'node:os';
+import { jobsThatExist } from '../../api/enqueue.ts';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../../shared/config/config.ts';
 import { migrate } from '../../shared/db/migrate.ts';
@@ -11,7 +12,7 @@ import { orderBody } from '../load.ts';
 import { createMonitor, type ProcessMonitor } from '../monitor.ts';
 import { runOpenLoopInThread } from '../open-loop-thread.ts';
 import { describeOpenLoop, runOpenLoop, type OpenLoopResult } from '../open-loop.ts';
-import { startReplica, type CgroupLayout, type Replica } from './replica.ts';
+import { startReplica, until, type CgroupLayout, type Replica } from './replica.ts';
 
 /**
  * HTTP ingest with API replicas in CPU-limited cgroups (like pods with `limits.cpu`): for each replica
@@ -100,22 +101,6 @@ export interface ApiScalingRow {
 
 const round2 = (n: number) => Math.round(n * 100) / 100;
 
-async function waitReady(r: Replica, url: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (r.child.exitCode !== null || r.child.signalCode !== null)
-      throw new Error(`${r.label} exited:\n${r.tail.slice(-15).join('\n')}`);
-    const ok = await fetch(`${url}/readyz`).then(
-      (res) => res.status === 200,
-      () => false,
-    );
-    if (ok) return;
-    if (Date.now() > deadline)
-      throw new Error(`${r.label} not ready after ${timeoutMs} ms:\n${r.tail.slice(-15).join('\n')}`);
-    await new Promise((res) => setTimeout(res, 100));
-  }
-}
-
 /** Jobs in the queue (every state) and which of `ids` have none, via a pipeline of EXISTS. */
 async function countJobs(
   queue: OrdersQueue,
@@ -123,14 +108,10 @@ async function countJobs(
 ): Promise<{ jobs: number; missing: number }> {
   const counts = await queue.getJobCounts();
   const jobs = Object.values(counts).reduce((a, b) => a + b, 0);
-  const client = await queue.client;
-  let missing = 0;
-  for (let i = 0; i < ids.length; i += 5_000) {
-    const replies = await client
-      .pipeline(ids.slice(i, i + 5_000).map((id) => ['exists', queue.toKey(id)]))
-      .exec();
-    for (const [err, n] of replies ?? []) if (err || n !== 1) missing += 1;
-  }
+  let present = 0;
+  for (let i = 0; i < ids.length; i += 5_000)
+    present += (await jobsThatExist(queue, ids.slice(i, i + 5_000))).size;
+  const missing = ids.length - present;
   return { jobs, missing };
 }
 
@@ -235,7 +216,20 @@ async function scaleOne(
       replicas.push(r);
       urls.push(`http://127.0.0.1:${port}`);
     }
-    await Promise.all(replicas.map((r, i) => waitReady(r, urls[i]!, 90_000)));
+    await Promise.all(
+      replicas.map((r, i) =>
+        until(
+          `${r.label} /readyz`,
+          90_000,
+          () =>
+            fetch(`${urls[i]!}/readyz`).then(
+              (res) => res.status === 200,
+              () => false,
+            ),
+          [r],
+        ),
+      ),
+    );
     for (const r of replicas) monitor.watch(r.label, r.child.pid!);
     const body = JSON.stringify(orderBody(`api-scaling-${n}`, o.orderSize));
     const warm = await runOpenLoop({
