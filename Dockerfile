@@ -12,10 +12,12 @@ COPY shared ./shared
 COPY api ./api
 COPY workers ./workers
 COPY dashboard ./dashboard
+COPY modules ./modules
 # tsc fails the build on a type error; non-TypeScript assets (SQL migrations) are copied beside the output.
 RUN npx tsc -p tsconfig.build.json \
   && mkdir -p dist/shared/db/migrations \
   && cp shared/db/migrations/*.sql dist/shared/db/migrations/ \
+  && for d in modules/*/migrations; do mkdir -p "dist/$d" && cp "$d"/*.sql "dist/$d/"; done \
   && npm prune --omit=dev --no-audit --no-fund --loglevel=error
 
 # --- runtime -------------------------------------------------------------------------------------------

@@ -31,6 +31,9 @@ export default tseslint.config(
     ['api', ['workers', 'dashboard']],
     ['workers', ['api', 'dashboard']],
     ['dashboard', ['api', 'workers']],
+    // A module's HTTP side runs in the API, its worker side in workers: each keeps to its own process.
+    ['modules/*/api', ['workers', 'dashboard']],
+    ['modules/*/worker', ['api', 'dashboard']],
   ].map(([folder, others]) => ({
     files: [`${folder}/**`],
     rules: {
@@ -49,7 +52,8 @@ export default tseslint.config(
     },
   })),
   {
-    files: ['main.ts', 'test/**', 'bench/**', 'scripts/**'],
+    // modules/module.ts is the contract between the core and a module: it names the types of both sides.
+    files: ['main.ts', 'test/**', 'bench/**', 'scripts/**', 'modules/module.ts'],
     rules: { 'no-restricted-imports': 'off' },
   },
 );

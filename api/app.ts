@@ -16,7 +16,7 @@ import { deadLetterRoutes } from './routes/dead-letters.ts';
 import { healthRoutes } from './routes/health.ts';
 import { httpMetrics, metricsRoutes } from './routes/metrics.ts';
 import { scalingRoutes } from './routes/scaling.ts';
-import { ordersRoutes } from './routes/orders/index.ts';
+import { moduleRoutes } from './routes/modules.ts';
 
 /**
  * The stateless HTTP API: validates, deduplicates and enqueues commands; answers queries from read
@@ -74,7 +74,7 @@ export function createApp(
   app.route('/', metricsRoutes(deps.metrics));
   const queues = deps.metrics.watchQueues({ connection: deps.redis, prefix: deps.config.redis.queuePrefix });
   app.route('/', scalingRoutes({ queues, timeoutMs: deps.config.redis.commandTimeoutMs }));
-  app.route('/', ordersRoutes(deps));
+  moduleRoutes(app, deps);
   app.route('/', deadLetterRoutes(deps));
   app.route('/', auditRoutes(deps));
   app.route('/', sessionRoutes(deps));

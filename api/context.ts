@@ -1,12 +1,12 @@
 import type { Pool } from '../shared/db/pool.ts';
 import type { Logger } from '../shared/observability/logger.ts';
 import type { Redis } from '../shared/queue/redis.ts';
-import type { OrdersQueue } from '../shared/queue/orders-queue.ts';
 import type { DeadLetterStore } from '../shared/dead-letters/store.ts';
 import type { Redriver } from '../shared/dead-letters/redrive.ts';
 import type { Config } from '../shared/config/config.ts';
-import type { JobsOptions } from 'bullmq';
 import type { IdempotencyStore } from './idempotency.ts';
+import type { CommandTarget } from './modules.ts';
+import type { ModuleApiFactory } from '../modules/module.ts';
 import type { Metrics } from '../shared/observability/metrics.ts';
 import type { ApiKey } from '../shared/security/api-keys.ts';
 import type { SessionStore } from '../shared/security/sessions.ts';
@@ -16,15 +16,17 @@ export interface ApiDeps {
   config: Config;
   logger: Logger;
   pool: Pool;
-  /** The runtime's connection: the orders queue, probes, queue metrics, the redriver. */
+  /** The runtime's connection: the command queues, probes, queue metrics, the redriver. */
   redis: Redis;
   /**
    * Auto-pipelined connection for the commands every request sends (rate limit, idempotency,
    * sessions): those issued in the same tick leave in one write.
    */
   requestRedis: Redis;
-  ordersQueue: OrdersQueue;
-  orderJobOptions: JobsOptions;
+  /** Each registered module's command queue, by module name. */
+  commandQueues: ReadonlyMap<string, CommandTarget>;
+  /** Each registered module's HTTP side (loaded once at start), in registry order. */
+  moduleApis: readonly { name: string; api: ModuleApiFactory }[];
   idempotency: IdempotencyStore;
   deadLetters: DeadLetterStore;
   redrive: Redriver;

@@ -1,10 +1,22 @@
 import type { JobsOptions } from 'bullmq';
-import type { OrderJob } from '../shared/domain/order.ts';
-import { PLACE_ORDER_JOB, type OrdersQueue } from '../shared/queue/orders-queue.ts';
+import type { CommandQueue } from '../shared/queue/command-queue.ts';
 import { withDeadline } from '../shared/runtime/deadline.ts';
 
-/** Puts one order job into Redis; resolves only once Redis has it (or already had that job id). */
-export type Enqueue = (job: OrderJob) => Promise<void>;
+/** A command to enqueue: its job id (the command's idempotency key) and data. */
+export interface NewJob<Job = unknown> {
+  id: string;
+  data: Job;
+}
+
+/** Where and how jobs are added: a module's queue, its command's job name and options. */
+export interface JobTarget {
+  queue: CommandQueue;
+  jobName: string;
+  jobOptions: JobsOptions;
+}
+
+/** Puts one job into Redis; resolves only once Redis has it (or already had that job id). */
+export type Enqueue = (job: NewJob) => Promise<void>;
 
 /**
  * Which of `ids` have a job in the queue, in one round trip (a pipeline of EXISTS on the job hashes).
@@ -12,7 +24,7 @@ export type Enqueue = (job: OrderJob) => Promise<void>;
  * before it failed (e.g. `maxmemory` reached under `noeviction`) — this tells which requests were in
  * fact accepted. EXISTS is a read: Redis still answers it when it refuses writes for memory.
  */
-export async function jobsThatExist(queue: OrdersQueue, ids: readonly string[]): Promise<Set<string>> {
+export async function jobsThatExist(queue: CommandQueue, ids: readonly string[]): Promise<Set<string>> {
   if (ids.length === 0) return new Set();
   const client = await queue.client;
   const replies = await client.pipeline(ids.map((id) => ['exists', queue.toKey(id)])).exec();
@@ -31,24 +43,24 @@ export async function jobsThatExist(queue: OrdersQueue, ids: readonly string[]):
  * all of them, when even that check fails) are rejected with the bulk's error.
  */
 export async function addBulkExactly(
-  queue: OrdersQueue,
-  jobOptions: JobsOptions,
-  jobs: readonly OrderJob[],
+  target: JobTarget,
+  jobs: readonly NewJob[],
   timeoutMs: number,
 ): Promise<{ accepted: Set<string>; error?: unknown }> {
-  const ids = jobs.map((j) => j.orderId);
+  const { queue, jobName, jobOptions } = target;
+  const ids = jobs.map((j) => j.id);
   try {
     // One job: a single EVALSHA on the connection. addBulk builds an ioredis pipeline, and every
     // pipeline copies the connection's ~50 BullMQ script commands onto itself (~0.1 ms of CPU each):
     // at low rates, where most bulks hold one job, that was ~10% of the API's CPU.
     const only = jobs.length === 1 ? jobs[0]! : undefined;
     const added: Promise<unknown> = only
-      ? queue.add(PLACE_ORDER_JOB, only, { ...jobOptions, jobId: only.orderId })
+      ? queue.add(jobName, only.data, { ...jobOptions, jobId: only.id })
       : queue.addBulk(
           jobs.map((job) => ({
-            name: PLACE_ORDER_JOB,
-            data: job,
-            opts: { ...jobOptions, jobId: job.orderId },
+            name: jobName,
+            data: job.data,
+            opts: { ...jobOptions, jobId: job.id },
           })),
         );
     await withDeadline(added, timeoutMs);
@@ -78,24 +90,20 @@ export interface CoalescingOptions {
 }
 
 interface Pending {
-  job: OrderJob;
+  job: NewJob;
   resolve: () => void;
   reject: (err: unknown) => void;
 }
 
 /**
- * Coalesces concurrent single-order enqueues into one `queue.addBulk` (one Redis pipeline) per
+ * Coalesces concurrent single-job enqueues into one `queue.addBulk` (one Redis pipeline) per
  * event-loop turn (or `maxWaitMs`), at most `maxBatch` jobs each. Every caller still awaits its own
  * job: the promise resolves only after Redis has it, and a bulk that failed part-way rejects exactly
  * the callers whose jobs Redis does not have (never a false 202, never a false 503). Job ids are kept, so
  * BullMQ's dedupe by job id (idempotency-derived order ids) works as with `queue.add`.
- * @example const enqueue = coalescingEnqueue(queue, jobOptions, { maxBatch: 256, maxWaitMs: 0, timeoutMs: 2_000, maxInFlight: 1 }); await enqueue(job);
+ * @example const enqueue = coalescingEnqueue({ queue, jobName, jobOptions }, { maxBatch: 256, maxWaitMs: 0, timeoutMs: 2_000, maxInFlight: 1 }); await enqueue({ id, data });
  */
-export function coalescingEnqueue(
-  queue: OrdersQueue,
-  jobOptions: JobsOptions,
-  options: CoalescingOptions,
-): Enqueue {
+export function coalescingEnqueue(target: JobTarget, options: CoalescingOptions): Enqueue {
   let batch: Pending[] = [];
   let scheduled: NodeJS.Immediate | NodeJS.Timeout | undefined;
   let inFlight = 0;
@@ -121,14 +129,13 @@ export function coalescingEnqueue(
     batch = [];
     inFlight++;
     void addBulkExactly(
-      queue,
-      jobOptions,
+      target,
       items.map((p) => p.job),
       options.timeoutMs,
     ).then(({ accepted, error }) => {
       settled();
       for (const p of items) {
-        if (accepted.has(p.job.orderId)) p.resolve();
+        if (accepted.has(p.job.id)) p.resolve();
         else p.reject(error);
       }
     });

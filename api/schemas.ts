@@ -1,5 +1,6 @@
 import { z } from '@hono/zod-openapi';
-import { IdSchema, OrderItemSchema, OrderStatusSchema, PlaceOrderSchema } from '../shared/domain/order.ts';
+import { IdSchema } from '../shared/domain/ids.ts';
+import { OrderItemSchema, OrderStatusSchema, PlaceOrderSchema } from '../modules/orders/domain.ts';
 
 export const ProblemSchema = z
   .object({
@@ -100,7 +101,7 @@ export const PageQuery = z.object({
     .openapi({ param: { name: 'cursor', in: 'query' } }),
 });
 
-const Totals = z.object({
+export const TotalsSchema = z.object({
   currency: z.string(),
   completedCount: z.number().int(),
   rejectedCount: z.number().int(),
@@ -110,17 +111,19 @@ const Totals = z.object({
 export const CustomerOrdersSchema = z
   .object({
     customerId: z.string(),
-    totals: z.array(Totals),
+    totals: z.array(TotalsSchema),
     orders: z.array(OrderViewSchema),
     nextCursor: z.string().nullable(),
   })
   .openapi('CustomerOrders');
 
+export const StatsTotalsSchema = TotalsSchema.extend({ deadLetteredCount: z.number().int() });
+export const StatsDailySchema = StatsTotalsSchema.extend({ day: z.string() });
 export const StatsSchema = z
   .object({
     orderCount: z.number().int(),
-    totals: z.array(Totals.extend({ deadLetteredCount: z.number().int() })),
-    daily: z.array(Totals.extend({ day: z.string(), deadLetteredCount: z.number().int() })),
+    totals: z.array(StatsTotalsSchema),
+    daily: z.array(StatsDailySchema),
   })
   .openapi('Stats');
 

@@ -3,7 +3,9 @@ import type { AddressInfo } from 'node:net';
 import { createRuntimeRedriver } from '../shared/dead-letters/runtime-redriver.ts';
 import { createDeadLetterStore } from '../shared/dead-letters/store.ts';
 import { createMetrics, type Metrics } from '../shared/observability/metrics.ts';
-import { createOrdersQueue, orderJobOptions } from '../shared/queue/orders-queue.ts';
+import { MODULES } from '../modules/registry.ts';
+import { moduleSettings } from '../modules/settings.ts';
+import { commandJobOptions, createCommandQueue } from '../shared/queue/command-queue.ts';
 import type { Redis } from '../shared/queue/redis.ts';
 import { StartupError, type Runtime } from '../shared/runtime/bootstrap.ts';
 import { withDeadline } from '../shared/runtime/deadline.ts';
@@ -11,6 +13,7 @@ import { DEV_KEY, parseApiKeys, type ApiKey } from '../shared/security/api-keys.
 import { createSessionStore } from '../shared/security/sessions.ts';
 import { createApp } from './app.ts';
 import { createIdempotencyStore } from './idempotency.ts';
+import type { CommandTarget } from './modules.ts';
 
 export interface ApiServer {
   port: number;
@@ -69,10 +72,16 @@ export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {})
   metrics.watchRedis('main', redis);
   const requestRedis = await openRequestRedis(rt);
   metrics.watchRedis('requests', requestRedis);
-  const ordersQueue = createOrdersQueue(redis, config.redis.queuePrefix);
-  // Without listeners BullMQ prints connection errors; /readyz and 503s already surface them.
-  ordersQueue.on('error', (err) => logger.debug({ err }, 'orders queue connection error'));
-  const jobOptions = orderJobOptions(config.workers.orders);
+  const commandQueues = new Map<string, CommandTarget>(
+    MODULES.map((module) => {
+      const queue = createCommandQueue(redis, config.redis.queuePrefix, module.name);
+      // Without listeners BullMQ prints connection errors; /readyz and 503s already surface them.
+      queue.on('error', (err) => logger.debug({ err, queue: module.name }, 'command queue connection error'));
+      const jobOptions = commandJobOptions(moduleSettings(config, module.name));
+      return [module.name, { module, queue, jobName: module.jobName, jobOptions }];
+    }),
+  );
+  const moduleApis = await Promise.all(MODULES.map(async (m) => ({ name: m.name, api: await m.api() })));
   const redriver = createRuntimeRedriver({ config, logger, pool, redis });
   const app = createApp(
     {
@@ -81,8 +90,8 @@ export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {})
       pool,
       redis,
       requestRedis,
-      ordersQueue,
-      orderJobOptions: jobOptions,
+      commandQueues,
+      moduleApis,
       idempotency: createIdempotencyStore(requestRedis, {
         prefix: config.redis.queuePrefix,
         ttlSeconds: config.api.idempotencyTtlSeconds,
@@ -112,7 +121,7 @@ export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {})
     (closing ??= (async () => {
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await redriver.close();
-      await ordersQueue.close();
+      for (const { queue } of commandQueues.values()) await queue.close();
     })());
   lifecycle.defer('api', close);
   return { port, close };

@@ -1,3 +1,4 @@
+import { OrdersQueues } from '../modules/orders/queue.ts';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { createPool, type Pool } from '../shared/db/pool.ts';
@@ -73,7 +74,7 @@ interface Probe {
 function probe(stack: Stack): Probe {
   const pool = createPool({ ...stack.config.database, poolMax: 2, statementTimeoutMs: 120_000 });
   const redis = new Redis(stack.config.redis.url, { maxRetriesPerRequest: null });
-  const queue = new Queue(QueueNames.orders, { connection: redis, prefix: stack.config.redis.queuePrefix });
+  const queue = new Queue(OrdersQueues.commands, { connection: redis, prefix: stack.config.redis.queuePrefix });
   return {
     pool,
     queue,

@@ -13,7 +13,8 @@ import pg from 'pg';
 import { loadConfig } from '../shared/config/config.ts';
 import { migrate } from '../shared/db/migrate.ts';
 import { createPool } from '../shared/db/pool.ts';
-import { createOrdersQueue, orderJobOptions, PLACE_ORDER_JOB } from '../shared/queue/orders-queue.ts';
+import { createOrdersQueue, PLACE_ORDER_JOB } from '../modules/orders/queue.ts';
+import { commandJobOptions } from '../shared/queue/command-queue.ts';
 import { isolatedEnv } from '../test/support/env.ts';
 import { makeOrderJobs } from './baselines/naive-orders.ts';
 
@@ -30,7 +31,7 @@ async function main(): Promise<void> {
   const redis = new Redis(config.redis.url, { maxRetriesPerRequest: null });
   const queue = createOrdersQueue(redis, config.redis.queuePrefix);
   await queue.pause();
-  const opts = orderJobOptions({ attempts: 5, backoffMs: 1_000, keepCompletedSeconds: 3_600 });
+  const opts = commandJobOptions({ attempts: 5, backoffMs: 1_000, keepCompletedSeconds: 3_600 });
   // The same order commands the bench's baselines process (3 items each).
   const jobs = makeOrderJobs(n, 'stages', 3);
   for (let i = 0; i < n; i += 1_000) {

@@ -2,15 +2,20 @@ import { createEventBus } from '../shared/bus/create-bus.ts';
 import { createPgDeadLetterSink } from '../shared/dead-letters/dead-letter.ts';
 import type { Runtime } from '../shared/runtime/bootstrap.ts';
 import type { Metrics } from '../shared/observability/metrics.ts';
-import { QueueNames } from '../shared/queue/names.ts';
+import { MODULES } from '../modules/registry.ts';
+import { moduleSettings } from '../modules/settings.ts';
 import { watchWorkerSources } from './metrics-server.ts';
-import { createPaymentGateway } from './orders/payment.ts';
-import { createOrderWorker } from './orders/worker.ts';
+import { createCommandWorker } from './commands/worker.ts';
 import { createPruner } from './maintenance/pruner.ts';
+import { createOutboxWaker } from './outbox/wake.ts';
 import { createRelay } from './outbox/relay.ts';
-import { createProjector, PROJECTOR_CONSUMER } from './projections/projector.ts';
+import { createProjector, loadEventCatalog, PROJECTOR_CONSUMER } from './projections/projector.ts';
 
-export type WorkerKind = 'orders' | 'outbox' | 'projections';
+/** `outbox` (relay and retention), `projections` (every module's read models), or a module's name (its command worker). */
+export type WorkerKind = string;
+
+/** The worker kinds a process may run: the core's two and one per registered module. */
+export const WORKER_KINDS: readonly WorkerKind[] = ['outbox', 'projections', ...MODULES.map((m) => m.name)];
 
 /**
  * Chaos tests only: a hook that SIGKILLs this process the `nth` time it runs — a crash at a precise
@@ -39,6 +44,10 @@ export async function startWorkers(
 ): Promise<void> {
   const { config, logger, pool, lifecycle } = rt;
   const { metrics } = options;
+  const unknown = kinds.filter((k) => !WORKER_KINDS.includes(k));
+  if (unknown.length > 0) {
+    throw new Error(`unknown worker kind ${unknown.join(', ')}: use ${WORKER_KINDS.join(', ')}`);
+  }
   if (metrics) watchWorkerSources(metrics, rt, kinds);
   const needsBus = kinds.includes('outbox') || kinds.includes('projections');
   if (needsBus) {
@@ -54,6 +63,7 @@ export async function startWorkers(
       const projector = createProjector({
         pool,
         logger,
+        catalog: await loadEventCatalog(),
         ...config.workers.projections,
         afterCommit: chaosKill(rt, config.chaos.killAfterProjectionCommit, 'projection-commit'),
       });
@@ -92,24 +102,29 @@ export async function startWorkers(
       lifecycle.defer('retention', () => pruner.close());
     }
   }
-  if (kinds.includes('orders')) {
-    // Payment authorization behind the circuit breaker; closed after the worker (reverse order).
-    const payments = createPaymentGateway(
-      { logger, onStateChange: metrics && ((name, state) => metrics.setCircuitBreakerState(name, state)) },
-      { url: config.payment.url, ...config.circuitBreaker },
-    );
-    lifecycle.defer('payments', async () => payments.close());
-    const worker = createOrderWorker(
-      { pool, logger, payments, onFatal: lifecycle.fail },
+  // Each module's command worker; on shutdown it stops taking jobs first and finishes in-flight ones.
+  const onOutboxAppended = createOutboxWaker(pool);
+  for (const module of MODULES.filter((m) => kinds.includes(m.name))) {
+    const settings = moduleSettings(config, module.name);
+    const handler = (await module.worker()).commands({
+      pool,
+      logger,
+      config,
+      settings,
+      onOutboxAppended,
+      ...(metrics ? { onBreakerState: (name, state) => metrics.setCircuitBreakerState(name, state) } : {}),
+    });
+    const worker = createCommandWorker(
+      { pool, logger, module, handler, onOutboxAppended, onFatal: lifecycle.fail },
       {
         redisUrl: config.redis.url,
         queuePrefix: config.redis.queuePrefix,
-        ...config.workers.orders,
+        ...settings,
         shutdownGraceMs: config.workers.shutdownGraceMs,
       },
     );
-    metrics?.instrumentWorker(worker.worker, QueueNames.orders);
-    lifecycle.defer('order-worker', () => worker.close());
+    metrics?.instrumentWorker(worker.worker, module.name);
+    lifecycle.defer(`${module.name}-worker`, () => worker.close());
   }
   logger.info({ kinds, bus: config.bus.kind }, 'workers started');
 }

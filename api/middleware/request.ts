@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { MiddlewareHandler } from 'hono';
-import { CorrelationIdSchema } from '../../shared/domain/order.ts';
+import { CorrelationIdSchema } from '../../shared/domain/ids.ts';
 import { problem } from '../../shared/errors/problem.ts';
 import type { Logger } from '../../shared/observability/logger.ts';
 import type { ApiEnv } from '../context.ts';

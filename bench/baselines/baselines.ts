@@ -3,8 +3,9 @@ import { Redis } from 'ioredis';
 import { Logger, run as runGraphile, makeWorkerUtils, type Task } from 'graphile-worker';
 import { createPool, type Pool } from '../../shared/db/pool.ts';
 import { migrate } from '../../shared/db/migrate.ts';
-import type { OrderJob } from '../../shared/domain/order.ts';
-import { orderJobOptions, PLACE_ORDER_JOB } from '../../shared/queue/orders-queue.ts';
+import type { OrderJob } from '../../modules/orders/domain.ts';
+import { PLACE_ORDER_JOB } from '../../modules/orders/queue.ts';
+import { commandJobOptions } from '../../shared/queue/command-queue.ts';
 import { TEST_DATABASE_URL, TEST_REDIS_URL, uniqueId } from '../../test/support/env.ts';
 import type { Progress } from '../progress.ts';
 import { applyNaively, makeOrderJobs, verifyBaseline } from './naive-orders.ts';
@@ -41,7 +42,7 @@ const GRAPHILE = {
 const rate = (n: number, ms: number) => Math.round(n / (ms / 1000));
 
 async function addInChunks(queue: Queue, jobs: readonly OrderJob[]): Promise<void> {
-  const opts = orderJobOptions({ attempts: 5, backoffMs: 1_000, keepCompletedSeconds: 3_600 });
+  const opts = commandJobOptions({ attempts: 5, backoffMs: 1_000, keepCompletedSeconds: 3_600 });
   for (let i = 0; i < jobs.length; i += 1_000) {
     await queue.addBulk(
       jobs

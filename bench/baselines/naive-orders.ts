@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { PoolClient } from '../../shared/db/pool.ts';
-import { orderTotalCents, type OrderJob } from '../../shared/domain/order.ts';
+import { orderTotalCents, type OrderJob } from '../../modules/orders/domain.ts';
 import { orderBody } from '../load.ts';
 
 /**

@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import { loadConfig } from '../../shared/config/config.ts';
 import { migrate } from '../../shared/db/migrate.ts';
 import { createPool } from '../../shared/db/pool.ts';
-import { createOrdersQueue, type OrdersQueue } from '../../shared/queue/orders-queue.ts';
+import { createOrdersQueue, type OrdersQueue } from '../../modules/orders/queue.ts';
 import { isolatedEnv } from '../../test/support/env.ts';
 import { cleanup } from '../../test/support/platform.ts';
 import { freePort } from '../../test/support/redis-server.ts';

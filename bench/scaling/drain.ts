@@ -2,12 +2,8 @@ import { Redis } from 'ioredis';
 import { loadConfig } from '../../shared/config/config.ts';
 import { migrate } from '../../shared/db/migrate.ts';
 import { createPool, type Pool } from '../../shared/db/pool.ts';
-import {
-  createOrdersQueue,
-  orderJobOptions,
-  PLACE_ORDER_JOB,
-  type OrdersQueue,
-} from '../../shared/queue/orders-queue.ts';
+import { createOrdersQueue, PLACE_ORDER_JOB, type OrdersQueue } from '../../modules/orders/queue.ts';
+import { commandJobOptions } from '../../shared/queue/command-queue.ts';
 import { isolatedEnv } from '../../test/support/env.ts';
 import { cleanup } from '../../test/support/platform.ts';
 import { makeOrderJobs } from '../baselines/naive-orders.ts';
@@ -69,7 +65,7 @@ export interface CappedDrainResult {
 }
 
 async function enqueue(queue: OrdersQueue, count: number, tag: string): Promise<void> {
-  const opts = orderJobOptions({ attempts: 5, backoffMs: 1_000, keepCompletedSeconds: 3_600 });
+  const opts = commandJobOptions({ attempts: 5, backoffMs: 1_000, keepCompletedSeconds: 3_600 });
   const jobs = makeOrderJobs(count, tag, 3);
   for (let i = 0; i < count; i += 1_000) {
     await queue.addBulk(

@@ -2,7 +2,8 @@ import { Redis } from 'ioredis';
 import { loadConfig } from '../../shared/config/config.ts';
 import { migrate } from '../../shared/db/migrate.ts';
 import { createPool, type Pool } from '../../shared/db/pool.ts';
-import { createOrdersQueue, orderJobOptions, PLACE_ORDER_JOB } from '../../shared/queue/orders-queue.ts';
+import { createOrdersQueue, PLACE_ORDER_JOB } from '../../modules/orders/queue.ts';
+import { commandJobOptions } from '../../shared/queue/command-queue.ts';
 import { isolatedEnv } from '../../test/support/env.ts';
 import { cleanup } from '../../test/support/platform.ts';
 import { freePort } from '../../test/support/redis-server.ts';
@@ -190,7 +191,7 @@ export async function replayBurst(o: ReplayOptions): Promise<ReplayResult> {
 
     const total = o.burstPerS * o.burstSeconds;
     const jobs = makeOrderJobs(total, 'burst', 3);
-    const opts = orderJobOptions({ attempts: 5, backoffMs: 1_000, keepCompletedSeconds: 3_600 });
+    const opts = commandJobOptions({ attempts: 5, backoffMs: 1_000, keepCompletedSeconds: 3_600 });
     const t0 = performance.now();
     const elapsed = () => (performance.now() - t0) / 1000;
     // The burst: orders arrive at o.burstPerS, in 10 chunks a second.

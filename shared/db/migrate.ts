@@ -1,5 +1,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
+import { MODULES } from '../../modules/registry.ts';
+import type { ModuleDefinition } from '../../modules/module.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Pool } from './pool.ts';
 
@@ -7,13 +9,39 @@ const MIGRATIONS_DIR = fileURLToPath(new URL('./migrations/', import.meta.url));
 /** Arbitrary, fixed: every Conveyor process migrating the same database serializes on it. */
 const ADVISORY_LOCK_ID = 727_274_001;
 
+interface Migration {
+  /** As recorded in `schema_migrations`: the core's by file name, a module's as `<module>/<file>`. */
+  name: string;
+  path: string;
+}
+
+async function sqlFiles(dir: string, prefix: string): Promise<Migration[]> {
+  const files = (await readdir(dir)).filter((f) => f.endsWith('.sql')).sort();
+  return files.map((f) => ({ name: prefix + f, path: dir + f }));
+}
+
+/** The core's migrations, then each module's in registry order (a module may build on those above it). */
+async function allMigrations(
+  modules: readonly Pick<ModuleDefinition, 'name' | 'migrations'>[],
+): Promise<Migration[]> {
+  const own = await Promise.all(
+    modules.map((m) => (m.migrations ? sqlFiles(fileURLToPath(m.migrations), `${m.name}/`) : [])),
+  );
+  return [...(await sqlFiles(MIGRATIONS_DIR, '')), ...own.flat()];
+}
+
 /**
- * Applies `shared/db/migrations/*.sql` in name order, each in its own transaction, recording them in
- * `schema_migrations`. Safe when several processes start at once: they serialize on an advisory lock
- * and skip what is already applied.
+ * Applies the core's `shared/db/migrations/*.sql`, then every registered module's, each file in its
+ * own transaction, recording them in `schema_migrations`. Safe when several processes start at once:
+ * they serialize on an advisory lock and skip what is already applied.
  */
-export async function migrate(pool: Pool, schema: string, log?: Logger): Promise<string[]> {
-  const files = (await readdir(MIGRATIONS_DIR)).filter((f) => f.endsWith('.sql')).sort();
+export async function migrate(
+  pool: Pool,
+  schema: string,
+  log?: Logger,
+  modules: readonly Pick<ModuleDefinition, 'name' | 'migrations'>[] = MODULES,
+): Promise<string[]> {
+  const files = await allMigrations(modules);
   const client = await pool.connect();
   const applied: string[] = [];
   try {
@@ -26,9 +54,9 @@ export async function migrate(pool: Pool, schema: string, log?: Logger): Promise
     const done = new Set(
       (await client.query<{ name: string }>('SELECT name FROM schema_migrations')).rows.map((r) => r.name),
     );
-    for (const file of files) {
+    for (const { name: file, path } of files) {
       if (done.has(file)) continue;
-      const sql = await readFile(MIGRATIONS_DIR + file, 'utf8');
+      const sql = await readFile(path, 'utf8');
       await client.query('BEGIN');
       try {
         await client.query(sql);

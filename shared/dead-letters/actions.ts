@@ -3,7 +3,8 @@ import { Queue } from 'bullmq';
 import { AuditActions, insertAudit, type AuditActor } from '../audit/audit-log.ts';
 import { withTransaction, type Pool } from '../db/pool.ts';
 import type { Logger } from '../observability/logger.ts';
-import { QueueNames } from '../queue/names.ts';
+import { MODULES } from '../../modules/registry.ts';
+import { commandQueues, QueueNames } from '../queue/names.ts';
 import type { Redis } from '../queue/redis.ts';
 import { fromRow, type DeadLetterRecord, type Transport } from './dead-letter.ts';
 import type { Redriver } from './redrive.ts';
@@ -57,10 +58,10 @@ export interface DeadLetterActionsDeps {
 }
 
 /** Per-origin BullMQ dead-letter queue that holds a copy for Bull Board. */
-const copyQueues: Record<string, string> = {
-  [QueueNames.orders]: QueueNames.ordersDeadLetters,
-  [QueueNames.events]: QueueNames.eventsDeadLetters,
-};
+const copyQueues: Record<string, string> = Object.fromEntries([
+  ...MODULES.map((m) => Object.values(commandQueues(m.name))),
+  [QueueNames.events, QueueNames.eventsDeadLetters],
+]);
 
 /** Redrives run a few at a time: enough to empty a backlog quickly without flooding Redis or a broker. */
 const BULK_CONCURRENCY = 8;

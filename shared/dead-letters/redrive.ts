@@ -1,14 +1,20 @@
-import type { Queue } from 'bullmq';
+import type { JobsOptions, Queue } from 'bullmq';
 import type { EventBus } from '../bus/event-bus.ts';
-import type { OrdersQueue } from '../queue/orders-queue.ts';
-import { PLACE_ORDER_JOB } from '../queue/orders-queue.ts';
-import { QueueNames } from '../queue/names.ts';
+import type { CommandQueue } from '../queue/command-queue.ts';
 import type { DeadLetterRecord } from './dead-letter.ts';
 
+/** A module's command queue as a redrive sees it: where its commands go back, and its dead-letter copies. */
+export interface RedriveTarget {
+  queue: CommandQueue;
+  /** Holds the dead letters' copies for Bull Board: the copy is removed once redriven. */
+  deadLetterQueue: Queue;
+  jobName: string;
+  jobOptions: JobsOptions;
+}
+
 export interface RedriveDeps {
-  ordersQueue: OrdersQueue;
-  ordersDeadLetterQueue: Queue;
-  jobOptions: Parameters<OrdersQueue['add']>[2];
+  /** Each module's command queue by name (= a command dead letter's origin). */
+  commands: (origin: string) => RedriveTarget | undefined;
   /** The event bus of each transport, created on first use. */
   bus: (transport: DeadLetterRecord['transport']) => Promise<EventBus>;
 }
@@ -16,17 +22,19 @@ export interface RedriveDeps {
 export type Redriver = (deadLetter: DeadLetterRecord) => Promise<void>;
 
 /**
- * Sends a dead letter back to its origin: an order command to queue `orders` (same job id, fresh
+ * Sends a dead letter back to its origin: a command to its module's queue (same job id, fresh
  * attempts), an event to its bus. Processing stays idempotent, so a redrive never doubles an effect.
  */
 export function createRedriver(deps: RedriveDeps): Redriver {
   return async (dl) => {
-    if (dl.kind === 'command' && dl.origin === QueueNames.orders) {
+    if (dl.kind === 'command') {
+      const target = deps.commands(dl.origin);
+      if (!target) throw new Error(`no command queue ${dl.origin}: is its module still registered?`);
       const jobId = dl.messageKey ?? undefined;
-      if (jobId) await deps.ordersQueue.remove(jobId).catch(() => undefined);
-      const data = JSON.parse(dl.payload.toString('utf8')) as Parameters<OrdersQueue['add']>[1];
-      await deps.ordersQueue.add(PLACE_ORDER_JOB, data, { ...deps.jobOptions, ...(jobId ? { jobId } : {}) });
-      await deps.ordersDeadLetterQueue.remove(dl.id).catch(() => undefined);
+      if (jobId) await target.queue.remove(jobId).catch(() => undefined);
+      const data: unknown = JSON.parse(dl.payload.toString('utf8'));
+      await target.queue.add(target.jobName, data, { ...target.jobOptions, ...(jobId ? { jobId } : {}) });
+      await target.deadLetterQueue.remove(dl.id).catch(() => undefined);
       return;
     }
     const bus = await deps.bus(dl.transport);

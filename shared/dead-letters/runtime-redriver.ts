@@ -4,11 +4,13 @@ import type { EventBus } from '../bus/event-bus.ts';
 import type { Config } from '../config/config.ts';
 import type { Pool } from '../db/pool.ts';
 import type { Logger } from '../observability/logger.ts';
-import { QueueNames } from '../queue/names.ts';
-import { createOrdersQueue, orderJobOptions } from '../queue/orders-queue.ts';
+import { MODULES } from '../../modules/registry.ts';
+import { moduleSettings } from '../../modules/settings.ts';
+import { commandQueues } from '../queue/names.ts';
+import { commandJobOptions, createCommandQueue } from '../queue/command-queue.ts';
 import type { Redis } from '../queue/redis.ts';
 import { createPgDeadLetterSink, type Transport } from './dead-letter.ts';
-import { createRedriver, type Redriver } from './redrive.ts';
+import { createRedriver, type RedriveTarget, type Redriver } from './redrive.ts';
 
 export interface RuntimeRedriverDeps {
   config: Config;
@@ -24,17 +26,25 @@ export interface RuntimeRedriver {
 }
 
 /**
- * A {@link Redriver} wired from a process's runtime: the orders queue and its dead-letter queue on the
- * shared Redis connection, and one event bus per transport, opened on first use (a process that never
+ * A {@link Redriver} wired from a process's runtime: each module's command queue and dead-letter queue
+ * on the shared Redis connection, and one event bus per transport, opened on first use (a process that never
  * redrives a Kafka event never connects to Kafka).
  */
 export function createRuntimeRedriver(deps: RuntimeRedriverDeps): RuntimeRedriver {
   const { config, logger, pool, redis } = deps;
-  const ordersQueue = createOrdersQueue(redis, config.redis.queuePrefix);
-  const ordersDeadLetterQueue = new Queue(QueueNames.ordersDeadLetters, {
-    connection: redis,
-    prefix: config.redis.queuePrefix,
-  });
+  const prefix = config.redis.queuePrefix;
+  const targets = new Map<string, RedriveTarget>(
+    MODULES.map((m) => {
+      const names = commandQueues(m.name);
+      const target: RedriveTarget = {
+        queue: createCommandQueue(redis, prefix, names.commands),
+        deadLetterQueue: new Queue(names.deadLetters, { connection: redis, prefix }),
+        jobName: m.jobName,
+        jobOptions: commandJobOptions(moduleSettings(config, m.name)),
+      };
+      return [names.commands, target];
+    }),
+  );
   const buses = new Map<Transport, Promise<EventBus>>();
   const busFor = (transport: Transport) => {
     let bus = buses.get(transport);
@@ -51,12 +61,7 @@ export function createRuntimeRedriver(deps: RuntimeRedriverDeps): RuntimeRedrive
     }
     return bus;
   };
-  const redrive = createRedriver({
-    ordersQueue,
-    ordersDeadLetterQueue,
-    jobOptions: orderJobOptions(config.workers.orders),
-    bus: busFor,
-  });
+  const redrive = createRedriver({ commands: (origin) => targets.get(origin), bus: busFor });
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
@@ -65,8 +70,10 @@ export function createRuntimeRedriver(deps: RuntimeRedriverDeps): RuntimeRedrive
           .then((b) => b.close())
           .catch((err: unknown) => logger.warn({ err }, 'closing a redrive bus failed'));
       }
-      await ordersDeadLetterQueue.close();
-      await ordersQueue.close();
+      for (const t of targets.values()) {
+        await t.deadLetterQueue.close();
+        await t.queue.close();
+      }
     })());
   return { redrive, close };
 }

@@ -41,6 +41,17 @@ export class NotFoundError extends DomainError {
   readonly status = 404;
 }
 
+/** The request is well-formed but the resource's state does not allow it now (e.g. refunding an order not completed). */
+export class StateConflictError extends DomainError {
+  readonly status = 409;
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 export class IdempotencyKeyReusedError extends DomainError {
   readonly code = 'idempotency.key_reused';
   readonly status = 422;

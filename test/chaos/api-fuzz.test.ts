@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { request as httpRequest, type ClientRequest, type OutgoingHttpHeaders } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { OrderJobSchema } from '../../shared/domain/order.ts';
+import { OrderJobSchema } from '../../modules/orders/domain.ts';
 import type { Proc } from '../support/processes.ts';
 import { chaosEnv, ordersQueue, startApi, teardown } from './harness.ts';
 

@@ -1,3 +1,4 @@
+import { OrdersQueues } from '../../modules/orders/queue.ts';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { Kafka, logLevel } from 'kafkajs';
@@ -5,7 +6,7 @@ import pg from 'pg';
 import { rabbitmqTopology } from '../../shared/bus/rabbitmq-bus.ts';
 import { deleteRabbitmqTopology } from '../../shared/bus/rabbitmq/admin.ts';
 import { loadConfig } from '../../shared/config/config.ts';
-import type { PlaceOrder } from '../../shared/domain/order.ts';
+import type { PlaceOrder } from '../../modules/orders/domain.ts';
 import { QueueNames } from '../../shared/queue/names.ts';
 import { eventually, isolatedEnv } from '../support/env.ts';
 import { request } from '../support/http.ts';
@@ -145,7 +146,7 @@ export async function countOrders(db: pg.Pool): Promise<number> {
 export function ordersQueue(env: Env): { queue: Queue; close(): Promise<void> } {
   const redis = new Redis(env.REDIS_URL!, { maxRetriesPerRequest: null });
   redis.on('error', () => undefined);
-  const queue = new Queue(QueueNames.orders, { connection: redis, prefix: env.QUEUE_PREFIX });
+  const queue = new Queue(OrdersQueues.commands, { connection: redis, prefix: env.QUEUE_PREFIX });
   queue.on('error', () => undefined);
   return {
     queue,

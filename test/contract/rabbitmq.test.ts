@@ -1,4 +1,4 @@
-import { EventTypes } from '../../shared/domain/events.ts';
+import { OrderEventTypes } from '../../modules/orders/events.ts';
 import {
   createRabbitmqBus,
   rabbitmqTopology,
@@ -38,7 +38,7 @@ describeBusContract('rabbitmq', async (ctx) => createRabbitmqBus(ctx, busConfig(
   async publishRaw(ctx, body, headers) {
     // A foreign producer: plain amqplib, no codec, no message id, straight to the events exchange.
     await withAmqpChannel(ctx.config.bus.rabbitmq.url, async (channel) => {
-      channel.publish(ctx.config.bus.rabbitmq.exchange, EventTypes.orderPlaced, body, {
+      channel.publish(ctx.config.bus.rabbitmq.exchange, OrderEventTypes.placed, body, {
         headers,
         persistent: true,
       });

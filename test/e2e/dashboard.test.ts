@@ -1,3 +1,4 @@
+import { OrdersQueues } from '../../modules/orders/queue.ts';
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -47,9 +48,9 @@ async function login(context: BrowserContext, who: { user: string; password: str
 /** Bull Board renders every queue of the platform, dead-letter queues included. */
 async function expectQueuesShown(page: Page): Promise<void> {
   for (const name of [
-    QueueNames.ordersDeadLetters,
+    OrdersQueues.deadLetters,
     QueueNames.eventsDeadLetters,
-    QueueNames.orders,
+    OrdersQueues.commands,
     QueueNames.events,
   ]) {
     await expect
@@ -97,7 +98,7 @@ beforeAll(async () => {
   );
   const dashboard = await startDashboard(platform.rt); // closed by the platform's lifecycle
   base = `http://127.0.0.1:${dashboard.port}`;
-  orders = new Queue(QueueNames.orders, {
+  orders = new Queue(OrdersQueues.commands, {
     connection: platform.rt.redis,
     prefix: platform.config.redis.queuePrefix,
   });
@@ -149,7 +150,7 @@ describe('operators dashboard in a browser', () => {
     // Poison straight onto the queue, carrying markup that must be shown as text, never run.
     const marker = '<img src=x onerror="document.title=\'pwned\'">';
     await orders.add('place-order', { orderId: 'not-a-uuid', note: marker }, { jobId: 'e2e-poison-1' });
-    const poisonId = `bullmq-${QueueNames.orders}-e2e-poison-1`;
+    const poisonId = `bullmq-${OrdersQueues.commands}-e2e-poison-1`;
     await eventually(
       async () => (await query('SELECT 1 FROM dead_letters WHERE id = $1', [poisonId])).length === 1,
       {

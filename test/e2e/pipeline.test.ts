@@ -1,3 +1,4 @@
+import { OrdersQueues } from '../../modules/orders/queue.ts';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import pg from 'pg';
@@ -44,7 +45,7 @@ describe.each(buses)('end to end over HTTP (EVENT_BUS=%s)', (bus) => {
   it('200 orders all complete and /v1/stats matches them exactly; poison is dead-lettered while orders flow', async () => {
     const ids: string[] = [];
     let expectedRevenue = 0;
-    const queue = new Queue(QueueNames.orders, { connection: redis, prefix: env.QUEUE_PREFIX });
+    const queue = new Queue(OrdersQueues.commands, { connection: redis, prefix: env.QUEUE_PREFIX });
     // A foreign producer's malformed job, in the middle of the traffic.
     await queue.add('place-order', { hello: 'world' }, { jobId: 'poison-e2e' });
     const batch = Array.from({ length: 100 }, (_, i) =>
@@ -113,7 +114,7 @@ describe.each(buses)('end to end over HTTP (EVENT_BUS=%s)', (bus) => {
       );
       return d.body.deadLetters.find((x) => x.messageKey === 'poison-e2e');
     });
-    expect(dead.error).toMatch(/invalid order command/);
+    expect(dead.error).toMatch(/invalid command for queue orders/);
   });
 
   it('one correlation id follows an order from the HTTP request to the read model', async () => {
@@ -137,7 +138,7 @@ describe.each(buses)('end to end over HTTP (EVENT_BUS=%s)', (bus) => {
       json: { orders: Array.from({ length: 200 }, () => sampleOrder({ customerId: 'e2e-term' })) },
     });
     expect(res.status).toBe(202);
-    const queue = new Queue(QueueNames.orders, { connection: redis, prefix: env.QUEUE_PREFIX });
+    const queue = new Queue(OrdersQueues.commands, { connection: redis, prefix: env.QUEUE_PREFIX });
     await eventually(
       async () => (await queue.getActiveCount()) > 0 || (await queue.getCompletedCount()) > 200,
       { intervalMs: 5 },

@@ -1,3 +1,4 @@
+import { OrdersQueues } from '../../modules/orders/queue.ts';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QueueNames } from '../../shared/queue/names.ts';
@@ -14,7 +15,7 @@ beforeAll(async () => {
   platform = await startPlatform(testConfig({ API_BODY_LIMIT_BYTES: '4096', API_BATCH_MAX_ORDERS: '1000' }), {
     workers: [],
   });
-  queue = new Queue(QueueNames.orders, {
+  queue = new Queue(OrdersQueues.commands, {
     connection: platform.rt.redis,
     prefix: platform.config.redis.queuePrefix,
   });

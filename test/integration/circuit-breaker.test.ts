@@ -4,14 +4,10 @@ import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Config } from '../../shared/config/config.ts';
 import type { Pool } from '../../shared/db/pool.ts';
-import type { OrderJob, PlaceOrder } from '../../shared/domain/order.ts';
+import type { OrderJob, PlaceOrder } from '../../modules/orders/domain.ts';
 import { createLogger } from '../../shared/observability/logger.ts';
-import {
-  createOrdersQueue,
-  orderJobOptions,
-  PLACE_ORDER_JOB,
-  type OrdersQueue,
-} from '../../shared/queue/orders-queue.ts';
+import { createOrdersQueue, PLACE_ORDER_JOB, type OrdersQueue } from '../../modules/orders/queue.ts';
+import { commandJobOptions } from '../../shared/queue/command-queue.ts';
 import type { BreakerState } from '../../shared/resilience/circuit-breaker.ts';
 import { CircuitOpenError } from '../../shared/resilience/circuit-breaker.ts';
 import {
@@ -22,8 +18,8 @@ import {
   PaymentUnavailableError,
   type PaymentGateway,
   type PaymentRequest,
-} from '../../workers/orders/payment.ts';
-import { createOrderWorker, type OrderWorker } from '../../workers/orders/worker.ts';
+} from '../../modules/orders/worker/payment.ts';
+import { createOrderWorker, type OrderWorker } from '../support/order-worker.ts';
 import { eventually, migratedPool, testConfig, testLogger } from '../support/env.ts';
 import { startFakePayment, type FakePayment } from '../support/fake-payment.ts';
 import { cleanup } from '../support/platform.ts';
@@ -115,7 +111,7 @@ const order = (customerId: string, over: Partial<PlaceOrder> = {}): PlaceOrder =
 });
 
 async function enqueue(r: Rig, orders: PlaceOrder[]): Promise<string[]> {
-  const opts = orderJobOptions({ ...r.config.workers.orders, attempts: 3 });
+  const opts = commandJobOptions({ ...r.config.workers.orders, attempts: 3 });
   const jobs = orders.map((o): OrderJob => ({
     orderId: randomUUID(),
     correlationId: `cb-${randomUUID()}`,

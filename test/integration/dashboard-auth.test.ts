@@ -1,3 +1,4 @@
+import { OrdersQueues } from '../../modules/orders/queue.ts';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCredentials } from '../../dashboard/auth/credentials.ts';
@@ -93,7 +94,10 @@ async function replica(): Promise<string> {
 beforeAll(async () => {
   a = await replica();
   b = await replica();
-  orders = new Queue(QueueNames.orders, { connection: runtimes[0]!.redis, prefix: config.redis.queuePrefix });
+  orders = new Queue(OrdersQueues.commands, {
+    connection: runtimes[0]!.redis,
+    prefix: config.redis.queuePrefix,
+  });
 });
 afterAll(async () => {
   await orders?.close();

@@ -1,3 +1,4 @@
+import { OrdersQueues } from '../../modules/orders/queue.ts';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../shared/config/config.ts';
@@ -41,7 +42,7 @@ async function commandDeadLetter(over: Partial<NewDeadLetter> = {}): Promise<New
   const dl: NewDeadLetter = {
     id: `bullmq-orders-${jobId}`,
     transport: 'bullmq',
-    origin: QueueNames.orders,
+    origin: OrdersQueues.commands,
     kind: 'command',
     messageKey: jobId,
     payload: Buffer.from(JSON.stringify(payload)),
@@ -62,9 +63,9 @@ async function commandDeadLetter(over: Partial<NewDeadLetter> = {}): Promise<New
 beforeAll(async () => {
   platform = await startPlatform(loadConfig(isolatedEnv({ API_KEYS: ops.entry })), { workers: [] });
   const connection = { connection: platform.rt.redis, prefix: platform.config.redis.queuePrefix };
-  orders = new Queue(QueueNames.orders, connection);
+  orders = new Queue(OrdersQueues.commands, connection);
   events = new Queue(QueueNames.events, connection);
-  ordersDlq = new Queue(QueueNames.ordersDeadLetters, connection);
+  ordersDlq = new Queue(OrdersQueues.deadLetters, connection);
 });
 afterAll(async () => {
   for (const q of [ordersDlq, events, orders]) await q?.close();
@@ -184,7 +185,7 @@ describe('dead-letter actions over the API', () => {
       {
         method: 'POST',
         headers: auth,
-        json: { origin: QueueNames.orders, limit: 1 },
+        json: { origin: OrdersQueues.commands, limit: 1 },
       },
     );
     expect(res.status).toBe(200);

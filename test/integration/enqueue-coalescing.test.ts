@@ -2,20 +2,25 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { coalescingEnqueue } from '../../api/enqueue.ts';
-import type { OrderJob } from '../../shared/domain/order.ts';
-import { createOrdersQueue, orderJobOptions } from '../../shared/queue/orders-queue.ts';
+import type { OrderJob } from '../../modules/orders/domain.ts';
+import { createOrdersQueue, PLACE_ORDER_JOB } from '../../modules/orders/queue.ts';
+import { commandJobOptions } from '../../shared/queue/command-queue.ts';
 import { TEST_REDIS_URL, uniqueId } from '../support/env.ts';
 import { sampleOrder } from '../support/http.ts';
 
 const redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 1 });
 const queue = createOrdersQueue(redis, uniqueId('cvq'));
-const jobOptions = orderJobOptions({ attempts: 3, backoffMs: 50, keepCompletedSeconds: 60 });
-const enqueue = coalescingEnqueue(queue, jobOptions, {
+const jobOptions = commandJobOptions({ attempts: 3, backoffMs: 50, keepCompletedSeconds: 60 });
+const target = { queue, jobName: PLACE_ORDER_JOB, jobOptions };
+const enqueueJob = coalescingEnqueue(target, {
   maxBatch: 8,
   maxWaitMs: 0,
   timeoutMs: 2_000,
   maxInFlight: 1,
 });
+
+/** Enqueues an order job under its order id, as POST /v1/orders does. */
+const enqueue = (data: OrderJob) => enqueueJob({ id: data.orderId, data });
 
 afterAll(async () => {
   await queue.obliterate({ force: true });

@@ -15,7 +15,7 @@ import { createMetrics } from '../../shared/observability/metrics.ts';
 import { createWorkerRedis } from '../../shared/queue/redis.ts';
 import { createLifecycle } from '../../shared/runtime/lifecycle.ts';
 import { startMetricsServer } from '../../workers/metrics-server.ts';
-import { createOrderWorker } from '../../workers/orders/worker.ts';
+import { createOrderWorker } from '../support/order-worker.ts';
 import { createRelay } from '../../workers/outbox/relay.ts';
 import { eventually, migratedPool, testConfig, testLogger } from '../support/env.ts';
 import { cleanup } from '../support/platform.ts';
@@ -107,7 +107,7 @@ describe('order worker', () => {
     const { worker, fatal } = await orderWorker(config, pool);
     await worker.worker.close(); // BullMQ's run() returns: nothing takes order jobs any more
     await eventually(() => fatal.calls.length > 0, { what: 'onFatal' });
-    expect(fatal.calls[0]?.component).toBe('order-worker');
+    expect(fatal.calls[0]?.component).toBe('orders-worker');
     expect(fatal.calls[0]?.err.message).toMatch(/stopped on its own/);
   });
 
@@ -116,7 +116,7 @@ describe('order worker', () => {
     const { worker, fatal } = await orderWorker(config, pool);
     (worker.worker.opts.connection as Redis).disconnect();
     await eventually(() => fatal.calls.length > 0, { what: 'onFatal' });
-    expect(fatal.calls[0]).toMatchObject({ component: 'order-worker' });
+    expect(fatal.calls[0]).toMatchObject({ component: 'orders-worker' });
     expect(fatal.calls[0]?.err.message).toMatch(/Redis connection was closed/);
   });
 

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createOrdersQueue, type OrdersQueue } from '../../shared/queue/orders-queue.ts';
+import { createOrdersQueue, type OrdersQueue } from '../../modules/orders/queue.ts';
 import { eventually, testConfig } from '../support/env.ts';
 import { request, sampleOrder } from '../support/http.ts';
 import { startPlatform, type Platform } from '../support/platform.ts';

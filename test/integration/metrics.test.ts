@@ -1,3 +1,4 @@
+import { OrdersQueues } from '../../modules/orders/queue.ts';
 import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { connect } from 'amqplib';
@@ -267,7 +268,7 @@ describe('GET /metrics of real processes', () => {
     const workerText = await eventually(
       async () => {
         const t = await (await fetch(`${workerUrl}/metrics`)).text();
-        const orders = sample(t, 'conveyor_jobs_completed_total', { queue: QueueNames.orders });
+        const orders = sample(t, 'conveyor_jobs_completed_total', { queue: OrdersQueues.commands });
         const events = sample(t, 'conveyor_jobs_completed_total', { queue: QueueNames.events }) ?? 0;
         // The relay's batches travel as event jobs of up to 100 events: at least one job, not one per event.
         return orders === N && events >= 1 && sample(t, 'conveyor_outbox_unpublished_events') === 0

@@ -1,3 +1,4 @@
+import { OrdersQueues } from '../../modules/orders/queue.ts';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QueueNames } from '../../shared/queue/names.ts';
@@ -14,7 +15,7 @@ const url = (path: string) => `${platform.url}${path}`;
 
 beforeAll(async () => {
   platform = await startPlatform(testConfig(), { workers: ['orders'] });
-  orders = new Queue(QueueNames.orders, {
+  orders = new Queue(OrdersQueues.commands, {
     connection: platform.rt.redis,
     prefix: platform.config.redis.queuePrefix,
   });

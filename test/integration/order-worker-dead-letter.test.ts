@@ -1,3 +1,4 @@
+import { OrdersQueues } from '../../modules/orders/queue.ts';
 import { randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { Worker } from 'bullmq';
@@ -5,17 +6,13 @@ import { Redis } from 'ioredis';
 import { afterEach, expect, it } from 'vitest';
 import type { Config } from '../../shared/config/config.ts';
 import type { Pool } from '../../shared/db/pool.ts';
-import type { OrderJob } from '../../shared/domain/order.ts';
+import type { OrderJob } from '../../modules/orders/domain.ts';
 import { createLogger } from '../../shared/observability/logger.ts';
 import { QueueNames } from '../../shared/queue/names.ts';
-import {
-  createOrdersQueue,
-  orderJobOptions,
-  PLACE_ORDER_JOB,
-  type OrdersQueue,
-} from '../../shared/queue/orders-queue.ts';
-import { commandDeadLetterId } from '../../workers/orders/dead-letter.ts';
-import { createOrderWorker, type OrderWorker } from '../../workers/orders/worker.ts';
+import { createOrdersQueue, PLACE_ORDER_JOB, type OrdersQueue } from '../../modules/orders/queue.ts';
+import { commandJobOptions } from '../../shared/queue/command-queue.ts';
+import { commandDeadLetterId } from '../../workers/commands/dead-letter.ts';
+import { createOrderWorker, type OrderWorker } from '../support/order-worker.ts';
 import { eventually, migratedPool, testConfig } from '../support/env.ts';
 import { cleanup } from '../support/platform.ts';
 
@@ -68,10 +65,10 @@ it('dead-letters a job that stalled too often once the dead-letter store is back
       items: [{ sku: 'a', quantity: 1, unitPriceCents: 100 }],
     },
   };
-  await queue.add(PLACE_ORDER_JOB, data, { ...orderJobOptions(config.workers.orders), jobId: orderId });
+  await queue.add(PLACE_ORDER_JOB, data, { ...commandJobOptions(config.workers.orders), jobId: orderId });
 
   // A worker that takes the job and dies with it: fetched by hand, its 200 ms lock never renewed.
-  const crashed = new Worker(QueueNames.orders, null, {
+  const crashed = new Worker(OrdersQueues.commands, null, {
     connection: redis,
     prefix,
     autorun: false,
@@ -107,7 +104,7 @@ it('dead-letters a job that stalled too often once the dead-letter store is back
   });
 
   await pool.query('ALTER TABLE dead_letters_unavailable RENAME TO dead_letters');
-  const id = commandDeadLetterId(orderId);
+  const id = commandDeadLetterId(OrdersQueues.commands, orderId);
   const dead = await eventually(
     async () =>
       (

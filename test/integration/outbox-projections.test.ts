@@ -4,11 +4,10 @@ import type { EventBus } from '../../shared/bus/event-bus.ts';
 import { migrate } from '../../shared/db/migrate.ts';
 import { createPool, withTransaction, type Pool } from '../../shared/db/pool.ts';
 import type { EventEnvelope } from '../../shared/domain/events.ts';
-import { insertOutbox } from '../../workers/orders/orders.sql.ts';
+import { insertOutbox } from '../../shared/db/outbox.sql.ts';
 import { createRelay } from '../../workers/outbox/relay.ts';
 import { createOutboxWaker } from '../../workers/outbox/wake.ts';
-import { applyEvents } from '../../workers/projections/projector.ts';
-import { truncateReadModels } from '../../workers/projections/projections.sql.ts';
+import { applyEvents, loadEventCatalog } from '../../workers/projections/projector.ts';
 import { dropSchema, eventually, migratedPool, testConfig, testLogger } from '../support/env.ts';
 
 const config = testConfig();
@@ -177,7 +176,13 @@ describe('projections', () => {
   });
 
   it('projecting every event twice yields identical read models', async () => {
-    await withTransaction(pool, (c) => truncateReadModels(c, 'twice'));
+    const catalog = await loadEventCatalog();
+    await withTransaction(pool, async (c) => {
+      for (const { projection } of catalog.projectors) {
+        for (const table of projection.tables) await c.query(`DELETE FROM ${table}`);
+      }
+      await c.query(`DELETE FROM projection_inbox WHERE consumer = 'twice'`);
+    });
     const a = randomUUID();
     const b = randomUUID();
     const events: EventEnvelope[] = [
@@ -204,11 +209,11 @@ describe('projections', () => {
         },
       },
     ];
-    await withTransaction(pool, (c) => applyEvents(c, 'twice', events));
+    await withTransaction(pool, (c) => applyEvents(c, 'twice', events, catalog));
     const once = await snapshot();
     // Again, one by one and reversed: the inbox makes every replay a no-op.
     for (const e of [...events].reverse())
-      await withTransaction(pool, (c) => applyEvents(c, 'twice', [e, e]));
+      await withTransaction(pool, (c) => applyEvents(c, 'twice', [e, e], catalog));
     expect(await snapshot()).toEqual(once);
     // A completed order is never downgraded by a late dead-letter event.
     expect(once.views.find((v) => v.order_id === a)?.status).toBe('completed');

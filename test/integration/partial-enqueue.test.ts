@@ -2,8 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { coalescingEnqueue } from '../../api/enqueue.ts';
-import type { OrderJob } from '../../shared/domain/order.ts';
-import { createOrdersQueue, orderJobOptions, type OrdersQueue } from '../../shared/queue/orders-queue.ts';
+import type { OrderJob } from '../../modules/orders/domain.ts';
+import { createOrdersQueue, PLACE_ORDER_JOB, type OrdersQueue } from '../../modules/orders/queue.ts';
+import { commandJobOptions } from '../../shared/queue/command-queue.ts';
 import { testConfig } from '../support/env.ts';
 import { request } from '../support/http.ts';
 import { startPlatform, type Platform } from '../support/platform.ts';
@@ -93,8 +94,11 @@ describe('a Redis that fills up in the middle of an enqueue', () => {
   it('answers each coalesced single enqueue by whether its job was stored', async () => {
     await queue.drain();
     const enqueue = coalescingEnqueue(
-      queue,
-      orderJobOptions({ attempts: 1, backoffMs: 10, keepCompletedSeconds: 0 }),
+      {
+        queue,
+        jobName: PLACE_ORDER_JOB,
+        jobOptions: commandJobOptions({ attempts: 1, backoffMs: 10, keepCompletedSeconds: 0 }),
+      },
       {
         maxBatch: 256,
         maxWaitMs: 0,
@@ -109,7 +113,7 @@ describe('a Redis that fills up in the middle of an enqueue', () => {
       acceptedAt: new Date().toISOString(),
       order: fatOrder(`c-single-${i}`),
     }));
-    const outcomes = await Promise.allSettled(jobs.map((job) => enqueue(job)));
+    const outcomes = await Promise.allSettled(jobs.map((job) => enqueue({ id: job.orderId, data: job })));
     await admin.config('SET', 'maxmemory', '0');
 
     const resolved = jobs.filter((_, i) => outcomes[i]!.status === 'fulfilled').map((j) => j.orderId);

@@ -1,3 +1,4 @@
+import { OrdersQueues } from '../../modules/orders/queue.ts';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QueueNames } from '../../shared/queue/names.ts';
@@ -33,7 +34,7 @@ async function statusOf(orderId: string, status: string): Promise<Record<string,
 
 beforeAll(async () => {
   platform = await startPlatform(testConfig({ ORDERS_ATTEMPTS: '3', ORDERS_BACKOFF_MS: '20' }));
-  orders = new Queue(QueueNames.orders, {
+  orders = new Queue(OrdersQueues.commands, {
     connection: platform.rt.redis,
     prefix: platform.config.redis.queuePrefix,
   });
@@ -107,10 +108,10 @@ describe('order pipeline', () => {
       return res.body.deadLetters.find((d) => d.messageKey === 'foreign-poison-1');
     });
     expect(list).toMatchObject({ origin: 'orders', kind: 'command', attempts: 1, status: 'pending' });
-    expect(list.error).toMatch(/invalid order command/);
+    expect(list.error).toMatch(/invalid command for queue orders/);
     expect(JSON.parse(list.payload as string)).toEqual({ orderId: 'nope', order: { items: 'many' } });
     // Operators also see it in the BullMQ dead-letter queue (Bull Board).
-    const dlq = new Queue(QueueNames.ordersDeadLetters, {
+    const dlq = new Queue(OrdersQueues.deadLetters, {
       connection: platform.rt.redis,
       prefix: platform.config.redis.queuePrefix,
     });
@@ -167,7 +168,14 @@ describe('order pipeline', () => {
       pages += 1;
       if (pages === 1)
         expect(res.body.totals).toEqual([
-          { currency: 'EUR', completedCount: 5, rejectedCount: 0, revenueCents: 510 },
+          {
+            currency: 'EUR',
+            completedCount: 5,
+            rejectedCount: 0,
+            revenueCents: 510,
+            refundedCents: 0,
+            netRevenueCents: 510,
+          },
         ]);
     } while (cursor);
     expect(pages).toBe(3);

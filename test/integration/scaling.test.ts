@@ -1,8 +1,9 @@
+import { OrdersQueues } from '../../modules/orders/queue.ts';
 import { randomUUID } from 'node:crypto';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QueueNames } from '../../shared/queue/names.ts';
-import { PLACE_ORDER_JOB } from '../../shared/queue/orders-queue.ts';
+import { PLACE_ORDER_JOB } from '../../modules/orders/queue.ts';
 import { startWorkers } from '../../workers/start.ts';
 import { eventually, testConfig } from '../support/env.ts';
 import { request, sampleOrder } from '../support/http.ts';
@@ -36,7 +37,7 @@ async function scrape(): Promise<string> {
 
 beforeAll(async () => {
   platform = await startPlatform(testConfig(), { workers: [] });
-  queue = new Queue(QueueNames.orders, {
+  queue = new Queue(OrdersQueues.commands, {
     connection: platform.rt.redis,
     prefix: platform.config.redis.queuePrefix,
   });

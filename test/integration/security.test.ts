@@ -1,3 +1,4 @@
+import { OrdersQueues } from '../../modules/orders/queue.ts';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
@@ -24,7 +25,7 @@ describe('API keys and sessions', () => {
   beforeAll(async () => {
     a = await startPlatform(loadConfig(env), { workers: [] });
     b = await startPlatform(loadConfig(env), { workers: [] }); // a second replica, same Redis
-    queue = new Queue(QueueNames.orders, { connection: a.rt.redis, prefix: env.QUEUE_PREFIX });
+    queue = new Queue(OrdersQueues.commands, { connection: a.rt.redis, prefix: env.QUEUE_PREFIX });
   });
   afterAll(async () => {
     await queue.close();

@@ -2,7 +2,7 @@ import { startApi } from '../../api/server.ts';
 import type { Config } from '../../shared/config/config.ts';
 import { dropSchema } from './env.ts';
 import { bootstrap, type Runtime } from '../../shared/runtime/bootstrap.ts';
-import { startWorkers, type WorkerKind } from '../../workers/start.ts';
+import { startWorkers, WORKER_KINDS, type WorkerKind } from '../../workers/start.ts';
 import { Queue } from 'bullmq';
 import { ALL_QUEUES } from '../../shared/queue/names.ts';
 import { Redis } from 'ioredis';
@@ -27,7 +27,7 @@ export async function startPlatform(
   options: { workers?: readonly WorkerKind[]; api?: boolean } = {},
 ): Promise<Platform> {
   const rt = await bootstrap(config, 'test');
-  const kinds = options.workers ?? ['orders', 'outbox', 'projections'];
+  const kinds = options.workers ?? WORKER_KINDS;
   if (kinds.length > 0) await startWorkers(rt, kinds);
   const api = options.api === false ? undefined : await startApi(rt);
   return {

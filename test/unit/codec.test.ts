@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { backoffDelayMs, decodeEvent, encodeEvent } from '../../shared/bus/codec.ts';
 import type { EventEnvelope } from '../../shared/domain/events.ts';
+import { createEventCatalog, loadEventCatalog } from '../../workers/projections/projector.ts';
 import { PoisonMessageError } from '../../shared/errors/domain.ts';
 
 const event: EventEnvelope = {
@@ -34,15 +35,27 @@ describe('event codec', () => {
     });
   });
 
-  it('flags poison: empty, not JSON, not an event', () => {
+  it('flags poison: empty, not JSON, not an event envelope', () => {
     expect(() => decodeEvent(Buffer.alloc(0))).toThrow(PoisonMessageError);
     expect(() => decodeEvent('{nope')).toThrow(PoisonMessageError);
-    expect(() => decodeEvent(JSON.stringify({ ...event, type: 'order.exploded' }))).toThrow(
+    expect(() => decodeEvent(JSON.stringify({ ...event, type: 'exploded' }))).toThrow(PoisonMessageError);
+    expect(() => decodeEvent(JSON.stringify({ ...event, eventId: 'not-a-uuid' }))).toThrow(
       PoisonMessageError,
     );
-    expect(() =>
-      decodeEvent(JSON.stringify({ ...event, payload: { ...event.payload, totalCents: -1 } })),
-    ).toThrow(PoisonMessageError);
+    expect(() => decodeEvent(JSON.stringify({ ...event, payload: 'x' }))).toThrow(PoisonMessageError);
+  });
+
+  it("leaves the payload to its module: the projector's catalog checks it against the registry", async () => {
+    const catalog = await loadEventCatalog();
+    expect(catalog.check(event)).toEqual(event);
+    expect(() => catalog.check({ ...event, type: 'order.exploded' })).toThrow(PoisonMessageError);
+    expect(() => catalog.check({ ...event, version: 2 })).toThrow(PoisonMessageError);
+    expect(() => catalog.check({ ...event, payload: { ...event.payload, totalCents: -1 } })).toThrow(
+      /payload does not match/,
+    );
+    // Every registered module's events have one owner; a second module declaring a type is refused.
+    const [orders] = catalog.projectors;
+    expect(() => createEventCatalog([orders!, { ...orders! }])).toThrow(/declared by modules/);
   });
 
   it('backs off exponentially with jitter, capped', () => {

@@ -38,7 +38,7 @@ describe('config', () => {
   it('names every bad variable and why', () => {
     let error: unknown;
     try {
-      loadConfig({ PORT: 'eighty', EVENT_BUS: 'sqs', REDIS_URL: 'not a url', WORKER_KINDS: 'orders,mail' });
+      loadConfig({ PORT: 'eighty', EVENT_BUS: 'nats', REDIS_URL: 'not a url', WORKER_KINDS: 'orders,mail' });
     } catch (err) {
       error = err;
     }

@@ -1,6 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { decideOrder, OrderJobSchema, orderTotalCents, PlaceOrderSchema } from '../../shared/domain/order.ts';
-import { planOrder } from '../../workers/orders/handler.ts';
+import {
+  decideOrder,
+  OrderJobSchema,
+  orderTotalCents,
+  PlaceOrderSchema,
+} from '../../modules/orders/domain.ts';
+import { planOrder } from '../../modules/orders/worker/handler.ts';
 
 const order = {
   customerId: 'c-42',

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Hono } from 'hono';
 import { describe, expect, it } from 'vitest';
-import { PlaceOrderSchema } from '../../shared/domain/order.ts';
+import { PlaceOrderSchema } from '../../modules/orders/domain.ts';
 import { fieldErrors, problem } from '../../shared/errors/problem.ts';
 import { bodyLimit } from '../../api/middleware/body-limit.ts';
 import { HTTP_EXCEPTION_CODES } from '../../api/middleware/errors.ts';

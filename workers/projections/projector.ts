@@ -1,66 +1,112 @@
+import type { ModuleDefinition, ModuleProjection } from '../../modules/module.ts';
+import { MODULES } from '../../modules/registry.ts';
 import { createBatcher, runWithIsolation } from '../../shared/batch.ts';
 import type { EventHandler } from '../../shared/bus/event-bus.ts';
 import { withTransaction, type Pool, type PoolClient } from '../../shared/db/pool.ts';
-import { EventTypes, type EventEnvelope } from '../../shared/domain/events.ts';
+import type { EventEnvelope } from '../../shared/domain/events.ts';
+import { PoisonMessageError } from '../../shared/errors/domain.ts';
 import type { Logger } from '../../shared/observability/logger.ts';
-import { applyReadModels, claimInbox, type OrderViewRow, type StatsDelta } from './projections.sql.ts';
 
 export const PROJECTOR_CONSUMER = 'projections';
 /** Advisory lock serializing read-model rebuilds against live projection batches. */
 export const REBUILD_LOCK_ID = 727_274_002;
 
-const rank = { dead_lettered: 0, rejected: 1, completed: 1 } as const;
-
-function toView(e: EventEnvelope): OrderViewRow {
-  switch (e.type) {
-    case EventTypes.orderPlaced:
-      return {
-        ...e.payload,
-        status: 'completed',
-        lastError: null,
-        correlationId: e.correlationId,
-        completedAt: e.payload.completedAt,
-        updatedAt: e.occurredAt,
-      };
-    case EventTypes.orderRejected:
-      return {
-        ...e.payload,
-        status: 'rejected',
-        lastError: e.payload.reason,
-        correlationId: e.correlationId,
-        completedAt: e.payload.rejectedAt,
-        updatedAt: e.occurredAt,
-      };
-    case EventTypes.orderDeadLettered:
-      return {
-        ...e.payload,
-        status: 'dead_lettered',
-        lastError: e.payload.error,
-        correlationId: e.correlationId,
-        completedAt: null,
-        updatedAt: e.occurredAt,
-      };
-  }
+/** A module's projection with the declaration that says which events are its own. */
+export interface ModuleProjector {
+  module: Pick<ModuleDefinition, 'name' | 'events'>;
+  projection: ModuleProjection;
 }
 
-function addDelta(map: Map<string, StatsDelta>, key: string, d: Partial<StatsDelta>): void {
-  const cur = map.get(key) ?? { completed: 0, rejected: 0, deadLettered: 0, revenueCents: 0 };
-  map.set(key, {
-    completed: cur.completed + (d.completed ?? 0),
-    rejected: cur.rejected + (d.rejected ?? 0),
-    deadLettered: cur.deadLettered + (d.deadLettered ?? 0),
-    revenueCents: cur.revenueCents + (d.revenueCents ?? 0),
+/** Which module projects an event type: built once from the registry, checked on every event. */
+export interface EventCatalog {
+  /**
+   * The event with its payload checked against its module's schema for that type and version.
+   * @throws {PoisonMessageError} for a type no module declares, a version it does not know, or a payload that fails the schema.
+   */
+  check(event: EventEnvelope): EventEnvelope;
+  /** Events grouped by the module that projects them, in registry order. */
+  route(events: readonly EventEnvelope[]): { projector: ModuleProjector; events: EventEnvelope[] }[];
+  readonly projectors: readonly ModuleProjector[];
+}
+
+export function createEventCatalog(projectors: readonly ModuleProjector[]): EventCatalog {
+  const owner = new Map<string, ModuleProjector>();
+  for (const p of projectors) {
+    for (const type of Object.keys(p.module.events)) {
+      const other = owner.get(type);
+      if (other)
+        throw new Error(
+          `event type ${type} is declared by modules ${other.module.name} and ${p.module.name}`,
+        );
+      owner.set(type, p);
+    }
+  }
+  return {
+    projectors,
+    check(event) {
+      const p = owner.get(event.type);
+      if (!p) throw new PoisonMessageError(`no module projects events of type ${event.type}`);
+      const schema = p.module.events[event.type]?.[event.version];
+      if (!schema) throw new PoisonMessageError(`${event.type} has no version ${event.version}`);
+      const parsed = schema.safeParse(event.payload);
+      if (!parsed.success) {
+        throw new PoisonMessageError(
+          `${event.type} v${event.version} payload does not match its schema`,
+          parsed.error.issues.map((i) => ({ path: `payload.${i.path.join('.')}`, message: i.message })),
+        );
+      }
+      return { ...event, payload: parsed.data as Record<string, unknown> };
+    },
+    route(events) {
+      const groups = new Map<ModuleProjector, EventEnvelope[]>();
+      for (const e of events) {
+        const p = owner.get(e.type);
+        if (!p) continue; // checked on the way in; a rebuild skips what no module knows any more
+        const group = groups.get(p) ?? [];
+        group.push(e);
+        groups.set(p, group);
+      }
+      return projectors.flatMap((p) => (groups.has(p) ? [{ projector: p, events: groups.get(p)! }] : []));
+    },
+  };
+}
+
+/** The catalog of every registered module's projection (their worker sides are loaded for it). */
+export async function loadEventCatalog(
+  modules: readonly ModuleDefinition[] = MODULES,
+): Promise<EventCatalog> {
+  return createEventCatalog(
+    await Promise.all(
+      modules.map(async (module) => ({ module, projection: (await module.worker()).projection })),
+    ),
+  );
+}
+
+/** Records event ids in the inbox; returns those seen for the first time (the ones to apply). */
+export async function claimInbox(
+  client: PoolClient,
+  consumer: string,
+  eventIds: readonly string[],
+): Promise<Set<string>> {
+  const { rows } = await client.query<{ event_id: string }>({
+    name: 'conveyor-claim-inbox',
+    text: `INSERT INTO projection_inbox (consumer, event_id) SELECT $1, unnest($2::uuid[])
+           ON CONFLICT DO NOTHING RETURNING event_id`,
+    values: [consumer, [...eventIds].sort()],
   });
+  return new Set(rows.map((r) => r.event_id));
 }
 
 /**
- * Applies a batch of events in one transaction: inbox first (events seen before are skipped), then the
- * order view (one row per order, the strongest state wins) and stats deltas aggregated per row.
+ * Applies a batch of events in one transaction: inbox first (events seen before are skipped), then
+ * each module's projection with the fresh events of its types.
+ * @returns how many events were fresh.
  */
 export async function applyEvents(
   client: PoolClient,
   consumer: string,
   events: readonly EventEnvelope[],
+  catalog: EventCatalog,
 ): Promise<number> {
   // Shared with other projector batches, exclusive for a rebuild: live projection waits while the
   // read models are rebuilt (events queue up in the bus), then resumes; the inbox dedupes the overlap.
@@ -71,36 +117,17 @@ export async function applyEvents(
     consumer,
     unique.map((e) => e.eventId),
   );
-  const views = new Map<string, OrderViewRow>();
-  const daily = new Map<string, StatsDelta>();
-  const customers = new Map<string, StatsDelta>();
-  for (const e of unique) {
-    if (!fresh.has(e.eventId)) continue;
-    const view = toView(e);
-    const prev = views.get(view.orderId);
-    if (!prev || rank[view.status] >= rank[prev.status]) views.set(view.orderId, view);
-    const currency = view.currency ?? 'XXX';
-    const day = e.occurredAt.slice(0, 10);
-    if (e.type === EventTypes.orderPlaced) {
-      addDelta(daily, `${day}|${currency}`, { completed: 1, revenueCents: e.payload.totalCents });
-      addDelta(customers, `${e.payload.customerId}|${currency}`, {
-        completed: 1,
-        revenueCents: e.payload.totalCents,
-      });
-    } else if (e.type === EventTypes.orderRejected) {
-      addDelta(daily, `${day}|${currency}`, { rejected: 1 });
-      addDelta(customers, `${e.payload.customerId}|${currency}`, { rejected: 1 });
-    } else {
-      addDelta(daily, `${day}|${currency}`, { deadLettered: 1 });
-    }
+  for (const { projector, events: own } of catalog.route(unique.filter((e) => fresh.has(e.eventId)))) {
+    await projector.projection.apply(client, own);
   }
-  await applyReadModels(client, [...views.values()], daily, customers);
   return fresh.size;
 }
 
 export interface ProjectorOptions {
   pool: Pool;
   logger: Logger;
+  /** Which module projects which events. @defaultValue every registered module's ({@link loadEventCatalog}) */
+  catalog?: EventCatalog;
   consumer?: string;
   batchSize: number;
   batchWaitMs: number;
@@ -108,23 +135,28 @@ export interface ProjectorOptions {
   afterCommit?: (count: number) => Promise<void> | void;
 }
 
-/** The idempotent projection consumer, as an {@link EventHandler} any bus can drive. */
+/** The idempotent projection consumer of every module, as an {@link EventHandler} any bus can drive. */
 export function createProjector(options: ProjectorOptions): { handle: EventHandler; drain(): Promise<void> } {
   const consumer = options.consumer ?? PROJECTOR_CONSUMER;
+  const catalog = options.catalog ? Promise.resolve(options.catalog) : loadEventCatalog();
+  // A catalog that failed to load fails every delivery (retried, then dead-lettered), never silently.
+  catalog.catch(() => undefined);
   const log = options.logger.child({ component: 'projector', consumer });
   const batcher = createBatcher<EventEnvelope, void>({
     maxSize: options.batchSize,
     maxWaitMs: options.batchWaitMs,
     run: (events) =>
       runWithIsolation(events, async (batch) => {
-        await withTransaction(options.pool, (client) => applyEvents(client, consumer, batch));
+        const known = await catalog;
+        await withTransaction(options.pool, (client) => applyEvents(client, consumer, batch, known));
         await options.afterCommit?.(batch.length);
         return batch.map(() => undefined);
       }),
   });
   return {
     async handle(event, delivery) {
-      await batcher.submit(event);
+      // Poison (unknown type, bad payload) is thrown here, before batching: dead-lettered at once.
+      await batcher.submit((await catalog).check(event));
       log.info(
         {
           correlationId: event.correlationId,

@@ -1,7 +1,13 @@
 import type { Pool } from '../../shared/db/pool.ts';
 import type { EventEnvelope } from '../../shared/domain/events.ts';
 import type { Logger } from '../../shared/observability/logger.ts';
-import { applyEvents, PROJECTOR_CONSUMER, REBUILD_LOCK_ID } from './projector.ts';
+import {
+  applyEvents,
+  loadEventCatalog,
+  PROJECTOR_CONSUMER,
+  REBUILD_LOCK_ID,
+  type EventCatalog,
+} from './projector.ts';
 
 export interface RebuildOptions {
   pool: Pool;
@@ -9,10 +15,12 @@ export interface RebuildOptions {
   consumer?: string;
   /** Events replayed per statement batch. */
   batchSize?: number;
+  /** The modules whose read models are rebuilt. @defaultValue every registered module */
+  catalog?: EventCatalog;
 }
 
 /**
- * Rebuilds every read model from the events retained in the outbox, through the same idempotent
+ * Rebuilds every module's read models from the events retained in the outbox, through the same idempotent
  * projection code as live traffic. One transaction: readers keep seeing the old read models (DELETE,
  * not TRUNCATE, so no lock blocks them) until the rebuilt ones commit; live projection pauses on the
  * rebuild lock meanwhile and resumes after, its overlap deduplicated by the inbox.
@@ -21,15 +29,16 @@ export interface RebuildOptions {
 export async function rebuildReadModels(options: RebuildOptions): Promise<number> {
   const consumer = options.consumer ?? PROJECTOR_CONSUMER;
   const batchSize = options.batchSize ?? 1_000;
+  const catalog = options.catalog ?? (await loadEventCatalog());
   const client = await options.pool.connect();
   let replayed = 0;
   try {
     await client.query('BEGIN');
     await client.query('SET LOCAL statement_timeout = 0');
     await client.query('SELECT pg_advisory_xact_lock($1)', [REBUILD_LOCK_ID]);
-    await client.query('DELETE FROM order_view');
-    await client.query('DELETE FROM customer_stats_shards');
-    await client.query('DELETE FROM daily_stats_shards');
+    for (const { projection } of catalog.projectors) {
+      for (const table of projection.tables) await client.query(`DELETE FROM "${table}"`);
+    }
     await client.query('DELETE FROM projection_inbox WHERE consumer = $1', [consumer]);
     let after = 0;
     for (;;) {
@@ -42,6 +51,7 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<number
         client,
         consumer,
         rows.map((r) => r.envelope),
+        catalog,
       );
       replayed += rows.length;
       after = rows[rows.length - 1]!.id;

@@ -161,7 +161,7 @@ export async function startKafkaSubscription(
       stack: error.stack ?? null,
       attempts,
       correlationId: own[EventHeaders.correlationId] ?? event?.correlationId ?? null,
-      orderId: event?.payload.orderId ?? null,
+      orderId: event?.key ?? null,
       firstFailedAt: Number.isFinite(firstFailed) ? new Date(firstFailed) : new Date(),
     });
     log.warn(

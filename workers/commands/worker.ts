@@ -1,47 +1,37 @@
 import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import type { CommandHandler, CommandQueueSettings, ModuleDefinition } from '../../modules/module.ts';
 import { createBatcher } from '../../shared/batch.ts';
 import { runSupervised } from '../../shared/bus/bullmq-bus.ts';
 import { backoffDelayMs } from '../../shared/bus/codec.ts';
 import type { Pool } from '../../shared/db/pool.ts';
-import { decideOrder, OrderJobSchema, type OrderJob } from '../../shared/domain/order.ts';
 import type { Logger } from '../../shared/observability/logger.ts';
-import { QueueNames } from '../../shared/queue/names.ts';
+import { commandQueues } from '../../shared/queue/names.ts';
 import { createWorkerRedis } from '../../shared/queue/redis.ts';
 import { fatalOrLog, type OnFatal } from '../../shared/runtime/lifecycle.ts';
-import { createOutboxWaker } from '../outbox/wake.ts';
-import { deadLetterOrderJob } from './dead-letter.ts';
-import { createOrderHandler, type OrderCommand, type OrderOutcome } from './handler.ts';
-import { isPaymentDependencyFailure, paymentRequestOf, type PaymentGateway } from './payment.ts';
+import { deadLetterCommand } from './dead-letter.ts';
 
-export interface OrderWorkerConfig {
+export interface CommandWorkerConfig extends CommandQueueSettings {
   redisUrl: string;
   queuePrefix: string;
-  /** Jobs in progress at once: BullMQ's prefetch. */
-  concurrency: number;
-  batchSize: number;
-  batchWaitMs: number;
-  backoffMs: number;
-  backoffMaxMs: number;
-  supportedCurrencies: readonly string[];
   shutdownGraceMs: number;
-  /** BullMQ lock of an active job: a crashed worker's jobs come back once it expires. @defaultValue 30_000 */
-  lockDurationMs?: number;
-  /** How often stalled jobs are looked for. @defaultValue 30_000 */
-  stalledIntervalMs?: number;
   /** Stalls (lock expired: the worker died) a job survives before BullMQ fails it by itself. @defaultValue 5 */
   maxStalledCount?: number;
 }
 
-export interface OrderWorkerDeps {
+export interface CommandWorkerDeps {
   pool: Pool;
   logger: Logger;
-  /** Payment authorization behind its circuit breaker; absent = no payment step. Owned by the caller. */
-  payments?: PaymentGateway;
+  /** The module whose queue this worker consumes. */
+  module: Pick<ModuleDefinition, 'name' | 'jobSchema'>;
+  /** The module's decisions and writes; closed by the worker after it stopped. */
+  handler: CommandHandler;
+  /** Called after a dead letter's events were committed to the outbox: wakes the relays. */
+  onOutboxAppended?: () => void;
   /** Told when the worker can no longer take jobs (its BullMQ loop ended). Absent: logged only. */
   onFatal?: OnFatal;
 }
 
-export interface OrderWorker {
+export interface CommandWorker {
   readonly worker: Worker;
   close(): Promise<void>;
 }
@@ -66,25 +56,31 @@ function pendingDeadLetter(job: Job): PendingDeadLetter['deadLetter'] | undefine
 }
 
 /**
- * The command handler of queue `orders`. Acknowledges a job only after its effect commits; a job that
- * cannot be parsed, or exhausts its attempts, goes to the dead letters with its payload and error.
+ * The core's command worker, one per module queue: parses each job against the module's schema,
+ * hands it to the module's handler in micro-batches (one transaction per batch), retries with
+ * backoff, and acknowledges only after the effect committed. A job that cannot be parsed, or
+ * exhausts its attempts, goes to the dead letters with its payload and error.
  */
-export function createOrderWorker(deps: OrderWorkerDeps, config: OrderWorkerConfig): OrderWorker {
-  const log = deps.logger.child({ component: 'order-worker' });
+export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWorkerConfig): CommandWorker {
+  const { handler, module } = deps;
+  const queues = commandQueues(module.name);
+  const component = `${module.name}-worker`;
+  const log = deps.logger.child({ component });
   const onFatal = fatalOrLog(deps.onFatal, log);
   let closing: Promise<void> | undefined;
   const connection = createWorkerRedis(
     { url: config.redisUrl, commandTimeoutMs: 0 },
-    'conveyor-orders-worker',
+    `conveyor-${component}`,
   );
-  const dlq = new Queue(QueueNames.ordersDeadLetters, { connection, prefix: config.queuePrefix });
-  const onOutboxAppended = createOutboxWaker(deps.pool);
-  const handler = createOrderHandler({
+  const dlq = new Queue(queues.deadLetters, { connection, prefix: config.queuePrefix });
+  const deadLetterDeps = {
     pool: deps.pool,
-    supportedCurrencies: config.supportedCurrencies,
-    onOutboxAppended,
-  });
-  const batcher = createBatcher<OrderCommand, OrderOutcome>({
+    dlq,
+    origin: queues.commands,
+    handler,
+    ...(deps.onOutboxAppended ? { onOutboxAppended: deps.onOutboxAppended } : {}),
+  };
+  const batcher = createBatcher({
     maxSize: config.batchSize,
     maxWaitMs: config.batchWaitMs,
     run: handler.handleBatch,
@@ -97,8 +93,8 @@ export function createOrderWorker(deps: OrderWorkerDeps, config: OrderWorkerConf
     token: string | undefined,
   ): Promise<never> {
     try {
-      const id = await deadLetterOrderJob({ pool: deps.pool, dlq, onOutboxAppended }, job, error, attempts);
-      log.warn({ jobId: job.id, deadLetterId: id, attempts, err: error }, 'order moved to dead letters');
+      const id = await deadLetterCommand(deadLetterDeps, job, error, attempts);
+      log.warn({ jobId: job.id, deadLetterId: id, attempts, err: error }, 'command moved to dead letters');
     } catch (recordErr) {
       // Never drop a job we could not record: park it (no attempt burned) and try again later.
       log.error({ jobId: job.id, err: recordErr }, 'dead-lettering failed; job parked for retry');
@@ -112,67 +108,71 @@ export function createOrderWorker(deps: OrderWorkerDeps, config: OrderWorkerConf
   }
 
   /**
-   * The payment service is down: the order is not at fault, so no attempt is burned and nothing is
-   * dead-lettered. While the breaker is open the whole queue is rate-limited until it half-opens (jobs
-   * stay waiting, every worker of the queue holds off); a failure that has not opened it yet parks
-   * just this job in `delayed` for a backoff.
+   * A downstream the module needs is down (e.g. the payment service): the command is not at fault, so
+   * no attempt is burned and nothing is dead-lettered. While its circuit breaker is open the whole
+   * queue is rate-limited until it half-opens (jobs stay waiting, every worker of the queue holds
+   * off); a failure that has not opened it yet parks just this job in `delayed` for a backoff.
    */
-  async function waitForPayments(
+  async function waitForDependency(
     job: Job,
     token: string | undefined,
     error: Error,
     jobLog: Logger,
   ): Promise<never> {
-    const retryAfterMs = deps.payments?.breaker.retryAfterMs() ?? 0;
+    const retryAfterMs = handler.dependency?.retryAfterMs() ?? 0;
     if (retryAfterMs > 0) {
       jobLog.debug(
         { retryAfterMs, err: error },
-        'payment breaker open; job back to waiting, queue rate-limited',
+        'dependency breaker open; job back to waiting, queue rate-limited',
       );
       await worker.rateLimit(retryAfterMs);
       throw Worker.RateLimitError();
     }
     const delayMs = backoffDelayMs(1, config.backoffMs, config.backoffMaxMs);
-    jobLog.warn({ delayMs, err: error }, 'payment unavailable; order parked without burning an attempt');
+    jobLog.warn({ delayMs, err: error }, 'dependency unavailable; job parked without burning an attempt');
     await job.moveToDelayed(Date.now() + delayMs, token);
     throw new DelayedError();
   }
 
-  async function process(job: Job<OrderJob>, token?: string): Promise<OrderOutcome> {
+  async function process(job: Job, token?: string): Promise<unknown> {
     const pending = pendingDeadLetter(job);
     if (pending) {
       const error = Object.assign(new Error(pending.error), { stack: pending.stack ?? undefined });
       return toDeadLetters(job, error, pending.attempts, token);
     }
     const attempt = job.attemptsMade + 1;
-    const parsed = OrderJobSchema.safeParse(job.data);
+    const parsed = module.jobSchema.safeParse(job.data);
     if (!parsed.success) {
       const detail = parsed.error.issues
         .map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`)
         .join('; ');
-      return toDeadLetters(job, new Error(`invalid order command: ${detail}`), attempt, token);
+      return toDeadLetters(
+        job,
+        new Error(`invalid command for queue ${queues.commands}: ${detail}`),
+        attempt,
+        token,
+      );
     }
     const cmd = parsed.data;
+    const { correlationId, subjectId } = handler.describe(cmd);
     // Bound into each line rather than a per-job child logger: no per-job cost when a level is off.
-    const ids = { correlationId: cmd.correlationId, jobId: job.id, orderId: cmd.orderId };
+    const ids = { correlationId, jobId: job.id, subjectId };
     try {
-      // Only an order the business rules accept needs the payment service (the rest are rejected anyway).
-      const { payments } = deps;
-      const needsPayment = payments && decideOrder(cmd.order, config.supportedCurrencies).kind === 'accept';
-      const payment = needsPayment ? await payments.authorize(paymentRequestOf(cmd)) : undefined;
-      const outcome = await batcher.submit({ job: cmd, attempt, payment });
-      log.info({ ...ids, attempt, status: outcome.status }, 'order processed');
+      const prepared = handler.prepare ? await handler.prepare(cmd) : undefined;
+      const outcome = await batcher.submit({ job: cmd, attempt, prepared });
+      log.info({ ...ids, attempt, status: handler.statusOf(outcome) }, 'command processed');
       return outcome;
     } catch (err) {
       const error = err instanceof Error ? err : new Error(String(err));
-      if (isPaymentDependencyFailure(error)) return waitForPayments(job, token, error, log.child(ids));
+      if (handler.dependency?.isUnavailable(error))
+        return waitForDependency(job, token, error, log.child(ids));
       if (attempt >= (job.opts.attempts ?? 1)) return toDeadLetters(job, error, attempt, token);
-      log.warn({ ...ids, attempt, err: error }, 'order attempt failed; will retry');
+      log.warn({ ...ids, attempt, err: error }, 'command attempt failed; will retry');
       throw error;
     }
   }
 
-  const worker = new Worker<OrderJob, OrderOutcome>(QueueNames.orders, process, {
+  const worker = new Worker(queues.commands, process, {
     connection,
     prefix: config.queuePrefix,
     concurrency: config.concurrency,
@@ -193,13 +193,8 @@ export function createOrderWorker(deps: OrderWorkerDeps, config: OrderWorkerConf
    */
   async function deadLetterFailed(job: Job, err: Error): Promise<void> {
     try {
-      const id = await deadLetterOrderJob(
-        { pool: deps.pool, dlq, onOutboxAppended },
-        job,
-        err,
-        job.attemptsMade,
-      );
-      log.warn({ jobId: job.id, deadLetterId: id, err }, 'failed order moved to dead letters');
+      const id = await deadLetterCommand(deadLetterDeps, job, err, job.attemptsMade);
+      log.warn({ jobId: job.id, deadLetterId: id, err }, 'failed command moved to dead letters');
       return;
     } catch (recordErr) {
       log.error(
@@ -217,7 +212,7 @@ export function createOrderWorker(deps: OrderWorkerDeps, config: OrderWorkerConf
     }
   }
 
-  worker.on('error', (err) => log.error({ err }, 'order worker error'));
+  worker.on('error', (err) => log.error({ err }, 'command worker error'));
   worker.on('failed', (job, err) => {
     if (!job || err instanceof DeadLetteredError) return; // the processor dead-lettered it already
     const exhausted =
@@ -226,7 +221,7 @@ export function createOrderWorker(deps: OrderWorkerDeps, config: OrderWorkerConf
       job.attemptsMade >= (job.opts.attempts ?? 1);
     if (exhausted) void deadLetterFailed(job, err);
   });
-  runSupervised('order-worker', worker, connection, onFatal, () => closing !== undefined);
+  runSupervised(component, worker, connection, onFatal, () => closing !== undefined);
 
   return {
     worker,
@@ -243,6 +238,7 @@ export function createOrderWorker(deps: OrderWorkerDeps, config: OrderWorkerConf
         }
         clearTimeout(timer);
         await batcher.drain();
+        await handler.close?.();
         await dlq.close();
         await connection.quit().catch(() => connection.disconnect());
       })()),

@@ -1,26 +1,11 @@
 import { randomInt } from 'node:crypto';
-import type { PoolClient } from '../../shared/db/pool.ts';
+import type { PoolClient } from '../../../shared/db/pool.ts';
 
 /**
  * Stats rows per (day, currency) and (customer, currency): each batch adds its deltas to one shard
  * picked at random, so concurrent batches rarely wait on each other's row locks (migration 0005).
  */
 export const STATS_SHARDS = 16;
-
-/** Records event ids in the inbox; returns those seen for the first time (the ones to apply). */
-export async function claimInbox(
-  client: PoolClient,
-  consumer: string,
-  eventIds: readonly string[],
-): Promise<Set<string>> {
-  const { rows } = await client.query<{ event_id: string }>({
-    name: 'conveyor-claim-inbox',
-    text: `INSERT INTO projection_inbox (consumer, event_id) SELECT $1, unnest($2::uuid[])
-           ON CONFLICT DO NOTHING RETURNING event_id`,
-    values: [consumer, [...eventIds].sort()],
-  });
-  return new Set(rows.map((r) => r.event_id));
-}
 
 export interface OrderViewRow {
   orderId: string;
@@ -133,10 +118,4 @@ export async function applyReadModels(
       randomInt(STATS_SHARDS),
     ],
   });
-}
-
-/** Empties every read model and the inbox of `consumer`, for a rebuild from retained events. */
-export async function truncateReadModels(client: PoolClient, consumer: string): Promise<void> {
-  await client.query('TRUNCATE order_view, customer_stats_shards, daily_stats_shards');
-  await client.query('DELETE FROM projection_inbox WHERE consumer = $1', [consumer]);
 }

@@ -1,8 +1,7 @@
-import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
-import { OrderJobSchema, orderTotalCents } from '../../../shared/domain/order.ts';
+import { createRoute, z } from '@hono/zod-openapi';
+import { OrderJobSchema, orderTotalCents } from '../domain.ts';
 import { OrderNotFoundError, ValidationError } from '../../../shared/errors/domain.ts';
-import type { ApiDeps, ApiEnv } from '../../context.ts';
-import type { RedisCall } from '../../edge/redis-call.ts';
+import { extend, extendedShape, type ModuleApiContext } from '../../../api/modules.ts';
 import {
   customerOrders,
   customerTotals,
@@ -11,7 +10,7 @@ import {
   findOrders,
   stats,
   type OrderView,
-} from '../../read-models.sql.ts';
+} from './read-models.sql.ts';
 import {
   CustomerOrdersSchema,
   CustomerParam,
@@ -21,90 +20,113 @@ import {
   PageQuery,
   ProblemSchema,
   problemResponses,
+  StatsDailySchema,
   StatsSchema,
-} from '../../schemas.ts';
+  StatsTotalsSchema,
+  TotalsSchema,
+} from '../../../api/schemas.ts';
 
 const uuidRe = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-const getOrder = createRoute({
-  method: 'get',
-  path: '/v1/orders/{orderId}',
-  tags: ['orders'],
-  summary: 'One order from the read model',
-  request: { params: OrderIdParam },
-  responses: {
-    200: { description: 'The order', content: { 'application/json': { schema: OrderViewSchema } } },
-    404: {
-      description: 'Unknown order',
-      content: { 'application/problem+json': { schema: ProblemSchema } },
+/** The query routes, their schemas carrying what other modules add to orders and totals. */
+function queryRoutes(ctx: ModuleApiContext) {
+  const Order = OrderViewSchema.extend(extendedShape(ctx.extensions('order'))).openapi('Order');
+  const CustomerOrders = CustomerOrdersSchema.extend({
+    totals: z.array(TotalsSchema.extend(extendedShape(ctx.extensions('customer-totals')))),
+    orders: z.array(Order),
+  }).openapi('CustomerOrders');
+  const Stats = StatsSchema.extend({
+    totals: z.array(StatsTotalsSchema.extend(extendedShape(ctx.extensions('stats-totals')))),
+    daily: z.array(StatsDailySchema.extend(extendedShape(ctx.extensions('stats-daily')))),
+  }).openapi('Stats');
+  const getOrder = createRoute({
+    method: 'get',
+    path: '/v1/orders/{orderId}',
+    tags: ['orders'],
+    summary: 'One order from the read model',
+    request: { params: OrderIdParam },
+    responses: {
+      200: { description: 'The order', content: { 'application/json': { schema: Order } } },
+      404: {
+        description: 'Unknown order',
+        content: { 'application/problem+json': { schema: ProblemSchema } },
+      },
+      ...problemResponses,
     },
-    ...problemResponses,
-  },
-});
+  });
 
-const getOrders = createRoute({
-  method: 'get',
-  path: '/v1/orders',
-  tags: ['orders'],
-  summary: 'Many orders in one call (never loop over single GETs)',
-  request: { query: IdsQuery },
-  responses: {
-    200: {
-      description: 'Found orders and the ids not found',
-      content: {
-        'application/json': {
-          schema: z.object({ orders: z.array(OrderViewSchema), missing: z.array(z.string()) }),
+  const getOrders = createRoute({
+    method: 'get',
+    path: '/v1/orders',
+    tags: ['orders'],
+    summary: 'Many orders in one call (never loop over single GETs)',
+    request: { query: IdsQuery },
+    responses: {
+      200: {
+        description: 'Found orders and the ids not found',
+        content: {
+          'application/json': {
+            schema: z.object({ orders: z.array(Order), missing: z.array(z.string()) }),
+          },
         },
       },
+      ...problemResponses,
     },
-    ...problemResponses,
-  },
-});
+  });
 
-const getCustomerOrders = createRoute({
-  method: 'get',
-  path: '/v1/customers/{customerId}/orders',
-  tags: ['orders'],
-  summary: "A customer's orders, newest first, with cursor pagination and totals",
-  request: { params: CustomerParam, query: PageQuery },
-  responses: {
-    200: {
-      description: 'A page of orders',
-      content: { 'application/json': { schema: CustomerOrdersSchema } },
+  const getCustomerOrders = createRoute({
+    method: 'get',
+    path: '/v1/customers/{customerId}/orders',
+    tags: ['orders'],
+    summary: "A customer's orders, newest first, with cursor pagination and totals",
+    request: { params: CustomerParam, query: PageQuery },
+    responses: {
+      200: {
+        description: 'A page of orders',
+        content: { 'application/json': { schema: CustomerOrders } },
+      },
+      ...problemResponses,
     },
-    ...problemResponses,
-  },
-});
+  });
 
-const getStats = createRoute({
-  method: 'get',
-  path: '/v1/stats',
-  tags: ['stats'],
-  summary: 'Order count, revenue per currency and a per-day series (pre-aggregated)',
-  request: {
-    query: z.object({
-      days: z.coerce
-        .number()
-        .int()
-        .min(1)
-        .max(366)
-        .default(30)
-        .openapi({ param: { name: 'days', in: 'query' } }),
-    }),
-  },
-  responses: {
-    200: { description: 'Stats', content: { 'application/json': { schema: StatsSchema } } },
-    ...problemResponses,
-  },
-});
+  const getStats = createRoute({
+    method: 'get',
+    path: '/v1/stats',
+    tags: ['stats'],
+    summary: 'Order count, revenue per currency and a per-day series (pre-aggregated)',
+    request: {
+      query: z.object({
+        days: z.coerce
+          .number()
+          .int()
+          .min(1)
+          .max(366)
+          .default(30)
+          .openapi({ param: { name: 'days', in: 'query' } }),
+      }),
+    },
+    responses: {
+      200: { description: 'Stats', content: { 'application/json': { schema: Stats } } },
+      ...problemResponses,
+    },
+  });
+  return { getOrder, getOrders, getCustomerOrders, getStats };
+}
 
 /**
  * The orders module's queries on `app`: one order, many by id, a customer's orders and the stats.
  * Orders are looked up in the read model, then the write model, then the queue, so an accepted
  * order never reads as 404.
  */
-export function orderQueryRoutes(app: OpenAPIHono<ApiEnv>, deps: ApiDeps, redisCall: RedisCall): void {
-  const { ordersQueue } = deps;
+export function orderQueryRoutes(ctx: ModuleApiContext): void {
+  const { app, deps, redisCall } = ctx;
+  const ordersQueue = ctx.commands.queue;
+  const { getOrder, getOrders, getCustomerOrders, getStats } = queryRoutes(ctx);
+  const withExtensions = <Row extends object>(
+    resource: string,
+    rows: readonly Row[],
+    scope?: Record<string, string>,
+  ) => extend(ctx.extensions(resource), deps.pool, rows, scope);
 
   /**
    * Orders neither projected nor decided, from their jobs. A job found completed or failed here was
@@ -153,7 +175,8 @@ export function orderQueryRoutes(app: OpenAPIHono<ApiEnv>, deps: ApiDeps, redisC
     add(await findOrders(deps.pool, ids));
     if (misses().length > 0) add(await findDecidedOrders(deps.pool, misses()));
     if (misses().length > 0) add(await fromQueue(misses()));
-    return found;
+    const extended = await withExtensions('order', [...found.values()]);
+    return new Map(extended.map((v) => [v.orderId, v]));
   }
 
   app.openapi(getOrder, async (c) => {
@@ -208,12 +231,20 @@ export function orderQueryRoutes(app: OpenAPIHono<ApiEnv>, deps: ApiDeps, redisC
       customerOrders(deps.pool, customerId, limit, decoded),
       customerTotals(deps.pool, customerId),
     ]);
-    return c.json({ customerId, totals, ...page }, 200);
+    const [orders, extendedTotals] = await Promise.all([
+      withExtensions('order', page.orders),
+      withExtensions('customer-totals', totals, { customerId }),
+    ]);
+    return c.json({ customerId, totals: extendedTotals, ...page, orders }, 200);
   });
 
   app.openapi(getStats, async (c) => {
     const { days } = c.req.valid('query');
     const s = await stats(deps.pool, days);
-    return c.json({ orderCount: s.totals.reduce((n, t) => n + t.completedCount, 0), ...s }, 200);
+    const [totals, daily] = await Promise.all([
+      withExtensions('stats-totals', s.totals),
+      withExtensions('stats-daily', s.daily),
+    ]);
+    return c.json({ orderCount: s.totals.reduce((n, t) => n + t.completedCount, 0), totals, daily }, 200);
   });
 }

@@ -1,18 +1,15 @@
 import { randomUUID } from 'node:crypto';
-import { runWithIsolation, type Settled } from '../../shared/batch.ts';
-import type { Pool } from '../../shared/db/pool.ts';
-import { EventTypes, type EventEnvelope } from '../../shared/domain/events.ts';
-import { decideOrder, orderTotalCents, type Decision, type OrderJob } from '../../shared/domain/order.ts';
+import { runWithIsolation, type Settled } from '../../../shared/batch.ts';
+import type { Pool } from '../../../shared/db/pool.ts';
+import type { EventEnvelope } from '../../../shared/domain/events.ts';
+import type { Command } from '../../module.ts';
+import { OrderEventTypes } from '../events.ts';
+import { decideOrder, orderTotalCents, type Decision, type OrderJob } from '../domain.ts';
 import { decideOrders, type OrderRow } from './orders.sql.ts';
 import type { PaymentDecision } from './payment.ts';
 
-export interface OrderCommand {
-  job: OrderJob;
-  /** 1 on the first attempt. */
-  attempt: number;
-  /** The payment service's decision, when the order needed one; a decline rejects the order. */
-  payment?: PaymentDecision;
-}
+/** An order job; `prepared` is the payment service's decision when the order needed one (a decline rejects it). */
+export type OrderCommand = Command<OrderJob, PaymentDecision>;
 
 export type OrderOutcome =
   | { status: 'completed' | 'rejected'; orderId: string; written: true }
@@ -36,11 +33,11 @@ export function planOrder(
   const { job, attempt } = cmd;
   const rules = decideOrder(job.order, supportedCurrencies);
   const decision: Decision =
-    rules.kind === 'accept' && cmd.payment && !cmd.payment.approved
+    rules.kind === 'accept' && cmd.prepared && !cmd.prepared.approved
       ? {
           kind: 'reject',
           code: 'payment.declined',
-          reason: `payment declined: ${cmd.payment.reason ?? 'no reason given'}`,
+          reason: `payment declined: ${cmd.prepared.reason ?? 'no reason given'}`,
         }
       : rules;
   const base = {
@@ -67,10 +64,10 @@ export function planOrder(
   };
   const event: EventEnvelope =
     decision.kind === 'accept'
-      ? { ...meta, type: EventTypes.orderPlaced, payload: { ...base, completedAt: now.toISOString() } }
+      ? { ...meta, type: OrderEventTypes.placed, payload: { ...base, completedAt: now.toISOString() } }
       : {
           ...meta,
-          type: EventTypes.orderRejected,
+          type: OrderEventTypes.rejected,
           payload: { ...base, rejectedAt: now.toISOString(), reason: decision.reason, code: decision.code },
         };
   return { row, event };

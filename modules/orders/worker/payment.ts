@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import type { OrderJob } from '../../shared/domain/order.ts';
-import { orderTotalCents } from '../../shared/domain/order.ts';
-import type { Logger } from '../../shared/observability/logger.ts';
+import type { OrderJob } from '../domain.ts';
+import { orderTotalCents } from '../domain.ts';
+import type { Logger } from '../../../shared/observability/logger.ts';
 import {
   CircuitOpenError,
   CircuitShutdownError,
@@ -9,7 +9,7 @@ import {
   createCircuitBreaker,
   type BreakerState,
   type CircuitBreaker,
-} from '../../shared/resilience/circuit-breaker.ts';
+} from '../../../shared/resilience/circuit-breaker.ts';
 
 /** What we send the payment service: one authorization per order, keyed by the order id. */
 export interface PaymentRequest {

@@ -1,5 +1,6 @@
-import type { Pool, PoolClient } from '../../shared/db/pool.ts';
-import type { EventEnvelope } from '../../shared/domain/events.ts';
+import type { Pool, PoolClient } from '../../../shared/db/pool.ts';
+import { OUTBOX_COLUMNS, outboxColumns } from '../../../shared/db/outbox.sql.ts';
+import type { EventEnvelope } from '../../../shared/domain/events.ts';
 
 export interface OrderRow {
   orderId: string;
@@ -39,16 +40,6 @@ const orderColumns = (rows: readonly OrderRow[]) => [
   rows.map((r) => r.acceptedAt),
 ];
 
-/** The outbox columns of `events`, as unnest parameters (event id, type, version, key, correlation id, envelope). */
-const eventColumns = (events: readonly EventEnvelope[]) => [
-  events.map((e) => e.eventId),
-  events.map((e) => e.type),
-  events.map((e) => e.version),
-  events.map((e) => e.key),
-  events.map((e) => e.correlationId),
-  events.map((e) => JSON.stringify(e)),
-];
-
 /**
  * Writes orders in one statement. Idempotent: an order already decided is left alone (a redelivered
  * job changes nothing); only a `dead_lettered` order may be decided again, after a redrive.
@@ -58,16 +49,6 @@ export async function upsertOrders(client: PoolClient, rows: readonly OrderRow[]
   if (rows.length === 0) return new Set();
   const result = await client.query<{ order_id: string }>(UPSERT_ORDERS, orderColumns(rows));
   return new Set(result.rows.map((r) => r.order_id));
-}
-
-/** Appends events to the outbox; wake the relays once the transaction committed (workers/outbox/wake.ts). */
-export async function insertOutbox(client: PoolClient, events: readonly EventEnvelope[]): Promise<void> {
-  if (events.length === 0) return;
-  await client.query(
-    `INSERT INTO outbox (event_id, event_type, event_version, aggregate_id, correlation_id, envelope)
-     SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::jsonb[])`,
-    eventColumns(events),
-  );
 }
 
 /**
@@ -86,13 +67,13 @@ export async function decideOrders(
   const result = await pool.query<{ order_id: string }>({
     name: 'conveyor-decide-orders',
     text: `WITH written AS (${UPSERT_ORDERS}), appended AS (
-       INSERT INTO outbox (event_id, event_type, event_version, aggregate_id, correlation_id, envelope)
+       INSERT INTO outbox (${OUTBOX_COLUMNS})
        SELECT e.* FROM unnest($11::uuid[], $12::text[], $13::int[], $14::text[], $15::text[], $16::jsonb[])
                     AS e(event_id, event_type, event_version, aggregate_id, correlation_id, envelope)
         WHERE e.aggregate_id::uuid IN (SELECT order_id FROM written)
      )
      SELECT order_id FROM written`,
-    values: [...orderColumns(rows), ...eventColumns(events)],
+    values: [...orderColumns(rows), ...outboxColumns(events)],
   });
   return new Set(result.rows.map((r) => r.order_id));
 }

@@ -1,20 +1,19 @@
 import { randomUUID } from 'node:crypto';
-import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
-import { PlaceOrderSchema, type OrderJob, type PlaceOrder } from '../../../shared/domain/order.ts';
+import { createRoute } from '@hono/zod-openapi';
+import { PlaceOrderSchema, type OrderJob, type PlaceOrder } from '../domain.ts';
 import { DependencyUnavailableError, ValidationError } from '../../../shared/errors/domain.ts';
 import { fieldErrors, problem, type Problem } from '../../../shared/errors/problem.ts';
-import type { ApiDeps, ApiEnv } from '../../context.ts';
+import type { ModuleApiContext } from '../../../api/modules.ts';
 import {
   createIdempotent,
   derivedId,
   IdempotencyKeyParameter,
   idempotencyResponses,
-} from '../../edge/idempotent.ts';
-import { loadShedding } from '../../edge/load-shedding.ts';
-import type { RedisCall } from '../../edge/redis-call.ts';
-import { addBulkExactly, coalescingEnqueue } from '../../enqueue.ts';
-import { requestLog, requestLogAt } from '../../log.ts';
-import { bodyLimit } from '../../middleware/body-limit.ts';
+} from '../../../api/edge/idempotent.ts';
+import { loadShedding } from '../../../api/edge/load-shedding.ts';
+import { addBulkExactly, coalescingEnqueue } from '../../../api/enqueue.ts';
+import { requestLog, requestLogAt } from '../../../api/log.ts';
+import { bodyLimit } from '../../../api/middleware/body-limit.ts';
 import {
   AcceptedOrderSchema,
   BatchBody,
@@ -22,7 +21,7 @@ import {
   PlaceOrderBody,
   ProblemSchema,
   problemResponses,
-} from '../../schemas.ts';
+} from '../../../api/schemas.ts';
 
 /** Most single-order jobs coalesced into one `addBulk`. */
 const MAX_COALESCED_JOBS = 256;
@@ -82,17 +81,13 @@ function toJob(orderId: string, order: PlaceOrder, correlationId: string, accept
  * and POST /v1/orders/batch (one `addBulk`), each behind the body limit, load shedding and the
  * Idempotency-Key. Everything per app (the coalescing enqueue, the backlog cache) is made here, once.
  */
-export function orderCommandRoutes(
-  app: OpenAPIHono<ApiEnv>,
-  deps: ApiDeps,
-  edge: { timeoutMs: number; redisCall: RedisCall },
-): void {
-  const { config, ordersQueue } = deps;
-  const { timeoutMs, redisCall } = edge;
-  const shedIfOverloaded = loadShedding(ordersQueue, { maxBacklog: config.api.maxBacklog, redisCall });
+export function orderCommandRoutes(ctx: ModuleApiContext): void {
+  const { app, deps, timeoutMs, redisCall, commands } = ctx;
+  const { config } = deps;
+  const shedIfOverloaded = loadShedding(commands.queue, { maxBacklog: config.api.maxBacklog, redisCall });
   const idempotent = createIdempotent({ store: deps.idempotency, redisCall });
   // Concurrent POST /v1/orders share one Redis pipeline per event-loop turn.
-  const enqueue = coalescingEnqueue(ordersQueue, deps.orderJobOptions, {
+  const enqueue = coalescingEnqueue(commands, {
     maxBatch: MAX_COALESCED_JOBS,
     maxWaitMs: 0,
     timeoutMs,
@@ -110,7 +105,7 @@ export function orderCommandRoutes(
       const correlationId = c.get('correlationId');
       const job = toJob(orderId, order, correlationId, new Date().toISOString());
       try {
-        await enqueue(job);
+        await enqueue({ id: orderId, data: job });
       } catch {
         // 503: the job may or may not be in Redis (a bulk that failed or timed out after some writes).
         // A retry with the same Idempotency-Key maps to the same job id; one without may enqueue twice.
@@ -137,7 +132,7 @@ export function orderCommandRoutes(
       const correlationId = c.get('correlationId');
       const acceptedAt = new Date().toISOString();
       const results: ({ orderId: string; status: 'queued' } | { error: Problem })[] = [];
-      const jobs: OrderJob[] = [];
+      const jobs: { id: string; data: OrderJob }[] = [];
       orders.forEach((raw, index) => {
         const parsed = PlaceOrderSchema.safeParse(raw);
         if (!parsed.success) {
@@ -149,13 +144,13 @@ export function orderCommandRoutes(
           return;
         }
         const orderId = seed ? derivedId(seed, String(index)) : randomUUID();
-        jobs.push(toJob(orderId, parsed.data, correlationId, acceptedAt));
+        jobs.push({ id: orderId, data: toJob(orderId, parsed.data, correlationId, acceptedAt) });
         results.push({ orderId, status: 'queued' });
       });
       // One addBulk; if Redis fails part-way, each item is answered by whether its job is stored.
       const { accepted, error } =
         jobs.length > 0
-          ? await addBulkExactly(ordersQueue, deps.orderJobOptions, jobs, timeoutMs)
+          ? await addBulkExactly(commands, jobs, timeoutMs)
           : { accepted: new Set<string>(), error: undefined };
       if (jobs.length > 0 && accepted.size === 0) throw new DependencyUnavailableError('redis');
       const answers = results.map((r) =>

@@ -1,11 +1,5 @@
 import { z } from 'zod';
-
-/** Identifiers that may become Redis keys, job ids and SQL values. */
-export const IdSchema = z
-  .string()
-  .min(1)
-  .max(64)
-  .regex(/^[A-Za-z0-9][A-Za-z0-9._:-]*$/, 'letters, digits, ".", "_", ":" or "-"');
+import { CorrelationIdSchema, IdSchema } from '../../shared/domain/ids.ts';
 
 export const OrderItemSchema = z.strictObject({
   sku: IdSchema.describe('Stock keeping unit'),
@@ -25,12 +19,6 @@ export type OrderItem = z.infer<typeof OrderItemSchema>;
 
 export const OrderStatusSchema = z.enum(['queued', 'processing', 'completed', 'rejected', 'dead_lettered']);
 export type OrderStatus = z.infer<typeof OrderStatusSchema>;
-
-export const CorrelationIdSchema = z
-  .string()
-  .min(8)
-  .max(128)
-  .regex(/^[A-Za-z0-9._:-]+$/, 'letters, digits, ".", "_", ":" or "-"');
 
 /** The BullMQ job data of queue `orders` (the command). Foreign producers must send this shape. */
 export const OrderJobSchema = z.strictObject({

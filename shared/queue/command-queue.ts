@@ -1,18 +1,14 @@
 import { Queue, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { OrderJob } from '../domain/order.ts';
-import { QueueNames } from './names.ts';
 
-export const PLACE_ORDER_JOB = 'place-order';
-
-export interface OrderJobPolicy {
+export interface CommandJobPolicy {
   attempts: number;
   backoffMs: number;
   keepCompletedSeconds: number;
 }
 
 /** Retries with exponential backoff and jitter; completed jobs kept a while so `queued` → `completed` is visible. */
-export function orderJobOptions(policy: OrderJobPolicy): JobsOptions {
+export function commandJobOptions(policy: CommandJobPolicy): JobsOptions {
   return {
     attempts: policy.attempts,
     backoff: { type: 'exponential', delay: policy.backoffMs, jitter: 0.5 },
@@ -22,8 +18,14 @@ export function orderJobOptions(policy: OrderJobPolicy): JobsOptions {
   };
 }
 
-export type OrdersQueue = Queue<OrderJob, unknown, typeof PLACE_ORDER_JOB>;
+/** A module's command queue: jobs named after its command, data of its job schema. */
+export type CommandQueue<Job = unknown> = Queue<Job, unknown, string>;
 
-export function createOrdersQueue(connection: Redis, prefix: string): OrdersQueue {
-  return new Queue<OrderJob, unknown, typeof PLACE_ORDER_JOB>(QueueNames.orders, { connection, prefix });
+/** The producer side of a module's command queue (its name is the module's name). */
+export function createCommandQueue<Job = unknown>(
+  connection: Redis,
+  prefix: string,
+  name: string,
+): CommandQueue<Job> {
+  return new Queue<Job, unknown, string>(name, { connection, prefix });
 }

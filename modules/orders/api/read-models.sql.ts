@@ -1,4 +1,4 @@
-import type { Pool } from '../shared/db/pool.ts';
+import type { Pool } from '../../../shared/db/pool.ts';
 
 export interface OrderView {
   orderId: string;

@@ -1,0 +1,153 @@
+import type { z } from 'zod';
+import type { Settled } from '../shared/batch.ts';
+import type { EventEnvelope } from '../shared/domain/events.ts';
+import type { Pool, PoolClient } from '../shared/db/pool.ts';
+import type { Config } from '../shared/config/config.ts';
+import type { Logger } from '../shared/observability/logger.ts';
+import type { BreakerState } from '../shared/resilience/circuit-breaker.ts';
+import type { ModuleApiContext, ResourceExtensions } from '../api/modules.ts';
+
+/**
+ * The contract between Conveyor's core and a command module. A module is one folder under `modules/`
+ * declaring its command (schema, HTTP routes, handler), its versioned events, its projections, its
+ * migrations and its queue; the core — API edge, queues and batching, outbox relay, buses, inbox, dead
+ * letters and redrive, metrics, Bull Board, the KEDA scaling endpoint, rebuild — knows modules only
+ * through `modules/registry.ts`. Adding one is its folder plus one line there (README, "Add a command
+ * type").
+ *
+ * The declaration is light (schemas and names, no I/O): every process imports it. Its HTTP side and its
+ * worker side are loaded on demand (`api()`, `worker()`), so a worker process never loads route code and
+ * the API never loads handlers.
+ */
+export interface ModuleDefinition {
+  /**
+   * Lowercase letters and digits. Names the command queue (`<name>`) and its dead-letter queue
+   * (`<name>-dead-letters`), the worker kind in `WORKER_KINDS`, the metrics' `queue` label, the Bull
+   * Board entry, the KEDA ScaledObject, and the prefix of its settings (`<NAME>_CONCURRENCY`, …).
+   */
+  name: string;
+  /** One line for operators and the README. */
+  description: string;
+  /** BullMQ job name of the module's command. */
+  jobName: string;
+  /** The command's job data (what producers enqueue): checked by the worker; a job that fails it is dead-lettered at once. */
+  jobSchema: z.ZodType;
+  /**
+   * Its events, by type then version: the payload schema the projector checks (an event of a known
+   * type whose payload fails it is poison: dead-lettered at once, never retried). Types are
+   * `<aggregate>.<past tense>` and unique across modules.
+   */
+  events: Readonly<Record<string, Readonly<Record<number, z.ZodType>>>>;
+  /** Folder of the module's SQL migrations: applied after the core's, in name order, recorded as `<name>/<file>`. */
+  migrations?: URL;
+  /** Queue and worker defaults; each is overridable with `<NAME>_<SETTING>` (see {@link CommandQueueSettings}). */
+  queueDefaults?: Partial<CommandQueueSettings>;
+  /** Its HTTP routes, loaded by the API process. */
+  api(): Promise<ModuleApiFactory>;
+  /** Its command handler and projection, loaded by worker processes. */
+  worker(): Promise<ModuleWorkerFactory>;
+}
+
+/** Settings of one module's command queue and its workers (environment `<NAME>_<SETTING>`). */
+export interface CommandQueueSettings {
+  /** Jobs in progress at once per worker process: BullMQ's prefetch. */
+  concurrency: number;
+  attempts: number;
+  backoffMs: number;
+  backoffMaxMs: number;
+  /** Micro-batch bound: concurrent jobs whose writes may share one transaction. */
+  batchSize: number;
+  batchWaitMs: number;
+  keepCompletedSeconds: number;
+  /** BullMQ job lock: a crashed worker's jobs are recovered once it expires. */
+  lockDurationMs: number;
+  stalledIntervalMs: number;
+}
+
+/** What one command job is, once its data passed {@link ModuleDefinition.jobSchema}. */
+export interface Command<Job = unknown, Prepared = unknown> {
+  job: Job;
+  /** 1 on the first attempt. */
+  attempt: number;
+  /** What {@link CommandHandler.prepare} returned, when the module has that step. */
+  prepared?: Prepared;
+}
+
+/** Where a dead-lettered command leaves its mark in the module's write model. */
+export interface DeadLetteredCommand {
+  /** The job data as it came: it may not match the module's schema (that may be why it is here). */
+  data: unknown;
+  error: Error;
+  attempts: number;
+  deadLetterId: string;
+  correlationId: string;
+  at: Date;
+}
+
+/**
+ * A module's command processing, driven by the core's command worker (workers/commands/worker.ts): the
+ * worker parses, retries, batches, dead-letters and acknowledges; the module decides and writes.
+ */
+export interface CommandHandler<Job = unknown, Prepared = unknown, Outcome = unknown> {
+  /** The job's id (its idempotency key: a second job with it is the same command). */
+  jobId(job: Job): string;
+  /** The correlation id and subject (e.g. order id) of a job's data, even malformed: for logs and dead letters. */
+  describe(data: unknown): { correlationId: string | null; subjectId: string | null };
+  /**
+   * Per job, before batching: a call to a downstream the module needs (e.g. payment). A failure
+   * {@link CommandHandler.dependency} recognizes burns no attempt: the job waits for the dependency.
+   */
+  prepare?(job: Job): Promise<Prepared | undefined>;
+  /** A downstream the module depends on, and whether an error means it is unavailable. */
+  dependency?: { isUnavailable(error: Error): boolean; retryAfterMs(): number };
+  /**
+   * Decides a batch and commits its write-model rows and outbox events atomically, one outcome per
+   * command, in order. Idempotent: a redelivered command changes nothing and emits nothing.
+   */
+  handleBatch(commands: readonly Command<Job, Prepared>[]): Promise<Settled<Outcome>[]>;
+  /** A short status of an outcome for the log line (`completed`, `rejected`, `duplicate`…). */
+  statusOf(outcome: Outcome): string;
+  /**
+   * Inside the dead-letter transaction: the module's write-model state of a dead-lettered command, and
+   * the events that tell the read models (appended to the outbox by the core). `[]` for none.
+   */
+  deadLettered(client: PoolClient, command: DeadLetteredCommand): Promise<EventEnvelope[]>;
+  /** Releases what the handler opened (e.g. a circuit breaker). */
+  close?(): Promise<void>;
+}
+
+/** A module's read models, fed by the core's idempotent projector. */
+export interface ModuleProjection {
+  /** Read-model tables it owns, emptied (DELETE) before `projections:rebuild` replays the outbox. */
+  tables: readonly string[];
+  /**
+   * Applies events of the module's types, first seen by this consumer (the inbox already claimed
+   * them), inside the batch's transaction. Must converge whatever the order events arrive in.
+   */
+  apply(client: PoolClient, events: readonly EventEnvelope[]): Promise<void>;
+}
+
+/** The worker side of a module, built once per worker process. */
+export interface ModuleWorkerFactory {
+  commands(ctx: ModuleWorkerContext): CommandHandler;
+  projection: ModuleProjection;
+}
+
+/** What the core hands a module's worker side. */
+export interface ModuleWorkerContext {
+  pool: Pool;
+  logger: Logger;
+  config: Config;
+  settings: CommandQueueSettings;
+  /** Called after a batch committed outbox rows: wakes the relays. */
+  onOutboxAppended: () => void;
+  /** Circuit-breaker state changes, for the process's metrics. */
+  onBreakerState?: (name: string, state: BreakerState) => void;
+}
+
+/** The HTTP side of a module: registers its routes on the API's app (see api/modules.ts for the context). */
+export interface ModuleApiFactory {
+  routes(ctx: ModuleApiContext): void;
+  /** Fields this module adds to other modules' resources (e.g. refunds add `refundedCents` to an order). */
+  extensions?: ResourceExtensions;
+}

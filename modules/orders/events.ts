@@ -1,0 +1,60 @@
+import { z } from 'zod';
+import type { EventEnvelope } from '../../shared/domain/events.ts';
+import { OrderItemSchema } from './domain.ts';
+
+/** The orders module's event types, past tense. */
+export const OrderEventTypes = {
+  placed: 'order.placed',
+  rejected: 'order.rejected',
+  deadLettered: 'order.dead_lettered',
+} as const;
+
+const OrderSnapshot = {
+  orderId: z.uuid(),
+  customerId: z.string().min(1).max(64),
+  currency: z.string().length(3),
+  totalCents: z.number().int().min(0),
+  items: z.array(OrderItemSchema),
+  attempts: z.number().int().min(0),
+  acceptedAt: z.iso.datetime(),
+};
+
+export const OrderPlacedPayload = z.object({ ...OrderSnapshot, completedAt: z.iso.datetime() });
+export const OrderRejectedPayload = z.object({
+  ...OrderSnapshot,
+  rejectedAt: z.iso.datetime(),
+  reason: z.string(),
+  code: z.string(),
+});
+export const OrderDeadLetteredPayload = z.object({
+  orderId: z.uuid(),
+  customerId: z.string().max(64).nullable(),
+  currency: z.string().max(3).nullable(),
+  totalCents: z.number().int().nullable(),
+  items: z.array(OrderItemSchema).nullable(),
+  attempts: z.number().int().min(0),
+  acceptedAt: z.iso.datetime().nullable(),
+  deadLetteredAt: z.iso.datetime(),
+  error: z.string(),
+  deadLetterId: z.string(),
+});
+
+/** Payload schemas by type and version: the module declaration's `events`. */
+export const orderEvents = {
+  [OrderEventTypes.placed]: { 1: OrderPlacedPayload },
+  [OrderEventTypes.rejected]: { 1: OrderRejectedPayload },
+  [OrderEventTypes.deadLettered]: { 1: OrderDeadLetteredPayload },
+} as const;
+
+type Typed<T extends string, P extends z.ZodType> = Omit<EventEnvelope, 'type' | 'payload'> & {
+  type: T;
+  payload: z.infer<P>;
+};
+export type OrderPlacedEvent = Typed<typeof OrderEventTypes.placed, typeof OrderPlacedPayload>;
+export type OrderRejectedEvent = Typed<typeof OrderEventTypes.rejected, typeof OrderRejectedPayload>;
+export type OrderDeadLetteredEvent = Typed<
+  typeof OrderEventTypes.deadLettered,
+  typeof OrderDeadLetteredPayload
+>;
+/** An event of this module whose payload the projector has checked. */
+export type OrderEvent = OrderPlacedEvent | OrderRejectedEvent | OrderDeadLetteredEvent;

@@ -1,0 +1,75 @@
+import { randomUUID } from 'node:crypto';
+import type { DeadLetteredCommand } from '../../module.ts';
+import type { PoolClient } from '../../../shared/db/pool.ts';
+import type { EventEnvelope } from '../../../shared/domain/events.ts';
+import { OrderJobSchema, orderTotalCents } from '../domain.ts';
+import { OrderEventTypes } from '../events.ts';
+import { upsertOrders } from './orders.sql.ts';
+
+const uuidRe = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** The order id and correlation id of an order job's data, even a malformed one. */
+export function describeOrderJob(data: unknown): { correlationId: string | null; subjectId: string | null } {
+  const parsed = OrderJobSchema.safeParse(data);
+  if (parsed.success) return { correlationId: parsed.data.correlationId, subjectId: parsed.data.orderId };
+  const loose = (data ?? {}) as { orderId?: unknown; correlationId?: unknown };
+  return {
+    correlationId: typeof loose.correlationId === 'string' ? loose.correlationId : null,
+    subjectId: typeof loose.orderId === 'string' && uuidRe.test(loose.orderId) ? loose.orderId : null,
+  };
+}
+
+/**
+ * A dead-lettered order command, inside the dead-letter transaction: the order's `dead_lettered`
+ * state in the write model and an `order.dead_lettered` event (so the read model shows it). An order
+ * already decided (completed or rejected) stays so, and emits nothing.
+ */
+export async function orderDeadLettered(
+  client: PoolClient,
+  cmd: DeadLetteredCommand,
+): Promise<EventEnvelope[]> {
+  const parsed = OrderJobSchema.safeParse(cmd.data);
+  const orderId = describeOrderJob(cmd.data).subjectId;
+  if (!orderId) return [];
+  const order = parsed.success ? parsed.data : null;
+  const reason = cmd.error.message.slice(0, 1_000);
+  if (order) {
+    const written = await upsertOrders(client, [
+      {
+        orderId,
+        customerId: order.order.customerId,
+        currency: order.order.currency,
+        totalCents: orderTotalCents(order.order.items),
+        items: order.order.items,
+        status: 'dead_lettered',
+        reason,
+        attempts: cmd.attempts,
+        correlationId: cmd.correlationId,
+        acceptedAt: order.acceptedAt,
+      },
+    ]);
+    if (written.size === 0) return [];
+  }
+  return [
+    {
+      eventId: randomUUID(),
+      type: OrderEventTypes.deadLettered,
+      version: 1,
+      key: orderId,
+      correlationId: cmd.correlationId,
+      occurredAt: cmd.at.toISOString(),
+      payload: {
+        orderId,
+        customerId: order?.order.customerId ?? null,
+        currency: order?.order.currency ?? null,
+        totalCents: order ? orderTotalCents(order.order.items) : null,
+        items: order?.order.items ?? null,
+        attempts: cmd.attempts,
+        acceptedAt: order?.acceptedAt ?? null,
+        deadLetteredAt: cmd.at.toISOString(),
+        error: reason,
+        deadLetterId: cmd.deadLetterId,
+      },
+    },
+  ];
+}

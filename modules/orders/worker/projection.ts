@@ -1,0 +1,81 @@
+import type { ModuleProjection } from '../../module.ts';
+import { OrderEventTypes, type OrderEvent } from '../events.ts';
+import { applyReadModels, type OrderViewRow, type StatsDelta } from './projections.sql.ts';
+
+const rank = { dead_lettered: 0, rejected: 1, completed: 1 } as const;
+
+function toView(e: OrderEvent): OrderViewRow {
+  switch (e.type) {
+    case OrderEventTypes.placed:
+      return {
+        ...e.payload,
+        status: 'completed',
+        lastError: null,
+        correlationId: e.correlationId,
+        completedAt: e.payload.completedAt,
+        updatedAt: e.occurredAt,
+      };
+    case OrderEventTypes.rejected:
+      return {
+        ...e.payload,
+        status: 'rejected',
+        lastError: e.payload.reason,
+        correlationId: e.correlationId,
+        completedAt: e.payload.rejectedAt,
+        updatedAt: e.occurredAt,
+      };
+    case OrderEventTypes.deadLettered:
+      return {
+        ...e.payload,
+        status: 'dead_lettered',
+        lastError: e.payload.error,
+        correlationId: e.correlationId,
+        completedAt: null,
+        updatedAt: e.occurredAt,
+      };
+  }
+}
+
+function addDelta(map: Map<string, StatsDelta>, key: string, d: Partial<StatsDelta>): void {
+  const cur = map.get(key) ?? { completed: 0, rejected: 0, deadLettered: 0, revenueCents: 0 };
+  map.set(key, {
+    completed: cur.completed + (d.completed ?? 0),
+    rejected: cur.rejected + (d.rejected ?? 0),
+    deadLettered: cur.deadLettered + (d.deadLettered ?? 0),
+    revenueCents: cur.revenueCents + (d.revenueCents ?? 0),
+  });
+}
+
+/**
+ * The order view (one row per order, the strongest state wins: completed and rejected are final, a
+ * dead-lettered order may still complete after a redrive) and the daily and per-customer stats,
+ * their deltas aggregated per row and written in one statement.
+ */
+export const orderProjection: ModuleProjection = {
+  tables: ['order_view', 'customer_stats_shards', 'daily_stats_shards'],
+  async apply(client, events) {
+    const views = new Map<string, OrderViewRow>();
+    const daily = new Map<string, StatsDelta>();
+    const customers = new Map<string, StatsDelta>();
+    for (const e of events as readonly OrderEvent[]) {
+      const view = toView(e);
+      const prev = views.get(view.orderId);
+      if (!prev || rank[view.status] >= rank[prev.status]) views.set(view.orderId, view);
+      const currency = view.currency ?? 'XXX';
+      const day = e.occurredAt.slice(0, 10);
+      if (e.type === OrderEventTypes.placed) {
+        addDelta(daily, `${day}|${currency}`, { completed: 1, revenueCents: e.payload.totalCents });
+        addDelta(customers, `${e.payload.customerId}|${currency}`, {
+          completed: 1,
+          revenueCents: e.payload.totalCents,
+        });
+      } else if (e.type === OrderEventTypes.rejected) {
+        addDelta(daily, `${day}|${currency}`, { rejected: 1 });
+        addDelta(customers, `${e.payload.customerId}|${currency}`, { rejected: 1 });
+      } else {
+        addDelta(daily, `${day}|${currency}`, { deadLettered: 1 });
+      }
+    }
+    await applyReadModels(client, [...views.values()], daily, customers);
+  },
+};

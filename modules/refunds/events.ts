@@ -1,0 +1,59 @@
+import { z } from 'zod';
+import type { EventEnvelope } from '../../shared/domain/events.ts';
+
+/** The refunds module's event types. Their key is the order id (ordered with the order's events). */
+export const RefundEventTypes = {
+  completed: 'refund.completed',
+  rejected: 'refund.rejected',
+  deadLettered: 'refund.dead_lettered',
+} as const;
+
+const RefundSnapshot = {
+  refundId: z.uuid(),
+  orderId: z.uuid(),
+  amountCents: z.number().int().min(1),
+  reason: z.string().nullable(),
+  attempts: z.number().int().min(0),
+  requestedAt: z.iso.datetime(),
+};
+
+export const RefundCompletedPayload = z.object({
+  ...RefundSnapshot,
+  customerId: z.string(),
+  currency: z.string().length(3),
+  completedAt: z.iso.datetime(),
+});
+export const RefundRejectedPayload = z.object({
+  ...RefundSnapshot,
+  customerId: z.string().nullable(),
+  currency: z.string().nullable(),
+  code: z.string(),
+  detail: z.string(),
+  rejectedAt: z.iso.datetime(),
+});
+export const RefundDeadLetteredPayload = z.object({
+  refundId: z.uuid(),
+  orderId: z.uuid().nullable(),
+  amountCents: z.number().int().nullable(),
+  reason: z.string().nullable(),
+  attempts: z.number().int().min(0),
+  requestedAt: z.iso.datetime().nullable(),
+  error: z.string(),
+  deadLetterId: z.string(),
+  deadLetteredAt: z.iso.datetime(),
+});
+
+export const refundEvents = {
+  [RefundEventTypes.completed]: { 1: RefundCompletedPayload },
+  [RefundEventTypes.rejected]: { 1: RefundRejectedPayload },
+  [RefundEventTypes.deadLettered]: { 1: RefundDeadLetteredPayload },
+} as const;
+
+type Typed<T extends string, P extends z.ZodType> = Omit<EventEnvelope, 'type' | 'payload'> & {
+  type: T;
+  payload: z.infer<P>;
+};
+export type RefundEvent =
+  | Typed<typeof RefundEventTypes.completed, typeof RefundCompletedPayload>
+  | Typed<typeof RefundEventTypes.rejected, typeof RefundRejectedPayload>
+  | Typed<typeof RefundEventTypes.deadLettered, typeof RefundDeadLetteredPayload>;

@@ -1,0 +1,21 @@
+import type { ModuleDefinition } from '../module.ts';
+import { RefundJobSchema } from './domain.ts';
+import { refundEvents } from './events.ts';
+
+/**
+ * Refunds: `POST /v1/orders/{orderId}/refunds` → queue `refunds` → decided against the order in the
+ * write model (never past its total) → `refund.*` events → `refund_view`, refund stats, and the
+ * order's `refundedCents`. Builds on the orders module (its `orders` table).
+ */
+export const refundsModule: ModuleDefinition = {
+  name: 'refunds',
+  description: 'Refunds of completed orders, never exceeding what was paid',
+  jobName: 'refund-order',
+  jobSchema: RefundJobSchema,
+  events: refundEvents,
+  migrations: new URL('./migrations/', import.meta.url),
+  // Refunds are rare and each locks its order row: small batches, fewer at once.
+  queueDefaults: { concurrency: 20, batchSize: 20 },
+  api: async () => (await import('./api/index.ts')).refundsApi,
+  worker: async () => (await import('./worker/index.ts')).refundsWorker,
+};

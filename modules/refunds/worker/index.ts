@@ -1,0 +1,97 @@
+import { randomUUID } from 'node:crypto';
+import { runWithIsolation } from '../../../shared/batch.ts';
+import type { Command, ModuleWorkerFactory } from '../../module.ts';
+import { RefundJobSchema, type RefundJob } from '../domain.ts';
+import { RefundEventTypes } from '../events.ts';
+import { refundProjection } from './projection.ts';
+import { decideAndWriteRefund, type RefundOutcome } from './refunds.sql.ts';
+
+const uuidRe = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function describe(data: unknown): { correlationId: string | null; subjectId: string | null } {
+  const loose = (data ?? {}) as { orderId?: unknown; correlationId?: unknown };
+  return {
+    correlationId: typeof loose.correlationId === 'string' ? loose.correlationId : null,
+    subjectId: typeof loose.orderId === 'string' && uuidRe.test(loose.orderId) ? loose.orderId : null,
+  };
+}
+
+/**
+ * The refunds module's worker side. Each refund is its own transaction (its order's row locked while it
+ * is decided); a batch runs them side by side, so refunds of different orders do not wait on each other.
+ */
+export const refundsWorker: ModuleWorkerFactory = {
+  commands(ctx) {
+    return {
+      jobId: (job: RefundJob) => job.refundId,
+      describe,
+      async handleBatch(commands: readonly Command<RefundJob>[]) {
+        const now = new Date();
+        const settled = await Promise.all(
+          commands.map((cmd) =>
+            runWithIsolation([cmd], async ([c]) => [
+              await decideAndWriteRefund(ctx.pool, c!.job, c!.attempt, now),
+            ]),
+          ),
+        );
+        if (settled.some(([s]) => s?.ok && s.value.status !== 'duplicate')) ctx.onOutboxAppended();
+        return settled.map(([s]) => s!);
+      },
+      statusOf: (outcome: RefundOutcome) => outcome.status,
+      async deadLettered(client, cmd) {
+        const parsed = RefundJobSchema.safeParse(cmd.data);
+        const loose = (cmd.data ?? {}) as { refundId?: unknown };
+        const refundId = parsed.success
+          ? parsed.data.refundId
+          : typeof loose.refundId === 'string' && uuidRe.test(loose.refundId)
+            ? loose.refundId
+            : null;
+        if (!refundId) return [];
+        const job = parsed.success ? parsed.data : null;
+        const error = cmd.error.message.slice(0, 1_000);
+        if (job) {
+          const written = await client.query(
+            `INSERT INTO refunds (refund_id, order_id, amount_cents, reason, status, detail, attempts, correlation_id,
+                                  requested_at)
+             VALUES ($1, $2, $3, $4, 'dead_lettered', $5, $6, $7, $8)
+             ON CONFLICT (refund_id) DO NOTHING RETURNING refund_id`,
+            [
+              job.refundId,
+              job.orderId,
+              job.refund.amountCents,
+              job.refund.reason ?? null,
+              error,
+              cmd.attempts,
+              cmd.correlationId,
+              job.requestedAt,
+            ],
+          );
+          if (written.rowCount === 0) return []; // decided before: it stays so
+        }
+        const orderId = describe(cmd.data).subjectId;
+        return [
+          {
+            eventId: randomUUID(),
+            type: RefundEventTypes.deadLettered,
+            version: 1,
+            key: orderId ?? refundId,
+            correlationId: cmd.correlationId,
+            occurredAt: cmd.at.toISOString(),
+            payload: {
+              refundId,
+              orderId,
+              amountCents: job?.refund.amountCents ?? null,
+              reason: job?.refund.reason ?? null,
+              attempts: cmd.attempts,
+              requestedAt: job?.requestedAt ?? null,
+              error,
+              deadLetterId: cmd.deadLetterId,
+              deadLetteredAt: cmd.at.toISOString(),
+            },
+          },
+        ];
+      },
+    };
+  },
+  projection: refundProjection,
+};
