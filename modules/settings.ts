@@ -87,19 +87,8 @@ export function queueSettingsOf(
 }
 
 /** One module's queue and worker settings from the configuration. */
-export function moduleSettings(config: Config, name: string): CommandQueueSettings {
-  const o = config.workers.orders;
-  return {
-    ...DEFAULT_QUEUE_SETTINGS,
-    concurrency: o.concurrency,
-    attempts: o.attempts,
-    backoffMs: o.backoffMs,
-    backoffMaxMs: o.backoffMaxMs,
-    batchSize: o.batchSize,
-    batchWaitMs: o.batchWaitMs,
-    keepCompletedSeconds: o.keepCompletedSeconds,
-    lockDurationMs: o.lockDurationMs,
-    stalledIntervalMs: o.stalledIntervalMs,
-    ...(name === '' ? {} : {}),
-  };
+export function moduleSettings(config: Pick<Config, 'modules'>, name: string): CommandQueueSettings {
+  const settings = config.modules[name];
+  if (!settings) throw new Error(`no settings for module ${name}: is it in modules/registry.ts?`);
+  return settings;
 }

@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import { MODULES } from '../../modules/registry.ts';
+import { queueSettingsOf, queueSettingsShape } from '../../modules/settings.ts';
 
 /**
  * Conveyor's configuration, parsed once from the environment at boot (the shape of the brief's
@@ -62,25 +64,15 @@ export const EnvSchema = z.object({
   API_KEYS: z.string().default(''),
   CORS_ORIGINS: z.string().default(''),
 
-  /** Worker kinds run by `npm run workers` (and `npm start`). */
-  WORKER_KINDS: z
-    .string()
-    .default('orders,outbox,projections')
-    .transform((s) => s.split(',').map((x) => x.trim()))
-    .pipe(z.array(z.enum(['orders', 'outbox', 'projections'])).min(1)),
-  /** Prefetch limit of the order worker: jobs processed at once per process. */
-  ORDERS_CONCURRENCY: int(1).default(100),
-  ORDERS_ATTEMPTS: int(1).default(5),
-  ORDERS_BACKOFF_MS: int(1).default(1_000),
-  ORDERS_BACKOFF_MAX_MS: int(1).default(60_000),
-  /** Micro-batch bound: concurrent jobs whose writes share one transaction. */
-  ORDERS_BATCH_SIZE: int(1).default(100),
-  ORDERS_BATCH_WAIT_MS: int(0).default(5),
-  ORDERS_KEEP_COMPLETED_SECONDS: int(0).default(3_600),
-  /** BullMQ job lock: a crashed worker's jobs are recovered once it expires (and a stalled check runs). */
-  ORDERS_LOCK_DURATION_MS: int(1_000).default(30_000),
-  /** How often the order worker looks for stalled jobs (locks that expired without completing). */
-  ORDERS_STALLED_INTERVAL_MS: int(500).default(30_000),
+  /**
+   * Worker kinds run by `npm run workers` (and `npm start`): `outbox`, `projections`, and each command
+   * module's name (`orders`, `refunds`, … from modules/registry.ts). Unset = all of them.
+   */
+  WORKER_KINDS: commaSeparated
+    .pipe(z.array(z.enum(['outbox', 'projections', ...MODULES.map((m) => m.name)])).min(1))
+    .optional(),
+  // Each command module's queue settings — `<MODULE>_CONCURRENCY` … `<MODULE>_STALLED_INTERVAL_MS`
+  // (modules/settings.ts) — are merged in below.
   SUPPORTED_CURRENCIES: list.default(['EUR', 'USD', 'GBP', 'CHF', 'JPY']),
   /** Grace period for in-flight work on SIGTERM before connections are forced closed. */
   SHUTDOWN_GRACE_MS: int(0).default(25_000),
@@ -154,7 +146,11 @@ export const EnvSchema = z.object({
 
 export type Env = z.infer<typeof EnvSchema>;
 
-function buildConfig(env: Env) {
+/** Each command module's queue settings, `<MODULE>_CONCURRENCY` … (modules/settings.ts), parsed beside {@link EnvSchema}. */
+export const ModuleEnvSchema = z.object(queueSettingsShape(MODULES));
+
+function buildConfig(env: Env, moduleEnv: Readonly<Record<string, unknown>>) {
+  const modules = queueSettingsOf(MODULES, moduleEnv);
   return {
     env: env.NODE_ENV,
     serviceName: env.SERVICE_NAME,
@@ -176,6 +172,8 @@ function buildConfig(env: Env) {
     api: {
       port: env.PORT,
       host: env.HOST,
+    /** Each command module's queue and worker settings, by module name. */
+    modules,
       bodyLimitBytes: env.API_BODY_LIMIT_BYTES,
       batchBodyLimitBytes: env.API_BATCH_BODY_LIMIT_BYTES,
       batchMaxOrders: env.API_BATCH_MAX_ORDERS,
@@ -188,21 +186,11 @@ function buildConfig(env: Env) {
         .filter(Boolean),
     },
     workers: {
-      kinds: env.WORKER_KINDS,
+      kinds: env.WORKER_KINDS ?? ['outbox', 'projections', ...MODULES.map((m) => m.name)],
       shutdownGraceMs: env.SHUTDOWN_GRACE_MS,
       metricsPort: env.METRICS_PORT,
-      orders: {
-        concurrency: env.ORDERS_CONCURRENCY,
-        attempts: env.ORDERS_ATTEMPTS,
-        backoffMs: env.ORDERS_BACKOFF_MS,
-        backoffMaxMs: env.ORDERS_BACKOFF_MAX_MS,
-        batchSize: env.ORDERS_BATCH_SIZE,
-        batchWaitMs: env.ORDERS_BATCH_WAIT_MS,
-        keepCompletedSeconds: env.ORDERS_KEEP_COMPLETED_SECONDS,
-        lockDurationMs: env.ORDERS_LOCK_DURATION_MS,
-        stalledIntervalMs: env.ORDERS_STALLED_INTERVAL_MS,
-        supportedCurrencies: env.SUPPORTED_CURRENCIES,
-      },
+      /** The orders module's queue settings and business rules (its command worker's and the BullMQ bus's defaults). */
+      orders: { ...modules['orders']!, supportedCurrencies: env.SUPPORTED_CURRENCIES },
       outbox: {
         batchSize: env.OUTBOX_BATCH_SIZE,
         pollIntervalMs: env.OUTBOX_POLL_INTERVAL_MS,
@@ -305,10 +293,12 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
   // Empty strings mean "unset" so `.env` files can list a variable without a value.
   const cleaned = Object.fromEntries(Object.entries(source).filter(([, v]) => v !== undefined && v !== ''));
   const parsed = EnvSchema.safeParse(cleaned);
-  if (!parsed.success) {
-    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`));
+  const modules = ModuleEnvSchema.safeParse(cleaned);
+  const issues = [...(parsed.error?.issues ?? []), ...(modules.error?.issues ?? [])];
+  if (!parsed.success || !modules.success) {
+    throw new ConfigError(issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`));
   }
-  return deepFreeze(buildConfig(parsed.data));
+  return deepFreeze(buildConfig(parsed.data, modules.data));
 }
 
 /** For `main.ts` files: parse or print every problem and exit non-zero. */

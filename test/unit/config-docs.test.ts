@@ -1,11 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { EnvSchema } from '../../shared/config/config.ts';
+import { EnvSchema, ModuleEnvSchema } from '../../shared/config/config.ts';
 
 const read = (file: string) => readFileSync(new URL(`../../${file}`, import.meta.url), 'utf8');
 
 describe('configuration docs', () => {
-  const variables = Object.keys(EnvSchema.shape);
+  const variables = [...Object.keys(EnvSchema.shape), ...Object.keys(ModuleEnvSchema.shape)];
 
   it('.env.example documents every variable, and only real ones', () => {
     const example = read('.env.example');

@@ -177,6 +177,7 @@ describe('deploy/ manifests', () => {
         'conveyor-worker-orders',
         'conveyor-worker-outbox',
         'conveyor-worker-projections',
+        'conveyor-worker-refunds',
       ]);
       for (const d of deployments) {
         const [c, ...more] = containersOf(d);
@@ -214,7 +215,7 @@ describe('deploy/ manifests', () => {
         at(containersOf(named(resources, 'Deployment', name)!)[0], 'ports', 0, 'containerPort');
       expect(port('conveyor-api')).toBe(Number(config.PORT));
       expect(port('conveyor-dashboard')).toBe(Number(config.DASHBOARD_PORT));
-      for (const kind of ['orders', 'outbox', 'projections'])
+      for (const kind of ['orders', 'outbox', 'projections', 'refunds'])
         expect(port(`conveyor-worker-${kind}`)).toBe(Number(config.METRICS_PORT));
     });
 
@@ -228,7 +229,8 @@ describe('deploy/ manifests', () => {
         expect(value, d.metadata.name).toBeDefined();
         return loadConfig({ WORKER_KINDS: value }).workers.kinds;
       });
-      expect(kinds.sort()).toEqual(['orders', 'outbox', 'projections']);
+      // One Deployment per kind, and every kind the registry knows (a module without one would never run).
+      expect(kinds.sort()).toEqual([...loadConfig({}).workers.kinds].sort());
     });
 
     it('Services select a Deployment and target a named container port', () => {
