@@ -152,6 +152,8 @@ export const ModuleEnvSchema = z.object(queueSettingsShape(MODULES));
 function buildConfig(env: Env, moduleEnv: Readonly<Record<string, unknown>>) {
   const modules = queueSettingsOf(MODULES, moduleEnv);
   return {
+    /** Each command module's queue and worker settings, by module name. */
+    modules,
     env: env.NODE_ENV,
     serviceName: env.SERVICE_NAME,
     log: { level: env.LOG_LEVEL },
@@ -172,8 +174,6 @@ function buildConfig(env: Env, moduleEnv: Readonly<Record<string, unknown>>) {
     api: {
       port: env.PORT,
       host: env.HOST,
-    /** Each command module's queue and worker settings, by module name. */
-    modules,
       bodyLimitBytes: env.API_BODY_LIMIT_BYTES,
       batchBodyLimitBytes: env.API_BATCH_BODY_LIMIT_BYTES,
       batchMaxOrders: env.API_BATCH_MAX_ORDERS,
