@@ -130,7 +130,7 @@ export const StatsSchema = z
 export const DeadLetterSchema = z
   .object({
     id: z.string(),
-    transport: z.enum(['bullmq', 'kafka', 'rabbitmq']),
+    transport: z.enum(['bullmq', 'kafka', 'rabbitmq', 'sqs']),
     origin: z.string(),
     kind: z.enum(['command', 'event']),
     messageKey: z.string().nullable(),

@@ -7,7 +7,7 @@ import { commaSeparated } from '../shared/config/config.ts';
  * one (the whole run stays under a minute); explicit flags still win over the quick defaults.
  */
 
-const BUSES = ['bullmq', 'kafka', 'rabbitmq'] as const;
+const BUSES = ['bullmq', 'kafka', 'rabbitmq', 'sqs'] as const;
 export type BenchBus = (typeof BUSES)[number];
 
 const intList = (min: number) =>
@@ -77,7 +77,7 @@ export const USAGE = `npm run bench -- [options]
   --rate <r,r,..>         offered rates of the API phase, req/s  (default 1000,2500,5000; quick 1000)
   --e2e-rate <r>          offered rate of the end-to-end latency phase (default 1000; quick 300)
   --order-size <n>        items per order                        (default 3)
-  --bus <b,b,..>          bullmq,kafka,rabbitmq                   (default all three; quick bullmq)
+  --bus <b,b,..>          bullmq,kafka,rabbitmq,sqs               (default all four; quick bullmq)
   --workers <n,n,..>      worker processes compared              (default 1,2; quick 1)
   --api-replicas <n,n,..> API replicas compared                  (default 1,2; quick 1)
   --backlog <n>           orders per drain measurement           (default 20000; quick 1000)

@@ -25,9 +25,10 @@ export interface ProcessMonitor {
   /**
    * Samples every process whose command name (/proc/<pid>/comm) is one of `names`, as one entry
    * (e.g. all `postgres` backends): its CPU is the sum, its RSS the largest single process (shared
-   * memory would be counted once per backend otherwise).
+   * memory would be counted once per backend otherwise). With `cmdline`, only those whose command line
+   * contains it (two JVMs are both `java`: Kafka's main class is `kafka.Kafka`, ElasticMQ's `org.elasticmq…`).
    */
-  watchGroup(label: string, names: readonly string[]): void;
+  watchGroup(label: string, names: readonly string[], cmdline?: string): void;
   /** Peaks and CPU since the last `window()` call (or since watching started), then starts a new window. */
   window(): MonitorWindow;
   close(): void;
@@ -82,12 +83,14 @@ interface Watched {
  * Samples /proc of watched processes every `intervalMs`: a few file reads per process, cheap enough
  * not to disturb the measurement.
  */
-function pidsNamed(names: ReadonlySet<string>): number[] {
+function pidsNamed(names: ReadonlySet<string>, cmdline?: string): number[] {
   const pids: number[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
-      if (names.has(readFileSync(`/proc/${entry}/comm`, 'utf8').trim())) pids.push(Number(entry));
+      if (!names.has(readFileSync(`/proc/${entry}/comm`, 'utf8').trim())) continue;
+      if (cmdline === undefined || readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(cmdline))
+        pids.push(Number(entry));
     } catch {
       // exited between readdir and read
     }
@@ -98,6 +101,7 @@ function pidsNamed(names: ReadonlySet<string>): number[] {
 interface Group {
   label: string;
   names: ReadonlySet<string>;
+  cmdline: string | undefined;
   /** Last ticks seen per member pid, to add only what each used since. */
   ticks: Map<number, number>;
   usedTicks: number;
@@ -119,7 +123,7 @@ export function createMonitor(intervalMs = 250): ProcessMonitor {
       w.hwmKb = Math.max(w.hwmKb, m.hwmKb);
     }
     for (const g of groups) {
-      for (const pid of pidsNamed(g.names)) {
+      for (const pid of pidsNamed(g.names, g.cmdline)) {
         const ticks = readProcTicks(pid);
         if (ticks === undefined) continue;
         // A new member (e.g. a fresh backend) counts from now: its earlier CPU is not this window's.
@@ -137,8 +141,8 @@ export function createMonitor(intervalMs = 250): ProcessMonitor {
       watched.set(pid, { label, peakKb: 0, hwmKb: 0, ticksAtWindow: ticks, lastTicks: ticks });
       sample();
     },
-    watchGroup(label, names) {
-      groups.push({ label, names: new Set(names), ticks: new Map(), usedTicks: 0, peakKb: 0 });
+    watchGroup(label, names, cmdline) {
+      groups.push({ label, names: new Set(names), cmdline, ticks: new Map(), usedTicks: 0, peakKb: 0 });
       sample();
     },
     window() {

@@ -78,7 +78,8 @@ async function main(): Promise<number> {
   // The shared services: where the CPU the platform's processes do not use goes.
   monitor.watchGroup('redis', ['redis-server']);
   monitor.watchGroup('postgres', ['postgres']);
-  monitor.watchGroup('kafka', ['java']);
+  monitor.watchGroup('kafka', ['java'], 'kafka.Kafka');
+  monitor.watchGroup('elasticmq', ['java'], 'org.elasticmq');
   monitor.watchGroup('rabbitmq', ['beam.smp']);
   const env: Env = { options, monitor, progress, cpuProfDir, profileFrom: new Map(), live: new Set() };
   // Ctrl-C: stop the platform's processes and drop their schemas and queues before exiting.

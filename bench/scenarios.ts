@@ -2,7 +2,6 @@ import { OrdersQueues } from '../modules/orders/queue.ts';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { createPool, type Pool } from '../shared/db/pool.ts';
-import { QueueNames } from '../shared/queue/names.ts';
 import type { BenchBus, BenchOptions } from './cli.ts';
 import { enqueueBatches, orderBody, runLoad, type LoadResult } from './load.ts';
 import type { MonitorWindow, ProcessMonitor } from './monitor.ts';
@@ -44,7 +43,7 @@ export interface ScenarioResult {
   bus: BenchBus;
   workers: number;
   apiReplicas: number;
-  /** `unavailable`: the bus (Kafka/RabbitMQ) never carried the warm-up orders — tolerated and reported. */
+  /** `unavailable`: the bus (Kafka/RabbitMQ/SQS) never carried the warm-up orders — tolerated and reported. */
   status: 'ok' | 'failed' | 'unavailable';
   error?: string;
   drain?: Drain;
@@ -74,7 +73,10 @@ interface Probe {
 function probe(stack: Stack): Probe {
   const pool = createPool({ ...stack.config.database, poolMax: 2, statementTimeoutMs: 120_000 });
   const redis = new Redis(stack.config.redis.url, { maxRetriesPerRequest: null });
-  const queue = new Queue(OrdersQueues.commands, { connection: redis, prefix: stack.config.redis.queuePrefix });
+  const queue = new Queue(OrdersQueues.commands, {
+    connection: redis,
+    prefix: stack.config.redis.queuePrefix,
+  });
   return {
     pool,
     queue,

@@ -5,6 +5,7 @@ import { Kafka, logLevel } from 'kafkajs';
 import { loadConfig, type Config } from '../shared/config/config.ts';
 import { deleteRabbitmqTopology } from '../shared/bus/rabbitmq/admin.ts';
 import { rabbitmqTopology } from '../shared/bus/rabbitmq-bus.ts';
+import { deleteSqsTopology } from '../shared/bus/sqs/admin.ts';
 import { cleanup } from '../test/support/platform.ts';
 import { isolatedEnv } from '../test/support/env.ts';
 import { freePort } from '../test/support/redis-server.ts';
@@ -147,6 +148,12 @@ async function cleanupRabbitmq(config: Config): Promise<void> {
   await deleteRabbitmqTopology(config.bus.rabbitmq.url, topology, [PROJECTOR_CONSUMER]);
 }
 
+/** Deletes the SQS queues (projections and its DLQ) of an isolated stack; its group registry goes with the Redis keys. */
+async function cleanupSqs(config: Config): Promise<void> {
+  const { sqs } = config.bus;
+  await deleteSqsTopology({ endpoint: sqs.endpoint, region: sqs.region }, sqs, [PROJECTOR_CONSUMER]);
+}
+
 /** @example const stack = createStack({ name: 'bullmq', bus: 'bullmq', logLevel: 'warn', monitor, cpuProfDir: undefined }); */
 export function createStack(options: StackOptions): Stack {
   const env = isolatedEnv({
@@ -160,6 +167,8 @@ export function createStack(options: StackOptions): Stack {
     METRICS_PORT: '0',
     ...options.env,
   });
+  // Its own SQS queues, named after its own QUEUE_PREFIX (the machine's ElasticMQ is shared).
+  env.SQS_QUEUE_PREFIX ??= `bench-${env.QUEUE_PREFIX!}`;
   const config = loadConfig(env);
   const processes: BenchProcess[] = [];
   const apiUrls: string[] = [];
@@ -216,6 +225,7 @@ export function createStack(options: StackOptions): Stack {
         await Promise.all(apis.map((p) => stop(p, 10_000)));
         if (options.bus === 'kafka') await cleanupKafka(config).catch(() => undefined);
         if (options.bus === 'rabbitmq') await cleanupRabbitmq(config).catch(() => undefined);
+        if (options.bus === 'sqs') await cleanupSqs(config).catch(() => undefined);
         await cleanup(config);
       })()),
   };

@@ -63,6 +63,7 @@ export function ratios(
     conveyorOverPeer: of('bullmq', 'peer'),
     kafkaOverNaive: of('kafka', 'naive'),
     rabbitmqOverNaive: of('rabbitmq', 'naive'),
+    sqsOverNaive: of('sqs', 'naive'),
   };
 }
 
@@ -118,11 +119,12 @@ export function evaluateTargets(r: Omit<BenchResults, 'targets' | 'ok'>, machine
     met: at5k ? at5k.load.latencyMs.p99 <= 10 && at5k.load.acceptedPerS >= 4_750 : null,
     context: at5k ? `${cpu(at5k.monitor)} (bench = autocannon)` : '',
   });
-  for (const bus of ['kafka', 'rabbitmq'] as const) {
+  const busNames = { kafka: 'Kafka', rabbitmq: 'RabbitMQ', sqs: 'SQS (ElasticMQ)' } as const;
+  for (const bus of ['kafka', 'rabbitmq', 'sqs'] as const) {
     const s = r.scenarios.find((x) => x.bus === bus);
     const ratio = r.ratios[`${bus}OverNaive`] ?? null;
     targets.push({
-      ...ratioTarget(`${bus === 'kafka' ? 'Kafka' : 'RabbitMQ'} end-to-end ≥ 3× naive`, ratio, 3, ''),
+      ...ratioTarget(`${busNames[bus]} end-to-end ≥ 3× naive`, ratio, 3, ''),
       ...(s && s.status !== 'ok'
         ? { measured: `${s.status}: ${(s.error ?? '').split('\n')[0]!.slice(0, 160)}` }
         : {}),

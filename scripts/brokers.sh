@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # `npm run brokers`: makes sure every broker Conveyor talks to accepts connections.
 #   1. Redis, PostgreSQL and RabbitMQ via scripts/services.sh (started if down).
-#   2. Kafka: when nothing answers a metadata request at KAFKA_BROKERS, a single-node
+#   2. SQS: when nothing answers ListQueues at SQS_ENDPOINT, an ElasticMQ server (SQS-compatible)
+#      is started from jars fetched with Maven into .cache/elasticmq/ (scripts/sqs/elasticmq.sh;
+#      detached, messages kept in .cache/elasticmq/data; `scripts/sqs/elasticmq.sh stop` stops it).
+#   3. Kafka: when nothing answers a metadata request at KAFKA_BROKERS, a single-node
 #      KRaft broker is started from Apache Kafka jars fetched with Maven into
 #      .cache/kafka/ (once; later runs reuse them). The broker runs detached and
 #      outlives this script; scripts/kafka-stop.sh stops it, and running this
@@ -9,9 +12,10 @@
 # Idempotent: a second run finds everything up and exits 0 within a few seconds.
 # Exits non-zero with a message naming the broker that did not come up.
 #
-# Knobs: SKIP_KAFKA=1, SKIP_SERVICES=1 (and SKIP_REDIS/SKIP_POSTGRES/SKIP_RABBITMQ),
+# Knobs: SKIP_KAFKA=1, SKIP_SQS=1, SKIP_SERVICES=1 (and SKIP_REDIS/SKIP_POSTGRES/SKIP_RABBITMQ),
 #        KAFKA_BROKERS (default 127.0.0.1:9092), KAFKA_VERSION (default 3.9.2),
-#        KAFKA_READY_TIMEOUT (s, default 90), KAFKA_CACHE_DIR (default .cache/kafka).
+#        KAFKA_READY_TIMEOUT (s, default 90), KAFKA_CACHE_DIR (default .cache/kafka),
+#        SQS_ENDPOINT (default http://127.0.0.1:9324), ELASTICMQ_VERSION (default 1.7.1).
 set -euo pipefail
 
 SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -29,6 +33,12 @@ die() {
 
 if [[ ${SKIP_SERVICES:-} != 1 ]]; then
   SERVICES_LOG_PREFIX=brokers bash "$SCRIPTS/services.sh"
+fi
+
+if [[ ${SKIP_SQS:-} == 1 ]]; then
+  log "sqs skipped (SKIP_SQS=1)"
+else
+  ELASTICMQ_LOG_PREFIX='brokers: elasticmq' bash "$SCRIPTS/sqs/elasticmq.sh" ensure
 fi
 
 if [[ ${SKIP_KAFKA:-} == 1 ]]; then

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # `npm start`: the whole platform in one process for local use — API, every worker kind and the
 # dashboard — against the machine's Redis and PostgreSQL (started if down), migrations applied.
-# Kafka and RabbitMQ are needed only when EVENT_BUS says so.
+# Kafka, RabbitMQ and SQS (ElasticMQ locally) are needed only when EVENT_BUS says so.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 bash scripts/ensure-deps.sh
 case "${EVENT_BUS:-bullmq}" in
-  kafka) bash scripts/brokers.sh ;;
-  rabbitmq) SKIP_KAFKA=1 bash scripts/brokers.sh ;;
+  kafka) SKIP_SQS=1 bash scripts/brokers.sh ;;
+  rabbitmq) SKIP_KAFKA=1 SKIP_SQS=1 bash scripts/brokers.sh ;;
+  sqs) SKIP_KAFKA=1 SKIP_RABBITMQ=1 bash scripts/brokers.sh ;;
   *) SKIP_RABBITMQ=1 SERVICES_LOG_PREFIX=start bash scripts/services.sh ;;
 esac
 # Local defaults for a laptop (override any of them in the environment or .env).

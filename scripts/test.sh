@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `npm test`: the whole suite on a fresh machine — installs what it needs, makes sure Redis,
-# PostgreSQL and RabbitMQ answer, fetches and starts Kafka, then runs unit, integration, contract,
-# end-to-end and chaos tests. Ends with one line: `tests: N passed, M failed`.
+# PostgreSQL and RabbitMQ answer, fetches and starts Kafka and ElasticMQ (SQS), then runs unit,
+# integration, contract, end-to-end and chaos tests. Ends with one line: `tests: N passed, M failed`.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"

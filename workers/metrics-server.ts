@@ -10,6 +10,7 @@ import { outboxBacklog } from './outbox/relay.sql.ts';
 import type { WorkerKind } from './start.ts';
 import type { Failure } from '../shared/runtime/lifecycle.ts';
 import { liveness, probe } from '../shared/runtime/probe.ts';
+import { sqsGroupQueues } from '../shared/bus/sqs-bus.ts';
 
 export interface MetricsServerOptions {
   metrics: Metrics;
@@ -82,7 +83,7 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
 /**
  * Registers the scrape-time sources a worker process reports: BullMQ queue depths, its pool and
  * Redis connection, the outbox backlog where the relay runs, and the bus's lag where projections run
- * (Kafka consumer-group lag or RabbitMQ queue depth, by `EVENT_BUS`).
+ * (Kafka consumer-group lag, RabbitMQ or SQS queue depth, by `EVENT_BUS`).
  */
 export function watchWorkerSources(
   metrics: Metrics,
@@ -108,5 +109,10 @@ export function watchWorkerSources(
     const { rabbitmq } = config.bus;
     // `<queue>.dlq` is where the RabbitMQ bus dead-letters (shared/bus/rabbitmq/topology.ts).
     metrics.watchRabbitmq({ url: rabbitmq.url, queues: [rabbitmq.queue, `${rabbitmq.queue}.dlq`] });
+  } else if (config.bus.kind === 'sqs') {
+    const { sqs } = config.bus;
+    // The projections group's queue and its DLQ, named as the SQS bus names them.
+    const names = sqsGroupQueues(sqs);
+    metrics.watchSqs({ endpoint: sqs.endpoint, region: sqs.region, queues: [names.queue, names.dlq] });
   }
 }

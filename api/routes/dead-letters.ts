@@ -31,7 +31,7 @@ const list = createRoute({
   request: {
     query: z.object({
       status: z.enum(['pending', 'redriven', 'discarded']).default('pending'),
-      transport: z.enum(['bullmq', 'kafka', 'rabbitmq']).optional(),
+      transport: z.enum(['bullmq', 'kafka', 'rabbitmq', 'sqs']).optional(),
       origin: z.string().max(200).optional(),
       orderId: z.string().max(64).optional(),
       limit: z.coerce.number().int().min(1).max(500).default(100),
@@ -121,7 +121,7 @@ const redriveMany = createRoute({
       content: {
         'application/json': {
           schema: z.strictObject({
-            transport: z.enum(['bullmq', 'kafka', 'rabbitmq']).optional(),
+            transport: z.enum(['bullmq', 'kafka', 'rabbitmq', 'sqs']).optional(),
             origin: z.string().min(1).max(200).optional(),
             orderId: z.string().min(1).max(64).optional(),
             ids: z.array(DeadLetterId).min(1).max(1_000).optional(),

@@ -13,8 +13,8 @@ export interface BusDeps {
   metrics?: Pick<Metrics, 'instrumentWorker'> | undefined;
   /**
    * Told when a subscription can no longer consume and will not recover by itself (its consumer
-   * loop ended, kafkajs gave up restarting, RabbitMQ refuses the topology or stays unreachable past
-   * `recoveryBudgetMs`). Absent: logged only.
+   * loop ended, kafkajs gave up restarting, RabbitMQ or SQS refuses the topology or credentials or
+   * stays unreachable past `recoveryBudgetMs`). Absent: logged only.
    */
   onFatal?: OnFatal | undefined;
 }
@@ -50,6 +50,19 @@ export async function createEventBus(kind: BusKind, deps: BusDeps, config: Confi
         ...config.bus.rabbitmq,
         maxAttempts: config.bus.maxAttempts,
         backoffMs: config.bus.backoffMs,
+        shutdownGraceMs: config.workers.shutdownGraceMs,
+        recoveryBudgetMs: config.bus.recoveryBudgetMs,
+      });
+    }
+    case 'sqs': {
+      const { createSqsBus } = await import('./sqs-bus.ts');
+      return createSqsBus(deps, {
+        ...config.bus.sqs,
+        maxAttempts: config.bus.maxAttempts,
+        backoffMs: config.bus.backoffMs,
+        // The group registry lives beside BullMQ's, under the deployment's prefix.
+        redisUrl: config.redis.url,
+        redisPrefix: config.redis.queuePrefix,
         shutdownGraceMs: config.workers.shutdownGraceMs,
         recoveryBudgetMs: config.bus.recoveryBudgetMs,
       });

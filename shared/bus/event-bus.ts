@@ -1,7 +1,7 @@
 import type { EventEnvelope } from '../domain/events.ts';
 import type { DeadLetterRecord } from '../dead-letters/dead-letter.ts';
 
-export type BusKind = 'bullmq' | 'kafka' | 'rabbitmq';
+export type BusKind = 'bullmq' | 'kafka' | 'rabbitmq' | 'sqs';
 
 /** Metadata of one delivery, for logs and retry decisions. */
 export interface Delivery {

@@ -85,13 +85,13 @@ export const EnvSchema = z.object({
   /** How long published outbox rows are kept so read models can be rebuilt from them. */
   OUTBOX_RETENTION_HOURS: int(0).default(168),
 
-  EVENT_BUS: z.enum(['bullmq', 'kafka', 'rabbitmq']).default('bullmq'),
+  EVENT_BUS: z.enum(['bullmq', 'kafka', 'rabbitmq', 'sqs']).default('bullmq'),
   PROJECTIONS_CONCURRENCY: int(1).default(50),
   PROJECTIONS_BATCH_SIZE: int(1).default(200),
   PROJECTIONS_BATCH_WAIT_MS: int(0).default(5),
   BUS_MAX_ATTEMPTS: int(1).default(5),
   BUS_BACKOFF_MS: int(1).default(500),
-  /** How long a Kafka or RabbitMQ consumer may keep failing to reconnect or restart before the process gives up. */
+  /** How long a Kafka, RabbitMQ or SQS consumer may keep failing to reconnect or restart before the process gives up. */
   BUS_RECOVERY_BUDGET_MS: int(1_000).default(300_000),
 
   KAFKA_BROKERS: list.default(['127.0.0.1:9092']),
@@ -109,6 +109,26 @@ export const EnvSchema = z.object({
   RABBITMQ_QUEUE: z.string().default('conveyor.projections'),
   RABBITMQ_PREFETCH: int(1).default(100),
   RABBITMQ_CONFIRM_TIMEOUT_MS: int(100).default(10_000),
+
+  /** SQS API endpoint: the local ElasticMQ of `npm run brokers`, or `https://sqs.<region>.amazonaws.com`. */
+  SQS_ENDPOINT: z.url().default('http://127.0.0.1:9324'),
+  SQS_REGION: z
+    .string()
+    .regex(/^[a-z]{2}(-[a-z]+)+-\d+$/, 'an AWS region such as eu-west-1')
+    .default('us-east-1'),
+  /** Queue names are `<prefix>-<group>` and `<prefix>-<group>-dlq` (`.fifo` appended with SQS_FIFO). */
+  SQS_QUEUE_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{1,40}$/, 'letters, digits, "_" or "-", max 40 chars')
+    .default('conveyor-events'),
+  /** FIFO queues: per-key (order id) order, deduplication by event id. */
+  SQS_FIFO: bool.default(false),
+  /** Messages one projections consumer holds at once (an event, or a pack of up to 100); unset = PROJECTIONS_CONCURRENCY. */
+  SQS_PREFETCH: int(1).optional(),
+  /** Long-poll wait of each ReceiveMessage (capped at half of SHUTDOWN_GRACE_MS: a shutdown waits for the last poll). */
+  SQS_WAIT_TIME_SECONDS: int(0).max(20).default(10),
+  /** Visibility timeout of a received message, extended while its handler still runs. */
+  SQS_VISIBILITY_TIMEOUT_SECONDS: int(5).max(43_200).default(30),
 
   PAYMENT_URL: z.union([z.url(), z.literal('')]).default(''),
   CIRCUIT_BREAKER_TIMEOUT_MS: int(1).default(5_000),
@@ -230,6 +250,15 @@ function buildConfig(env: Env, moduleEnv: Readonly<Record<string, unknown>>) {
         queue: env.RABBITMQ_QUEUE,
         prefetch: env.RABBITMQ_PREFETCH,
         confirmTimeoutMs: env.RABBITMQ_CONFIRM_TIMEOUT_MS,
+      },
+      sqs: {
+        endpoint: env.SQS_ENDPOINT,
+        region: env.SQS_REGION,
+        queuePrefix: env.SQS_QUEUE_PREFIX,
+        fifo: env.SQS_FIFO,
+        prefetch: env.SQS_PREFETCH ?? env.PROJECTIONS_CONCURRENCY,
+        waitTimeSeconds: env.SQS_WAIT_TIME_SECONDS,
+        visibilityTimeoutSeconds: env.SQS_VISIBILITY_TIMEOUT_SECONDS,
       },
     },
     payment: { url: env.PAYMENT_URL || undefined },

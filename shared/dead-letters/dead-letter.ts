@@ -1,6 +1,6 @@
 import type { Pool } from '../db/pool.ts';
 
-export type Transport = 'bullmq' | 'kafka' | 'rabbitmq';
+export type Transport = 'bullmq' | 'kafka' | 'rabbitmq' | 'sqs';
 
 /** A message that could not be processed, from any transport, as operators see it. */
 export interface DeadLetterRecord {

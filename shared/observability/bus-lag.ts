@@ -1,3 +1,5 @@
+import type * as SqsSdk from '@aws-sdk/client-sqs';
+import type { SQSClient } from '@aws-sdk/client-sqs';
 import type { Admin } from 'kafkajs';
 import type { Channel, ChannelModel } from 'amqplib';
 
@@ -15,6 +17,17 @@ export interface RabbitQueueDepth {
   /** Messages ready for delivery (unacknowledged deliveries are not counted by the broker here). */
   messages: number;
   consumers: number;
+}
+
+/** Approximate message counts of one SQS queue, as `GetQueueAttributes` reports them. */
+export interface SqsQueueDepth {
+  queue: string;
+  /** `ApproximateNumberOfMessages`: available for retrieval — the backlog nobody holds. */
+  visible: number;
+  /** `ApproximateNumberOfMessagesNotVisible`: received, not yet deleted (in flight, or waiting out a retry backoff). */
+  inFlight: number;
+  /** `ApproximateNumberOfMessagesDelayed`: sent with a delay that has not passed. */
+  delayed: number;
 }
 
 /** Something read on every scrape; keeps its connection between scrapes. */
@@ -164,6 +177,83 @@ export function createRabbitmqDepthReader(options: RabbitmqDepthOptions): BusRea
       model = undefined;
       channel = undefined;
       await m?.then((x) => x.close()).catch(() => undefined);
+    },
+  };
+}
+
+export interface SqsDepthOptions {
+  /** SQS_ENDPOINT, SQS_REGION. */
+  endpoint: string;
+  region: string;
+  /** Queue names (e.g. the projections queue and its DLQ: `sqsGroupQueues` in shared/bus/sqs-bus.ts). */
+  queues: readonly string[];
+  /** Per request; a scrape must not hang on a slow endpoint. @defaultValue 2000 */
+  timeoutMs?: number;
+}
+
+/**
+ * Approximate visible, in-flight and delayed messages of SQS queues (`GetQueueAttributes`; SQS's
+ * counts lag by up to a minute). A queue that does not exist yet is skipped; queue URLs are looked up
+ * once and again after a miss. The client is created on the first read (the SDK loads lazily).
+ */
+export function createSqsDepthReader(options: SqsDepthOptions): BusReader<SqsQueueDepth> {
+  let sdk: Promise<{ sqs: typeof SqsSdk; client: SQSClient }> | undefined;
+  const urls = new Map<string, string>();
+  const timeout = options.timeoutMs ?? 2_000;
+  const connect = async () => {
+    const sqs = await import('@aws-sdk/client-sqs');
+    const { createSqsClient } = await import('../bus/sqs/client.ts');
+    const client = createSqsClient({
+      endpoint: options.endpoint,
+      region: options.region,
+      requestTimeoutMs: timeout,
+    });
+    return { sqs, client };
+  };
+  const isMissing = (err: unknown) => (err as { name?: unknown }).name === 'QueueDoesNotExist';
+  return {
+    async read() {
+      sdk ??= connect();
+      const { sqs, client } = await sdk;
+      const depths = await Promise.all(
+        options.queues.map(async (queue): Promise<SqsQueueDepth | undefined> => {
+          try {
+            let url = urls.get(queue);
+            if (!url) {
+              url = (await client.send(new sqs.GetQueueUrlCommand({ QueueName: queue }))).QueueUrl;
+              if (!url) return undefined;
+              urls.set(queue, url);
+            }
+            const { Attributes: a = {} } = await client.send(
+              new sqs.GetQueueAttributesCommand({
+                QueueUrl: url,
+                AttributeNames: [
+                  'ApproximateNumberOfMessages',
+                  'ApproximateNumberOfMessagesNotVisible',
+                  'ApproximateNumberOfMessagesDelayed',
+                ],
+              }),
+            );
+            const n = (v: string | undefined) => Number(v ?? 0) || 0;
+            return {
+              queue,
+              visible: n(a.ApproximateNumberOfMessages),
+              inFlight: n(a.ApproximateNumberOfMessagesNotVisible),
+              delayed: n(a.ApproximateNumberOfMessagesDelayed),
+            };
+          } catch (err) {
+            urls.delete(queue);
+            if (isMissing(err)) return undefined;
+            throw err;
+          }
+        }),
+      );
+      return depths.filter((d): d is SqsQueueDepth => d !== undefined);
+    },
+    async close() {
+      const s = sdk;
+      sdk = undefined;
+      await s?.then(({ client }) => client.destroy()).catch(() => undefined);
     },
   };
 }

@@ -6,8 +6,11 @@ import {
   type BusReader,
   type KafkaLagOptions,
   type PartitionLag,
+  createSqsDepthReader,
   type RabbitmqDepthOptions,
   type RabbitQueueDepth,
+  type SqsDepthOptions,
+  type SqsQueueDepth,
 } from './bus-lag.ts';
 import { createQueueStatsReader, type QueueStatsOptions, type QueueStatsReader } from './queue-stats.ts';
 import { withDeadline } from '../runtime/deadline.ts';
@@ -41,11 +44,13 @@ export interface Collectors {
   watchKafkaLag(options: KafkaLagOptions): void;
   /** Only where EVENT_BUS=rabbitmq. */
   watchRabbitmq(options: RabbitmqDepthOptions): void;
+  /** Only where EVENT_BUS=sqs. */
+  watchSqs(options: SqsDepthOptions): void;
   /** Closes the readers the watchers created. */
   close(): Promise<void>;
 }
 
-type SourceKind = 'queues' | 'outbox' | 'kafka' | 'rabbitmq';
+type SourceKind = 'queues' | 'outbox' | 'kafka' | 'rabbitmq' | 'sqs';
 
 /** The scrape-time half of a process's registry (`createMetrics` composes it). */
 export function createCollectors(registry: Registry, timeoutMs: number): Collectors {
@@ -127,6 +132,13 @@ export function createCollectors(registry: Registry, timeoutMs: number): Collect
     labelNames: ['queue'],
     registers,
     collect: () => refresh('rabbitmq'),
+  });
+  const sqsMessages = new Gauge({
+    name: 'conveyor_sqs_queue_messages',
+    help: 'Approximate messages in an SQS queue by state: visible (the backlog), in_flight (received, not deleted), delayed',
+    labelNames: ['queue', 'state'],
+    registers,
+    collect: () => refresh('sqs'),
   });
   const rabbitConsumers = new Gauge({
     name: 'conveyor_rabbitmq_queue_consumers',
@@ -262,6 +274,26 @@ export function createCollectors(registry: Registry, timeoutMs: number): Collect
           };
         },
         () => [rabbitMessages, rabbitConsumers].forEach((g) => g.reset()),
+        () => reader.close(),
+      );
+    },
+    watchSqs(opts) {
+      if (sources.has('sqs')) return;
+      const reader: BusReader<SqsQueueDepth> = createSqsDepthReader(opts);
+      addSource(
+        'sqs',
+        async () => {
+          const depths = await reader.read();
+          return () => {
+            sqsMessages.reset();
+            for (const d of depths) {
+              sqsMessages.set({ queue: d.queue, state: 'visible' }, d.visible);
+              sqsMessages.set({ queue: d.queue, state: 'in_flight' }, d.inFlight);
+              sqsMessages.set({ queue: d.queue, state: 'delayed' }, d.delayed);
+            }
+          };
+        },
+        () => sqsMessages.reset(),
         () => reader.close(),
       );
     },

@@ -3,14 +3,13 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { QueueNames } from '../../shared/queue/names.ts';
 import { eventually, isolatedEnv } from '../support/env.ts';
 import { request, sampleOrder } from '../support/http.ts';
 import { cleanup } from '../support/platform.ts';
 import { loadConfig } from '../../shared/config/config.ts';
 import { logRecords, startProcess, startServer, type Proc } from '../support/processes.ts';
 
-const buses = (process.env.E2E_BUSES ?? 'bullmq,kafka,rabbitmq').split(',').filter(Boolean);
+const buses = (process.env.E2E_BUSES ?? 'bullmq,kafka,rabbitmq,sqs').split(',').filter(Boolean);
 
 // Real processes — `npm run api` and `npm run workers` entry points — driven over HTTP only.
 describe.each(buses)('end to end over HTTP (EVENT_BUS=%s)', (bus) => {
@@ -125,7 +124,7 @@ describe.each(buses)('end to end over HTTP (EVENT_BUS=%s)', (bus) => {
       expect.arrayContaining(['order accepted', 'request completed']),
     );
     expect(workerLines.map((l) => l.msg)).toEqual(
-      expect.arrayContaining(['order processed', 'event projected']),
+      expect.arrayContaining(['command processed', 'event projected']),
     );
     expect(workerLines.every((l) => typeof l.orderId === 'string' || typeof l.eventId === 'string')).toBe(
       true,

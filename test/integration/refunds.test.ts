@@ -9,7 +9,7 @@ import { startPlatform, type Platform } from '../support/platform.ts';
 
 // The refunds module end to end (API → queue `refunds` → write model → outbox → bus → read models) on
 // every bus, with the whole platform in this process: the second module proves the core is generic.
-const buses = (process.env.REFUND_BUSES ?? 'bullmq,kafka,rabbitmq').split(',').filter(Boolean);
+const buses = (process.env.REFUND_BUSES ?? 'bullmq,kafka,rabbitmq,sqs').split(',').filter(Boolean);
 
 type Body = Record<string, unknown>;
 

@@ -40,6 +40,7 @@ export function isolatedEnv(overrides: Record<string, string> = {}): Record<stri
     KAFKA_GROUP_ID: `conveyor-${id}`,
     RABBITMQ_EXCHANGE: `conveyor.${id}`,
     RABBITMQ_QUEUE: `conveyor.${id}.projections`,
+    SQS_QUEUE_PREFIX: `conveyor-${id}`,
     ...overrides,
   };
 }

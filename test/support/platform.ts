@@ -10,6 +10,8 @@ import { createPool } from '../../shared/db/pool.ts';
 import { Kafka, logLevel } from 'kafkajs';
 import { rabbitmqTopology } from '../../shared/bus/rabbitmq-bus.ts';
 import { deleteRabbitmqTopology } from '../../shared/bus/rabbitmq/admin.ts';
+import { sqsGroupsKey } from '../../shared/bus/sqs/groups.ts';
+import { deleteSqsTopology } from '../../shared/bus/sqs/admin.ts';
 import { PROJECTOR_CONSUMER } from '../../workers/projections/projector.ts';
 
 export interface Platform {
@@ -61,6 +63,15 @@ export async function cleanup(config: Config): Promise<void> {
       await deleteRabbitmqTopology(config.bus.rabbitmq.url, topology, [PROJECTOR_CONSUMER]).catch(
         () => undefined,
       );
+    }
+    if (config.bus.kind === 'sqs') {
+      const { sqs } = config.bus;
+      await deleteSqsTopology({ endpoint: sqs.endpoint, region: sqs.region }, sqs, [
+        PROJECTOR_CONSUMER,
+      ]).catch(() => undefined);
+      await redis
+        .del(sqsGroupsKey(config.redis.queuePrefix, sqs.queuePrefix, sqs.fifo))
+        .catch(() => undefined);
     }
     if (config.bus.kind === 'kafka') {
       const kafka = new Kafka({

@@ -73,7 +73,7 @@ const healthTest = (s: Service) =>
 const dependsOn = (s: Service): Record<string, { condition?: string }> =>
   Array.isArray(s.depends_on) ? Object.fromEntries(s.depends_on.map((d) => [d, {}])) : (s.depends_on ?? {});
 
-const BROKERS = ['redis', 'postgres', 'kafka', 'rabbitmq'];
+const BROKERS = ['redis', 'postgres', 'kafka', 'rabbitmq', 'elasticmq'];
 const APPS = ['api', 'worker-orders', 'worker-outbox', 'worker-projections', 'dashboard'];
 
 describe(`docker-compose.yml (${how})`, () => {
@@ -99,6 +99,15 @@ describe(`docker-compose.yml (${how})`, () => {
     expect(services.rabbitmq!.image).toMatch(/^rabbitmq:[\w.]+-management/);
   });
 
+  it('runs ElasticMQ (the SQS API) at the version `npm run brokers` fetches, health-checked by ListQueues', () => {
+    const version = /ELASTICMQ_VERSION=\$\{ELASTICMQ_VERSION:-([\d.]+)\}/.exec(
+      readFileSync(`${ROOT}scripts/sqs/env.sh`, 'utf8'),
+    )?.[1];
+    expect(services.elasticmq!.image).toBe(`softwaremill/elasticmq-native:${version}`);
+    expect(containerPorts(services.elasticmq!)).toEqual([9324]);
+    expect(healthTest(services.elasticmq!)).toMatch(/Action=ListQueues.*http:\/\/127\.0\.0\.1:9324/);
+  });
+
   it('starts nothing before what it needs is healthy', () => {
     for (const name of APPS) {
       const deps = dependsOn(services[name]!);
@@ -119,6 +128,7 @@ describe(`docker-compose.yml (${how})`, () => {
       expect(new URL(config.database.url).hostname, name).toBe('postgres');
       expect(config.bus.kafka.brokers, name).toEqual(['kafka:9092']);
       expect(new URL(config.bus.rabbitmq.url).hostname, name).toBe('rabbitmq');
+      expect(new URL(config.bus.sqs.endpoint).host, name).toBe('elasticmq:9324');
     }
   });
 

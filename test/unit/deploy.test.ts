@@ -2,6 +2,7 @@ import { readdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ScalingSchema } from '../../api/routes/scaling.ts';
+import { sqsGroupQueues } from '../../shared/bus/sqs-bus.ts';
 import { loadConfig } from '../../shared/config/config.ts';
 import { ALL_QUEUES } from '../../shared/queue/names.ts';
 import {
@@ -154,7 +155,7 @@ describe('deploy/ manifests', () => {
   );
 
   it('has one overlay per event bus, each setting EVENT_BUS and scaling projections once', () => {
-    expect(overlays.sort()).toEqual(['bullmq', 'kafka', 'rabbitmq']);
+    expect(overlays.sort()).toEqual(['bullmq', 'kafka', 'rabbitmq', 'sqs']);
     for (const [bus, { resources }] of builds) {
       expect(named(resources, 'ConfigMap', 'conveyor-config')?.data?.EVENT_BUS).toBe(bus);
       const projections = byKind(resources, 'ScaledObject').filter(
@@ -266,7 +267,7 @@ describe('deploy/ manifests', () => {
       }
     });
 
-    it('points each trigger at what the code serves: /v1/scaling/{queue} backlog, the Kafka group, the RabbitMQ queue', () => {
+    it('points each trigger at what the code serves: /v1/scaling/{queue} backlog, the Kafka group, the RabbitMQ and SQS queues', () => {
       for (const t of byKind(resources, 'ScaledObject').flatMap(
         (so) => at(so, 'spec', 'triggers') as Obj[],
       )) {
@@ -288,6 +289,15 @@ describe('deploy/ manifests', () => {
           ]);
         } else if (t.type === 'rabbitmq') {
           expect(m.queueName).toBe(config.RABBITMQ_QUEUE);
+        } else if (t.type === 'aws-sqs-queue') {
+          // The projections group's queue as the bus names it, in the region and endpoint it uses.
+          const sqs = loadConfig(config).bus.sqs;
+          expect(config.EVENT_BUS).toBe('sqs');
+          expect(m.queueURL).toBe(sqsGroupQueues(sqs).queue);
+          expect(m.awsRegion).toBe(sqs.region);
+          expect(new URL(sqs.endpoint).hostname).toBe(`sqs.${sqs.region}.amazonaws.com`);
+          // The backlog nobody holds: in-flight messages are the replicas' own prefetch.
+          expect(m.scaleOnInFlight).toBe('false');
         } else {
           throw new Error(`unexpected trigger type ${String(t.type)}`);
         }

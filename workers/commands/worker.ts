@@ -156,7 +156,8 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
     const cmd = parsed.data;
     const { correlationId, subjectId } = handler.describe(cmd);
     // Bound into each line rather than a per-job child logger: no per-job cost when a level is off.
-    const ids = { correlationId, jobId: job.id, subjectId };
+    // `orderId`: the order the command concerns (the dead letters' `order_id`), so one grep follows an order.
+    const ids = { correlationId, jobId: job.id, orderId: subjectId, queue: queues.commands };
     try {
       const prepared = handler.prepare ? await handler.prepare(cmd) : undefined;
       const outcome = await batcher.submit({ job: cmd, attempt, prepared });
