@@ -1,15 +1,18 @@
 import { randomUUID } from 'node:crypto';
-import { Hono } from 'hono';
+import { Hono, type Context } from 'hono';
 import { csrf } from 'hono/csrf';
 import { html } from 'hono/html';
 import { HTTPException } from 'hono/http-exception';
 import { secureHeaders } from 'hono/secure-headers';
 import { sessionGuard } from './auth/guard.ts';
 import { loginRoutes, logoutRoutes } from './auth/routes.ts';
-import { boardApiGuard, type Boards } from './bull-board.ts';
-import { BASE_PATH, type DashboardDeps, type DashboardEnv } from './context.ts';
+import { asConsolePage, boardApiGuard, type Boards } from './bull-board.ts';
+import { BASE_PATH, BOARD_PATH, type DashboardDeps, type DashboardEnv } from './context.ts';
 import { auditPages } from './routes/audit.ts';
 import { deadLetterPages } from './routes/dead-letters.ts';
+import { orderPages } from './routes/orders.ts';
+import { overviewPages } from './routes/overview.ts';
+import { favicon } from './views/favicon.ts';
 import { page } from './views/layout.ts';
 
 export interface DashboardAppOptions {
@@ -19,9 +22,10 @@ export interface DashboardAppOptions {
 }
 
 /**
- * The operators' dashboard: login, Bull Board (admin or read-only by role), the unified dead letters
- * and the audit log, all under {@link BASE_PATH}. Stateless: sessions live in Redis, so any replica
- * serves any operator.
+ * The operators' console, one app under {@link BASE_PATH} with one top bar: the Overview (landing
+ * page), Queues (Bull Board at {@link BOARD_PATH}, admin or read-only by role), the unified dead
+ * letters, order stories and the audit log, behind a login. Stateless: sessions live in Redis, so any
+ * replica serves any operator.
  * @example const app = createDashboardApp(deps, { boards, ready }); serve({ fetch: app.fetch, port: 3001 });
  */
 export function createDashboardApp(deps: DashboardDeps, options: DashboardAppOptions): Hono<DashboardEnv> {
@@ -30,7 +34,7 @@ export function createDashboardApp(deps: DashboardDeps, options: DashboardAppOpt
   app.onError((err, c) => {
     if (err instanceof HTTPException) return err.getResponse();
     (c.get('log') ?? deps.logger).error({ err, path: c.req.path }, 'dashboard request failed');
-    if (c.req.path.startsWith(`${BASE_PATH}/api/`)) return c.json({ error: 'internal error' }, 500);
+    if (c.req.path.startsWith(`${BOARD_PATH}/api/`)) return c.json({ error: 'internal error' }, 500);
     return page(c, {
       title: 'Error',
       status: 500,
@@ -45,7 +49,7 @@ export function createDashboardApp(deps: DashboardDeps, options: DashboardAppOpt
     const started = performance.now();
     await next();
     // Bull Board polls its API every few seconds: those reads are debug noise, everything else is info.
-    const level = c.req.method === 'GET' && c.req.path.startsWith(`${BASE_PATH}/api/`) ? 'debug' : 'info';
+    const level = c.req.method === 'GET' && c.req.path.startsWith(`${BOARD_PATH}/api/`) ? 'debug' : 'info';
     log[level](
       {
         method: c.req.method,
@@ -67,30 +71,54 @@ export function createDashboardApp(deps: DashboardDeps, options: DashboardAppOpt
     }
   });
   app.get('/', (c) => c.redirect(BASE_PATH, 302));
+  app.get('/favicon.ico', (c) => c.redirect(`${BASE_PATH}/favicon.svg`, 301));
+  // `/dashboard/` (a typed or remembered URL) is the Overview too.
+  app.get(`${BASE_PATH}/`, (c) => c.redirect(BASE_PATH, 301));
 
   const d = new Hono<DashboardEnv>();
   d.use('*', secureHeaders());
   // Cross-origin form posts (login CSRF included) are refused by Origin / Sec-Fetch-Site.
   d.use('*', csrf());
+  d.get('/favicon.svg', favicon);
   // Order matters: the login routes answer before the session guard; everything after it needs a session.
   d.route('/', loginRoutes(deps));
   d.route('/', logoutRoutes(deps));
   d.use('*', sessionGuard(deps.sessions));
+  d.route('/', overviewPages(deps));
   d.route('/', deadLetterPages(deps));
+  d.route('/', orderPages(deps));
   d.route('/', auditPages(deps));
-  d.use('/api/*', boardApiGuard(deps.audit));
-  // Everything else is Bull Board: the admin's board, or the read-only one for viewers.
-  d.all('*', (c) => {
-    const board = c.get('session').role === 'admin' ? options.boards.admin : options.boards.viewer;
-    // Bull Board's UI links to "/dashboard/" (and "/dashboard/?status=…") but its entry route is the bare
-    // base path: serve both, keeping the query.
-    if (c.req.path === `${BASE_PATH}/`) {
-      const url = new URL(c.req.url);
-      url.pathname = BASE_PATH;
-      return board.fetch(new Request(url, c.req.raw), c.env);
-    }
-    return board.fetch(c.req.raw, c.env);
+  // Bull Board used to own the base path: its old deep links land on the same view under Queues.
+  d.get('/queue/*', (c) => {
+    const url = new URL(c.req.url);
+    return c.redirect(`${BOARD_PATH}${url.pathname.slice(BASE_PATH.length)}${url.search}`, 301);
   });
+  d.use('/queues/api/*', boardApiGuard(deps.audit));
+  // Queues: the admin's board, or the read-only one for viewers; its HTML page gets the console's bar.
+  const board = async (c: Context<DashboardEnv>) => {
+    const session = c.get('session');
+    const target = session.role === 'admin' ? options.boards.admin : options.boards.viewer;
+    // Bull Board's UI links to its base path with a trailing slash (and "?status=…") but its entry
+    // route is the bare base path: serve both, keeping the query.
+    let req = c.req.raw;
+    if (c.req.path === `${BOARD_PATH}/`) {
+      const url = new URL(c.req.url);
+      url.pathname = BOARD_PATH;
+      req = new Request(url, c.req.raw);
+    }
+    return asConsolePage(await target.fetch(req, c.env), session);
+  };
+  d.all('/queues', board);
+  d.all('/queues/*', board);
+  d.all('*', (c) =>
+    page(c, {
+      title: 'Not found',
+      session: c.get('session'),
+      status: 404,
+      body: html`<h1>Not found</h1>
+        <p>No page here. <a href="${BASE_PATH}">Go to the Overview</a>.</p>`,
+    }),
+  );
   app.route(BASE_PATH, d);
   return app;
 }

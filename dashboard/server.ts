@@ -13,6 +13,10 @@ import { createLoginLimiter } from './auth/login-limiter.ts';
 import { createDashboardSessions } from './auth/sessions.ts';
 import { createBoards } from './bull-board.ts';
 import { BASE_PATH } from './context.ts';
+import { createRedriveOutcomes } from './dead-letters/outcome.ts';
+import { createJobLookup } from './jobs.ts';
+import { createOrderStories } from './orders/story.ts';
+import { createOverviewSource } from './overview/overview.ts';
 
 export interface DashboardServer {
   port: number;
@@ -36,10 +40,17 @@ export async function startDashboard(rt: Runtime): Promise<DashboardServer> {
   // Every queue of the platform, dead-letter queues included, on the shared producer connection.
   const queues = ALL_QUEUES.map((name) => new Queue(name, { connection: redis, prefix }));
   const redriver = createRuntimeRedriver({ config, logger, pool, redis });
+  const jobs = createJobLookup(queues);
+  const outcomes = createRedriveOutcomes({ pool, jobs });
+  const overview = createOverviewSource({ config, pool, redis });
   const app = createDashboardApp(
     {
       config,
       logger: log,
+      pool,
+      overview,
+      outcomes,
+      stories: createOrderStories({ pool, jobs, outcomes }, BASE_PATH),
       sessions: createDashboardSessions(redis, { prefix, ttlSeconds: config.dashboard.sessionTtlSeconds }),
       credentials,
       loginLimiter: createLoginLimiter(redis, {
@@ -90,6 +101,7 @@ export async function startDashboard(rt: Runtime): Promise<DashboardServer> {
         http.closeIdleConnections();
       });
       clearTimeout(force);
+      await overview.close();
       await redriver.close();
       for (const q of queues.toReversed()) await q.close().catch(() => undefined);
     })());

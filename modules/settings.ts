@@ -92,3 +92,12 @@ export function moduleSettings(config: Pick<Config, 'modules'>, name: string): C
   if (!settings) throw new Error(`no settings for module ${name}: is it in modules/registry.ts?`);
   return settings;
 }
+
+/**
+ * Jobs waiting per replica at which KEDA adds a worker for this module's queue: 2 × its default prefetch,
+ * which keeps every replica's prefetch full (deploy/base/keda-orders.yaml; scripts/render-modules.ts
+ * renders the others with it, and the console's Overview computes replicas from it).
+ */
+export function scalerTargetOf(module: Pick<ModuleDefinition, 'queueDefaults'>): number {
+  return 2 * (module.queueDefaults?.concurrency ?? DEFAULT_QUEUE_SETTINGS.concurrency);
+}

@@ -5,7 +5,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseAllDocuments, stringify } from 'yaml';
 import { MODULES } from '../modules/registry.ts';
-import { DEFAULT_QUEUE_SETTINGS } from '../modules/settings.ts';
+import { scalerTargetOf } from '../modules/settings.ts';
 
 const base = new URL('../deploy/base/', import.meta.url);
 const TEMPLATE_MODULE = 'orders';
@@ -19,7 +19,6 @@ export function renderModuleManifests(): string {
   const worker = template('worker-orders.yaml');
   const scaled = template('keda-orders.yaml').filter((d) => d.kind === 'ScaledObject');
   const docs = MODULES.filter((m) => m.name !== TEMPLATE_MODULE).flatMap((m) => {
-    const concurrency = m.queueDefaults?.concurrency ?? DEFAULT_QUEUE_SETTINGS.concurrency;
     const rename = (doc: Record<string, unknown>) => {
       let text = JSON.stringify(doc)
         .replaceAll(`worker-${TEMPLATE_MODULE}`, `worker-${m.name}`)
@@ -27,7 +26,7 @@ export function renderModuleManifests(): string {
         .replaceAll(`"${TEMPLATE_MODULE}-backlog"`, `"${m.name}-backlog"`)
         .replaceAll(`"value":"${TEMPLATE_MODULE}"`, `"value":"${m.name}"`);
       // Jobs waiting per replica: 2 × the module's prefetch, as for orders.
-      text = text.replace(/"targetValue":"\d+"/, `"targetValue":"${2 * concurrency}"`);
+      text = text.replace(/"targetValue":"\d+"/, `"targetValue":"${scalerTargetOf(m)}"`);
       return JSON.parse(text) as Record<string, unknown>;
     };
     return [...worker, ...scaled].map(rename);

@@ -4,6 +4,7 @@ import type { Runtime } from '../shared/runtime/bootstrap.ts';
 import type { Metrics } from '../shared/observability/metrics.ts';
 import { MODULES } from '../modules/registry.ts';
 import { moduleSettings } from '../modules/settings.ts';
+import { createBreakerReporter } from '../shared/resilience/breaker-reports.ts';
 import { watchWorkerSources } from './metrics-server.ts';
 import { createCommandWorker } from './commands/worker.ts';
 import { createPruner } from './maintenance/pruner.ts';
@@ -104,7 +105,12 @@ export async function startWorkers(
   }
   // Each module's command worker; on shutdown it stops taking jobs first and finishes in-flight ones.
   const onOutboxAppended = createOutboxWaker(pool);
-  for (const module of MODULES.filter((m) => kinds.includes(m.name))) {
+  const commandModules = MODULES.filter((m) => kinds.includes(m.name));
+  // Breaker transitions go to this process's gauge and, for the operators' console, to Redis.
+  const breakers =
+    commandModules.length > 0 ? createBreakerReporter(rt.redis, config.redis.queuePrefix) : undefined;
+  if (breakers) lifecycle.defer('breaker-reports', () => breakers.close());
+  for (const module of commandModules) {
     const settings = moduleSettings(config, module.name);
     const handler = (await module.worker()).commands({
       pool,
@@ -112,7 +118,10 @@ export async function startWorkers(
       config,
       settings,
       onOutboxAppended,
-      ...(metrics ? { onBreakerState: (name, state) => metrics.setCircuitBreakerState(name, state) } : {}),
+      onBreakerState: (name, state) => {
+        metrics?.setCircuitBreakerState(name, state);
+        breakers?.report(name, state);
+      },
     });
     const worker = createCommandWorker(
       { pool, logger, module, handler, onOutboxAppended, onFatal: lifecycle.fail },

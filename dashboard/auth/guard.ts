@@ -2,7 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { Context, MiddlewareHandler } from 'hono';
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
 import { html } from 'hono/html';
-import { BASE_PATH, type DashboardEnv } from '../context.ts';
+import { BASE_PATH, BOARD_PATH, type DashboardEnv } from '../context.ts';
 import { page } from '../views/layout.ts';
 import type { DashboardSessions } from './sessions.ts';
 
@@ -42,7 +42,7 @@ export function sessionGuard(sessions: DashboardSessions): MiddlewareHandler<Das
     const token = sessionToken(c);
     const session = token ? await sessions.get(token) : null;
     if (!token || !session) {
-      if (c.req.path.startsWith(`${BASE_PATH}/api/`)) {
+      if (c.req.path.startsWith(`${BOARD_PATH}/api/`)) {
         return c.json({ error: 'authentication required', login: `${BASE_PATH}/login` }, 401);
       }
       if (c.req.method === 'GET' || c.req.method === 'HEAD') return c.redirect(`${BASE_PATH}/login`, 302);

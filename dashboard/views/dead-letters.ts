@@ -3,26 +3,44 @@ import type { AuditEntry } from '../../shared/audit/audit-log.ts';
 import type { DeadLetterRecord } from '../../shared/dead-letters/dead-letter.ts';
 import type { DashboardSession } from '../auth/sessions.ts';
 import { BASE_PATH } from '../context.ts';
-import { csrfField, formatDate, type Html } from './layout.ts';
+import type { RedriveOutcome } from '../dead-letters/outcome.ts';
+import { csrfField, timeTag, type Html } from './layout.ts';
 
 export interface DeadLetterListFilter {
   status: 'pending' | 'redriven' | 'discarded' | 'all';
-  transport: 'bullmq' | 'kafka' | 'rabbitmq' | 'all';
+  transport: 'bullmq' | 'kafka' | 'rabbitmq' | 'sqs' | 'all';
   origin?: string | undefined;
   orderId?: string | undefined;
 }
 
-/** Fixed messages shown after an action, chosen by code so no request text is ever echoed. */
+/**
+ * Fixed messages shown after an action, chosen by code so no request text is ever echoed. A sent
+ * redrive is not called a success: the page goes on to show what the message did.
+ */
 export const NOTICES = {
-  redriven: { text: 'Redriven: the message is back on its origin queue or topic.', error: false },
-  discarded: { text: 'Discarded: it stays on record and will not be redriven.', error: false },
-  not_pending: { text: 'Nothing done: this dead letter was already handled by someone else.', error: true },
-  not_found: { text: 'Nothing done: no such dead letter.', error: true },
-  failed: { text: 'The redrive failed: the dead letter is pending again (see the audit log).', error: true },
+  redrive_sent: {
+    text: 'Redrive sent: the message is back on its origin. What it did there is shown below.',
+    tone: 'info',
+  },
+  discarded: { text: 'Discarded: it stays on record and will not be redriven.', tone: 'ok' },
+  not_pending: { text: 'Nothing done: this dead letter was already handled by someone else.', tone: 'error' },
+  not_found: { text: 'Nothing done: no such dead letter.', tone: 'error' },
+  failed: {
+    text: 'The redrive could not be sent: the dead letter is pending again (see the audit log).',
+    tone: 'error',
+  },
 } as const;
 export type NoticeCode = keyof typeof NOTICES;
 
-const detailHref = (id: string) => `${BASE_PATH}/dead-letters/${encodeURIComponent(id)}`;
+/** Counts reported after a bulk action (numbers only, so they are safe to carry in the URL). */
+export interface BulkReport {
+  action: 'redrive' | 'discard';
+  done: number;
+  skipped: number;
+  failed: number;
+}
+
+export const detailHref = (id: string): string => `${BASE_PATH}/dead-letters/${encodeURIComponent(id)}`;
 
 const clip = (s: string, max: number) => (s.length > max ? `${s.slice(0, max)}…` : s);
 
@@ -47,22 +65,98 @@ function option(value: string, current: string, label = value): Html {
 export function noticeView(code: NoticeCode | undefined): Html {
   if (!code) return html``;
   const n = NOTICES[code];
-  return html`<div class="notice ${n.error ? 'error' : ''}" role="status" data-testid="notice">
-    ${n.text}
+  return html`<div class="notice ${n.tone}" role="status" data-testid="notice">${n.text}</div>`;
+}
+
+function bulkNotice(r: BulkReport | undefined): Html {
+  if (!r) return html``;
+  const verb = r.action === 'redrive' ? 'Redrive sent for' : 'Discarded';
+  const parts = [`${verb} ${r.done} dead letter${r.done === 1 ? '' : 's'}`];
+  if (r.skipped > 0) parts.push(`${r.skipped} already handled by someone else`);
+  if (r.failed > 0) parts.push(`${r.failed} could not be sent and are pending again`);
+  const tail = r.action === 'redrive' ? ' The Outcome column shows what each message did.' : '';
+  return html`<div
+    class="notice ${r.failed > 0 ? 'error' : r.action === 'redrive' ? 'info' : 'ok'}"
+    role="status"
+    data-testid="notice"
+  >
+    ${parts.join('; ')}.${tail}
+  </div>`;
+}
+
+/** What the last redrive led to, in words and a badge (`data-outcome` names the kind for tests). */
+export function outcomeView(o: RedriveOutcome | undefined, long = false): Html {
+  if (!o || o.kind === 'never' || o.kind === 'discarded') return html`<span class="muted">—</span>`;
+  switch (o.kind) {
+    case 'queued':
+      return html`<span data-outcome="queued"
+        ><span class="badge queued">queued again</span>${
+          long
+            ? html` since the redrive at ${timeTag(o.redrivenAt, true)}: ${o.detail}`
+            : html` <span class="small muted">${o.detail}</span>`
+        }</span
+      >`;
+    case 'failed_again':
+      return html`<span data-outcome="failed_again"
+        ><span class="badge failed_again">failed again</span>${
+          long
+            ? html` at ${timeTag(o.failedAt, true)}, after the redrive at ${timeTag(o.redrivenAt, true)}:
+                <strong class="wrap" data-testid="outcome-error">${o.error}</strong>`
+            : html` <span class="small">${clip(o.error, 120)}</span>`
+        }</span
+      >`;
+    case 'done':
+      return html`<span data-outcome="done"
+        ><span class="badge done">done</span> ${o.detail}${o.at ? html` at ${timeTag(o.at)}` : ''}</span
+      >`;
+    case 'send_failed':
+      return html`<span data-outcome="send_failed"
+        ><span class="badge send_failed">redrive not sent</span> <span class="small">${o.error}</span></span
+      >`;
+  }
+}
+
+function filterParams(filter: DeadLetterListFilter): URLSearchParams {
+  const p = new URLSearchParams({ transport: filter.transport });
+  if (filter.origin) p.set('origin', filter.origin);
+  if (filter.orderId) p.set('orderId', filter.orderId);
+  return p;
+}
+
+function bulkActions(filter: DeadLetterListFilter, session: DashboardSession, pending: number): Html {
+  if (session.role !== 'admin' || pending === 0 || (filter.status !== 'pending' && filter.status !== 'all'))
+    return html``;
+  const hidden = [...filterParams(filter)].map(
+    ([k, v]) => html`<input type="hidden" name="${k}" value="${v}" />`,
+  );
+  return html`<div class="actions" data-testid="bulk">
+    <form method="get" action="${BASE_PATH}/dead-letters/bulk">
+      ${hidden}<input type="hidden" name="action" value="redrive" />
+      <button type="submit" class="secondary" data-testid="bulk-redrive">Redrive all pending matches…</button>
+    </form>
+    <form method="get" action="${BASE_PATH}/dead-letters/bulk">
+      ${hidden}<input type="hidden" name="action" value="discard" />
+      <button type="submit" class="secondary" data-testid="bulk-discard">Discard all pending matches…</button>
+    </form>
+    <span class="muted small">You confirm on the next page, which says how many.</span>
   </div>`;
 }
 
 /** The unified dead letters of every transport, newest first, with filters and keyset pages. */
 export function deadLetterListView(options: {
   rows: readonly DeadLetterRecord[];
+  outcomes: ReadonlyMap<string, RedriveOutcome>;
   filter: DeadLetterListFilter;
+  session: DashboardSession;
   nextHref: string | null;
+  bulk?: BulkReport | undefined;
   notice?: NoticeCode | undefined;
 }): Html {
   const { rows, filter } = options;
+  const pendingShown = rows.filter((r) => r.status === 'pending').length;
   return html`<h1>Dead letters</h1>
-    ${noticeView(options.notice)}
-    <form class="filters" method="get" action="${BASE_PATH}/dead-letters">
+    ${noticeView(options.notice)} ${bulkNotice(options.bulk)}
+    <form class="filters" method="get" action="${BASE_PATH}/dead-letters" aria-label="Filter dead letters">
       <label
         >Status
         <select name="status">
@@ -72,41 +166,61 @@ export function deadLetterListView(options: {
       <label
         >Transport
         <select name="transport">
-          ${['all', 'bullmq', 'kafka', 'rabbitmq'].map((t) => option(t, filter.transport))}
+          ${['all', 'bullmq', 'kafka', 'rabbitmq', 'sqs'].map((t) => option(t, filter.transport))}
         </select></label
       >
-      <label>Origin <input name="origin" value="${filter.origin ?? ''}" placeholder="orders" /></label>
-      <label>Order id <input name="orderId" value="${filter.orderId ?? ''}" /></label>
-      <button type="submit">Filter</button>
+      <label
+        >Origin queue or topic
+        <input name="origin" value="${filter.origin ?? ''}" size="22" autocomplete="off" />
+      </label>
+      <label
+        >Order id
+        <input
+          name="orderId"
+          value="${filter.orderId ?? ''}"
+          size="38"
+          autocomplete="off"
+          spellcheck="false"
+        />
+      </label>
+      <button type="submit">Apply filters</button>
+      <a href="${BASE_PATH}/dead-letters">Reset</a>
     </form>
+    ${bulkActions(filter, options.session, pendingShown)}
     ${
       rows.length === 0
         ? html`<p class="muted" data-testid="empty">No dead letters match.</p>`
         : html`<table data-testid="dead-letters">
             <thead>
               <tr>
-                <th>Failed at</th>
-                <th>Transport</th>
-                <th>Origin</th>
-                <th>Error</th>
-                <th>Attempts</th>
-                <th>Payload</th>
-                <th>Status</th>
-                <th></th>
+                <th scope="col">Failed at</th>
+                <th scope="col">Transport</th>
+                <th scope="col">Origin</th>
+                <th scope="col">Error</th>
+                <th scope="col" class="num">Attempts</th>
+                <th scope="col">Payload</th>
+                <th scope="col">Status</th>
+                <th scope="col">Outcome of last redrive</th>
+                <th scope="col"><span class="sr-only">Details</span></th>
               </tr>
             </thead>
             <tbody>
               ${rows.map(
                 (d) =>
                   html`<tr data-id="${d.id}">
-                    <td>${formatDate(d.failedAt)}</td>
+                    <td>${timeTag(d.failedAt)}</td>
                     <td>${d.transport}</td>
                     <td>${d.origin} <span class="muted">(${d.kind})</span></td>
-                    <td>${clip(d.error, 200)}</td>
-                    <td>${d.attempts}</td>
-                    <td><code>${clip(d.payload.toString('utf8'), 160)}</code></td>
-                    <td>${badge(d.status)}</td>
-                    <td><a href="${detailHref(d.id)}">Open</a></td>
+                    <td class="wrap">${clip(d.error, 200)}</td>
+                    <td class="num">${d.attempts}</td>
+                    <td>
+                      <code class="clip" title="${clip(d.payload.toString('utf8'), 1000)}"
+                        >${clip(d.payload.toString('utf8'), 160)}</code
+                      >
+                    </td>
+                    <td data-testid="row-status">${badge(d.status)}</td>
+                    <td data-testid="row-outcome">${outcomeView(options.outcomes.get(d.id))}</td>
+                    <td><a href="${detailHref(d.id)}" aria-label="Open dead letter ${d.id}">Open</a></td>
                   </tr>`,
               )}
             </tbody>
@@ -129,25 +243,34 @@ function actionsView(dl: DeadLetterRecord, session: DashboardSession): Html {
       ${csrfField(session)}
       <button type="submit" data-testid="redrive">Redrive</button>
     </form>
-    <form method="post" action="${action}/discard" class="actions">
+    <form method="post" action="${action}/discard">
       ${csrfField(session)}
-      <label>Reason <input name="reason" maxlength="500" placeholder="optional" /></label>
+      <label>Reason for discarding (optional) <input name="reason" maxlength="500" size="40" /></label>
       <button type="submit" class="danger" data-testid="discard">Discard</button>
     </form>
+  </div>`;
+}
+
+function outcomePanel(o: RedriveOutcome): Html {
+  if (o.kind === 'never' || o.kind === 'discarded') return html``;
+  const tone = { queued: 'info', failed_again: 'error', done: 'ok', send_failed: 'error' }[o.kind];
+  return html`<div class="notice ${tone}" data-testid="outcome" role="status" aria-live="polite">
+    <strong>After the last redrive:</strong> ${outcomeView(o, true)}
   </div>`;
 }
 
 /** One dead letter: where it came from, why it failed, its original bytes, and what was done with it. */
 export function deadLetterDetailView(options: {
   dl: DeadLetterRecord;
+  outcome: RedriveOutcome;
   session: DashboardSession;
   history: readonly AuditEntry[];
   notice?: NoticeCode | undefined;
 }): Html {
   const { dl, session } = options;
   return html`<p><a href="${BASE_PATH}/dead-letters">← Dead letters</a></p>
-    <h1>Dead letter <code>${dl.id}</code></h1>
-    ${noticeView(options.notice)} ${actionsView(dl, session)}
+    <h1>Dead letter <code class="wrap">${dl.id}</code></h1>
+    ${noticeView(options.notice)} ${outcomePanel(options.outcome)} ${actionsView(dl, session)}
     <dl>
       <dt>Status</dt>
       <dd data-testid="status">${badge(dl.status)}</dd>
@@ -158,7 +281,15 @@ export function deadLetterDetailView(options: {
       <dt>Message key</dt>
       <dd>${dl.messageKey ?? '—'}</dd>
       <dt>Order</dt>
-      <dd>${dl.orderId ?? '—'}</dd>
+      <dd>
+        ${
+          dl.orderId
+            ? html`<a href="${BASE_PATH}/orders/${encodeURIComponent(dl.orderId)}" data-testid="order-link"
+                >${dl.orderId}</a
+              >`
+            : '—'
+        }
+      </dd>
       <dt>Correlation id</dt>
       <dd>${dl.correlationId ?? '—'}</dd>
       <dt>Attempts</dt>
@@ -166,9 +297,9 @@ export function deadLetterDetailView(options: {
       <dt>Redriven</dt>
       <dd>${dl.redriveCount} time(s)</dd>
       <dt>First failed</dt>
-      <dd>${formatDate(dl.firstFailedAt)}</dd>
+      <dd>${timeTag(dl.firstFailedAt)}</dd>
       <dt>Failed</dt>
-      <dd>${formatDate(dl.failedAt)}</dd>
+      <dd>${timeTag(dl.failedAt)}</dd>
       <dt>Error</dt>
       <dd data-testid="error">${dl.error}</dd>
     </dl>
@@ -186,18 +317,85 @@ export function deadLetterDetailView(options: {
     ${
       options.history.length === 0
         ? html`<p class="muted">No operator action yet.</p>`
-        : html`<table>
+        : html`<table data-testid="history">
+            <thead>
+              <tr>
+                <th scope="col">When</th>
+                <th scope="col">Who</th>
+                <th scope="col">Action</th>
+                <th scope="col">Detail</th>
+              </tr>
+            </thead>
             <tbody>
               ${options.history.map(
                 (e) =>
                   html`<tr>
-                    <td>${formatDate(e.at)}</td>
+                    <td>${timeTag(e.at)}</td>
                     <td>${e.actor} (${e.role ?? e.source})</td>
                     <td>${e.action}</td>
-                    <td><code>${JSON.stringify(e.detail)}</code></td>
+                    <td class="wrap"><code>${JSON.stringify(e.detail)}</code></td>
                   </tr>`,
               )}
             </tbody>
           </table>`
     }`;
+}
+
+/** The confirmation of a bulk action: what it covers and how many, before anything happens. */
+export function bulkConfirmView(options: {
+  action: 'redrive' | 'discard';
+  filter: DeadLetterListFilter;
+  count: number;
+  more: boolean;
+  /** Opaque token of the newest dead letter included, and when it failed (for people). */
+  through: { token: string; failedAt: string } | null;
+  session: DashboardSession;
+}): Html {
+  const { action, filter, count } = options;
+  const back = `${BASE_PATH}/dead-letters?${new URLSearchParams({ status: 'pending', ...Object.fromEntries(filterParams(filter)) }).toString()}`;
+  const criteria = [
+    `transport: ${filter.transport}`,
+    `origin: ${filter.origin ?? 'any'}`,
+    `order: ${filter.orderId ?? 'any'}`,
+  ].join(' · ');
+  if (count === 0 || !options.through)
+    return html`<h1>Nothing to ${action}</h1>
+      <p>No pending dead letter matches (${criteria}).</p>
+      <p><a href="${back}">← Dead letters</a></p>`;
+  const noun = `${count} dead letter${count === 1 ? '' : 's'}`;
+  return html`<h1>${action === 'redrive' ? 'Redrive' : 'Discard'} ${noun}?</h1>
+    <p data-testid="bulk-count">
+      This ${action === 'redrive' ? 'sends' : 'discards'} <strong>${count}</strong> pending dead
+      letter${count === 1 ? '' : 's'}
+      (${criteria})${
+        options.more
+          ? html`, the oldest ${count} of more than ${count} that match — run it again for the rest`
+          : ''
+      }.
+      ${
+        action === 'redrive'
+          ? 'Each goes back to its origin; processing is idempotent, so a redrive never doubles an effect.'
+          : 'They stay on record but will never be redriven.'
+      }
+      Dead letters arriving after this page was shown are not included.
+    </p>
+    <form method="post" action="${BASE_PATH}/dead-letters/bulk" class="actions">
+      ${csrfField(options.session)}
+      <input type="hidden" name="action" value="${action}" />
+      ${[...filterParams(filter)].map(([k, v]) => html`<input type="hidden" name="${k}" value="${v}" />`)}
+      <input type="hidden" name="count" value="${count}" />
+      <input type="hidden" name="through" value="${options.through.token}" />
+      ${
+        action === 'discard'
+          ? html`<label
+              >Reason for discarding (optional) <input name="reason" maxlength="500" size="40"
+            /></label>`
+          : ''
+      }
+      <button type="submit" class="${action === 'discard' ? 'danger' : ''}" data-testid="bulk-confirm">
+        ${action === 'redrive' ? 'Redrive' : 'Discard'} ${noun}
+      </button>
+      <a href="${back}">Cancel</a>
+    </form>
+    <p class="muted small">Newest included: failed at ${options.through.failedAt}</p>`;
 }

@@ -1,21 +1,18 @@
-import { OrdersQueues } from '../../modules/orders/queue.ts';
-import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDashboard } from '../../dashboard/server.ts';
+import { OrdersQueues } from '../../modules/orders/queue.ts';
 import { createPgDeadLetterSink } from '../../shared/dead-letters/dead-letter.ts';
 import { QueueNames } from '../../shared/queue/names.ts';
+import { launchBrowser, signIn } from '../support/browser.ts';
 import { eventually, testConfig } from '../support/env.ts';
 import { request, sampleOrder } from '../support/http.ts';
 import { startPlatform, type Platform } from '../support/platform.ts';
 
 // The dashboard driven in a real headless Chromium (Debian's package, never a downloaded browser)
 // against a real platform: API, order worker, relay and projections on Redis and Postgres.
-const CHROMIUM = '/usr/bin/chromium';
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+// (test/e2e/console.test.ts covers the console's newer pages: Overview, order stories, bulk actions.)
 const ADMIN = { user: 'ops-admin', password: 'admin-e2e-secret' };
 const VIEWER = { user: 'ops-viewer', password: 'viewer-e2e-secret' };
 
@@ -34,19 +31,12 @@ async function newContext(): Promise<BrowserContext> {
   return context;
 }
 
-async function login(context: BrowserContext, who: { user: string; password: string }): Promise<Page> {
-  const page = await context.newPage();
-  await page.goto(`${base}/dashboard`);
-  expect(new URL(page.url()).pathname).toBe('/dashboard/login');
-  await page.getByLabel('User name').fill(who.user);
-  await page.getByLabel('Password').fill(who.password);
-  await page.getByRole('button', { name: 'Sign in' }).click();
-  await page.waitForURL(`${base}/dashboard`);
-  return page;
-}
+const login = (context: BrowserContext, who: { user: string; password: string }): Promise<Page> =>
+  signIn(context, base, who);
 
-/** Bull Board renders every queue of the platform, dead-letter queues included. */
+/** Bull Board (Queues) renders every queue of the platform, dead-letter queues included. */
 async function expectQueuesShown(page: Page): Promise<void> {
+  await page.goto(`${base}/dashboard/queues/`);
   for (const name of [
     OrdersQueues.deadLetters,
     QueueNames.eventsDeadLetters,
@@ -83,8 +73,6 @@ function pageFetch(
 }
 
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM))
-    execFileSync('bash', [`${ROOT}scripts/install-chromium.sh`], { stdio: 'inherit' });
   platform = await startPlatform(
     testConfig({
       ORDERS_ATTEMPTS: '2',
@@ -102,23 +90,7 @@ beforeAll(async () => {
     connection: platform.rt.redis,
     prefix: platform.config.redis.queuePrefix,
   });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      // Loopback only (Bull Board's page links a web font): no name resolves but loopback, and anything
-      // else would go to a proxy on a closed loopback port. Chromium never proxies loopback itself.
-      '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost',
-      '--proxy-server=http://127.0.0.1:9',
-    ],
-  });
+  browser = await launchBrowser();
 });
 
 afterAll(async () => {
@@ -135,7 +107,7 @@ describe('operators dashboard in a browser', () => {
     await page.goto(`${base}/dashboard/dead-letters`);
     expect(new URL(page.url()).pathname).toBe('/dashboard/login');
     await expect.poll(() => page.getByRole('button', { name: 'Sign in' }).isVisible()).toBe(true);
-    expect((await context.request.get(`${base}/dashboard/api/queues`)).status()).toBe(401);
+    expect((await context.request.get(`${base}/dashboard/queues/api/queues`)).status()).toBe(401);
     await page.getByLabel('User name').fill(ADMIN.user);
     await page.getByLabel('Password').fill('wrong password');
     await page.getByRole('button', { name: 'Sign in' }).click();
@@ -174,15 +146,14 @@ describe('operators dashboard in a browser', () => {
     await query('DROP TRIGGER refuse_e2e ON orders');
 
     // A Bull Board action from its own page is audited like the dead-letter actions.
-    expect(await pageFetch(page, '/dashboard/api/queues/events/pause', { method: 'PUT' })).toBe(200);
-    expect(await pageFetch(page, '/dashboard/api/queues/events/resume', { method: 'PUT' })).toBe(200);
+    expect(await pageFetch(page, '/dashboard/queues/api/queues/events/pause', { method: 'PUT' })).toBe(200);
+    expect(await pageFetch(page, '/dashboard/queues/api/queues/events/resume', { method: 'PUT' })).toBe(200);
 
-    // Bull Board's user menu links to the dashboard's own pages.
-    await page.locator('header button').last().click();
-    await page.getByRole('menuitem', { name: 'Dead letters' }).click();
+    // The console's top bar, on Bull Board's page too, leads to the dashboard's own pages.
+    await page.getByTestId('top-bar').getByRole('link', { name: 'Dead letters' }).click();
     await page.waitForURL(`${base}/dashboard/dead-letters`);
     const poisonRow = page.locator(`tr[data-id="${poisonId}"]`);
-    await expect.poll(() => poisonRow.textContent()).toContain('invalid order command');
+    await expect.poll(() => poisonRow.textContent()).toContain('invalid command');
     expect(await poisonRow.textContent()).toContain('<img src=x');
     await page.screenshot({ path: '/tmp/conveyor-dashboard-dead-letters.png' });
     await poisonRow.getByRole('link', { name: 'Open' }).click();
@@ -201,8 +172,10 @@ describe('operators dashboard in a browser', () => {
     expect(await page.getByTestId('error').textContent()).toContain('ledger offline');
     await page.screenshot({ path: '/tmp/conveyor-dashboard-dead-letter.png', fullPage: true });
     await page.getByTestId('redrive').click();
-    await expect.poll(() => page.getByTestId('notice').textContent()).toContain('Redriven');
+    await expect.poll(() => page.getByTestId('notice').textContent()).toContain('Redrive sent');
     await orderStatus(orderId, 'completed');
+    // The page follows the message until it is done (it reloads itself while the outcome is open).
+    await page.locator('[data-testid=outcome] [data-outcome=done]').waitFor({ timeout: 20_000 });
     expect(await page.getByTestId('redrive').count()).toBe(0);
 
     await page.goto(`${base}/dashboard/audit?actor=${ADMIN.user}`);
@@ -267,10 +240,12 @@ describe('operators dashboard in a browser', () => {
         })
       ).status(),
     ).toBe(403);
-    expect((await forged.put(`${base}/dashboard/api/queues/orders/pause`, { headers })).status()).toBe(403);
-    expect((await forged.put(`${base}/dashboard/api/queues/orders/clean/failed`, { headers })).status()).toBe(
+    expect((await forged.put(`${base}/dashboard/queues/api/queues/orders/pause`, { headers })).status()).toBe(
       403,
     );
+    expect(
+      (await forged.put(`${base}/dashboard/queues/api/queues/orders/clean/failed`, { headers })).status(),
+    ).toBe(403);
     expect(await orders.isPaused()).toBe(false);
     const [row] = await query<{ status: string }>('SELECT status FROM dead_letters WHERE id = $1', [id]);
     expect(row?.status).toBe('pending');

@@ -1,11 +1,11 @@
-import { OrdersQueues } from '../../modules/orders/queue.ts';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCredentials } from '../../dashboard/auth/credentials.ts';
 import { startDashboard } from '../../dashboard/server.ts';
+import { OrdersQueues } from '../../modules/orders/queue.ts';
 import { loadConfig } from '../../shared/config/config.ts';
 import { createPgDeadLetterSink } from '../../shared/dead-letters/dead-letter.ts';
-import { QueueNames } from '../../shared/queue/names.ts';
+import { ALL_QUEUES } from '../../shared/queue/names.ts';
 import { bootstrap, StartupError, type Runtime } from '../../shared/runtime/bootstrap.ts';
 import { isolatedEnv, testLogger } from '../support/env.ts';
 import { cleanup } from '../support/platform.ts';
@@ -112,12 +112,18 @@ describe('dashboard authentication', () => {
       status: 302,
       location: '/dashboard/login',
     });
-    expect((await call(`${a}/dashboard/static/images/logo.svg`)).status).toBe(302);
-    expect((await call(`${a}/dashboard/api/queues`)).status).toBe(401);
-    expect((await call(`${a}/dashboard/api/queues/orders/pause`, { method: 'PUT' })).status).toBe(401);
+    expect((await call(`${a}/dashboard/queues/static/images/logo.svg`)).status).toBe(302);
+    expect((await call(`${a}/dashboard/orders`)).status).toBe(302);
+    // The icon is public (the login page shows it), and nothing else is.
+    const icon = await call(`${a}/dashboard/favicon.svg`);
+    expect(icon.status).toBe(200);
+    expect(icon.headers.get('content-type')).toContain('image/svg+xml');
+    expect((await call(`${a}/dashboard/queues/api/queues`)).status).toBe(401);
+    expect((await call(`${a}/dashboard/queues/api/queues/orders/pause`, { method: 'PUT' })).status).toBe(401);
     expect((await call(`${a}/dashboard/dead-letters/x/redrive`, { form: { csrf: 'x' } })).status).toBe(401);
     expect(
-      (await call(`${a}/dashboard/api/queues`, { cookie: 'conveyor_dashboard=' + 'A'.repeat(43) })).status,
+      (await call(`${a}/dashboard/queues/api/queues`, { cookie: 'conveyor_dashboard=' + 'A'.repeat(43) }))
+        .status,
     ).toBe(401);
     expect((await call(`${a}/dashboard/login`)).status).toBe(200);
   });
@@ -139,14 +145,28 @@ describe('dashboard authentication', () => {
     expect(ttl).toBeLessThanOrEqual(600);
 
     // Replica B has never seen this operator: the session is in Redis, not in A's memory.
-    const queues = await call(`${b}/dashboard/api/queues?activeQueue=orders&status=latest&page=1`, {
+    const queues = await call(`${b}/dashboard/queues/api/queues?activeQueue=orders&status=latest&page=1`, {
       cookie,
     });
     expect(queues.status).toBe(200);
     const names = (JSON.parse(queues.text) as { queues: { name: string; readOnlyMode: boolean }[] }).queues;
-    expect(names.map((q) => q.name).sort()).toEqual([...Object.values(QueueNames)].sort());
+    expect(names.map((q) => q.name).sort()).toEqual([...ALL_QUEUES].sort());
     expect(names.every((q) => !q.readOnlyMode)).toBe(true);
-    expect((await call(`${b}/dashboard`, { cookie })).text).toContain('<base href="/dashboard/"');
+    // The landing page is the Overview; Bull Board lives under Queues, with the console's bar and a
+    // policy that keeps every request on our origin (its web font link is gone).
+    const landing = await call(`${b}/dashboard`, { cookie });
+    expect(landing.text).toContain('<title>Overview · Conveyor</title>');
+    expect(landing.headers.get('content-security-policy')).toContain("default-src 'none'");
+    const board = await call(`${b}/dashboard/queues/`, { cookie });
+    expect(board.text).toContain('<base href="/dashboard/queues/"');
+    expect(board.text).toContain('data-testid="top-bar"');
+    expect(board.text).not.toMatch(/href="(https?:)?\/\//);
+    expect(board.headers.get('content-security-policy')).toMatch(/default-src 'self'.*script-src 'self'/);
+    // Old Bull Board deep links land on the same view under Queues.
+    expect(await call(`${b}/dashboard/queue/orders?status=failed`, { cookie })).toMatchObject({
+      status: 301,
+      location: '/dashboard/queues/queue/orders?status=failed',
+    });
     expect((await audit('login', 'root'))[0]).toMatchObject({ ip: '127.0.0.1', source: 'dashboard' });
   });
 
@@ -169,7 +189,7 @@ describe('dashboard authentication', () => {
 
   it('gives a viewer the read-only board and refuses its mutating calls on the server', async () => {
     const { cookie } = await login(b, 'watcher', 'viewer pass');
-    const queues = await call(`${a}/dashboard/api/queues?activeQueue=orders&status=latest&page=1`, {
+    const queues = await call(`${a}/dashboard/queues/api/queues?activeQueue=orders&status=latest&page=1`, {
       cookie,
     });
     expect(queues.status).toBe(200);
@@ -186,9 +206,10 @@ describe('dashboard authentication', () => {
       ['POST', 'queues/orders/add'],
       ['PATCH', 'queues/orders/job-1/promote'],
     ] as const) {
-      expect((await call(`${a}/dashboard/api/${path}`, { method, cookie })).status, `${method} ${path}`).toBe(
-        403,
-      );
+      expect(
+        (await call(`${a}/dashboard/queues/api/${path}`, { method, cookie })).status,
+        `${method} ${path}`,
+      ).toBe(403);
     }
     expect(await orders.isPaused()).toBe(false);
     const denied = await audit('queue.pause', 'watcher');
@@ -197,11 +218,13 @@ describe('dashboard authentication', () => {
     // The admin can, and is audited too.
     const admin = await login(a, 'root', 'correct horse battery staple');
     expect(
-      (await call(`${a}/dashboard/api/queues/orders/pause`, { method: 'PUT', cookie: admin.cookie })).status,
+      (await call(`${a}/dashboard/queues/api/queues/orders/pause`, { method: 'PUT', cookie: admin.cookie }))
+        .status,
     ).toBe(200);
     expect(await orders.isPaused()).toBe(true);
     expect(
-      (await call(`${a}/dashboard/api/queues/orders/resume`, { method: 'PUT', cookie: admin.cookie })).status,
+      (await call(`${a}/dashboard/queues/api/queues/orders/resume`, { method: 'PUT', cookie: admin.cookie }))
+        .status,
     ).toBe(200);
     expect(await orders.isPaused()).toBe(false);
     expect((await audit('queue.pause', 'root'))[0]?.detail).toMatchObject({ status: 200, method: 'PUT' });
@@ -272,7 +295,7 @@ describe('dashboard authentication', () => {
     const out = await call(`${b}/dashboard/logout`, { cookie, form: { csrf: token } });
     expect(out).toMatchObject({ status: 303, location: '/dashboard/login' });
     expect(out.cookies[0]).toMatch(/Max-Age=0/);
-    expect((await call(`${a}/dashboard/api/queues`, { cookie })).status).toBe(401);
+    expect((await call(`${a}/dashboard/queues/api/queues`, { cookie })).status).toBe(401);
     expect(await call(`${a}/dashboard`, { cookie })).toMatchObject({
       status: 302,
       location: '/dashboard/login',

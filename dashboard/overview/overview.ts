@@ -1,0 +1,360 @@
+import type { Config } from '../../shared/config/config.ts';
+import type { Pool } from '../../shared/db/pool.ts';
+import {
+  createKafkaLagReader,
+  createRabbitmqDepthReader,
+  type BusReader,
+  type PartitionLag,
+  type RabbitQueueDepth,
+} from '../../shared/observability/bus-lag.ts';
+import type { OutboxBacklog } from '../../shared/observability/collectors.ts';
+import { createQueueStatsReader, type QueueStats } from '../../shared/observability/queue-stats.ts';
+import { MODULES } from '../../modules/registry.ts';
+import {
+  ALL_QUEUES,
+  commandQueues,
+  isDeadLetterQueue,
+  QueueNames,
+  type QueueName,
+} from '../../shared/queue/names.ts';
+import type { Redis } from '../../shared/queue/redis.ts';
+import { withDeadline } from '../../shared/runtime/deadline.ts';
+import { readBreakers, type BreakerStatus } from './breakers.ts';
+import {
+  activity,
+  outboxBacklog,
+  pendingDeadLetters,
+  type Activity,
+  type PendingDeadLetters,
+} from './overview.sql.ts';
+import { COMMAND_SCALERS, desiredReplicas, PROJECTIONS_SCALERS, type ScalerTarget } from './scalers.ts';
+
+/** A source's answer, or why there is none (like `conveyor_metrics_collector_up` = 0 on /metrics). */
+export type Sourced<T> = { ok: true; value: T } | { ok: false; error: string };
+
+/** A command module as the Overview shows it: its queues and the events its decisions append. */
+export interface CommandModule {
+  name: string;
+  queue: string;
+  deadLetterQueue: string;
+  eventTypes: readonly string[];
+}
+
+/** Every module of the registry (modules/registry.ts), in its order. */
+export function commandModules(): CommandModule[] {
+  return MODULES.map((m) => ({
+    name: m.name,
+    queue: commandQueues(m.name).commands,
+    deadLetterQueue: commandQueues(m.name).deadLetters,
+    eventTypes: Object.keys(m.events),
+  }));
+}
+
+export interface QueueOverview extends QueueStats {
+  /** A module's commands, the BullMQ bus's events, or dead-letter copies nothing consumes. */
+  role: 'command' | 'events' | 'dead-letter';
+  /** For a dead-letter queue: the queue its dead letters come from. */
+  origin: string | null;
+}
+
+/** What KEDA reads and would ask for now. */
+export interface Scaling {
+  scaler: ScalerTarget;
+  metric: number;
+  desired: number;
+}
+
+export interface BusOverview {
+  kind: Config['bus']['kind'];
+  /** Kafka: lag of the projections group per topic; RabbitMQ: ready messages per queue. Null for BullMQ (its `events` queue is in the queue table). */
+  depth: Sourced<{ label: string; value: number }[]> | null;
+  /** The projections ScaledObject of this bus's overlay; null where `deploy/` ships none. */
+  scaling: Sourced<Scaling> | null;
+}
+
+export type Level = 'healthy' | 'attention' | 'unhealthy';
+export interface Finding {
+  level: Exclude<Level, 'healthy'>;
+  text: string;
+}
+
+export interface Overview {
+  at: Date;
+  modules: CommandModule[];
+  queues: Sourced<QueueOverview[]>;
+  /** Per command queue with a ScaledObject in `deploy/`. */
+  commandScaling: Record<string, Sourced<Scaling>>;
+  bus: BusOverview;
+  outbox: Sourced<OutboxBacklog>;
+  deadLetters: Sourced<PendingDeadLetters[]>;
+  activity: Sourced<Activity>;
+  breakers: Sourced<BreakerStatus[]>;
+  /** Why the platform is not healthy, worst first; empty when it is. */
+  findings: Finding[];
+  level: Level;
+}
+
+/** Reads the Overview; keeps its broker connections between reads. */
+export interface OverviewSource {
+  read(): Promise<Overview>;
+  /** Releases the queue handles and broker clients (the shared Redis and pool stay open). Idempotent. */
+  close(): Promise<void>;
+}
+
+export interface OverviewDeps {
+  config: Config;
+  pool: Pool;
+  /** Shared connection (queue depths, breaker reports). */
+  redis: Redis;
+  /** Bound on each source, as `/metrics` bounds each collector. @defaultValue 2000 */
+  timeoutMs?: number;
+}
+
+/** When the Overview stops calling the platform healthy. */
+export const THRESHOLDS = {
+  /** Oldest runnable job on a work queue (s): attention, unhealthy. */
+  oldestWaitingSeconds: [60, 300],
+  /** Oldest unpublished outbox row (s): attention, unhealthy. */
+  outboxAgeSeconds: [30, 300],
+  /** Share of the hour's decisions or published events that were dead-lettered: attention, unhealthy. */
+  failureRate: [0.01, 0.1],
+  /** …judged only above this many in the hour (one dead letter among three orders is no trend). */
+  failureRateMinVolume: 20,
+} as const;
+
+const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
+
+/** How a decision event ended its command: `<aggregate>.rejected`, `.dead_lettered`, anything else done. */
+export function outcomeOf(eventType: string): 'completed' | 'rejected' | 'dead_lettered' {
+  if (eventType.endsWith('.dead_lettered')) return 'dead_lettered';
+  if (eventType.endsWith('.rejected')) return 'rejected';
+  return 'completed';
+}
+
+/** A module's decisions per minute by outcome, and its totals over the window. */
+export function moduleTotals(
+  a: Activity,
+  m: Pick<CommandModule, 'eventTypes'>,
+): { decided: number; deadLettered: number; byOutcome: Record<ReturnType<typeof outcomeOf>, number[]> } {
+  const zeros = () => Array.from({ length: a.published.length }, () => 0);
+  const byOutcome = { completed: zeros(), rejected: zeros(), dead_lettered: zeros() };
+  for (const type of m.eventTypes) {
+    const series = byOutcome[outcomeOf(type)];
+    (a.appended[type] ?? []).forEach((n, i) => (series[i] = (series[i] ?? 0) + n));
+  }
+  const deadLettered = sum(byOutcome.dead_lettered);
+  return {
+    decided: sum(byOutcome.completed) + sum(byOutcome.rejected) + deadLettered,
+    deadLettered,
+    byOutcome,
+  };
+}
+
+function findingsOf(o: Omit<Overview, 'findings' | 'level'>): Finding[] {
+  const out: Finding[] = [];
+  const add = (level: Finding['level'], text: string) => out.push({ level, text });
+  const unavailable: [string, Sourced<unknown> | null][] = [
+    ['Queue depths (Redis)', o.queues],
+    ['Outbox backlog (PostgreSQL)', o.outbox],
+    ['Dead letters (PostgreSQL)', o.deadLetters],
+    ['Activity (PostgreSQL)', o.activity],
+    ['Circuit breakers (Redis)', o.breakers],
+    // SQS depth is not read by /metrics yet: shown as such, not raised as a finding on every refresh.
+    [`${o.bus.kind} depth`, o.bus.kind === 'sqs' ? null : o.bus.depth],
+  ];
+  for (const [what, s] of unavailable) if (s && !s.ok) add('attention', `${what} unavailable: ${s.error}`);
+
+  if (o.breakers.ok) {
+    for (const b of o.breakers.value) {
+      if (b.state === 'open') add('unhealthy', `Circuit breaker "${b.breaker}" is open`);
+      else if (b.state === 'half-open') add('attention', `Circuit breaker "${b.breaker}" is half-open`);
+    }
+  }
+  if (o.queues.ok) {
+    for (const q of o.queues.value) {
+      if (q.role === 'dead-letter') continue;
+      if (q.paused) add('attention', `Queue "${q.queue}" is paused`);
+      const [warn, bad] = THRESHOLDS.oldestWaitingSeconds;
+      if (q.oldestWaitingAgeSeconds >= bad)
+        add(
+          'unhealthy',
+          `Queue "${q.queue}": oldest job has waited ${Math.round(q.oldestWaitingAgeSeconds)} s`,
+        );
+      else if (q.oldestWaitingAgeSeconds >= warn)
+        add(
+          'attention',
+          `Queue "${q.queue}": oldest job has waited ${Math.round(q.oldestWaitingAgeSeconds)} s`,
+        );
+    }
+  }
+  if (o.outbox.ok && o.outbox.value.count > 0) {
+    const [warn, bad] = THRESHOLDS.outboxAgeSeconds;
+    const age = o.outbox.value.oldestAgeSeconds;
+    if (age >= bad) add('unhealthy', `Outbox: oldest unpublished event is ${Math.round(age)} s old`);
+    else if (age >= warn) add('attention', `Outbox: oldest unpublished event is ${Math.round(age)} s old`);
+  }
+  if (o.deadLetters.ok) {
+    const pending = sum(o.deadLetters.value.map((d) => d.count));
+    if (pending > 0)
+      add('attention', `${pending} dead letter${pending === 1 ? '' : 's'} pending an operator's decision`);
+  }
+  if (o.activity.ok) {
+    const [warn, bad] = THRESHOLDS.failureRate;
+    const a = o.activity.value;
+    const rates: [string, number, number][] = o.modules.map((m) => {
+      const t = moduleTotals(a, m);
+      return [`decisions in ${m.name}`, t.deadLettered, t.decided];
+    });
+    rates.push(['published events', sum(a.eventDeadLetters), sum(a.published)]);
+    for (const [what, failed, total] of rates) {
+      if (total < THRESHOLDS.failureRateMinVolume || failed === 0) continue;
+      const rate = failed / total;
+      const text = `${(rate * 100).toFixed(1)}% of the last hour's ${what} were dead-lettered (${failed} of ${total})`;
+      if (rate >= bad) add('unhealthy', text);
+      else if (rate >= warn) add('attention', text);
+    }
+  }
+  for (const s of [...Object.values(o.commandScaling), o.bus.scaling]) {
+    if (s?.ok && s.value.desired >= s.value.scaler.maxReplicas && s.value.metric > 0)
+      add(
+        'attention',
+        `${s.value.scaler.scaledObject} would run at its maximum (${s.value.scaler.maxReplicas} replicas)`,
+      );
+  }
+  return out.sort((a, b) => (a.level === b.level ? 0 : a.level === 'unhealthy' ? -1 : 1));
+}
+
+/**
+ * The Overview's data, from the same sources as `/metrics` (shared/observability: queue depths and
+ * oldest-waiting ages, Kafka lag, RabbitMQ depth; the outbox backlog query), plus PostgreSQL for the
+ * hour's activity and pending dead letters, and Redis for the workers' breaker reports. Each source is
+ * read concurrently and bounded by `timeoutMs`; one that fails or is late is reported as unavailable,
+ * never as zero.
+ * @example const overview = await createOverviewSource({ config, pool, redis }).read();
+ */
+export function createOverviewSource(deps: OverviewDeps): OverviewSource {
+  const { config, pool, redis } = deps;
+  const timeoutMs = deps.timeoutMs ?? 2_000;
+  const prefix = config.redis.queuePrefix;
+  const queues = createQueueStatsReader({ connection: redis, prefix, queues: ALL_QUEUES });
+  const bus = config.bus;
+  const modules = commandModules();
+  const roleOf = (queue: QueueName): Pick<QueueOverview, 'role' | 'origin'> => {
+    const m = modules.find((x) => x.queue === queue || x.deadLetterQueue === queue);
+    if (isDeadLetterQueue(queue)) return { role: 'dead-letter', origin: m ? m.queue : QueueNames.events };
+    return { role: m ? 'command' : 'events', origin: null };
+  };
+  let kafka: BusReader<PartitionLag> | undefined;
+  let rabbit: BusReader<RabbitQueueDepth> | undefined;
+  // Broker clients are made on first use: a console that nobody opens never connects to Kafka.
+  const kafkaReader = () =>
+    (kafka ??= createKafkaLagReader({
+      brokers: bus.kafka.brokers,
+      clientId: bus.kafka.clientId,
+      topics: [bus.kafka.topic, `${bus.kafka.topic}.retry`],
+      groups: [bus.kafka.consumer.groupId],
+      requestTimeoutMs: timeoutMs,
+    }));
+  const rabbitReader = () =>
+    (rabbit ??= createRabbitmqDepthReader({
+      url: bus.rabbitmq.url,
+      queues: [bus.rabbitmq.queue, `${bus.rabbitmq.queue}.dlq`],
+      timeoutMs,
+    }));
+
+  const sourced = async <T>(work: () => Promise<T>): Promise<Sourced<T>> => {
+    try {
+      return { ok: true, value: await withDeadline(work(), timeoutMs) };
+    } catch (err) {
+      return { ok: false, error: err instanceof Error ? err.message : String(err) };
+    }
+  };
+  const scaling = (scaler: ScalerTarget, metric: number): Scaling => ({
+    scaler,
+    metric,
+    desired: desiredReplicas(metric, scaler),
+  });
+
+  async function busDepth(): Promise<{ label: string; value: number }[]> {
+    if (bus.kind === 'sqs') throw new Error('SQS queue depth is not read by /metrics yet');
+    if (bus.kind === 'kafka') {
+      const lags = await kafkaReader().read();
+      const byTopic = new Map<string, number>();
+      for (const l of lags) byTopic.set(l.topic, (byTopic.get(l.topic) ?? 0) + l.lag);
+      return [bus.kafka.topic, `${bus.kafka.topic}.retry`].map((topic) => ({
+        label: `lag of ${bus.kafka.consumer.groupId} on ${topic}`,
+        value: byTopic.get(topic) ?? 0,
+      }));
+    }
+    const depths = await rabbitReader().read();
+    return [bus.rabbitmq.queue, `${bus.rabbitmq.queue}.dlq`].map((queue) => ({
+      label: `ready messages in ${queue}`,
+      value: depths.find((d) => d.queue === queue)?.messages ?? 0,
+    }));
+  }
+
+  let closing: Promise<void> | undefined;
+  return {
+    async read() {
+      const [queueStats, outbox, deadLetters, recent, breakers, depth] = await Promise.all([
+        sourced(() => Promise.all(queues.queues.map((q) => queues.read(q)))),
+        sourced(() => outboxBacklog(pool)),
+        sourced(() => pendingDeadLetters(pool)),
+        sourced(() => activity(pool)),
+        sourced(() => readBreakers(redis, prefix)),
+        bus.kind === 'bullmq' ? Promise.resolve(null) : sourced(busDepth),
+      ]);
+      const queueRows: Sourced<QueueOverview[]> = queueStats.ok
+        ? { ok: true, value: queueStats.value.map((s) => ({ ...s, ...roleOf(s.queue) })) }
+        : queueStats;
+      const backlogOf = (name: QueueName): Sourced<number> =>
+        queueStats.ok
+          ? { ok: true, value: queueStats.value.find((s) => s.queue === name)?.backlog ?? 0 }
+          : queueStats;
+      const commandScaling: Record<string, Sourced<Scaling>> = {};
+      for (const m of modules) {
+        const scaler = COMMAND_SCALERS[m.queue];
+        if (!scaler) continue;
+        const backlog = backlogOf(m.queue);
+        commandScaling[m.queue] = backlog.ok ? { ok: true, value: scaling(scaler, backlog.value) } : backlog;
+      }
+      const busMetric: Sourced<number> =
+        bus.kind === 'bullmq'
+          ? backlogOf(QueueNames.events)
+          : depth && depth.ok
+            ? { ok: true, value: depth.value[0]?.value ?? 0 }
+            : (depth ?? { ok: false, error: 'no reader' });
+      const projections = PROJECTIONS_SCALERS[bus.kind];
+      const partial: Omit<Overview, 'findings' | 'level'> = {
+        at: new Date(),
+        modules,
+        queues: queueRows,
+        commandScaling,
+        bus: {
+          kind: bus.kind,
+          depth,
+          scaling: !projections
+            ? null
+            : busMetric.ok
+              ? { ok: true, value: scaling(projections, busMetric.value) }
+              : busMetric,
+        },
+        outbox,
+        deadLetters,
+        activity: recent,
+        breakers,
+      };
+      const findings = findingsOf(partial);
+      const level: Level = findings.some((f) => f.level === 'unhealthy')
+        ? 'unhealthy'
+        : findings.length > 0
+          ? 'attention'
+          : 'healthy';
+      return { ...partial, findings, level };
+    },
+    close: () =>
+      (closing ??= (async () => {
+        await Promise.allSettled([queues.close(), kafka?.close(), rabbit?.close()]);
+      })()),
+  };
+}
