@@ -7,7 +7,6 @@ import { rabbitmqTopology } from '../../shared/bus/rabbitmq-bus.ts';
 import { deleteRabbitmqTopology } from '../../shared/bus/rabbitmq/admin.ts';
 import { loadConfig } from '../../shared/config/config.ts';
 import type { PlaceOrder } from '../../modules/orders/domain.ts';
-import { QueueNames } from '../../shared/queue/names.ts';
 import { eventually, isolatedEnv } from '../support/env.ts';
 import { request } from '../support/http.ts';
 import { cleanup } from '../support/platform.ts';

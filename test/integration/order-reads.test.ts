@@ -1,7 +1,6 @@
 import { OrdersQueues } from '../../modules/orders/queue.ts';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { QueueNames } from '../../shared/queue/names.ts';
 import { eventually, testConfig } from '../support/env.ts';
 import { request, sampleOrder } from '../support/http.ts';
 import { startPlatform, type Platform } from '../support/platform.ts';

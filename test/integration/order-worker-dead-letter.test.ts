@@ -8,7 +8,6 @@ import type { Config } from '../../shared/config/config.ts';
 import type { Pool } from '../../shared/db/pool.ts';
 import type { OrderJob } from '../../modules/orders/domain.ts';
 import { createLogger } from '../../shared/observability/logger.ts';
-import { QueueNames } from '../../shared/queue/names.ts';
 import { createOrdersQueue, PLACE_ORDER_JOB, type OrdersQueue } from '../../modules/orders/queue.ts';
 import { commandJobOptions } from '../../shared/queue/command-queue.ts';
 import { commandDeadLetterId } from '../../workers/commands/dead-letter.ts';

@@ -4,7 +4,6 @@ import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../shared/config/config.ts';
-import { QueueNames } from '../../shared/queue/names.ts';
 import { generateApiKey } from '../../shared/security/api-keys.ts';
 import { isolatedEnv } from '../support/env.ts';
 import { request, sampleOrder } from '../support/http.ts';
