@@ -43,6 +43,15 @@ export const EnvSchema = z.object({
    * Redis restart loses every job the API acknowledged. Unset = required in production only.
    */
   REDIS_REQUIRE_AOF: bool.optional(),
+  /**
+   * Redis Cluster seed nodes (`host:port,host:port,…`): every Redis use goes through an ioredis `Cluster`
+   * client instead of REDIS_URL. Each BullMQ queue keeps its keys in one slot (a hash tag per queue).
+   */
+  REDIS_CLUSTER_NODES: list.optional(),
+  /** After an enqueue, wait (Redis `WAIT`) until the job is on this many replicas before answering 202. 0 = do not wait. */
+  REDIS_WAIT_REPLICAS: int(0).default(0),
+  /** Longest `WAIT` for REDIS_WAIT_REPLICAS; not reaching them in time answers 503 (the job may still be kept). */
+  REDIS_WAIT_TIMEOUT_MS: int(1).default(1_000),
 
   DATABASE_URL: z.url().default('postgres://postgres@127.0.0.1:5432/conveyor'),
   DATABASE_SCHEMA: ident.default('conveyor'),
@@ -50,6 +59,11 @@ export const EnvSchema = z.object({
   DATABASE_STATEMENT_TIMEOUT_MS: int(100).default(10_000),
   /** Create the database named in DATABASE_URL when it does not exist. */
   DATABASE_CREATE: bool.default(true),
+  /**
+   * A streaming read replica for the query side (GET orders, refunds, customers, stats, dead-letter lists).
+   * Commands, workers and migrations never use it; a miss there falls back to the primary. Unset = primary.
+   */
+  DATABASE_READ_URL: z.url().optional(),
 
   PORT: int(0).default(3000),
   HOST: z.string().default('0.0.0.0'),
@@ -103,6 +117,15 @@ export const EnvSchema = z.object({
   KAFKA_SESSION_TIMEOUT_MS: int(6_000).default(30_000),
   KAFKA_PARTITIONS_CONSUMED_CONCURRENTLY: int(1).default(3),
   KAFKA_TRANSACTIONAL_ID: z.string().default(''),
+  /** Replication factor of the topics we create (events, retry, DLQ); unset = the broker's default. */
+  KAFKA_REPLICATION_FACTOR: int(1).optional(),
+  /** `min.insync.replicas` of the topics we create; with acks=-1 a write needs this many replicas. Unset = broker default. */
+  KAFKA_MIN_INSYNC_REPLICAS: int(1).optional(),
+  /** TLS to the brokers (system trust store). */
+  KAFKA_SSL: bool.default(false),
+  KAFKA_SASL_MECHANISM: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']).optional(),
+  KAFKA_SASL_USERNAME: z.string().optional(),
+  KAFKA_SASL_PASSWORD: z.string().optional(),
 
   RABBITMQ_URL: z.url().default('amqp://guest:guest@127.0.0.1:5672'),
   RABBITMQ_EXCHANGE: z.string().default('conveyor.events'),
@@ -183,6 +206,9 @@ function buildConfig(env: Env, moduleEnv: Readonly<Record<string, unknown>>) {
       queuePrefix: env.QUEUE_PREFIX,
       requireNoEviction: env.REDIS_REQUIRE_NOEVICTION,
       requireAof: env.REDIS_REQUIRE_AOF ?? env.NODE_ENV === 'production',
+      clusterNodes: env.REDIS_CLUSTER_NODES,
+      waitReplicas: env.REDIS_WAIT_REPLICAS,
+      waitTimeoutMs: env.REDIS_WAIT_TIMEOUT_MS,
     },
     database: {
       url: env.DATABASE_URL,
@@ -190,6 +216,7 @@ function buildConfig(env: Env, moduleEnv: Readonly<Record<string, unknown>>) {
       poolMax: env.DATABASE_POOL_MAX,
       statementTimeoutMs: env.DATABASE_STATEMENT_TIMEOUT_MS,
       createIfMissing: env.DATABASE_CREATE,
+      readUrl: env.DATABASE_READ_URL,
     },
     api: {
       port: env.PORT,
@@ -233,6 +260,17 @@ function buildConfig(env: Env, moduleEnv: Readonly<Record<string, unknown>>) {
         clientId: env.KAFKA_CLIENT_ID,
         topic: env.KAFKA_TOPIC,
         partitions: env.KAFKA_PARTITIONS,
+        replicationFactor: env.KAFKA_REPLICATION_FACTOR,
+        minInsyncReplicas: env.KAFKA_MIN_INSYNC_REPLICAS,
+        ssl: env.KAFKA_SSL,
+        sasl:
+          env.KAFKA_SASL_MECHANISM && env.KAFKA_SASL_USERNAME !== undefined
+            ? {
+                mechanism: env.KAFKA_SASL_MECHANISM,
+                username: env.KAFKA_SASL_USERNAME,
+                password: env.KAFKA_SASL_PASSWORD ?? '',
+              }
+            : undefined,
         consumer: {
           groupId: env.KAFKA_GROUP_ID,
           maxBytesPerPartition: env.KAFKA_MAX_BYTES_PER_PARTITION,
