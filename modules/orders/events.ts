@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { EventEnvelope } from '../../shared/domain/events.ts';
+import type { TypedEvent } from '../../shared/domain/events.ts';
 import { OrderItemSchema } from './domain.ts';
 
 /** The orders module's event types, past tense. */
@@ -46,13 +46,9 @@ export const orderEvents = {
   [OrderEventTypes.deadLettered]: { 1: OrderDeadLetteredPayload },
 } as const;
 
-type Typed<T extends string, P extends z.ZodType> = Omit<EventEnvelope, 'type' | 'payload'> & {
-  type: T;
-  payload: z.infer<P>;
-};
-export type OrderPlacedEvent = Typed<typeof OrderEventTypes.placed, typeof OrderPlacedPayload>;
-export type OrderRejectedEvent = Typed<typeof OrderEventTypes.rejected, typeof OrderRejectedPayload>;
-export type OrderDeadLetteredEvent = Typed<
+export type OrderPlacedEvent = TypedEvent<typeof OrderEventTypes.placed, typeof OrderPlacedPayload>;
+export type OrderRejectedEvent = TypedEvent<typeof OrderEventTypes.rejected, typeof OrderRejectedPayload>;
+export type OrderDeadLetteredEvent = TypedEvent<
   typeof OrderEventTypes.deadLettered,
   typeof OrderDeadLetteredPayload
 >;

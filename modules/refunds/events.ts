@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { EventEnvelope } from '../../shared/domain/events.ts';
+import type { TypedEvent } from '../../shared/domain/events.ts';
 
 /** The refunds module's event types. Their key is the order id (ordered with the order's events). */
 export const RefundEventTypes = {
@@ -49,11 +49,7 @@ export const refundEvents = {
   [RefundEventTypes.deadLettered]: { 1: RefundDeadLetteredPayload },
 } as const;
 
-type Typed<T extends string, P extends z.ZodType> = Omit<EventEnvelope, 'type' | 'payload'> & {
-  type: T;
-  payload: z.infer<P>;
-};
 export type RefundEvent =
-  | Typed<typeof RefundEventTypes.completed, typeof RefundCompletedPayload>
-  | Typed<typeof RefundEventTypes.rejected, typeof RefundRejectedPayload>
-  | Typed<typeof RefundEventTypes.deadLettered, typeof RefundDeadLetteredPayload>;
+  | TypedEvent<typeof RefundEventTypes.completed, typeof RefundCompletedPayload>
+  | TypedEvent<typeof RefundEventTypes.rejected, typeof RefundRejectedPayload>
+  | TypedEvent<typeof RefundEventTypes.deadLettered, typeof RefundDeadLetteredPayload>;

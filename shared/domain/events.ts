@@ -20,3 +20,9 @@ export const EventEnvelopeSchema = z.object({
   payload: z.record(z.string(), z.unknown()),
 });
 export type EventEnvelope = z.infer<typeof EventEnvelopeSchema>;
+
+/** An envelope of one event type whose payload its module's schema has checked (for a module's typed union). */
+export type TypedEvent<T extends string, P extends z.ZodType> = Omit<EventEnvelope, 'type' | 'payload'> & {
+  type: T;
+  payload: z.infer<P>;
+};
