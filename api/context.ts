@@ -1,4 +1,5 @@
 import type { Pool } from '../shared/db/pool.ts';
+import type { ReadPools } from '../shared/db/read-pools.ts';
 import type { Logger } from '../shared/observability/logger.ts';
 import type { Redis } from '../shared/queue/redis.ts';
 import type { DeadLetterStore } from '../shared/dead-letters/store.ts';
@@ -15,7 +16,13 @@ import type { SessionStore } from '../shared/security/sessions.ts';
 export interface ApiDeps {
   config: Config;
   logger: Logger;
+  /** The primary: commands (e.g. a refund's order check), dead-letter actions, probes. */
   pool: Pool;
+  /**
+   * Where queries read: the read replica (`DATABASE_READ_URL`) with the primary as fallback, or the
+   * primary alone. Never used for a write.
+   */
+  reads: ReadPools;
   /** The runtime's connection: the command queues, probes, queue metrics, the redriver. */
   redis: Redis;
   /**

@@ -1,5 +1,6 @@
 import type { JobsOptions } from 'bullmq';
 import type { CommandQueue } from '../shared/queue/command-queue.ts';
+import { connectionForKey, waitForReplicas } from '../shared/queue/redis.ts';
 import { withDeadline } from '../shared/runtime/deadline.ts';
 
 /** A command to enqueue: its job id (the command's idempotency key) and data. */
@@ -8,11 +9,52 @@ export interface NewJob<Job = unknown> {
   data: Job;
 }
 
+/**
+ * How many replicas must hold a job before it counts as accepted (`REDIS_WAIT_REPLICAS`,
+ * `REDIS_WAIT_TIMEOUT_MS`): Redis replicates asynchronously, so without this a failover can lose a
+ * job whose 202 was already answered.
+ */
+export interface ReplicaWait {
+  replicas: number;
+  timeoutMs: number;
+}
+
 /** Where and how jobs are added: a module's queue, its command's job name and options. */
 export interface JobTarget {
   queue: CommandQueue;
   jobName: string;
   jobOptions: JobsOptions;
+  /** Absent or 0 replicas: a job is accepted once its master has it. */
+  replicaWait?: ReplicaWait | undefined;
+}
+
+/** `WAIT` returned fewer replicas than `REDIS_WAIT_REPLICAS` within `REDIS_WAIT_TIMEOUT_MS`. */
+export class ReplicasNotReachedError extends Error {
+  override readonly name = 'ReplicasNotReachedError';
+  constructor(
+    readonly wanted: number,
+    readonly reached: number,
+  ) {
+    super(`the job reached ${reached} of ${wanted} Redis replicas in time`);
+  }
+}
+
+/**
+ * Waits until the writes that added `ids` are on `wait.replicas` replicas: Redis `WAIT` on the
+ * connection that wrote them — on a Redis Cluster the one to the master owning the queue's hash slot
+ * (every job of a queue lives in that slot). WAIT covers every earlier write of that connection, so
+ * one call answers for a whole bulk.
+ * @throws {ReplicasNotReachedError} fewer replicas acknowledged within `wait.timeoutMs`.
+ */
+export async function waitForJobReplicas(
+  queue: CommandQueue,
+  ids: readonly string[],
+  wait: ReplicaWait,
+): Promise<void> {
+  if (wait.replicas <= 0 || ids.length === 0) return;
+  const node = connectionForKey(await queue.client, queue.toKey(ids[0]!));
+  const reached = await waitForReplicas(node, wait.replicas, wait.timeoutMs);
+  if (reached < wait.replicas) throw new ReplicasNotReachedError(wait.replicas, reached);
 }
 
 /** Puts one job into Redis; resolves only once Redis has it (or already had that job id). */
@@ -40,7 +82,10 @@ export async function jobsThatExist(queue: CommandQueue, ids: readonly string[])
 /**
  * Adds `jobs` with one `addBulk` and answers, per job, whether Redis has it. A failed bulk is
  * followed by {@link jobsThatExist}, so the jobs it did store count as accepted; the others (and
- * all of them, when even that check fails) are rejected with the bulk's error.
+ * all of them, when even that check fails) are rejected with the bulk's error. With
+ * `target.replicaWait`, a job counts as accepted only once that many replicas have it too
+ * ({@link waitForJobReplicas}); when they do not in time, none is (the jobs may still be kept: a
+ * retry with the same job ids is a no-op for those).
  */
 export async function addBulkExactly(
   target: JobTarget,
@@ -64,10 +109,28 @@ export async function addBulkExactly(
           })),
         );
     await withDeadline(added, timeoutMs);
-    return { accepted: new Set(ids) };
   } catch (error) {
     const accepted = await withDeadline(jobsThatExist(queue, ids), timeoutMs).catch(() => new Set<string>());
-    return { accepted, error };
+    return replicated(target, accepted, error, timeoutMs);
+  }
+  return replicated(target, new Set(ids), undefined, timeoutMs);
+}
+
+/** `accepted` once `target.replicaWait` is met for them; none (with the reason) when it is not. */
+async function replicated(
+  target: JobTarget,
+  accepted: Set<string>,
+  error: unknown,
+  timeoutMs: number,
+): Promise<{ accepted: Set<string>; error?: unknown }> {
+  const wait = target.replicaWait;
+  if (!wait || wait.replicas <= 0 || accepted.size === 0)
+    return error === undefined ? { accepted } : { accepted, error };
+  try {
+    await withDeadline(waitForJobReplicas(target.queue, [...accepted], wait), timeoutMs + wait.timeoutMs);
+    return error === undefined ? { accepted } : { accepted, error };
+  } catch (waitError) {
+    return { accepted: new Set(), error: waitError };
   }
 }
 

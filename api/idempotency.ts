@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../shared/queue/redis.ts';
 import { IdempotencyKeyInFlightError, IdempotencyKeyReusedError } from '../shared/errors/domain.ts';
 
 export interface StoredResponse {

@@ -1,17 +1,13 @@
 import type { OpenAPIHono, z } from '@hono/zod-openapi';
-import type { JobsOptions } from 'bullmq';
 import type { ModuleDefinition } from '../modules/module.ts';
 import type { Pool } from '../shared/db/pool.ts';
-import type { CommandQueue } from '../shared/queue/command-queue.ts';
 import type { ApiDeps, ApiEnv } from './context.ts';
+import type { JobTarget } from './enqueue.ts';
 import type { RedisCall } from './edge/redis-call.ts';
 
 /** A module's command queue as the API enqueues into it. */
-export interface CommandTarget {
+export interface CommandTarget extends JobTarget {
   module: ModuleDefinition;
-  queue: CommandQueue;
-  jobName: string;
-  jobOptions: JobsOptions;
 }
 
 /**

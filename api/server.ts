@@ -2,11 +2,13 @@ import { serve } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
 import { createRuntimeRedriver } from '../shared/dead-letters/runtime-redriver.ts';
 import { createDeadLetterStore } from '../shared/dead-letters/store.ts';
+import { createPool } from '../shared/db/pool.ts';
+import { createReadPools, replicaLag, type ReadPools } from '../shared/db/read-pools.ts';
 import { createMetrics, type Metrics } from '../shared/observability/metrics.ts';
 import { MODULES } from '../modules/registry.ts';
 import { moduleSettings } from '../modules/settings.ts';
 import { commandJobOptions, createCommandQueue } from '../shared/queue/command-queue.ts';
-import type { Redis } from '../shared/queue/redis.ts';
+import { connectionNameOf, duplicateClient, whenReady, type Redis } from '../shared/queue/redis.ts';
 import { StartupError, type Runtime } from '../shared/runtime/bootstrap.ts';
 import { withDeadline } from '../shared/runtime/deadline.ts';
 import { DEV_KEY, parseApiKeys, type ApiKey } from '../shared/security/api-keys.ts';
@@ -27,27 +29,52 @@ export interface ApiServer {
  * shared one (redriver, probes).
  */
 async function openRequestRedis(rt: Runtime): Promise<Redis> {
-  const redis = rt.redis.duplicate({
+  // Errors surface through failing commands (503) and /readyz.
+  const redis = duplicateClient(rt.redis, {
     enableAutoPipelining: true,
-    connectionName: `${rt.redis.options.connectionName ?? 'conveyor'}-requests`,
+    connectionName: `${connectionNameOf(rt.redis) ?? 'conveyor'}-requests`,
   });
-  redis.on('error', () => undefined); // surfaced through failing commands (503) and /readyz
   rt.lifecycle.defer('api redis', async () => {
     await redis.quit().catch(() => redis.disconnect());
   });
   try {
-    await withDeadline(
-      new Promise<void>((resolve, reject) => {
-        if (redis.status === 'ready') return resolve();
-        redis.once('ready', () => resolve());
-        redis.once('end', () => reject(new Error('connection closed')));
-      }),
-      15_000,
-    );
+    await withDeadline(whenReady(redis), 15_000);
   } catch (err) {
     throw new StartupError(`Redis is not reachable: ${(err as Error).message}`, { cause: err });
   }
   return redis;
+}
+
+/**
+ * The query side's pools: the read replica's own (read-only, the same schema as a startup parameter:
+ * no migration, no `CREATE`, no `SET` ever reaches it) with the primary as fallback, or the primary
+ * alone when `DATABASE_READ_URL` is unset. Not probed at start: a replica that is down only sends the
+ * reads to the primary (counted as fallbacks, `collector_up{collector="pg_replica"}` 0).
+ */
+function openReadPools(rt: Runtime, metrics: Metrics): ReadPools {
+  const { config, logger, pool, lifecycle } = rt;
+  const readUrl = config.database.readUrl;
+  if (!readUrl) return createReadPools({ primary: pool });
+  const replica = createPool({
+    ...config.database,
+    url: readUrl,
+    readOnly: true,
+    applicationName: 'conveyor-api-reads',
+  });
+  lifecycle.defer('postgres replica', () => replica.end());
+  metrics.watchPgPool('replica', replica);
+  const counters = metrics.watchPgReplica(() => replicaLag(pool, replica));
+  const reads = createReadPools({
+    primary: pool,
+    replica,
+    onReplicaRead: counters.read,
+    onFallback(reason, err) {
+      counters.fallback(reason);
+      if (err) logger.warn({ err }, 'read replica failed: reading the primary');
+    },
+  });
+  logger.info({ host: new URL(readUrl).host }, 'query side reads the replica');
+  return reads;
 }
 
 /** Builds the API from a bootstrapped runtime and listens; registers its cleanups on the lifecycle. */
@@ -70,6 +97,7 @@ export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {})
   if (!options.metrics) lifecycle.defer('metrics', () => metrics.close());
   metrics.watchPgPool('main', pool);
   metrics.watchRedis('main', redis);
+  const reads = openReadPools(rt, metrics);
   const requestRedis = await openRequestRedis(rt);
   metrics.watchRedis('requests', requestRedis);
   const commandQueues = new Map<string, CommandTarget>(
@@ -78,7 +106,9 @@ export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {})
       // Without listeners BullMQ prints connection errors; /readyz and 503s already surface them.
       queue.on('error', (err) => logger.debug({ err, queue: module.name }, 'command queue connection error'));
       const jobOptions = commandJobOptions(moduleSettings(config, module.name));
-      return [module.name, { module, queue, jobName: module.jobName, jobOptions }];
+      // REDIS_WAIT_REPLICAS: a 202 only once the job is on that many replicas too.
+      const replicaWait = { replicas: config.redis.waitReplicas, timeoutMs: config.redis.waitTimeoutMs };
+      return [module.name, { module, queue, jobName: module.jobName, jobOptions, replicaWait }];
     }),
   );
   const moduleApis = await Promise.all(MODULES.map(async (m) => ({ name: m.name, api: await m.api() })));
@@ -88,6 +118,7 @@ export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {})
       config,
       logger,
       pool,
+      reads,
       redis,
       requestRedis,
       commandQueues,
@@ -97,7 +128,7 @@ export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {})
         ttlSeconds: config.api.idempotencyTtlSeconds,
         lockSeconds: config.api.idempotencyLockSeconds,
       }),
-      deadLetters: createDeadLetterStore(pool),
+      deadLetters: createDeadLetterStore(pool, { reads }),
       redrive: redriver.redrive,
       sessions: createSessionStore(requestRedis, {
         prefix: config.redis.queuePrefix,

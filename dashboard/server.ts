@@ -5,7 +5,7 @@ import { createAuditLog } from '../shared/audit/audit-log.ts';
 import { createDeadLetterActions } from '../shared/dead-letters/actions.ts';
 import { createRuntimeRedriver } from '../shared/dead-letters/runtime-redriver.ts';
 import { createDeadLetterStore } from '../shared/dead-letters/store.ts';
-import { ALL_QUEUES } from '../shared/queue/names.ts';
+import { ALL_QUEUES, queueOptions } from '../shared/queue/names.ts';
 import type { Runtime } from '../shared/runtime/bootstrap.ts';
 import { createDashboardApp } from './app.ts';
 import { createCredentials } from './auth/credentials.ts';
@@ -37,8 +37,9 @@ export async function startDashboard(rt: Runtime): Promise<DashboardServer> {
   const credentials = createCredentials(config, log);
   const prefix = config.redis.queuePrefix;
 
-  // Every queue of the platform, dead-letter queues included, on the shared producer connection.
-  const queues = ALL_QUEUES.map((name) => new Queue(name, { connection: redis, prefix }));
+  // Every queue of the platform, dead-letter queues included, on the shared producer connection (on a
+  // Redis Cluster each under its own hash tag, as its producers and workers open it).
+  const queues = ALL_QUEUES.map((name) => new Queue(name, queueOptions(redis, prefix, name)));
   const redriver = createRuntimeRedriver({ config, logger, pool, redis });
   const jobs = createJobLookup(queues);
   const outcomes = createRedriveOutcomes({ pool, jobs });

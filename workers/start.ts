@@ -127,6 +127,7 @@ export async function startWorkers(
       { pool, logger, module, handler, onOutboxAppended, onFatal: lifecycle.fail },
       {
         redisUrl: config.redis.url,
+        redisClusterNodes: config.redis.clusterNodes,
         queuePrefix: config.redis.queuePrefix,
         ...settings,
         shutdownGraceMs: config.workers.shutdownGraceMs,

@@ -1,5 +1,5 @@
 import type { MiddlewareHandler } from 'hono';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../shared/queue/redis.ts';
 import { DependencyUnavailableError } from '../../shared/errors/domain.ts';
 import { problem } from '../../shared/errors/problem.ts';
 import type { RateLimits } from '../../shared/security/api-keys.ts';

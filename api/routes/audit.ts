@@ -1,5 +1,5 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
-import { createAuditLog, type AuditEntry } from '../../shared/audit/audit-log.ts';
+import { createAuditLog, type AuditEntry, type AuditFilter } from '../../shared/audit/audit-log.ts';
 import { ValidationError } from '../../shared/errors/domain.ts';
 import type { ApiDeps, ApiEnv } from '../context.ts';
 import { problemResponses } from '../schemas.ts';
@@ -52,7 +52,8 @@ function toJson(e: AuditEntry) {
 /** `GET /v1/audit`: the audit log, keyset-paginated by id. */
 export function auditRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
   const app = new OpenAPIHono<ApiEnv>();
-  const audit = createAuditLog(deps.pool);
+  // Listing only: the query side's pool (the read replica when configured).
+  const listEntries = (filter: AuditFilter) => deps.reads.read((pool) => createAuditLog(pool).list(filter));
 
   app.openapi(list, async (c) => {
     const q = c.req.valid('query');
@@ -65,7 +66,7 @@ export function auditRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
         ]);
       }
     }
-    const rows = await audit.list({
+    const rows = await listEntries({
       limit: q.limit + 1,
       ...(q.actor ? { actor: q.actor } : {}),
       ...(q.action ? { action: q.action } : {}),

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../shared/queue/redis.ts';
 import { createCommandQueue, type CommandQueue } from '../../shared/queue/command-queue.ts';
 import { commandQueues } from '../../shared/queue/names.ts';
 import type { OrderJob } from './domain.ts';

@@ -4,7 +4,7 @@ import type { DeadLetterRecord, DeadLetterSink } from '../dead-letters/dead-lett
 import { PoisonMessageError } from '../errors/domain.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
-import { QueueNames } from '../queue/names.ts';
+import { bullmqPrefix, queueOptions, QueueNames } from '../queue/names.ts';
 import { createWorkerRedis, type Redis } from '../queue/redis.ts';
 import { fatalOrLog, superviseLoop, type OnFatal } from '../runtime/lifecycle.ts';
 import { backoffDelayMs, decodeEvent, encodeEvent, EventHeaders } from './codec.ts';
@@ -82,6 +82,8 @@ export function bullmqGroupsKey(prefix: string): string {
 
 export interface BullmqBusConfig {
   redisUrl: string;
+  /** Redis Cluster seed nodes (`REDIS_CLUSTER_NODES`); empty or absent = `redisUrl`. */
+  redisClusterNodes?: readonly string[] | undefined;
   queuePrefix: string;
   concurrency: number;
   maxAttempts: number;
@@ -155,7 +157,10 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
   const log = deps.logger.child({ component: 'bullmq-bus' });
   const onFatal = fatalOrLog(deps.onFatal, log);
   let closing = false;
-  const connection = createWorkerRedis({ url: config.redisUrl, commandTimeoutMs: 0 }, 'conveyor-bus');
+  const connection = createWorkerRedis(
+    { url: config.redisUrl, commandTimeoutMs: 0, clusterNodes: config.redisClusterNodes },
+    'conveyor-bus',
+  );
   const defaultGroup = config.defaultGroup ?? BULLMQ_DEFAULT_GROUP;
   const groupsKey = bullmqGroupsKey(config.queuePrefix);
   const queues = new Map<string, Queue<BullmqEventJob | BullmqEventBatchJob>>();
@@ -163,14 +168,20 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
   function queueNamed(name: string): Queue<BullmqEventJob | BullmqEventBatchJob> {
     let q = queues.get(name);
     if (!q) {
-      q = new Queue<BullmqEventJob | BullmqEventBatchJob>(name, { connection, prefix: config.queuePrefix });
+      q = new Queue<BullmqEventJob | BullmqEventBatchJob>(
+        name,
+        queueOptions(connection, config.queuePrefix, name),
+      );
       q.on('error', (err) => log.warn({ err, queue: name }, 'event queue error'));
       queues.set(name, q);
     }
     return q;
   }
   const defaultQueue = queueNamed(QueueNames.events);
-  const dlq = new Queue(QueueNames.eventsDeadLetters, { connection, prefix: config.queuePrefix });
+  const dlq = new Queue(
+    QueueNames.eventsDeadLetters,
+    queueOptions(connection, config.queuePrefix, QueueNames.eventsDeadLetters),
+  );
   const jobOptions: JobsOptions = {
     attempts: config.maxAttempts,
     backoff: { type: 'exponential', delay: config.backoffMs, jitter: 0.5 },
@@ -237,7 +248,8 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
    * Adds `jobs` to every queue in `targets` in one MULTI: all of them or none when the connection
    * fails (the caller retries; job ids make that a no-op where a job is still kept). Unlike
    * `FlowProducer.addBulk`, a command that fails inside the MULTI (e.g. Redis out of memory) fails
-   * the publish instead of being ignored.
+   * the publish instead of being ignored. On a Redis Cluster every event queue shares one hash tag
+   * (`queueSlotFamily`), so the MULTI stays within one slot, as a cluster requires.
    */
   async function addToQueues(targets: readonly string[], jobs: readonly NewJob[]): Promise<void> {
     const client = await defaultQueue.client;
@@ -366,7 +378,7 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
             : one(job as Job<BullmqEventJob>),
         {
           connection,
-          prefix: config.queuePrefix,
+          prefix: bullmqPrefix(connection, config.queuePrefix, queueName),
           concurrency: config.concurrency,
           autorun: false,
           maxStalledCount: 5,

@@ -25,6 +25,7 @@ export async function createEventBus(kind: BusKind, deps: BusDeps, config: Confi
     case 'bullmq':
       return createBullmqBus(deps, {
         redisUrl: config.redis.url,
+        redisClusterNodes: config.redis.clusterNodes,
         queuePrefix: config.redis.queuePrefix,
         concurrency: config.bus.consumerConcurrency,
         maxAttempts: config.bus.maxAttempts,

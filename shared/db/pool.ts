@@ -9,12 +9,21 @@ export interface PoolOptions {
   poolMax: number;
   statementTimeoutMs: number;
   applicationName?: string;
+  /**
+   * Every transaction read-only (`default_transaction_read_only`): for a read replica's pool, so even a
+   * URL that names a primary by mistake can never be written through it.
+   */
+  readOnly?: boolean;
 }
 
 // int8 (COUNT, SUM, bigserial) as JS numbers: our sums are bounded far below 2^53.
 pg.types.setTypeParser(20, (v) => Number(v));
 
-/** A pg pool whose connections use the configured schema and a statement timeout. */
+/**
+ * A pg pool whose connections use the configured schema and a statement timeout. Both are startup
+ * parameters of each connection, not statements: nothing is run against the server to set them, so a
+ * pool on a read-only hot standby works the same (no DDL, no `SET`).
+ */
 export function createPool(options: PoolOptions): Pool {
   const pool = new pg.Pool({
     connectionString: options.url,
@@ -23,7 +32,7 @@ export function createPool(options: PoolOptions): Pool {
     idleTimeoutMillis: 30_000,
     statement_timeout: options.statementTimeoutMs,
     application_name: options.applicationName ?? 'conveyor',
-    options: `-c search_path=${options.schema},public`,
+    options: `-c search_path=${options.schema},public${options.readOnly ? ' -c default_transaction_read_only=on' : ''}`,
   });
   // An idle client losing its connection (Postgres restart) must not crash the process.
   pool.on('error', () => undefined);

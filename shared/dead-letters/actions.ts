@@ -4,7 +4,7 @@ import { AuditActions, insertAudit, type AuditActor } from '../audit/audit-log.t
 import { withTransaction, type Pool } from '../db/pool.ts';
 import type { Logger } from '../observability/logger.ts';
 import { MODULES } from '../../modules/registry.ts';
-import { commandQueues, QueueNames } from '../queue/names.ts';
+import { commandQueues, queueOptions, QueueNames } from '../queue/names.ts';
 import type { Redis } from '../queue/redis.ts';
 import { fromRow, type DeadLetterRecord, type Transport } from './dead-letter.ts';
 import type { Redriver } from './redrive.ts';
@@ -147,7 +147,7 @@ export function createDeadLetterActions(deps: DeadLetterActionsDeps): DeadLetter
           : copyQueues[dl.origin];
     if (!name) return;
     // Short-lived: discards are rare, and a Queue on a shared connection holds nothing to release.
-    const queue = new Queue(name, { connection: deps.redis, prefix: deps.queuePrefix });
+    const queue = new Queue(name, queueOptions(deps.redis, deps.queuePrefix, name));
     try {
       await queue.remove(dl.id);
     } finally {

@@ -6,7 +6,7 @@ import type { Pool } from '../db/pool.ts';
 import type { Logger } from '../observability/logger.ts';
 import { MODULES } from '../../modules/registry.ts';
 import { moduleSettings } from '../../modules/settings.ts';
-import { commandQueues } from '../queue/names.ts';
+import { commandQueues, queueOptions } from '../queue/names.ts';
 import { commandJobOptions, createCommandQueue } from '../queue/command-queue.ts';
 import type { Redis } from '../queue/redis.ts';
 import { createPgDeadLetterSink, type Transport } from './dead-letter.ts';
@@ -38,7 +38,7 @@ export function createRuntimeRedriver(deps: RuntimeRedriverDeps): RuntimeRedrive
       const names = commandQueues(m.name);
       const target: RedriveTarget = {
         queue: createCommandQueue(redis, prefix, names.commands),
-        deadLetterQueue: new Queue(names.deadLetters, { connection: redis, prefix }),
+        deadLetterQueue: new Queue(names.deadLetters, queueOptions(redis, prefix, names.deadLetters)),
         jobName: m.jobName,
         jobOptions: commandJobOptions(moduleSettings(config, m.name)),
       };

@@ -1,4 +1,5 @@
 import type { Pool } from '../db/pool.ts';
+import type { ReadPools } from '../db/read-pools.ts';
 import { fromRow, type DeadLetterRecord, type Transport } from './dead-letter.ts';
 
 export interface DeadLetterFilter {
@@ -11,25 +12,36 @@ export interface DeadLetterFilter {
   before?: { failedAt: string; id: string };
 }
 
+export interface DeadLetterStoreOptions {
+  /**
+   * Where `list` reads (the API's query side: a read replica, else the primary). `get`, `resolve` and
+   * `reopen` always use `pool`: an action must see and change the row as it is now.
+   */
+  reads?: Pick<ReadPools, 'read'>;
+}
+
 /** Reads and resolves dead letters in the unified `dead_letters` table. */
-export function createDeadLetterStore(pool: Pool) {
+export function createDeadLetterStore(pool: Pool, options: DeadLetterStoreOptions = {}) {
+  const read = options.reads?.read ?? (<T>(fn: (p: Pool) => Promise<T>) => fn(pool));
   return {
     async list(filter: DeadLetterFilter): Promise<DeadLetterRecord[]> {
-      const { rows } = await pool.query(
-        `SELECT * FROM dead_letters
+      const { rows } = await read((p) =>
+        p.query(
+          `SELECT * FROM dead_letters
           WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR transport = $2)
             AND ($3::text IS NULL OR origin = $3) AND ($4::text IS NULL OR order_id = $4)
             AND ($5::timestamptz IS NULL OR (failed_at, id) < ($5::timestamptz, $6::text))
           ORDER BY failed_at DESC, id DESC LIMIT $7`,
-        [
-          filter.status ?? null,
-          filter.transport ?? null,
-          filter.origin ?? null,
-          filter.orderId ?? null,
-          filter.before?.failedAt ?? null,
-          filter.before?.id ?? null,
-          filter.limit,
-        ],
+          [
+            filter.status ?? null,
+            filter.transport ?? null,
+            filter.origin ?? null,
+            filter.orderId ?? null,
+            filter.before?.failedAt ?? null,
+            filter.before?.id ?? null,
+            filter.limit,
+          ],
+        ),
       );
       return rows.map(fromRow);
     },

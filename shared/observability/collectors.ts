@@ -1,4 +1,4 @@
-import { Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Redis } from '../queue/redis.ts';
 import {
   createKafkaLagReader,
@@ -21,6 +21,20 @@ export interface OutboxBacklog {
   oldestAgeSeconds: number;
 }
 
+/** A read replica's lag, as `shared/db/read-pools.ts#replicaLag` reads it. */
+export interface ReplicaLagSample {
+  bytes: number;
+  seconds: number;
+}
+
+/** Counts the query side's reads where a read replica is configured. */
+export interface ReplicaReadCounters {
+  /** A read (or lookup) sent to the replica. */
+  read(): void;
+  /** A read the primary answered: ids the replica had not replayed (`miss`), or a replica `error`. */
+  fallback(reason: 'miss' | 'error'): void;
+}
+
 /** What a pg `Pool` exposes about its clients. */
 export interface PoolCounts {
   readonly totalCount: number;
@@ -40,6 +54,11 @@ export interface Collectors {
   watchOutbox(read: () => Promise<OutboxBacklog>): void;
   watchPgPool(name: string, pool: PoolCounts): void;
   watchRedis(name: string, redis: Pick<Redis, 'status'>): void;
+  /**
+   * Only where DATABASE_READ_URL is set: the replica's lag, read on scrape, and the counters of the
+   * reads sent to it or answered by the primary instead.
+   */
+  watchPgReplica(readLag: () => Promise<ReplicaLagSample>): ReplicaReadCounters;
   /** Only where EVENT_BUS=kafka. */
   watchKafkaLag(options: KafkaLagOptions): void;
   /** Only where EVENT_BUS=rabbitmq. */
@@ -50,7 +69,7 @@ export interface Collectors {
   close(): Promise<void>;
 }
 
-type SourceKind = 'queues' | 'outbox' | 'kafka' | 'rabbitmq' | 'sqs';
+type SourceKind = 'queues' | 'outbox' | 'pg_replica' | 'kafka' | 'rabbitmq' | 'sqs';
 
 /** The scrape-time half of a process's registry (`createMetrics` composes it). */
 export function createCollectors(registry: Registry, timeoutMs: number): Collectors {
@@ -178,6 +197,8 @@ export function createCollectors(registry: Registry, timeoutMs: number): Collect
     },
   });
 
+  let replicaCounters: ReplicaReadCounters | undefined;
+
   return {
     watchQueues(opts) {
       if (queueReader) return queueReader;
@@ -237,6 +258,50 @@ export function createCollectors(registry: Registry, timeoutMs: number): Collect
         },
         () => [count, age].forEach((g) => g.remove({})),
       );
+    },
+    watchPgReplica(readLag) {
+      if (replicaCounters) return replicaCounters;
+      // Created here, like the outbox's: a process without a replica must not claim a lag of 0.
+      const seconds = new Gauge({
+        name: 'conveyor_pg_replica_lag_seconds',
+        help: 'How far the read replica is behind the primary: 0 when it has replayed all the WAL the primary had written, else the age of the last transaction it replayed',
+        registers,
+        collect: () => refresh('pg_replica'),
+      });
+      const bytes = new Gauge({
+        name: 'conveyor_pg_replica_lag_bytes',
+        help: 'WAL bytes the primary has written that the read replica has not replayed yet',
+        registers,
+        collect: () => refresh('pg_replica'),
+      });
+      const reads = new Counter({
+        name: 'conveyor_pg_replica_reads_total',
+        help: 'Query-side reads sent to the read replica',
+        registers,
+      });
+      const fallbacks = new Counter({
+        name: 'conveyor_pg_replica_fallbacks_total',
+        help: 'Query-side reads the primary answered instead of the replica: ids it had not replayed yet (miss) or a replica failure (error)',
+        labelNames: ['reason'],
+        registers,
+      });
+      for (const reason of ['miss', 'error']) fallbacks.inc({ reason }, 0);
+      addSource(
+        'pg_replica',
+        async () => {
+          const lag = await readLag();
+          return () => {
+            seconds.set(lag.seconds);
+            bytes.set(lag.bytes);
+          };
+        },
+        () => [seconds, bytes].forEach((g) => g.remove({})),
+      );
+      replicaCounters = {
+        read: () => reads.inc(),
+        fallback: (reason) => fallbacks.inc({ reason }),
+      };
+      return replicaCounters;
     },
     watchPgPool: (name, pool) => void pgPools.set(name, pool),
     watchRedis: (name, redis) => void redisConnections.set(name, redis),

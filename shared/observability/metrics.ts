@@ -3,7 +3,13 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import { createCollectors, type Collectors } from './collectors.ts';
 import { registerEventLoopDelay } from './event-loop.ts';
 
-export type { Collectors, OutboxBacklog, PoolCounts } from './collectors.ts';
+export type {
+  Collectors,
+  OutboxBacklog,
+  PoolCounts,
+  ReplicaLagSample,
+  ReplicaReadCounters,
+} from './collectors.ts';
 
 /** Circuit-breaker states as the `conveyor_circuit_breaker_state` gauge encodes them: 0, 1, 2. */
 export type CircuitState = 'closed' | 'half-open' | 'open';

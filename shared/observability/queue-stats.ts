@@ -1,6 +1,6 @@
 import { Queue, type Job } from 'bullmq';
 import type { Redis } from '../queue/redis.ts';
-import { ALL_QUEUES, type QueueName } from '../queue/names.ts';
+import { ALL_QUEUES, queueOptions, type QueueName } from '../queue/names.ts';
 
 /** One queue's depth by state, as the `/metrics` gauges and the KEDA scaling endpoint report it. */
 export interface QueueStats {
@@ -67,7 +67,7 @@ export function createQueueStatsReader(options: QueueStatsOptions): QueueStatsRe
   const handle = (name: QueueName): Queue => {
     let q = handles.get(name);
     if (!q) {
-      q = new Queue(name, { connection: options.connection, prefix: options.prefix });
+      q = new Queue(name, queueOptions(options.connection, options.prefix, name));
       handles.set(name, q);
     }
     return q;

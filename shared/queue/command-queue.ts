@@ -1,5 +1,6 @@
 import { Queue, type JobsOptions } from 'bullmq';
-import type { Redis } from 'ioredis';
+import { queueOptions } from './names.ts';
+import type { Redis } from './redis.ts';
 
 export interface CommandJobPolicy {
   attempts: number;
@@ -21,11 +22,14 @@ export function commandJobOptions(policy: CommandJobPolicy): JobsOptions {
 /** A module's command queue: jobs named after its command, data of its job schema. */
 export type CommandQueue<Job = unknown> = Queue<Job, unknown, string>;
 
-/** The producer side of a module's command queue (its name is the module's name). */
+/**
+ * The producer side of a module's command queue (its name is the module's name); on a Redis Cluster
+ * under its own hash tag ({@link queueOptions}).
+ */
 export function createCommandQueue<Job = unknown>(
   connection: Redis,
   prefix: string,
   name: string,
 ): CommandQueue<Job> {
-  return new Queue<Job, unknown, string>(name, { connection, prefix });
+  return new Queue<Job, unknown, string>(name, queueOptions(connection, prefix, name));
 }

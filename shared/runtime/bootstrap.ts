@@ -2,7 +2,17 @@ import type { Config } from '../config/config.ts';
 import { migrate } from '../db/migrate.ts';
 import { createPool, ensureDatabase, type Pool } from '../db/pool.ts';
 import { createLogger, type Logger } from '../observability/logger.ts';
-import { aofEnabled, checkNoEviction, createProducerRedis, type Redis } from '../queue/redis.ts';
+import {
+  aofEnabled,
+  checkNoEviction,
+  createProducerRedis,
+  isCluster,
+  masters,
+  nodeAddress,
+  whenReady,
+  type Redis,
+  type RedisNode,
+} from '../queue/redis.ts';
 import { createLifecycle, type Lifecycle } from './lifecycle.ts';
 import { withDeadline } from './deadline.ts';
 
@@ -10,6 +20,7 @@ export interface Runtime {
   config: Config;
   logger: Logger;
   pool: Pool;
+  /** One Redis (`REDIS_URL`) or a Redis Cluster (`REDIS_CLUSTER_NODES`). */
   redis: Redis;
   lifecycle: Lifecycle;
 }
@@ -48,37 +59,67 @@ export async function bootstrap(config: Config, service: string): Promise<Runtim
   );
 
   const redis = createProducerRedis(
-    { url: config.redis.url, commandTimeoutMs: config.redis.commandTimeoutMs },
+    {
+      url: config.redis.url,
+      commandTimeoutMs: config.redis.commandTimeoutMs,
+      clusterNodes: config.redis.clusterNodes,
+    },
     `conveyor-${service}`,
   );
   lifecycle.defer('redis', async () => {
     await redis.quit().catch(() => redis.disconnect());
   });
-  const redisHost = new URL(config.redis.url).host;
-  await within(`Redis at ${redisHost} is not reachable`, 15_000, async () => {
-    if (redis.status !== 'ready') await new Promise<void>((resolve) => redis.once('ready', () => resolve()));
+  try {
+    await checkRedis(redis, config, logger);
+  } catch (err) {
+    // A refused start releases what it opened (a cluster client would otherwise reconnect forever).
+    await lifecycle.close();
+    throw err;
+  }
+  return { config, logger, pool, redis, lifecycle };
+}
+
+/**
+ * Redis is reachable and safe for BullMQ: with a cluster, every master — each holds some queues, so each
+ * must be reachable, keep keys (`noeviction`) and, where required, persist them (AOF).
+ */
+async function checkRedis(redis: Redis, config: Config, logger: Logger): Promise<void> {
+  const clustered = isCluster(redis);
+  const where = clustered
+    ? `Redis Cluster (seed nodes ${config.redis.clusterNodes!.join(', ')})`
+    : `Redis at ${new URL(config.redis.url).host}`;
+  await within(`${where} is not reachable`, 15_000, async () => {
+    await whenReady(redis);
     await redis.ping();
   });
-  const policy = await checkNoEviction(redis).catch(() => 'unknown');
+  // A failover promotes a replica: configure the replicas alike (they are not checked here).
+  for (const node of masters(redis)) {
+    const name = clustered ? `Redis Cluster master ${nodeAddress(node)}` : where;
+    await within(`${name} is not reachable`, 5_000, () => node.ping());
+    await checkNode(node, name, config, logger);
+  }
+}
+
+/** `noeviction` and (where required) AOF on one Redis node. */
+async function checkNode(node: RedisNode, name: string, config: Config, logger: Logger): Promise<void> {
+  const policy = await checkNoEviction(node).catch(() => 'unknown');
   if (policy !== 'noeviction') {
-    const msg = `Redis maxmemory-policy is "${policy}"; BullMQ needs "noeviction" or queued jobs can be evicted and lost`;
+    const msg = `${name}: maxmemory-policy is "${policy}"; BullMQ needs "noeviction" or queued jobs can be evicted and lost`;
     if (config.redis.requireNoEviction)
       throw new StartupError(`${msg} (set REDIS_REQUIRE_NOEVICTION=false only for tests)`);
-    logger.warn({ policy }, msg);
+    logger.warn({ policy, node: name }, msg);
   }
   // The queue is the durable hand-off between the API's 202 and the workers: a Redis that keeps it
   // only in memory loses every acknowledged job when it restarts.
-  const aof = await aofEnabled(redis).catch(() => false);
+  const aof = await aofEnabled(node).catch(() => false);
   if (!aof) {
-    const msg =
-      'Redis does not persist with the append-only file (appendonly no): a Redis restart would lose every job the API acknowledged';
+    const msg = `${name} does not persist with the append-only file (appendonly no): a Redis restart would lose every job the API acknowledged`;
     if (config.redis.requireAof)
       throw new StartupError(
         `${msg}. Run Redis with appendonly yes, or set REDIS_REQUIRE_AOF=false to accept that loss`,
       );
-    if (config.env === 'production') logger.warn(msg);
+    if (config.env === 'production') logger.warn({ node: name }, msg);
   }
-  return { config, logger, pool, redis, lifecycle };
 }
 
 /** For `main.ts`: logs a failed start clearly and exits non-zero. */

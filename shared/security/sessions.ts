@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../queue/redis.ts';
 import { z } from 'zod';
 
 /** What a session remembers: who, and what they may do. Lives in Redis only (any replica serves it). */

@@ -11,6 +11,8 @@ const run = promisify(execFile);
 
 export interface OwnPostgres {
   port: number;
+  /** Its data directory (owned by `postgres` when the tests run as root). */
+  dataDir: string;
   /** A connection URL for `database` on this cluster (trust auth, user postgres). */
   url(database?: string): string;
   /** Creates `database` (before processes start, so they do not race to create it). */
@@ -37,12 +39,20 @@ function binDir(): string {
   return join(root, versions[0], 'bin');
 }
 
+export interface OwnPostgresOptions {
+  /**
+   * Make it a streaming standby of the cluster on this port (same machine) instead of a fresh
+   * `initdb`: `pg_basebackup -R -X stream` from it (initdb's pg_hba trusts local replication).
+   */
+  standbyOf?: number;
+}
+
 /**
  * A private PostgreSQL cluster for tests that stop or crash Postgres: `initdb` in a temp dir, its own
  * port and socket dir, trust auth. The machine's cluster on 5432 is never touched. PostgreSQL refuses
  * to run as root, so under root the binaries run as the `postgres` user (runuser).
  */
-export async function ownPostgres(): Promise<OwnPostgres> {
+export async function ownPostgres(opts: OwnPostgresOptions = {}): Promise<OwnPostgres> {
   const bin = binDir();
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'conveyor-pg-'));
@@ -74,18 +84,26 @@ export async function ownPostgres(): Promise<OwnPostgres> {
   };
 
   // --no-sync and fsync=off: a test cluster need not survive an OS crash, only a process stop.
-  await pgRun('initdb', [
-    '-D',
-    data,
-    '-A',
-    'trust',
-    '-U',
-    'postgres',
-    '-E',
-    'UTF8',
-    '--locale=C',
-    '--no-sync',
-  ]);
+  if (opts.standbyOf === undefined) {
+    await pgRun('initdb', [
+      '-D',
+      data,
+      '-A',
+      'trust',
+      '-U',
+      'postgres',
+      '-E',
+      'UTF8',
+      '--locale=C',
+      '--no-sync',
+    ]);
+  } else {
+    // A fast checkpoint, not a spread one: the copy starts at once.
+    await pgRun('pg_basebackup', [
+      ...['-h', '127.0.0.1', '-p', String(opts.standbyOf), '-U', 'postgres', '-D', data],
+      ...['-R', '-X', 'stream', '-c', 'fast', '--no-sync'],
+    ]);
+  }
   const options = [
     `-p ${port}`,
     `-k ${dir}`,
@@ -99,6 +117,7 @@ export async function ownPostgres(): Promise<OwnPostgres> {
   let destroyed: Promise<void> | undefined;
   const self: OwnPostgres = {
     port,
+    dataDir: data,
     url,
     async createDatabase(database) {
       const client = new pg.Client({ connectionString: url(), connectionTimeoutMillis: 5_000 });
