@@ -28,8 +28,9 @@ export default tseslint.config(
   // api/, workers/ and dashboard/ meet only through queues, the bus and the database: none imports
   // another (each deploys and scales on its own). main.ts, tests, bench and scripts may wire them all.
   ...[
-    ['api', ['workers', 'dashboard']],
-    ['workers', ['api', 'dashboard']],
+    // A module's worker side never loads in the API, nor its HTTP side in workers.
+    ['api', ['workers', 'dashboard', 'modules/[^/]+/worker']],
+    ['workers', ['api', 'dashboard', 'modules/[^/]+/api']],
     ['dashboard', ['api', 'workers']],
     // A module's HTTP side runs in the API, its worker side in workers: each keeps to its own process.
     ['modules/*/api', ['workers', 'dashboard']],

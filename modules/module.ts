@@ -89,8 +89,6 @@ export interface DeadLetteredCommand {
  * worker parses, retries, batches, dead-letters and acknowledges; the module decides and writes.
  */
 export interface CommandHandler<Job = unknown, Prepared = unknown, Outcome = unknown> {
-  /** The job's id (its idempotency key: a second job with it is the same command). */
-  jobId(job: Job): string;
   /** The correlation id and subject (e.g. order id) of a job's data, even malformed: for logs and dead letters. */
   describe(data: unknown): { correlationId: string | null; subjectId: string | null };
   /**

@@ -44,7 +44,7 @@ const SUFFIXES: Record<keyof CommandQueueSettings, { suffix: string; min: number
   },
 };
 
-const prefixOf = (module: Pick<ModuleDefinition, 'name'>) => module.name.toUpperCase().replace(/-/g, '_');
+const prefixOf = (module: Pick<ModuleDefinition, 'name'>) => module.name.toUpperCase();
 
 /** The environment variables of one module's queue, with their defaults and docs (README, `.env.example`). */
 export function queueSettingVariables(

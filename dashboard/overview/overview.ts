@@ -3,10 +3,13 @@ import type { Pool } from '../../shared/db/pool.ts';
 import {
   createKafkaLagReader,
   createRabbitmqDepthReader,
+  createSqsDepthReader,
   type BusReader,
   type PartitionLag,
   type RabbitQueueDepth,
+  type SqsQueueDepth,
 } from '../../shared/observability/bus-lag.ts';
+import { sqsGroupQueues } from '../../shared/bus/sqs-bus.ts';
 import type { OutboxBacklog } from '../../shared/observability/collectors.ts';
 import { createQueueStatsReader, type QueueStats } from '../../shared/observability/queue-stats.ts';
 import { MODULES } from '../../modules/registry.ts';
@@ -159,8 +162,7 @@ function findingsOf(o: Omit<Overview, 'findings' | 'level'>): Finding[] {
     ['Dead letters (PostgreSQL)', o.deadLetters],
     ['Activity (PostgreSQL)', o.activity],
     ['Circuit breakers (Redis)', o.breakers],
-    // SQS depth is not read by /metrics yet: shown as such, not raised as a finding on every refresh.
-    [`${o.bus.kind} depth`, o.bus.kind === 'sqs' ? null : o.bus.depth],
+    [`${o.bus.kind} depth`, o.bus.depth],
   ];
   for (const [what, s] of unavailable) if (s && !s.ok) add('attention', `${what} unavailable: ${s.error}`);
 
@@ -246,6 +248,9 @@ export function createOverviewSource(deps: OverviewDeps): OverviewSource {
   };
   let kafka: BusReader<PartitionLag> | undefined;
   let rabbit: BusReader<RabbitQueueDepth> | undefined;
+  let sqs: BusReader<SqsQueueDepth> | undefined;
+  // The projections group's queue and its DLQ, named as the SQS bus names them (as /metrics reads them).
+  const sqsQueues = sqsGroupQueues(bus.sqs);
   // Broker clients are made on first use: a console that nobody opens never connects to Kafka.
   const kafkaReader = () =>
     (kafka ??= createKafkaLagReader({
@@ -259,6 +264,14 @@ export function createOverviewSource(deps: OverviewDeps): OverviewSource {
     (rabbit ??= createRabbitmqDepthReader({
       url: bus.rabbitmq.url,
       queues: [bus.rabbitmq.queue, `${bus.rabbitmq.queue}.dlq`],
+      timeoutMs,
+    }));
+
+  const sqsReader = () =>
+    (sqs ??= createSqsDepthReader({
+      endpoint: bus.sqs.endpoint,
+      region: bus.sqs.region,
+      queues: [sqsQueues.queue, sqsQueues.dlq],
       timeoutMs,
     }));
 
@@ -276,7 +289,13 @@ export function createOverviewSource(deps: OverviewDeps): OverviewSource {
   });
 
   async function busDepth(): Promise<{ label: string; value: number }[]> {
-    if (bus.kind === 'sqs') throw new Error('SQS queue depth is not read by /metrics yet');
+    if (bus.kind === 'sqs') {
+      const depths = await sqsReader().read();
+      return [sqsQueues.queue, sqsQueues.dlq].map((queue) => ({
+        label: `visible messages in ${queue}`,
+        value: depths.find((d) => d.queue === queue)?.visible ?? 0,
+      }));
+    }
     if (bus.kind === 'kafka') {
       const lags = await kafkaReader().read();
       const byTopic = new Map<string, number>();
@@ -354,7 +373,7 @@ export function createOverviewSource(deps: OverviewDeps): OverviewSource {
     },
     close: () =>
       (closing ??= (async () => {
-        await Promise.allSettled([queues.close(), kafka?.close(), rabbit?.close()]);
+        await Promise.allSettled([queues.close(), kafka?.close(), rabbit?.close(), sqs?.close()]);
       })()),
   };
 }

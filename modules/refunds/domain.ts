@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { CorrelationIdSchema } from '../../shared/domain/ids.ts';
+import { DomainError } from '../../shared/errors/domain.ts';
 
 /** What a producer posts to `POST /v1/orders/{orderId}/refunds`. */
 export const RequestRefundSchema = z.strictObject({
@@ -70,4 +71,12 @@ export function decideRefund(refund: RequestRefund, order: RefundableOrder | nul
     };
   }
   return { kind: 'complete' };
+}
+
+export class RefundNotFoundError extends DomainError {
+  readonly code = 'refund.not_found';
+  readonly status = 404;
+  constructor(readonly refundId: string) {
+    super(`refund ${refundId} not found`);
+  }
 }

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { MODULES } from '../../modules/registry.ts';
 import { queueSettingsOf, queueSettingsShape } from '../../modules/settings.ts';
+import { assertValidModules } from '../../modules/validate.ts';
 
 /**
  * Conveyor's configuration, parsed once from the environment at boot (the shape of the brief's
@@ -358,6 +359,7 @@ function deepFreeze<T>(value: T): T {
  */
 export function loadConfig(source: Record<string, string | undefined>): Config {
   // Empty strings mean "unset" so `.env` files can list a variable without a value.
+  assertValidModules(MODULES);
   const cleaned = Object.fromEntries(Object.entries(source).filter(([, v]) => v !== undefined && v !== ''));
   const parsed = EnvSchema.safeParse(cleaned);
   const modules = ModuleEnvSchema.safeParse(cleaned);

@@ -13,3 +13,10 @@ export const CorrelationIdSchema = z
   .min(8)
   .max(128)
   .regex(/^[A-Za-z0-9._:-]+$/, 'letters, digits, ".", "_", ":" or "-"');
+
+const Uuid = z.uuid();
+
+/** Whether `value` is a UUID as the event schemas accept it (`z.uuid()`: version and variant digits checked). */
+export function isUuid(value: unknown): value is string {
+  return Uuid.safeParse(value).success;
+}

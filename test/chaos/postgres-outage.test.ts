@@ -64,7 +64,7 @@ describe('chaos: Postgres stops mid-run', () => {
 
     await postgres.stop('fast');
     // Down until the order worker has really felt it (attempts failing), then back.
-    await eventually(() => linesWith(workers, 'order attempt failed; will retry').length >= 5, {
+    await eventually(() => linesWith(workers, 'command attempt failed; will retry').length >= 5, {
       what: 'order attempts to fail while Postgres is down',
     });
     await postgres.start();

@@ -2,6 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { refundsModule } from '../../modules/refunds/module.ts';
+import { decideAndWriteRefund } from '../../modules/refunds/worker/refunds.sql.ts';
+import { withTransaction } from '../../shared/db/pool.ts';
+import type { EventEnvelope } from '../../shared/domain/events.ts';
+import { applyEvents, loadEventCatalog } from '../../workers/projections/projector.ts';
 import { rebuildReadModels } from '../../workers/projections/rebuild.ts';
 import { eventually, testConfig, testLogger } from '../support/env.ts';
 import { request, sampleOrder } from '../support/http.ts';
@@ -166,6 +170,92 @@ describe('refunds (bus-independent rules)', () => {
     expect(rows[0]!.sum).toBe(2400);
   });
 
+  it('decides a refund once: a redelivered command changes nothing and emits nothing', async () => {
+    const orderId = await api.place();
+    await api.projected(`/v1/orders/${orderId}`, 'completed');
+    const job = {
+      refundId: randomUUID(),
+      orderId,
+      correlationId: 'corr-redelivered-1',
+      requestedAt: new Date().toISOString(),
+      refund: { amountCents: 700 },
+    };
+    const first = await decideAndWriteRefund(platform.rt.pool, job, 1, new Date());
+    const again = await Promise.all([
+      decideAndWriteRefund(platform.rt.pool, job, 2, new Date()),
+      decideAndWriteRefund(platform.rt.pool, job, 2, new Date()),
+    ]);
+    expect(first.status).toBe('completed');
+    expect(again.map((o) => o.status)).toEqual(['duplicate', 'duplicate']);
+    const events = await platform.rt.pool.query(
+      `SELECT count(*)::int AS n FROM outbox WHERE envelope->'payload'->>'refundId' = $1`,
+      [job.refundId],
+    );
+    expect(events.rows[0]).toEqual({ n: 1 });
+  });
+
+  it('projects refunds whatever order their events arrive in, and never twice', async () => {
+    const catalog = await loadEventCatalog();
+    const orderId = randomUUID();
+    const refundId = randomUUID();
+    const at = '2026-05-01T10:00:00.000Z';
+    const base = { version: 1, key: orderId, correlationId: 'corr-order-insensitive', occurredAt: at };
+    const dead: EventEnvelope = {
+      ...base,
+      eventId: randomUUID(),
+      type: 'refund.dead_lettered',
+      payload: {
+        refundId,
+        orderId,
+        amountCents: 300,
+        reason: null,
+        attempts: 5,
+        requestedAt: at,
+        error: 'boom',
+        deadLetterId: 'dl-x',
+        deadLetteredAt: at,
+      },
+    };
+    const completed: EventEnvelope = {
+      ...base,
+      eventId: randomUUID(),
+      type: 'refund.completed',
+      payload: {
+        refundId,
+        orderId,
+        amountCents: 300,
+        reason: null,
+        attempts: 1,
+        requestedAt: at,
+        customerId: 'c-insensitive',
+        currency: 'EUR',
+        completedAt: at,
+      },
+    };
+    const view = async (consumer: string, events: EventEnvelope[]) => {
+      for (const e of events) {
+        await withTransaction(platform.rt.pool, (c) => applyEvents(c, consumer, [e], catalog));
+      }
+      const { rows } = await platform.rt.pool.query(
+        `SELECT status, amount_cents FROM refund_view WHERE refund_id = $1`,
+        [refundId],
+      );
+      const stats = await platform.rt.pool.query(
+        `SELECT refund_count, refunded_cents FROM refund_stats WHERE dimension = 'customer' AND key = 'c-insensitive'`,
+      );
+      await platform.rt.pool.query('DELETE FROM refund_view WHERE refund_id = $1', [refundId]);
+      await platform.rt.pool.query(`DELETE FROM refund_stats_shards WHERE key = 'c-insensitive'`);
+      return { view: rows, stats: stats.rows };
+    };
+    const inOrder = await view('order-a', [dead, completed, completed]);
+    const reversed = await view('order-b', [completed, dead, completed]);
+    expect(inOrder).toEqual({
+      view: [{ status: 'completed', amount_cents: 300 }],
+      stats: [{ refund_count: 1, refunded_cents: 300 }],
+    });
+    expect(reversed).toEqual(inOrder);
+  });
+
   it('answers 404 for an unknown order and 409 for one that cannot be refunded', async () => {
     const unknown = await api.refund(randomUUID(), { amountCents: 1 });
     expect(unknown.status).toBe(404);
@@ -203,6 +293,12 @@ describe('refunds (bus-independent rules)', () => {
       error: expect.stringMatching(/invalid command for queue refunds/),
     });
 
+    // Its dead-letter event projected too, before the rebuild is compared with the live read models.
+    await eventually(
+      async () =>
+        (await platform.rt.pool.query(`SELECT 1 FROM refund_view WHERE status = 'dead_lettered'`)).rowCount,
+      { what: 'the dead-lettered refund in the read model' },
+    );
     const snapshot = () =>
       platform.rt.pool
         .query('SELECT refund_id, status, amount_cents FROM refund_view ORDER BY refund_id')

@@ -20,6 +20,10 @@ describe('architecture boundaries (lint)', () => {
     ['dashboard/probe.ts', '../api/app.ts'],
     ['dashboard/routes/probe.ts', '../../workers/start.ts'],
     ['shared/probe.ts', '../api/app.ts'],
+    ['workers/probe.ts', '../modules/refunds/api/index.ts'],
+    ['api/probe.ts', '../modules/refunds/worker/index.ts'],
+    ['modules/refunds/api/probe.ts', '../../../workers/start.ts'],
+    ['modules/refunds/worker/probe.ts', '../../../api/app.ts'],
   ])('%s may not import %s', async (file, target) => {
     expect(await restricted(file, `export * from '${target}';\n`)).toHaveLength(1);
   });
@@ -33,7 +37,7 @@ describe('architecture boundaries (lint)', () => {
   });
 
   it('holds for the code as it is', async () => {
-    const results = await eslint.lintFiles(['api', 'workers', 'dashboard', 'shared']);
+    const results = await eslint.lintFiles(['api', 'workers', 'dashboard', 'shared', 'modules']);
     const broken = results.flatMap((r) =>
       r.messages
         .filter((m) => m.ruleId === 'no-restricted-imports')

@@ -19,13 +19,16 @@ function sources(dir: string): string[] {
 
 /**
  * Every problem code the API can answer with: the literal codes of `problem(…)` calls and of domain
- * errors (`readonly code = '…'`) anywhere in the API and the shared code it throws from, the codes of
+ * errors (`readonly code = '…'`, `new StateConflictError('…'`) anywhere in the API, the modules and the
+ * shared code they throw from, the codes of
  * framework errors, and those made at run time (`http.<status>`, `internal` for the unexpected).
  */
 function emittedCodes(): { status: number; code: string }[] {
   const found = new Map<string, number>();
-  for (const text of [...sources('api'), ...sources('shared')]) {
+  for (const text of [...sources('api'), ...sources('shared'), ...sources('modules')]) {
     for (const m of text.matchAll(/problem\(\s*(\d{3}),\s*'([^']+)'/g)) found.set(m[2]!, Number(m[1]));
+    // Conflicts a module raises with its own code.
+    for (const m of text.matchAll(/new StateConflictError\(\s*'([^']+)'/g)) found.set(m[1]!, 409);
     for (const m of text.matchAll(/readonly code = '([^']+)';\s*readonly status = (\d{3})/g))
       found.set(m[1]!, Number(m[2]));
   }
@@ -43,6 +46,8 @@ describe('problem types', () => {
       expect.arrayContaining([
         'request.invalid',
         'request.malformed',
+        'order.not_refundable',
+        'refund.not_found',
         'request.too_large',
         'request.unsupported_media_type',
         'route.not_found',

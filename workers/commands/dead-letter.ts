@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Job, Queue } from 'bullmq';
-import type { CommandHandler } from '../../modules/module.ts';
+import type { CommandHandler, ModuleDefinition } from '../../modules/module.ts';
 import { insertOutbox } from '../../shared/db/outbox.sql.ts';
 import { withTransaction, type Pool } from '../../shared/db/pool.ts';
 import {
@@ -18,6 +18,10 @@ export interface CommandDeadLetterDeps {
   origin: string;
   /** The module's handler: what a dead-lettered command means for its write model. */
   handler: Pick<CommandHandler, 'describe' | 'deadLettered'>;
+  /** The module's event schemas: a dead-letter event that fails them is not appended (the projector would refuse it). */
+  events: ModuleDefinition['events'];
+  /** Told about such an event (a module bug): logged by the worker; the dead letter itself is still recorded. */
+  onInvalidEvent?: (type: string, error: string) => void;
   /** Called after the dead-letter events were committed to the outbox: wakes the relays. */
   onOutboxAppended?: () => void;
 }
@@ -76,8 +80,18 @@ export async function deadLetterCommand(
       correlationId,
       at: now,
     });
-    await insertOutbox(client, events);
-    return events.length > 0;
+    const valid = events.filter((e) => {
+      const schema = deps.events[e.type]?.[e.version];
+      const checked = schema?.safeParse(e.payload);
+      if (checked?.success) return true;
+      deps.onInvalidEvent?.(
+        e.type,
+        checked ? checked.error.message : `no schema for ${e.type} v${e.version}`,
+      );
+      return false;
+    });
+    await insertOutbox(client, valid);
+    return valid.length > 0;
   });
   if (appended) deps.onOutboxAppended?.();
 

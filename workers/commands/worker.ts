@@ -5,13 +5,15 @@ import { runSupervised } from '../../shared/bus/bullmq-bus.ts';
 import { backoffDelayMs } from '../../shared/bus/codec.ts';
 import type { Pool } from '../../shared/db/pool.ts';
 import type { Logger } from '../../shared/observability/logger.ts';
-import { commandQueues } from '../../shared/queue/names.ts';
+import { commandQueues, queueOptions } from '../../shared/queue/names.ts';
 import { createWorkerRedis } from '../../shared/queue/redis.ts';
 import { fatalOrLog, type OnFatal } from '../../shared/runtime/lifecycle.ts';
 import { deadLetterCommand } from './dead-letter.ts';
 
 export interface CommandWorkerConfig extends CommandQueueSettings {
   redisUrl: string;
+  /** Redis Cluster seed nodes (`REDIS_CLUSTER_NODES`); empty or absent = `redisUrl`. */
+  redisClusterNodes?: readonly string[] | undefined;
   queuePrefix: string;
   shutdownGraceMs: number;
   /** Stalls (lock expired: the worker died) a job survives before BullMQ fails it by itself. @defaultValue 5 */
@@ -22,7 +24,7 @@ export interface CommandWorkerDeps {
   pool: Pool;
   logger: Logger;
   /** The module whose queue this worker consumes. */
-  module: Pick<ModuleDefinition, 'name' | 'jobSchema'>;
+  module: Pick<ModuleDefinition, 'name' | 'jobSchema' | 'events'>;
   /** The module's decisions and writes; closed by the worker after it stopped. */
   handler: CommandHandler;
   /** Called after a dead letter's events were committed to the outbox: wakes the relays. */
@@ -69,15 +71,18 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
   const onFatal = fatalOrLog(deps.onFatal, log);
   let closing: Promise<void> | undefined;
   const connection = createWorkerRedis(
-    { url: config.redisUrl, commandTimeoutMs: 0 },
+    { url: config.redisUrl, commandTimeoutMs: 0, clusterNodes: config.redisClusterNodes },
     `conveyor-${component}`,
   );
-  const dlq = new Queue(queues.deadLetters, { connection, prefix: config.queuePrefix });
+  const dlq = new Queue(queues.deadLetters, queueOptions(connection, config.queuePrefix, queues.deadLetters));
   const deadLetterDeps = {
     pool: deps.pool,
     dlq,
     origin: queues.commands,
     handler,
+    events: module.events,
+    onInvalidEvent: (type: string, error: string) =>
+      log.error({ type, error }, 'module returned an invalid dead-letter event; not appended'),
     ...(deps.onOutboxAppended ? { onOutboxAppended: deps.onOutboxAppended } : {}),
   };
   const batcher = createBatcher({
@@ -174,8 +179,7 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
   }
 
   const worker = new Worker(queues.commands, process, {
-    connection,
-    prefix: config.queuePrefix,
+    ...queueOptions(connection, config.queuePrefix, queues.commands),
     concurrency: config.concurrency,
     autorun: false,
     // A crashed worker's jobs come back after the lock expires; allow several stalls before BullMQ

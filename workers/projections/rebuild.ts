@@ -47,12 +47,20 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<number
         [after, batchSize],
       );
       if (rows.length === 0) break;
-      await applyEvents(
-        client,
-        consumer,
-        rows.map((r) => r.envelope),
-        catalog,
-      );
+      // The same check as live projection: an event it would dead-letter as poison is skipped here too,
+      // so rebuilt read models equal live ones.
+      const events = rows.flatMap((r) => {
+        try {
+          return [catalog.check(r.envelope)];
+        } catch (err) {
+          options.logger.warn(
+            { err, eventId: r.envelope.eventId },
+            'rebuild skips an event live projection refuses',
+          );
+          return [];
+        }
+      });
+      await applyEvents(client, consumer, events, catalog);
       replayed += rows.length;
       after = rows[rows.length - 1]!.id;
     }

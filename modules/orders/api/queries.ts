@@ -1,7 +1,9 @@
+import { isUuid } from '../../../shared/domain/ids.ts';
 import { createRoute, z } from '@hono/zod-openapi';
 import { OrderJobSchema, orderTotalCents } from '../domain.ts';
 import { OrderNotFoundError, ValidationError } from '../../../shared/errors/domain.ts';
 import { extend, extendedShape, type ModuleApiContext } from '../../../api/modules.ts';
+import type { Pool } from '../../../shared/db/pool.ts';
 import {
   customerOrders,
   customerTotals,
@@ -25,8 +27,6 @@ import {
   StatsTotalsSchema,
   TotalsSchema,
 } from '../../../api/schemas.ts';
-
-const uuidRe = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** The query routes, their schemas carrying what other modules add to orders and totals. */
 function queryRoutes(ctx: ModuleApiContext) {
@@ -115,18 +115,22 @@ function queryRoutes(ctx: ModuleApiContext) {
 
 /**
  * The orders module's queries on `app`: one order, many by id, a customer's orders and the stats.
- * Orders are looked up in the read model, then the write model, then the queue, so an accepted
- * order never reads as 404.
+ * Orders are looked up in the read model (on the read replica, if any, then on the primary), then the
+ * write model, then the queue, so an accepted order never reads as 404. Lists and stats read the
+ * replica.
  */
 export function orderQueryRoutes(ctx: ModuleApiContext): void {
   const { app, deps, redisCall } = ctx;
   const ordersQueue = ctx.commands.queue;
   const { getOrder, getOrders, getCustomerOrders, getStats } = queryRoutes(ctx);
+  const { reads } = deps;
+  // Extensions read the pool their rows came from: an order and its refunds as of one moment.
   const withExtensions = <Row extends object>(
     resource: string,
+    pool: Pool,
     rows: readonly Row[],
     scope?: Record<string, string>,
-  ) => extend(ctx.extensions(resource), deps.pool, rows, scope);
+  ) => extend(ctx.extensions(resource), pool, rows, scope);
 
   /**
    * Orders neither projected nor decided, from their jobs. A job found completed or failed here was
@@ -163,20 +167,32 @@ export function orderQueryRoutes(ctx: ModuleApiContext): void {
     return found.filter((v): v is OrderView => v !== null);
   }
 
+  /** The read model, then the write model for what it lacks (decided, not yet projected). */
+  async function fromPrimary(pool: Pool, ids: readonly string[]): Promise<OrderView[]> {
+    const projected = await findOrders(pool, ids);
+    const seen = new Set(projected.map((v) => v.orderId));
+    return [
+      ...projected,
+      ...(await findDecidedOrders(
+        pool,
+        ids.filter((id) => !seen.has(id)),
+      )),
+    ];
+  }
+
   /**
-   * Orders by id, wherever they are: the read model; else the write model (decided, not yet
-   * projected — its job may already be trimmed from Redis); else the queue (waiting or in progress).
-   * Only an id none of them knows is missing: an accepted order never reads as 404.
+   * Orders by id, wherever they are: the read model on the read replica (when configured); else the
+   * primary's read model, then its write model (decided, not yet projected — its job may already be
+   * trimmed from Redis); else the queue (waiting or in progress). Only an id none of them knows is
+   * missing: an accepted order never reads as 404, however far the replica lags.
    */
   async function lookUp(ids: readonly string[]): Promise<Map<string, OrderView>> {
-    const found = new Map<string, OrderView>();
-    const add = (views: readonly OrderView[]) => views.forEach((v) => found.set(v.orderId, v));
-    const misses = () => ids.filter((id) => !found.has(id));
-    add(await findOrders(deps.pool, ids));
-    if (misses().length > 0) add(await findDecidedOrders(deps.pool, misses()));
-    if (misses().length > 0) add(await fromQueue(misses()));
-    const extended = await withExtensions('order', [...found.values()]);
-    return new Map(extended.map((v) => [v.orderId, v]));
+    const groups = await reads.byIds(ids, (v: OrderView) => v.orderId, findOrders, fromPrimary);
+    const found = new Set(groups.flatMap((g) => g.rows.map((v) => v.orderId)));
+    const queued = await fromQueue(ids.filter((id) => !found.has(id)));
+    if (queued.length > 0) groups.push({ pool: reads.primary, rows: queued });
+    const extended = await Promise.all(groups.map((g) => withExtensions('order', g.pool, g.rows)));
+    return new Map(extended.flat().map((v) => [v.orderId, v]));
   }
 
   app.openapi(getOrder, async (c) => {
@@ -201,7 +217,7 @@ export function orderQueryRoutes(ctx: ModuleApiContext): void {
         { path: 'ids', message: '1 to 100 ids' },
       ]);
     }
-    const bad = ids.filter((id) => !uuidRe.test(id));
+    const bad = ids.filter((id): boolean => !isUuid(id));
     if (bad.length > 0) {
       throw new ValidationError(
         'ids must be order ids (UUIDs)',
@@ -227,24 +243,30 @@ export function orderQueryRoutes(ctx: ModuleApiContext): void {
         { path: 'cursor', message: 'use nextCursor from a previous page' },
       ]);
     }
-    const [page, totals] = await Promise.all([
-      customerOrders(deps.pool, customerId, limit, decoded),
-      customerTotals(deps.pool, customerId),
-    ]);
-    const [orders, extendedTotals] = await Promise.all([
-      withExtensions('order', page.orders),
-      withExtensions('customer-totals', totals, { customerId }),
-    ]);
-    return c.json({ customerId, totals: extendedTotals, ...page, orders }, 200);
+    const body = await reads.read(async (pool) => {
+      const [page, totals] = await Promise.all([
+        customerOrders(pool, customerId, limit, decoded),
+        customerTotals(pool, customerId),
+      ]);
+      const [orders, extendedTotals] = await Promise.all([
+        withExtensions('order', pool, page.orders),
+        withExtensions('customer-totals', pool, totals, { customerId }),
+      ]);
+      return { customerId, totals: extendedTotals, ...page, orders };
+    });
+    return c.json(body, 200);
   });
 
   app.openapi(getStats, async (c) => {
     const { days } = c.req.valid('query');
-    const s = await stats(deps.pool, days);
-    const [totals, daily] = await Promise.all([
-      withExtensions('stats-totals', s.totals),
-      withExtensions('stats-daily', s.daily),
-    ]);
-    return c.json({ orderCount: s.totals.reduce((n, t) => n + t.completedCount, 0), totals, daily }, 200);
+    const body = await reads.read(async (pool) => {
+      const s = await stats(pool, days);
+      const [totals, daily] = await Promise.all([
+        withExtensions('stats-totals', pool, s.totals),
+        withExtensions('stats-daily', pool, s.daily),
+      ]);
+      return { orderCount: s.totals.reduce((n, t) => n + t.completedCount, 0), totals, daily };
+    });
+    return c.json(body, 200);
   });
 }

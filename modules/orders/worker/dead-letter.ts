@@ -1,3 +1,4 @@
+import { isUuid } from '../../../shared/domain/ids.ts';
 import { randomUUID } from 'node:crypto';
 import type { DeadLetteredCommand } from '../../module.ts';
 import type { PoolClient } from '../../../shared/db/pool.ts';
@@ -6,8 +7,6 @@ import { OrderJobSchema, orderTotalCents } from '../domain.ts';
 import { OrderEventTypes } from '../events.ts';
 import { upsertOrders } from './orders.sql.ts';
 
-const uuidRe = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 /** The order id and correlation id of an order job's data, even a malformed one. */
 export function describeOrderJob(data: unknown): { correlationId: string | null; subjectId: string | null } {
   const parsed = OrderJobSchema.safeParse(data);
@@ -15,7 +14,7 @@ export function describeOrderJob(data: unknown): { correlationId: string | null;
   const loose = (data ?? {}) as { orderId?: unknown; correlationId?: unknown };
   return {
     correlationId: typeof loose.correlationId === 'string' ? loose.correlationId : null,
-    subjectId: typeof loose.orderId === 'string' && uuidRe.test(loose.orderId) ? loose.orderId : null,
+    subjectId: isUuid(loose.orderId) ? loose.orderId : null,
   };
 }
 

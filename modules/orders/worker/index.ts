@@ -30,7 +30,6 @@ export function createOrderCommandHandler(
     ...(deps.onOutboxAppended ? { onOutboxAppended: deps.onOutboxAppended } : {}),
   });
   return {
-    jobId: (job) => job.orderId,
     describe: describeOrderJob,
     // Only an order the business rules accept needs the payment service (the rest are rejected anyway).
     prepare: async (job) =>

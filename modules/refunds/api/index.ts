@@ -14,12 +14,11 @@ import type { ModuleApiContext, ResourceExtension } from '../../../api/modules.t
 import { ProblemSchema, problemResponses } from '../../../api/schemas.ts';
 import {
   DependencyUnavailableError,
-  NotFoundError,
   OrderNotFoundError,
   StateConflictError,
 } from '../../../shared/errors/domain.ts';
 import type { ModuleApiFactory } from '../../module.ts';
-import { RequestRefundSchema, RefundJobSchema, type RefundJob } from '../domain.ts';
+import { RefundJobSchema, RefundNotFoundError, RequestRefundSchema, type RefundJob } from '../domain.ts';
 import {
   findDecidedRefunds,
   findRefunds,
@@ -213,17 +212,26 @@ function routes(ctx: ModuleApiContext): void {
 
   app.openapi(getRefund, async (c) => {
     const { refundId } = c.req.valid('param');
-    const found =
-      (await findRefunds(pool, [refundId]))[0] ??
-      (await findDecidedRefunds(pool, [refundId]))[0] ??
-      (await fromQueue(refundId));
-    if (!found) throw new NotFoundError(`refund ${refundId} not found`);
+    // The read model on the replica (if any), then on the primary, then the write model, then the
+    // queue: replica lag never turns an accepted refund into a 404.
+    const groups = await deps.reads.byIds(
+      [refundId],
+      (r: RefundView) => r.refundId,
+      findRefunds,
+      async (primary, ids) => {
+        const projected = await findRefunds(primary, ids);
+        return projected.length > 0 ? projected : findDecidedRefunds(primary, ids);
+      },
+    );
+    const found = groups.flatMap((g) => g.rows)[0] ?? (await fromQueue(refundId));
+    if (!found) throw new RefundNotFoundError(refundId);
     return c.json(found, 200);
   });
 
   app.openapi(listRefunds, async (c) => {
     const { orderId } = c.req.valid('param');
-    const refunds = (await refundsOfOrders(pool, [orderId])).get(orderId) ?? [];
+    const byOrder = await deps.reads.read((p) => refundsOfOrders(p, [orderId]));
+    const refunds = byOrder.get(orderId) ?? [];
     return c.json({ orderId, refunds }, 200);
   });
 }

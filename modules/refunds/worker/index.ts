@@ -1,41 +1,49 @@
+import { isUuid } from '../../../shared/domain/ids.ts';
 import { randomUUID } from 'node:crypto';
-import { runWithIsolation } from '../../../shared/batch.ts';
+import { runWithIsolation, type Settled } from '../../../shared/batch.ts';
 import type { Command, ModuleWorkerFactory } from '../../module.ts';
 import { RefundJobSchema, type RefundJob } from '../domain.ts';
 import { RefundEventTypes } from '../events.ts';
 import { refundProjection } from './projection.ts';
 import { decideAndWriteRefund, type RefundOutcome } from './refunds.sql.ts';
 
-const uuidRe = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 function describe(data: unknown): { correlationId: string | null; subjectId: string | null } {
   const loose = (data ?? {}) as { orderId?: unknown; correlationId?: unknown };
   return {
     correlationId: typeof loose.correlationId === 'string' ? loose.correlationId : null,
-    subjectId: typeof loose.orderId === 'string' && uuidRe.test(loose.orderId) ? loose.orderId : null,
+    subjectId: isUuid(loose.orderId) ? loose.orderId : null,
   };
 }
 
 /**
  * The refunds module's worker side. Each refund is its own transaction (its order's row locked while it
- * is decided); a batch runs them side by side, so refunds of different orders do not wait on each other.
+ * is decided); a batch runs them a few at a time ({@link REFUND_TRANSACTIONS}), so refunds of different
+ * orders do not wait on each other while a refund waiting on a busy order's lock holds one pool
+ * connection, not the whole pool the other workers of the process share.
  */
+/** Refund transactions one worker process runs at once. */
+export const REFUND_TRANSACTIONS = 4;
+
 export const refundsWorker: ModuleWorkerFactory = {
   commands(ctx) {
     return {
-      jobId: (job: RefundJob) => job.refundId,
       describe,
       async handleBatch(commands: readonly Command<RefundJob>[]) {
         const now = new Date();
-        const settled = await Promise.all(
-          commands.map((cmd) =>
-            runWithIsolation([cmd], async ([c]) => [
+        const settled: Settled<RefundOutcome>[] = [];
+        let next = 0;
+        const lane = async () => {
+          while (next < commands.length) {
+            const i = next++;
+            const [outcome] = await runWithIsolation([commands[i]!], async ([c]) => [
               await decideAndWriteRefund(ctx.pool, c!.job, c!.attempt, now),
-            ]),
-          ),
-        );
-        if (settled.some(([s]) => s?.ok && s.value.status !== 'duplicate')) ctx.onOutboxAppended();
-        return settled.map(([s]) => s!);
+            ]);
+            settled[i] = outcome!;
+          }
+        };
+        await Promise.all(Array.from({ length: Math.min(REFUND_TRANSACTIONS, commands.length) }, lane));
+        if (settled.some((s) => s.ok && s.value.status !== 'duplicate')) ctx.onOutboxAppended();
+        return settled;
       },
       statusOf: (outcome: RefundOutcome) => outcome.status,
       async deadLettered(client, cmd) {
@@ -43,7 +51,7 @@ export const refundsWorker: ModuleWorkerFactory = {
         const loose = (cmd.data ?? {}) as { refundId?: unknown };
         const refundId = parsed.success
           ? parsed.data.refundId
-          : typeof loose.refundId === 'string' && uuidRe.test(loose.refundId)
+          : isUuid(loose.refundId)
             ? loose.refundId
             : null;
         if (!refundId) return [];
