@@ -8,12 +8,14 @@
 #      KRaft broker is started from Apache Kafka jars fetched with Maven into
 #      .cache/kafka/ (once; later runs reuse them). The broker runs detached and
 #      outlives this script; scripts/kafka-stop.sh stops it, and running this
-#      script again restarts it on the same data.
+#      script again restarts it on the same data. KAFKA_NODES=3 starts a three-node KRaft cluster
+#      instead (127.0.0.1:19092,29092,39092; scripts/kafka/cluster.sh), from the same cached jars.
 # Idempotent: a second run finds everything up and exits 0 within a few seconds.
 # Exits non-zero with a message naming the broker that did not come up.
 #
 # Knobs: SKIP_KAFKA=1, SKIP_SQS=1, SKIP_SERVICES=1 (and SKIP_REDIS/SKIP_POSTGRES/SKIP_RABBITMQ),
-#        KAFKA_BROKERS (default 127.0.0.1:9092), KAFKA_VERSION (default 3.9.2),
+#        KAFKA_BROKERS (default 127.0.0.1:9092), KAFKA_NODES (default 1; 3 = a local cluster),
+#        KAFKA_VERSION (default 3.9.2),
 #        KAFKA_READY_TIMEOUT (s, default 90), KAFKA_CACHE_DIR (default .cache/kafka),
 #        SQS_ENDPOINT (default http://127.0.0.1:9324), ELASTICMQ_VERSION (default 1.7.1).
 set -euo pipefail
@@ -47,7 +49,8 @@ if [[ ${SKIP_KAFKA:-} == 1 ]]; then
 fi
 
 kafka_wait() { # kafka_wait SECONDS [PID]  (with a PID: also warms the coordinators)
-  node "$SCRIPTS/kafka/wait-ready.mjs" --brokers "$KAFKA_BROKERS" --timeout "$1" ${2:+--pid "$2" --warm}
+  node "$SCRIPTS/kafka/wait-ready.mjs" --brokers "$KAFKA_BROKERS" --nodes "$KAFKA_NODES" --timeout "$1" \
+    ${2:+--pid "$2" --warm}
 }
 
 # A broker already answers (another checkout's, a `docker compose up`): use it. The test suite still
@@ -61,7 +64,7 @@ if kafka_wait 0 2>/dev/null; then
   already_running=1
 fi
 
-if [[ -z ${already_running:-} ]]; then
+if [[ -z ${already_running:-} && $KAFKA_NODES == 1 ]]; then
   case "$KAFKA_BROKERS" in
     127.0.0.1:9092 | localhost:9092) ;;
     *) die "kafka is not answering at KAFKA_BROKERS=$KAFKA_BROKERS, and only a local broker on 127.0.0.1:9092 can be started here" ;;
@@ -171,6 +174,10 @@ fetch_jars
 if [[ -n ${already_running:-} ]]; then
   log "kafka ready on $KAFKA_BROKERS (already running; jars cached for the tests' private brokers)"
   exit 0
+fi
+if [[ $KAFKA_NODES != 1 ]]; then
+  exec 9>&- # the cluster's nodes must not hold the lock
+  KAFKA_LOG_PREFIX='brokers: kafka' exec bash "$SCRIPTS/kafka/cluster.sh" start
 fi
 write_config
 

@@ -4,6 +4,7 @@
 #
 #   bash scripts/kafka-stop.sh          # SIGTERM: clean, controlled shutdown
 #   bash scripts/kafka-stop.sh --kill   # SIGKILL: a crash, for chaos tests
+#   KAFKA_NODES=3 bash scripts/kafka-stop.sh [--kill] [NODE]   # the local cluster (scripts/kafka/cluster.sh)
 #
 # Exits 0 when no broker started by brokers.sh is left running (also when none was).
 # Knob: KAFKA_STOP_TIMEOUT (s, default 30) before a clean stop falls back to SIGKILL.
@@ -18,6 +19,10 @@ die() {
   printf 'kafka-stop: ERROR: %s\n' "$*" >&2
   exit 1
 }
+
+if [[ $KAFKA_NODES != 1 ]]; then
+  KAFKA_LOG_PREFIX=kafka-stop exec bash "$SCRIPTS/kafka/cluster.sh" stop "$@"
+fi
 
 signal=TERM
 case "${1:-}" in

@@ -101,6 +101,8 @@ export function watchWorkerSources(
     metrics.watchKafkaLag({
       brokers: kafka.brokers,
       clientId: kafka.clientId,
+      ssl: kafka.ssl,
+      sasl: kafka.sasl,
       // The Kafka bus retries on `<topic>.retry` with the same group (shared/bus/kafka-bus.ts).
       topics: [kafka.topic, `${kafka.topic}.retry`],
       groups: [kafka.consumer.groupId],

@@ -256,6 +256,8 @@ export function createOverviewSource(deps: OverviewDeps): OverviewSource {
     (kafka ??= createKafkaLagReader({
       brokers: bus.kafka.brokers,
       clientId: bus.kafka.clientId,
+      ssl: bus.kafka.ssl,
+      sasl: bus.kafka.sasl,
       topics: [bus.kafka.topic, `${bus.kafka.topic}.retry`],
       groups: [bus.kafka.consumer.groupId],
       requestTimeoutMs: timeoutMs,

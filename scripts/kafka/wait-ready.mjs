@@ -1,10 +1,13 @@
 // Waits until a Kafka broker answers a real client request (metadata fetch via
 // kafkajs admin.listTopics), not merely until its port is open.
 //
-//   node scripts/kafka/wait-ready.mjs [--brokers 127.0.0.1:9092] [--timeout 90] [--pid 1234] [--warm]
+//   node scripts/kafka/wait-ready.mjs [--brokers 127.0.0.1:9092] [--timeout 90] [--pid 1234[,5678…]]
+//                                     [--nodes 3] [--sasl-plain user:password] [--warm]
 //
 // --timeout 0 makes a single attempt. --pid makes it give up as soon as that
-// process (the broker being started) has exited. --warm (used after a start)
+// process (the broker being started; a list: any of them) has exited. --nodes N
+// (a cluster) also waits until N brokers are registered in the cluster's metadata. --sasl-plain
+// authenticates with SASL/PLAIN (a broker whose listener is SASL_PLAINTEXT). --warm (used after a start)
 // then also waits until the group coordinator answers (creating/loading
 // __consumer_offsets) and an idempotent producer gets a producer id, so the first
 // consumer group or idempotent producer of a test does not meet "coordinator not
@@ -23,6 +26,8 @@ const { values } = parseArgs({
     brokers: { type: 'string', default: process.env.KAFKA_BROKERS ?? '127.0.0.1:9092' },
     timeout: { type: 'string', default: '90' },
     pid: { type: 'string' },
+    nodes: { type: 'string', default: '1' },
+    'sasl-plain': { type: 'string' },
     warm: { type: 'boolean', default: false },
   },
 });
@@ -32,6 +37,16 @@ const brokers = values.brokers
   .map((b) => b.trim())
   .filter(Boolean);
 const deadline = Date.now() + Number(values.timeout) * 1000;
+const plain = values['sasl-plain'];
+const sasl = plain
+  ? {
+      sasl: {
+        mechanism: 'plain',
+        username: plain.split(':')[0],
+        password: plain.slice(plain.indexOf(':') + 1),
+      },
+    }
+  : {};
 
 function processAlive(pid) {
   try {
@@ -45,6 +60,7 @@ async function attempt() {
   const kafka = new Kafka({
     clientId: 'conveyor-wait-ready',
     brokers,
+    ...sasl,
     logLevel: logLevel.NOTHING,
     connectionTimeout: 1500,
     requestTimeout: 3000,
@@ -60,6 +76,10 @@ async function attempt() {
       (async () => {
         await admin.connect();
         await admin.listTopics();
+        const { brokers: registered } = await admin.describeCluster();
+        if (registered.length < Number(values.nodes)) {
+          throw new Error(`${registered.length} of ${values.nodes} brokers registered`);
+        }
       })(),
       guard,
     ]);
@@ -73,6 +93,7 @@ async function warm() {
   const kafka = new Kafka({
     clientId: 'conveyor-wait-ready',
     brokers,
+    ...sasl,
     logLevel: logLevel.NOTHING,
     retry: { initialRetryTime: 200, maxRetryTime: 2000, retries: 10 },
   });
@@ -100,8 +121,9 @@ for (;;) {
   } catch (err) {
     lastError = err instanceof Error ? err.message : String(err);
   }
-  if (values.pid && !processAlive(values.pid)) {
-    process.stderr.write(`kafka process ${values.pid} exited (last error: ${lastError})\n`);
+  const dead = (values.pid ?? '').split(',').filter((pid) => pid && !processAlive(pid));
+  if (dead.length > 0) {
+    process.stderr.write(`kafka process ${dead.join(', ')} exited (last error: ${lastError})\n`);
     process.exit(3);
   }
   if (Date.now() + 500 >= deadline) break;

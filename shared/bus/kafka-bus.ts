@@ -4,7 +4,12 @@
  * Publishing: an idempotent producer (acks = all, one request in flight, so retries neither
  * duplicate nor reorder), message key = order id, so one order's events share a partition and
  * keep their order. With `producer.transactionalId` set, each `publish` call is one Kafka
- * transaction instead (all or nothing; consumers read committed only).
+ * transaction instead (all or nothing; consumers read committed only); the id is made unique per
+ * replica (`<id>-<hostname>-<pid>`, see `replicaTransactionalId`) so relays never fence each other.
+ *
+ * Topics: created at start with `partitions`, `replicationFactor` and `min.insync.replicas`; existing
+ * ones replicated less than configured fail the start (see `kafka/topology.ts`). With replication
+ * factor 3 and min.insync.replicas 2, an acks=-1 write is confirmed only once two replicas have it.
  *
  * Measured with `bench/kafka-publish.ts` (local single-node Kafka 3.9.2, ~1 KB events, 6 partitions,
  * 2 shared cores under load, so read the ratios, not the absolutes):
@@ -25,22 +30,38 @@
  * handles it (the others commit past it), so retries, dead letters and redrives stay per group. A new
  * group starts at the earliest retained offset (`fromBeginning`): it gets the retained history.
  */
-import { Kafka, Partitioners, type Admin, type Message, type Producer } from 'kafkajs';
+import { Kafka, type Admin, type Message, type Producer } from 'kafkajs';
 import type { DeadLetterRecord } from '../dead-letters/dead-letter.ts';
 import { withDeadline } from '../runtime/deadline.ts';
 import { encodeEvent } from './codec.ts';
 import type { BusDeps } from './create-bus.ts';
 import { assertGroupName, type EventBus, type EventHandler, type Subscription } from './event-bus.ts';
+import { assertAcknowledged, pinningPartitioner } from './kafka/acknowledged.ts';
+import {
+  currentReplica,
+  kafkaClientOptions,
+  replicaTransactionalId,
+  type KafkaConnection,
+} from './kafka/connection.ts';
 import { KafkaHeaders, kafkaLogCreator, kafkaTopics, ownHeaders } from './kafka/headers.ts';
 import { startKafkaSubscription } from './kafka/subscription.ts';
+import { assertTopicSettings, declareKafkaTopics } from './kafka/topology.ts';
 
-export interface KafkaBusConfig {
-  brokers: readonly string[];
-  clientId: string;
+export interface KafkaBusConfig extends KafkaConnection {
   /** The events topic; `<topic>.retry` and `<topic>.dlq` are declared next to it. */
   topic: string;
   /** Partitions of each topic when the bus creates them (existing topics are left as they are). */
   partitions: number;
+  /**
+   * Replicas of each topic the bus creates; an existing topic with fewer fails `start()`.
+   * Undefined: the broker's `default.replication.factor`.
+   */
+  replicationFactor?: number | undefined;
+  /**
+   * `min.insync.replicas` of each topic the bus creates (at most `replicationFactor`); an existing
+   * topic with a lower one fails `start()`. Undefined: the broker's default.
+   */
+  minInsyncReplicas?: number | undefined;
   maxAttempts: number;
   backoffMs: number;
   /** @defaultValue 60000 */
@@ -58,7 +79,10 @@ export interface KafkaBusConfig {
     maxInFlightPerPartition?: number;
   };
   producer?: {
-    /** Publish each batch in one Kafka transaction with this id (unique per producing process). */
+    /**
+     * Publish each batch in one Kafka transaction. The same base for every replica: the producer's id
+     * is `<transactionalId>-<hostname>-<pid>` (see `replicaTransactionalId`).
+     */
     transactionalId?: string | undefined;
     retry?: { retries: number; initialRetryTime: number };
     /** A send (kafkajs' own retries included) that takes longer fails and retires the producer. @defaultValue 60000 */
@@ -78,6 +102,9 @@ export interface KafkaBusConfig {
 /** The subscription whose consumer group is `consumer.groupId` itself (the projector's name). */
 const DEFAULT_GROUP = 'projections';
 
+/** Transactional buses created in this process per base id: the n-th gets the suffix `-<n>`. */
+const transactionalBuses = new Map<string, number>();
+
 /**
  * Creates the Kafka {@link EventBus}. Nothing connects until `start()`.
  * @example
@@ -88,11 +115,17 @@ const DEFAULT_GROUP = 'projections';
 export function createKafkaBus(deps: BusDeps, config: KafkaBusConfig): EventBus {
   const log = deps.logger.child({ component: 'kafka-bus', topic: config.topic });
   const topics = kafkaTopics(config.topic);
-  const transactionalId = config.producer?.transactionalId || undefined;
+  assertTopicSettings(config);
+  const baseTransactionalId = config.producer?.transactionalId || undefined;
+  let transactionalId: string | undefined;
+  if (baseTransactionalId) {
+    const nth = (transactionalBuses.get(baseTransactionalId) ?? 0) + 1;
+    transactionalBuses.set(baseTransactionalId, nth);
+    transactionalId = replicaTransactionalId(baseTransactionalId, currentReplica(), nth);
+  }
   const sendTimeoutMs = config.producer?.sendTimeoutMs ?? 60_000;
   const kafka = new Kafka({
-    clientId: config.clientId,
-    brokers: [...config.brokers],
+    ...kafkaClientOptions(config),
     logCreator: kafkaLogCreator(deps.logger),
     retry: config.producer?.retry ?? { retries: 5, initialRetryTime: 100 },
   });
@@ -102,7 +135,8 @@ export function createKafkaBus(deps: BusDeps, config: KafkaBusConfig): EventBus 
       idempotent: true,
       maxInFlightRequests: 1,
       allowAutoTopicCreation: false,
-      createPartitioner: Partitioners.DefaultPartitioner,
+      // kafkajs's default partitioner, recording each message's partition for `assertAcknowledged`.
+      createPartitioner: pinningPartitioner,
       ...(transactionalId ? { transactionalId } : {}),
     });
   // Replaced after a failed send (see `withProducer`); connected lazily by the first send.
@@ -147,15 +181,19 @@ export function createKafkaBus(deps: BusDeps, config: KafkaBusConfig): EventBus 
   }
 
   async function send(topic: string, messages: Message[]): Promise<void> {
+    // Every send is checked against what the brokers acknowledged: kafkajs can resolve a send that
+    // left some partitions out when a broker died during it (see `assertAcknowledged`).
     if (!transactionalId) {
-      await withProducer(async (p) => void (await p.send({ topic, messages, acks: -1 })));
+      await withProducer(async (p) =>
+        assertAcknowledged(topic, messages, await p.send({ topic, messages, acks: -1 })),
+      );
       return;
     }
     const run = txQueue.then(() =>
       withProducer(async (p) => {
         const tx = await p.transaction();
         try {
-          await tx.send({ topic, messages, acks: -1 });
+          assertAcknowledged(topic, messages, await tx.send({ topic, messages, acks: -1 }));
           await tx.commit();
         } catch (err) {
           await tx.abort().catch(() => undefined);
@@ -169,15 +207,9 @@ export function createKafkaBus(deps: BusDeps, config: KafkaBusConfig): EventBus 
 
   async function declareTopology(): Promise<void> {
     await admin.connect();
-    const created = await admin.createTopics({
-      waitForLeaders: true,
-      topics: [topics.events, topics.retry, topics.dlq].map((topic) => ({
-        topic,
-        numPartitions: config.partitions,
-      })),
-    });
-    log.info({ created, topics }, 'kafka topology declared');
+    await declareKafkaTopics(admin, topics, config, log);
     await withProducer(async () => undefined); // connects it (a failed connect retires it, too)
+    if (transactionalId) log.info({ transactionalId }, 'kafka transactional producer ready');
   }
 
   function start(): Promise<void> {

@@ -1,3 +1,4 @@
+import { kafkaClientOptions, type KafkaConnection } from '../bus/kafka/connection.ts';
 import type * as SqsSdk from '@aws-sdk/client-sqs';
 import type { SQSClient } from '@aws-sdk/client-sqs';
 import type { Admin } from 'kafkajs';
@@ -36,9 +37,7 @@ export interface BusReader<T> {
   close(): Promise<void>;
 }
 
-export interface KafkaLagOptions {
-  brokers: readonly string[];
-  clientId: string;
+export interface KafkaLagOptions extends KafkaConnection {
   /** Topics the groups consume (e.g. the events topic and its `.retry` topic); missing ones are skipped. */
   topics: readonly string[];
   groups: readonly string[];
@@ -58,8 +57,8 @@ export function createKafkaLagReader(options: KafkaLagOptions): BusReader<Partit
   const connect = async (): Promise<Admin> => {
     const { Kafka, logLevel } = await import('kafkajs');
     const kafka = new Kafka({
-      clientId: `${options.clientId}-metrics`,
-      brokers: [...options.brokers],
+      // TLS and SASL as the bus uses them: a lag reader must reach the same cluster.
+      ...kafkaClientOptions({ ...options, clientId: `${options.clientId}-metrics` }),
       connectionTimeout: timeout,
       requestTimeout: timeout,
       retry: { retries: 0 },

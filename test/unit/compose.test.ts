@@ -74,7 +74,9 @@ const dependsOn = (s: Service): Record<string, { condition?: string }> =>
   Array.isArray(s.depends_on) ? Object.fromEntries(s.depends_on.map((d) => [d, {}])) : (s.depends_on ?? {});
 
 const BROKERS = ['redis', 'postgres', 'kafka', 'rabbitmq', 'elasticmq'];
-const APPS = ['api', 'worker-orders', 'worker-outbox', 'worker-projections', 'dashboard'];
+/** One worker service per worker kind the registry knows (a module without one would never run). */
+const WORKER_KINDS = loadConfig({}).workers.kinds;
+const APPS = ['api', ...WORKER_KINDS.map((k) => `worker-${k}`), 'dashboard'];
 
 describe(`docker-compose.yml (${how})`, () => {
   it('has the brokers, the API, one service per worker kind and the dashboard', () => {
@@ -115,7 +117,7 @@ describe(`docker-compose.yml (${how})`, () => {
       for (const [dep, cond] of Object.entries(deps))
         expect(cond.condition, `${name} -> ${dep}`).toBe('service_healthy');
     }
-    for (const kind of ['orders', 'outbox', 'projections']) {
+    for (const kind of WORKER_KINDS) {
       expect(Object.keys(dependsOn(services[`worker-${kind}`]!))).toEqual(expect.arrayContaining(BROKERS));
     }
   });
@@ -133,7 +135,7 @@ describe(`docker-compose.yml (${how})`, () => {
   });
 
   it('picks the workers bus from EVENT_BUS and runs one worker kind per service', () => {
-    for (const kind of ['orders', 'outbox', 'projections'] as const) {
+    for (const kind of WORKER_KINDS) {
       const config = loadConfig(env(services[`worker-${kind}`]!));
       expect(config.workers.kinds).toEqual([kind]);
       expect(config.bus.kind).toBe(ENV.EVENT_BUS);
@@ -175,5 +177,32 @@ describe(`docker-compose.yml (${how})`, () => {
     }
     const ignored = readFileSync(`${ROOT}.dockerignore`, 'utf8').split('\n');
     expect(ignored).toEqual(expect.arrayContaining(['node_modules', '.git', '.env']));
+  });
+});
+
+describe('docker-compose.cluster.yml (a three-broker Kafka over the single-node file)', () => {
+  const override = parse(readFileSync(`${ROOT}docker-compose.cluster.yml`, 'utf8'), {
+    merge: true,
+    customTags: [{ tag: '!reset', resolve: () => [] }],
+  }) as { services: Record<string, Service> };
+  const o = override.services;
+
+  it('runs three KRaft nodes, each a controller of the quorum, internal topics at RF 3', () => {
+    const nodes = ['kafka', 'kafka-2', 'kafka-3'].map((n) => env(o[n]!));
+    expect(nodes.map((e) => e.KAFKA_NODE_ID)).toEqual(['1', '2', '3']);
+    for (const e of nodes) {
+      expect(e.KAFKA_CONTROLLER_QUORUM_VOTERS).toBe('1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093');
+      expect(e.KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR).toBe('3');
+      expect(e.KAFKA_TRANSACTION_STATE_LOG_MIN_ISR).toBe('2');
+    }
+  });
+
+  it('points every app at the three brokers with RF 3 and min in-sync 2, over its base environment', () => {
+    for (const name of APPS) {
+      const config = loadConfig({ ...env(services[name]!), ...env(o[name]!) });
+      expect(config.bus.kafka.brokers, name).toEqual(['kafka:9092', 'kafka-2:9092', 'kafka-3:9092']);
+      expect(config.bus.kafka.replicationFactor, name).toBe(3);
+      expect(config.bus.kafka.minInsyncReplicas, name).toBe(2);
+    }
   });
 });
