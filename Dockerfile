@@ -26,7 +26,10 @@ ENV NODE_ENV=production \
     HOST=0.0.0.0 \
     PORT=3000 \
     DASHBOARD_PORT=3001 \
-    METRICS_PORT=9464
+    METRICS_PORT=9464 \
+    NODE_OPTIONS="--import /app/dist/shared/observability/tracing/register.js"
+# NODE_OPTIONS: every `node dist/...` command loads the tracing register first (a no-op unless
+# OTEL_TRACES_EXPORTER turns tracing on), so the instrumentations' module hooks see pg load.
 WORKDIR /app
 COPY --from=build --chown=node:node /app/package.json ./
 COPY --from=build --chown=node:node /app/node_modules ./node_modules

@@ -1,4 +1,5 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
+import { httpInstrumentationMiddleware } from '@hono/otel';
 import { cors } from 'hono/cors';
 import { ValidationError } from '../shared/errors/domain.ts';
 import { fieldErrors } from '../shared/errors/problem.ts';
@@ -37,6 +38,14 @@ export function createApp(
   });
   app.onError(onError);
   app.notFound(notFound);
+  // Tracing on: the request's server span (an incoming W3C traceparent is its parent), first, so it
+  // holds everything else. Off: not mounted at all.
+  // Probes and scrapes (every few seconds from Kubernetes and Prometheus) are not worth a trace each.
+  if (deps.config.tracing.enabled) {
+    const traced = httpInstrumentationMiddleware({ serviceName: deps.config.tracing.serviceName });
+    const untraced = new Set(['/healthz', '/readyz', '/metrics']);
+    app.use('*', (c, next) => (untraced.has(c.req.path) ? next() : traced(c, next)));
+  }
   app.use('*', httpMetrics(deps.metrics));
   app.use('*', responseHeaders()); // security headers; before anything that adds headers
   app.use('*', correlation(deps.logger));

@@ -1,4 +1,7 @@
+import { context, type Context } from '@opentelemetry/api';
 import type { JobsOptions } from 'bullmq';
+import { inBatchSpan, startMessageSpan } from '../shared/observability/tracing/spans.ts';
+import { endSpan, injectCarrier, tracingActive } from '../shared/observability/tracing/trace-context.ts';
 import type { CommandQueue } from '../shared/queue/command-queue.ts';
 import { connectionForKey, waitForReplicas } from '../shared/queue/redis.ts';
 import { withDeadline } from '../shared/runtime/deadline.ts';
@@ -7,6 +10,8 @@ import { withDeadline } from '../shared/runtime/deadline.ts';
 export interface NewJob<Job = unknown> {
   id: string;
   data: Job;
+  /** The trace context the job was asked for in (the coalescer keeps each request's); default: the active one. */
+  context?: Context | undefined;
 }
 
 /**
@@ -92,20 +97,67 @@ export async function addBulkExactly(
   jobs: readonly NewJob[],
   timeoutMs: number,
 ): Promise<{ accepted: Set<string>; error?: unknown }> {
-  const { queue, jobName, jobOptions } = target;
+  const { queue, jobOptions } = target;
   const ids = jobs.map((j) => j.id);
+  // Tracing on: one producer span per job, a child of its request's span; its context travels in the
+  // job's options (BullMQ's `telemetry.metadata`, JSON of the W3C headers) to the job's consumer span.
+  const spans = tracingActive()
+    ? jobs.map((job) =>
+        startMessageSpan({
+          operation: 'send',
+          kind: 'producer',
+          system: 'bullmq',
+          destination: queue.name,
+          messageId: job.id,
+          parent: job.context ?? context.active(),
+        }),
+      )
+    : undefined;
+  const optionsOf = (job: NewJob, i: number): JobsOptions => {
+    const carrier = spans?.[i] && injectCarrier(spans[i].context);
+    return carrier
+      ? { ...jobOptions, jobId: job.id, telemetry: { metadata: JSON.stringify(carrier) } }
+      : { ...jobOptions, jobId: job.id };
+  };
+  const lone = spans?.length === 1 ? spans[0] : undefined;
+  const result = lone
+    ? // One job: its Redis command is a child of its own producer span.
+      await context.with(lone.context, () => addBulkOnce(target, jobs, ids, optionsOf, timeoutMs))
+    : spans
+      ? await inBatchSpan(
+          `send ${queue.name} batch`,
+          jobs.length > 1 ? spans : [],
+          (s) => s?.context,
+          { 'messaging.system': 'bullmq', 'messaging.destination.name': queue.name },
+          () => addBulkOnce(target, jobs, ids, optionsOf, timeoutMs),
+        )
+      : await addBulkOnce(target, jobs, ids, optionsOf, timeoutMs);
+  spans?.forEach((s, i) => {
+    if (s) endSpan(s.span, result.accepted.has(ids[i]!) ? undefined : (result.error ?? 'not accepted'));
+  });
+  return result;
+}
+
+async function addBulkOnce(
+  target: JobTarget,
+  jobs: readonly NewJob[],
+  ids: readonly string[],
+  optionsOf: (job: NewJob, i: number) => JobsOptions,
+  timeoutMs: number,
+): Promise<{ accepted: Set<string>; error?: unknown }> {
+  const { queue, jobName } = target;
   try {
     // One job: a single EVALSHA on the connection. addBulk builds an ioredis pipeline, and every
     // pipeline copies the connection's ~50 BullMQ script commands onto itself (~0.1 ms of CPU each):
     // at low rates, where most bulks hold one job, that was ~10% of the API's CPU.
     const only = jobs.length === 1 ? jobs[0]! : undefined;
     const added: Promise<unknown> = only
-      ? queue.add(jobName, only.data, { ...jobOptions, jobId: only.id })
+      ? queue.add(jobName, only.data, optionsOf(only, 0))
       : queue.addBulk(
-          jobs.map((job) => ({
+          jobs.map((job, i) => ({
             name: jobName,
             data: job.data,
-            opts: { ...jobOptions, jobId: job.id },
+            opts: optionsOf(job, i),
           })),
         );
     await withDeadline(added, timeoutMs);
@@ -206,7 +258,9 @@ export function coalescingEnqueue(target: JobTarget, options: CoalescingOptions)
 
   return (job) =>
     new Promise<void>((resolve, reject) => {
-      batch.push({ job, resolve, reject });
+      // The bulk leaves later, from another request's turn: keep this request's trace context.
+      const traced = tracingActive() && !job.context ? { ...job, context: context.active() } : job;
+      batch.push({ job: traced, resolve, reject });
       if (batch.length >= options.maxBatch) flush();
       else if (scheduled === undefined && inFlight < options.maxInFlight) schedule();
     });

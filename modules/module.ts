@@ -4,6 +4,7 @@ import type { EventEnvelope } from '../shared/domain/events.ts';
 import type { Pool, PoolClient } from '../shared/db/pool.ts';
 import type { Config } from '../shared/config/config.ts';
 import type { Logger } from '../shared/observability/logger.ts';
+import type { TraceCarrier } from '../shared/observability/tracing/trace-context.ts';
 import type { BreakerState } from '../shared/resilience/circuit-breaker.ts';
 import type { ModuleApiContext, ResourceExtensions } from '../api/modules.ts';
 
@@ -71,6 +72,12 @@ export interface Command<Job = unknown, Prepared = unknown> {
   attempt: number;
   /** What {@link CommandHandler.prepare} returned, when the module has that step. */
   prepared?: Prepared;
+  /**
+   * The trace context of this command's job span (absent while tracing is off). Commands are decided
+   * in batches: a module tags each command's events with it (`withCarrier`) so its outbox row, and the
+   * event's publish and projection, join that command's trace.
+   */
+  trace?: TraceCarrier | undefined;
 }
 
 /** Where a dead-lettered command leaves its mark in the module's write model. */

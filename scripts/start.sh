@@ -32,4 +32,5 @@ echo "start: API on http://localhost:${PORT:-3000}, dashboard on http://localhos
 # itself, which shuts down gracefully and exits 0 (70 after a component failed for good). npm must
 # run this script with `exec` too (package.json: "start": "exec bash scripts/start.sh"): a plain
 # `sh -c` between npm and node dies of the process group's SIGTERM and npm then reports 143.
-exec node --import tsx main.ts
+# The tracing register first: a no-op unless OTEL_TRACES_EXPORTER (or an OTLP endpoint) turns tracing on.
+exec node --import tsx --import ./shared/observability/tracing/register.ts main.ts

@@ -8,6 +8,7 @@ import { bullmqPrefix, queueOptions, QueueNames } from '../queue/names.ts';
 import { createWorkerRedis, type Redis } from '../queue/redis.ts';
 import { fatalOrLog, superviseLoop, type OnFatal } from '../runtime/lifecycle.ts';
 import { backoffDelayMs, decodeEvent, encodeEvent, EventHeaders } from './codec.ts';
+import { carrierFromHeaders } from '../observability/tracing/trace-context.ts';
 import {
   assertGroupName,
   isGroupName,
@@ -309,7 +310,11 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
         const attempt = job.attemptsMade + 1 + (job.data?.priorAttempts ?? 0);
         try {
           const event = decodeEvent(job.data?.body);
-          await handler(event, { attempt, transport: 'bullmq' });
+          await handler(event, {
+            attempt,
+            transport: 'bullmq',
+            trace: carrierFromHeaders(job.data?.headers),
+          });
         } catch (err) {
           const error = err instanceof Error ? err : new Error(String(err));
           const final = err instanceof PoisonMessageError || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
@@ -329,7 +334,13 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
         }
         const items = job.data.events;
         const results = await Promise.allSettled(
-          items.map(async (item) => handler(decodeEvent(item?.body), { attempt, transport: 'bullmq' })),
+          items.map(async (item) =>
+            handler(decodeEvent(item?.body), {
+              attempt,
+              transport: 'bullmq',
+              trace: carrierFromHeaders(item?.headers),
+            }),
+          ),
         );
         const failed = items.flatMap((item, index) => {
           const r = results[index]!;

@@ -1,5 +1,6 @@
 import { EventEnvelopeSchema, type EventEnvelope } from '../domain/events.ts';
 import { PoisonMessageError } from '../errors/domain.ts';
+import { carrierOf } from '../observability/tracing/trace-context.ts';
 
 /** Message headers every bus puts on every event (the names the brief uses). */
 export const EventHeaders = {
@@ -9,6 +10,11 @@ export const EventHeaders = {
   correlationId: 'correlation-id',
 } as const;
 
+/**
+ * An event's body and headers. An event the relay tagged with its publish span's trace context
+ * (`withCarrier`) also carries the W3C `traceparent` (and `tracestate`) headers, so its consumer joins
+ * the order's trace on every bus.
+ */
 export function encodeEvent(event: EventEnvelope): { body: Buffer; headers: Record<string, string> } {
   return {
     body: Buffer.from(JSON.stringify(event)),
@@ -17,6 +23,7 @@ export function encodeEvent(event: EventEnvelope): { body: Buffer; headers: Reco
       [EventHeaders.eventType]: event.type,
       [EventHeaders.eventVersion]: String(event.version),
       [EventHeaders.correlationId]: event.correlationId,
+      ...carrierOf(event),
     },
   };
 }

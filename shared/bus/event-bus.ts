@@ -1,5 +1,6 @@
 import type { EventEnvelope } from '../domain/events.ts';
 import type { DeadLetterRecord } from '../dead-letters/dead-letter.ts';
+import type { TraceCarrier } from '../observability/tracing/trace-context.ts';
 
 export type BusKind = 'bullmq' | 'kafka' | 'rabbitmq' | 'sqs';
 
@@ -8,6 +9,8 @@ export interface Delivery {
   /** 1 on the first delivery; grows with each retry. */
   attempt: number;
   transport: BusKind;
+  /** The message's W3C trace headers (`traceparent`, `tracestate`), when it carries them. */
+  trace?: TraceCarrier | undefined;
 }
 
 /**

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { MODULES } from '../../modules/registry.ts';
 import { queueSettingsOf, queueSettingsShape } from '../../modules/settings.ts';
 import { assertValidModules } from '../../modules/validate.ts';
+import { TracingEnvShape, tracingSettings } from './tracing-env.ts';
 
 /**
  * Conveyor's configuration, parsed once from the environment at boot (the shape of the brief's
@@ -186,6 +187,9 @@ export const EnvSchema = z.object({
   SESSION_TTL_SECONDS: int(60).default(28_800),
   /** Port of the operators' dashboard (`npm run dashboard`, and `npm start` beside the API). */
   DASHBOARD_PORT: int(0).default(3001),
+
+  /** OpenTelemetry tracing (OTEL_*), off by default: shared/config/tracing-env.ts. */
+  ...TracingEnvShape,
 });
 
 export type Env = z.infer<typeof EnvSchema>;
@@ -201,6 +205,8 @@ function buildConfig(env: Env, moduleEnv: Readonly<Record<string, unknown>>) {
     env: env.NODE_ENV,
     serviceName: env.SERVICE_NAME,
     log: { level: env.LOG_LEVEL },
+    /** OpenTelemetry tracing; the SDK itself is started by shared/observability/tracing/register.ts. */
+    tracing: tracingSettings(env, env.SERVICE_NAME),
     redis: {
       url: env.REDIS_URL,
       commandTimeoutMs: env.REDIS_COMMAND_TIMEOUT_MS,

@@ -1,3 +1,4 @@
+import { carrierFromHeaders } from '../observability/tracing/trace-context.ts';
 import type { JobsOptions, Queue } from 'bullmq';
 import type { EventBus } from '../bus/event-bus.ts';
 import type { CommandQueue } from '../queue/command-queue.ts';
@@ -33,7 +34,13 @@ export function createRedriver(deps: RedriveDeps): Redriver {
       const jobId = dl.messageKey ?? undefined;
       if (jobId) await target.queue.remove(jobId).catch(() => undefined);
       const data: unknown = JSON.parse(dl.payload.toString('utf8'));
-      await target.queue.add(target.jobName, data, { ...target.jobOptions, ...(jobId ? { jobId } : {}) });
+      // Back into the trace it came from: the dead letter kept the job's trace headers.
+      const carrier = carrierFromHeaders(dl.headers);
+      await target.queue.add(target.jobName, data, {
+        ...target.jobOptions,
+        ...(jobId ? { jobId } : {}),
+        ...(carrier ? { telemetry: { metadata: JSON.stringify(carrier) } } : {}),
+      });
       await target.deadLetterQueue.remove(dl.id).catch(() => undefined);
       return;
     }

@@ -1,3 +1,4 @@
+import { context, isSpanContextValid, trace } from '@opentelemetry/api';
 import { pino, type Logger } from 'pino';
 
 export type { Logger } from 'pino';
@@ -7,6 +8,17 @@ export interface LoggerOptions {
   service: string;
   /** Defaults to stdout; tests pass a stream to capture lines. */
   destination?: NodeJS.WritableStream;
+  /**
+   * Tracing is on: every line written inside a span carries its `trace_id` and `span_id` (beside the
+   * correlation id). Off: no mixin at all, so a line costs what it did.
+   */
+  traceIds?: boolean;
+}
+
+/** `trace_id` and `span_id` of the active span, for pino's mixin. */
+function traceIds(): Record<string, string> {
+  const sc = trace.getSpan(context.active())?.spanContext();
+  return sc && isSpanContextValid(sc) ? { trace_id: sc.traceId, span_id: sc.spanId } : {};
 }
 
 /**
@@ -17,6 +29,7 @@ export function createLogger(options: LoggerOptions): Logger {
   return pino(
     {
       level: options.level,
+      ...(options.traceIds ? { mixin: traceIds } : {}),
       base: { service: options.service, pid: process.pid },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },

@@ -2,6 +2,7 @@ import type { Config } from '../config/config.ts';
 import { migrate } from '../db/migrate.ts';
 import { createPool, ensureDatabase, type Pool } from '../db/pool.ts';
 import { createLogger, type Logger } from '../observability/logger.ts';
+import { tracingHandle } from '../observability/tracing/trace-context.ts';
 import {
   aofEnabled,
   checkNoEviction,
@@ -44,8 +45,21 @@ async function within<T>(what: string, ms: number, fn: () => Promise<T>): Promis
  * `REDIS_REQUIRE_AOF=false`), and a lifecycle for graceful shutdown.
  */
 export async function bootstrap(config: Config, service: string): Promise<Runtime> {
-  const logger = createLogger({ level: config.log.level, service: `${config.serviceName}-${service}` });
+  const logger = createLogger({
+    level: config.log.level,
+    service: `${config.serviceName}-${service}`,
+    traceIds: config.tracing.enabled,
+  });
   const lifecycle = createLifecycle(logger);
+  // Deferred first, so run last: the spans of the shutdown itself are exported before the exit. A
+  // flush, not a shutdown: the SDK belongs to the process (register.ts), not to this runtime.
+  const tracing = tracingHandle();
+  if (tracing) lifecycle.defer('tracing', () => tracing.forceFlush());
+  else if (config.tracing.enabled)
+    logger.warn(
+      { exporter: config.tracing.exporter },
+      'OTEL_TRACES_EXPORTER is set but the tracing SDK is not loaded: start with node --import ./shared/observability/tracing/register.ts (npm scripts do)',
+    );
   const dbHost = new URL(config.database.url).host;
   if (config.database.createIfMissing) {
     await within(`PostgreSQL at ${dbHost} is not reachable`, 15_000, () =>

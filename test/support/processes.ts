@@ -15,10 +15,21 @@ export interface Proc {
   kill(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Starts `entry` (e.g. `api/main.ts`) as a real process with `env`; logs must be JSON at info level. */
-export function startProcess(entry: string, env: Record<string, string>): Proc {
+/** The tracing register, as the npm scripts load it (`imports` of {@link startProcess}). */
+export const TRACING_REGISTER = './shared/observability/tracing/register.ts';
+
+/**
+ * Starts `entry` (e.g. `api/main.ts`) as a real process with `env`; logs must be JSON at info level.
+ * `imports` are loaded after tsx, before the entry (e.g. {@link TRACING_REGISTER}).
+ */
+export function startProcess(
+  entry: string,
+  env: Record<string, string>,
+  imports: readonly string[] = [],
+): Proc {
   // node --import tsx: one process, so signals (and kill -9) hit the real worker, not a wrapper.
-  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
+  const args = ['--import', 'tsx', ...imports.flatMap((i) => ['--import', i]), entry];
+  const child = spawn(process.execPath, args, {
     cwd: ROOT,
     env: {
       ...process.env,
@@ -59,8 +70,9 @@ export async function startServer(
   entry: string,
   env: Record<string, string>,
   timeoutMs = 30_000,
+  imports: readonly string[] = [],
 ): Promise<Proc & { url: string }> {
-  const proc = startProcess(entry, env);
+  const proc = startProcess(entry, env, imports);
   await eventually(
     async () => {
       if (proc.child.exitCode !== null)

@@ -1,3 +1,4 @@
+import { parseCarrier } from '../../shared/observability/tracing/trace-context.ts';
 import { randomUUID } from 'node:crypto';
 import type { Job, Queue } from 'bullmq';
 import type { CommandHandler, ModuleDefinition } from '../../modules/module.ts';
@@ -60,7 +61,12 @@ export async function deadLetterCommand(
     kind: 'command',
     messageKey: job.id ?? null,
     payload: Buffer.from(JSON.stringify(data ?? null)),
-    headers: { 'job-name': job.name, 'correlation-id': correlationId },
+    // The job's trace context (its producer's), so a redrive continues the command's trace.
+    headers: {
+      'job-name': job.name,
+      'correlation-id': correlationId,
+      ...parseCarrier(job.opts.telemetry?.metadata),
+    },
     error: error.message,
     stack: error.stack ?? null,
     attempts,

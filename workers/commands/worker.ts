@@ -8,6 +8,15 @@ import type { Logger } from '../../shared/observability/logger.ts';
 import { commandQueues, queueOptions } from '../../shared/queue/names.ts';
 import { createWorkerRedis } from '../../shared/queue/redis.ts';
 import { fatalOrLog, type OnFatal } from '../../shared/runtime/lifecycle.ts';
+import {
+  endSpan,
+  extractContext,
+  injectCarrier,
+  parseCarrier,
+  type TraceCarrier,
+} from '../../shared/observability/tracing/trace-context.ts';
+import { inBatchSpan, startMessageSpan } from '../../shared/observability/tracing/spans.ts';
+import { context } from '@opentelemetry/api';
 import { deadLetterCommand } from './dead-letter.ts';
 
 export interface CommandWorkerConfig extends CommandQueueSettings {
@@ -88,7 +97,15 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
   const batcher = createBatcher({
     maxSize: config.batchSize,
     maxWaitMs: config.batchWaitMs,
-    run: handler.handleBatch,
+    // One transaction per micro-batch: its span links every job's span (each keeps its own parent).
+    run: (commands: Parameters<CommandHandler['handleBatch']>[0]) =>
+      inBatchSpan(
+        `write ${module.name}`,
+        commands,
+        (c) => (c.trace ? extractContext(c.trace) : undefined),
+        { 'db.system.name': 'postgresql', 'messaging.destination.name': queues.commands },
+        () => handler.handleBatch(commands),
+      ),
   });
 
   async function toDeadLetters(
@@ -139,7 +156,41 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
     throw new DelayedError();
   }
 
+  /**
+   * The job's consumer span, a child of the producer span whose context the API put into the job's
+   * options (`telemetry.metadata`, BullMQ's own field): the same job — and so the same trace — on
+   * every retry, and after a redrive (which re-adds the job with its options).
+   */
   async function process(job: Job, token?: string): Promise<unknown> {
+    const started = startMessageSpan({
+      operation: 'process',
+      kind: 'consumer',
+      system: 'bullmq',
+      destination: queues.commands,
+      messageId: job.id,
+      parent: parseCarrier(job.opts.telemetry?.metadata),
+      attributes: { 'messaging.bullmq.job.attempt': job.attemptsMade + 1 },
+    });
+    if (!started) return processJob(job, token, undefined);
+    try {
+      const value = await context.with(started.context, () =>
+        processJob(job, token, injectCarrier(started.context)),
+      );
+      endSpan(started.span);
+      return value;
+    } catch (err) {
+      // Parking a job (delayed, rate-limited) is flow control, not a failure of this attempt.
+      const parked = err instanceof DelayedError || (err as Error).name === 'RateLimitError';
+      endSpan(started.span, parked ? undefined : err);
+      throw err;
+    }
+  }
+
+  async function processJob(
+    job: Job,
+    token: string | undefined,
+    trace: TraceCarrier | undefined,
+  ): Promise<unknown> {
     const pending = pendingDeadLetter(job);
     if (pending) {
       const error = Object.assign(new Error(pending.error), { stack: pending.stack ?? undefined });
@@ -165,7 +216,7 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
     const ids = { correlationId, jobId: job.id, orderId: subjectId, queue: queues.commands };
     try {
       const prepared = handler.prepare ? await handler.prepare(cmd) : undefined;
-      const outcome = await batcher.submit({ job: cmd, attempt, prepared });
+      const outcome = await batcher.submit({ job: cmd, attempt, prepared, trace });
       log.info({ ...ids, attempt, status: handler.statusOf(outcome) }, 'command processed');
       return outcome;
     } catch (err) {

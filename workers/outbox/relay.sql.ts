@@ -5,10 +5,10 @@ import type { EventEnvelope } from '../../shared/domain/events.ts';
 export async function claimBatch(
   client: PoolClient,
   limit: number,
-): Promise<{ id: number; envelope: EventEnvelope }[]> {
-  const { rows } = await client.query<{ id: number; envelope: EventEnvelope }>({
+): Promise<{ id: number; envelope: EventEnvelope; trace_context: unknown }[]> {
+  const { rows } = await client.query<{ id: number; envelope: EventEnvelope; trace_context: unknown }>({
     name: 'conveyor-claim-outbox',
-    text: `SELECT id, envelope FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`,
+    text: `SELECT id, envelope, trace_context FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`,
     values: [limit],
   });
   return rows;

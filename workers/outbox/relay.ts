@@ -1,9 +1,19 @@
+import { ROOT_CONTEXT } from '@opentelemetry/api';
 import pg from 'pg';
 import type { EventBus } from '../../shared/bus/event-bus.ts';
 import { backoffDelayMs } from '../../shared/bus/codec.ts';
 import type { Pool } from '../../shared/db/pool.ts';
 import type { Logger } from '../../shared/observability/logger.ts';
 import { fatalOrLog, superviseLoop, type OnFatal } from '../../shared/runtime/lifecycle.ts';
+import type { EventEnvelope } from '../../shared/domain/events.ts';
+import { inBatchSpan, startMessageSpan } from '../../shared/observability/tracing/spans.ts';
+import {
+  endSpan,
+  injectCarrier,
+  parseCarrier,
+  tracingActive,
+  withCarrier,
+} from '../../shared/observability/tracing/trace-context.ts';
 import { claimBatch, markPublished } from './relay.sql.ts';
 import { outboxChannel } from './wake.ts';
 
@@ -49,13 +59,50 @@ export function createRelay(deps: RelayDeps, config: RelayConfig): Relay {
     wake?.();
   };
 
+  /**
+   * Publishes claimed rows. Tracing on: each event gets a producer span, a child of the context its
+   * outbox row carries (the command's), whose W3C headers the bus puts on the message (codec.ts); the
+   * batch's span links to them all.
+   */
+  async function publishTraced(rows: readonly { envelope: EventEnvelope; trace_context: unknown }[]) {
+    if (!tracingActive()) return deps.bus.publish(rows.map((r) => r.envelope));
+    const spans = rows.map((r) =>
+      startMessageSpan({
+        operation: 'publish',
+        kind: 'producer',
+        system: deps.bus.kind,
+        destination: 'events',
+        messageId: r.envelope.eventId,
+        parent: parseCarrier(r.trace_context) ?? ROOT_CONTEXT,
+        attributes: {
+          'messaging.message.conversation_id': r.envelope.correlationId,
+          'conveyor.event.type': r.envelope.type,
+        },
+      }),
+    );
+    const events = rows.map((r, i) => withCarrier(r.envelope, spans[i] && injectCarrier(spans[i].context)));
+    try {
+      await inBatchSpan(
+        'publish batch',
+        spans,
+        (s) => s?.context,
+        { 'messaging.system': deps.bus.kind },
+        () => deps.bus.publish(events),
+      );
+      for (const s of spans) if (s) endSpan(s.span);
+    } catch (err) {
+      for (const s of spans) if (s) endSpan(s.span, err);
+      throw err;
+    }
+  }
+
   async function publishBatch(): Promise<number> {
     const client = await deps.pool.connect();
     try {
       await client.query('BEGIN');
       const rows = await claimBatch(client, config.batchSize);
       if (rows.length > 0) {
-        await deps.bus.publish(rows.map((r) => r.envelope));
+        await publishTraced(rows);
         await deps.afterPublish?.(rows.length);
         await markPublished(
           client,

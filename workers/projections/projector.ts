@@ -1,7 +1,9 @@
 import type { ModuleDefinition, ModuleProjection } from '../../modules/module.ts';
 import { MODULES } from '../../modules/registry.ts';
 import { createBatcher, runWithIsolation } from '../../shared/batch.ts';
-import type { EventHandler } from '../../shared/bus/event-bus.ts';
+import { context, ROOT_CONTEXT, type Context, type Span } from '@opentelemetry/api';
+import type { Delivery, EventHandler } from '../../shared/bus/event-bus.ts';
+import { inBatchSpan, inMessageSpan } from '../../shared/observability/tracing/spans.ts';
 import { withTransaction, type Pool, type PoolClient } from '../../shared/db/pool.ts';
 import type { EventEnvelope } from '../../shared/domain/events.ts';
 import { PoisonMessageError } from '../../shared/errors/domain.ts';
@@ -142,31 +144,61 @@ export function createProjector(options: ProjectorOptions): { handle: EventHandl
   // A catalog that failed to load fails every delivery (retried, then dead-lettered), never silently.
   catalog.catch(() => undefined);
   const log = options.logger.child({ component: 'projector', consumer });
-  const batcher = createBatcher<EventEnvelope, void>({
+  // Each event's span (its own parent: the publish span of its message) rides with it into the batch;
+  // the batch's transaction gets a span of its own linked to all of them.
+  const batcher = createBatcher<{ event: EventEnvelope; context?: Context | undefined }, void>({
     maxSize: options.batchSize,
     maxWaitMs: options.batchWaitMs,
-    run: (events) =>
-      runWithIsolation(events, async (batch) => {
-        const known = await catalog;
-        await withTransaction(options.pool, (client) => applyEvents(client, consumer, batch, known));
-        await options.afterCommit?.(batch.length);
-        return batch.map(() => undefined);
-      }),
+    run: (items) =>
+      runWithIsolation(items, (batch) =>
+        inBatchSpan(
+          `project ${consumer}`,
+          batch,
+          (i) => i.context,
+          { 'db.system.name': 'postgresql' },
+          async () => {
+            const known = await catalog;
+            const events = batch.map((i) => i.event);
+            await withTransaction(options.pool, (client) => applyEvents(client, consumer, events, known));
+            await options.afterCommit?.(batch.length);
+            return batch.map(() => undefined);
+          },
+        ),
+      ),
   });
+  async function project(event: EventEnvelope, delivery: Delivery, span?: Span): Promise<void> {
+    // Poison (unknown type, bad payload) is thrown here, before batching: dead-lettered at once.
+    const checked = (await catalog).check(event);
+    await batcher.submit(span ? { event: checked, context: context.active() } : { event: checked });
+    log.info(
+      {
+        correlationId: event.correlationId,
+        eventId: event.eventId,
+        type: event.type,
+        attempt: delivery.attempt,
+      },
+      'event projected',
+    );
+  }
   return {
-    async handle(event, delivery) {
-      // Poison (unknown type, bad payload) is thrown here, before batching: dead-lettered at once.
-      await batcher.submit((await catalog).check(event));
-      log.info(
+    handle: (event, delivery) =>
+      inMessageSpan(
         {
-          correlationId: event.correlationId,
-          eventId: event.eventId,
-          type: event.type,
-          attempt: delivery.attempt,
+          operation: 'process',
+          kind: 'consumer',
+          system: delivery.transport,
+          destination: consumer,
+          messageId: event.eventId,
+          parent: delivery.trace ?? ROOT_CONTEXT,
+          attributes: {
+            'messaging.consumer.group.name': consumer,
+            'messaging.message.conversation_id': event.correlationId,
+            'conveyor.event.type': event.type,
+            'conveyor.delivery.attempt': delivery.attempt,
+          },
         },
-        'event projected',
-      );
-    },
+        (span) => project(event, delivery, span),
+      ),
     drain: () => batcher.drain(),
   };
 }

@@ -5,6 +5,7 @@ import type { EventEnvelope } from '../../../shared/domain/events.ts';
 import type { Command } from '../../module.ts';
 import { OrderEventTypes } from '../events.ts';
 import { decideOrder, orderTotalCents, type Decision, type OrderJob } from '../domain.ts';
+import { withCarrier } from '../../../shared/observability/tracing/trace-context.ts';
 import { decideOrders, type OrderRow } from './orders.sql.ts';
 import type { PaymentDecision } from './payment.ts';
 
@@ -87,7 +88,10 @@ export function createOrderHandler(deps: OrderHandlerDeps) {
     const plans = cmds.map((cmd) => {
       const first = !seen.has(cmd.job.orderId);
       seen.add(cmd.job.orderId);
-      return first ? planOrder(cmd, deps.supportedCurrencies, at) : undefined;
+      if (!first) return undefined;
+      const plan = planOrder(cmd, deps.supportedCurrencies, at);
+      // The event's outbox row carries this command's own trace context, not the batch's.
+      return { ...plan, event: withCarrier(plan.event, cmd.trace) };
     });
     // In order-id order: two batches that share an order (a redelivered stalled job) lock it alike.
     const decided = plans

@@ -68,8 +68,9 @@ export async function decideOrders(
     name: 'conveyor-decide-orders',
     text: `WITH written AS (${UPSERT_ORDERS}), appended AS (
        INSERT INTO outbox (${OUTBOX_COLUMNS})
-       SELECT e.* FROM unnest($11::uuid[], $12::text[], $13::int[], $14::text[], $15::text[], $16::jsonb[])
-                    AS e(event_id, event_type, event_version, aggregate_id, correlation_id, envelope)
+       SELECT e.* FROM unnest($11::uuid[], $12::text[], $13::int[], $14::text[], $15::text[], $16::jsonb[],
+                              $17::jsonb[])
+                    AS e(event_id, event_type, event_version, aggregate_id, correlation_id, envelope, trace_context)
         WHERE e.aggregate_id::uuid IN (SELECT order_id FROM written)
      )
      SELECT order_id FROM written`,

@@ -1,4 +1,5 @@
 import { isUuid } from '../../../shared/domain/ids.ts';
+import { withinCarrier } from '../../../shared/observability/tracing/trace-context.ts';
 import { randomUUID } from 'node:crypto';
 import { runWithIsolation, type Settled } from '../../../shared/batch.ts';
 import type { Command, ModuleWorkerFactory } from '../../module.ts';
@@ -35,8 +36,9 @@ export const refundsWorker: ModuleWorkerFactory = {
         const lane = async () => {
           while (next < commands.length) {
             const i = next++;
+            // In the command's own trace context: its statements and outbox row join its trace.
             const [outcome] = await runWithIsolation([commands[i]!], async ([c]) => [
-              await decideAndWriteRefund(ctx.pool, c!.job, c!.attempt, now),
+              await withinCarrier(c!.trace, () => decideAndWriteRefund(ctx.pool, c!.job, c!.attempt, now)),
             ]);
             settled[i] = outcome!;
           }

@@ -3,6 +3,7 @@ import type { DeadLetterSink } from '../../dead-letters/dead-letter.ts';
 import type { EventEnvelope } from '../../domain/events.ts';
 import { PoisonMessageError } from '../../errors/domain.ts';
 import type { Logger } from '../../observability/logger.ts';
+import { carrierFromHeaders } from '../../observability/tracing/trace-context.ts';
 import { fatalOrLog, type OnFatal } from '../../runtime/lifecycle.ts';
 import { backoffDelayMs, decodeEvent, EventHeaders } from '../codec.ts';
 import type { EventHandler, Subscription } from '../event-bus.ts';
@@ -214,7 +215,7 @@ export async function startKafkaSubscription(
       return deadLetter(m, headers, origin, error, attempt);
     }
     try {
-      await deps.handler(event, { attempt, transport: 'kafka' });
+      await deps.handler(event, { attempt, transport: 'kafka', trace: carrierFromHeaders(headers) });
     } catch (err) {
       const error = err instanceof Error ? err : new Error(String(err));
       // Past the shutdown deadline the offset stays uncommitted: the next member redelivers it.

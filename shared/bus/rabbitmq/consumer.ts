@@ -4,6 +4,7 @@ import { PoisonMessageError } from '../../errors/domain.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { fatalOrLog, superviseLoop, type OnFatal } from '../../runtime/lifecycle.ts';
 import { backoffDelayMs, decodeEvent, EventHeaders } from '../codec.ts';
+import { carrierFromHeaders } from '../../observability/tracing/trace-context.ts';
 import type { EventHandler } from '../event-bus.ts';
 import { createConfirmPublisher, type ConfirmPublisher } from './confirm.ts';
 import { forceCloseConnection, pause, whenClosed } from './connection.ts';
@@ -230,7 +231,7 @@ export function createConsumer(o: ConsumerOptions): Consumer {
       }
       const event = decodeEvent(msg.content);
       orderId = event.key;
-      await o.handler(event, { attempt, transport: 'rabbitmq' });
+      await o.handler(event, { attempt, transport: 'rabbitmq', trace: carrierFromHeaders(headers) });
       settle(session, msg, true);
       return;
     } catch (err) {

@@ -12,6 +12,7 @@ import { PoisonMessageError } from '../../errors/domain.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { asError, fatalOrLog, superviseLoop, type OnFatal } from '../../runtime/lifecycle.ts';
 import { backoffDelayMs, decodeEvent, EventHeaders } from '../codec.ts';
+import { carrierFromHeaders } from '../../observability/tracing/trace-context.ts';
 import type { EventHandler } from '../event-bus.ts';
 import { isPermanentSqsError, isQueueMissing } from './client.ts';
 import {
@@ -378,7 +379,11 @@ export function createSqsConsumer(o: SqsConsumerOptions): SqsConsumer {
       orderId = event.key;
       for (;;) {
         try {
-          await o.handler(event, { attempt, transport: 'sqs' });
+          await o.handler(event, {
+            attempt,
+            transport: 'sqs',
+            trace: carrierFromHeaders(headersOf(h.message)),
+          });
           break;
         } catch (err) {
           const error = asError(err);
@@ -427,7 +432,11 @@ export function createSqsConsumer(o: SqsConsumerOptions): SqsConsumer {
           if (received > o.maxAttempts) throw crashed(received);
           const event = decodeEvent(message.Body);
           orderId = event.key;
-          await o.handler(event, { attempt: received, transport: 'sqs' });
+          await o.handler(event, {
+            attempt: received,
+            transport: 'sqs',
+            trace: carrierFromHeaders(headersOf(message)),
+          });
           return { kind: 'done' };
         } catch (err) {
           const error = asError(err);

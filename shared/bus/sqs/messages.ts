@@ -3,6 +3,11 @@ import type { NewDeadLetter } from '../../dead-letters/dead-letter.ts';
 import type { EventEnvelope } from '../../domain/events.ts';
 import { PoisonMessageError } from '../../errors/domain.ts';
 import { encodeEvent, EventHeaders } from '../codec.ts';
+import {
+  carrierFromHeaders,
+  carrierOf,
+  type TraceCarrier,
+} from '../../observability/tracing/trace-context.ts';
 
 /** Message attributes the SQS bus adds next to {@link EventHeaders}. */
 export const SqsHeaders = {
@@ -10,6 +15,11 @@ export const SqsHeaders = {
   key: 'event-key',
   /** On a pack (several events in one message, see {@link packEntries}): how many it holds. */
   pack: 'x-pack',
+  /**
+   * On a pack: each event's W3C trace headers, a JSON array in pack order (`null` for none): a pack is
+   * one message, but each of its events belongs to its own order's trace.
+   */
+  packTrace: 'x-pack-trace',
   /** On an event split out of a pack to be retried: the attempts it already had there. */
   priorAttempts: 'x-prior-attempts',
   /** On dead-letter copies only. */
@@ -28,6 +38,7 @@ const MAX_ATTRIBUTES = 10;
 /** Attributes this bus adds while a message travels; never part of "the original". */
 const TRANSIENT: ReadonlySet<string> = new Set([
   SqsHeaders.pack,
+  SqsHeaders.packTrace,
   SqsHeaders.priorAttempts,
   SqsHeaders.error,
   SqsHeaders.attempts,
@@ -98,19 +109,26 @@ export function packEntries(events: readonly EventEnvelope[]): SendMessageBatchR
   if (events.length === 1) return [eventEntry('e0', events[0]!, false)];
   const entries: SendMessageBatchRequestEntry[] = [];
   let bodies: string[] = [];
+  let traces: (TraceCarrier | null)[] = [];
   let bytes = 2;
   const flush = () => {
     if (bodies.length === 0) return;
+    const traced = traces.some((t) => t !== null);
     entries.push({
       Id: `p${entries.length}`,
       MessageBody: `[${bodies.join(',')}]`,
-      MessageAttributes: toAttributes({ [SqsHeaders.pack]: String(bodies.length) }),
+      MessageAttributes: toAttributes({
+        [SqsHeaders.pack]: String(bodies.length),
+        ...(traced ? { [SqsHeaders.packTrace]: JSON.stringify(traces) } : {}),
+      }),
     });
     bodies = [];
+    traces = [];
     bytes = 2;
   };
   for (const event of events) {
     const body = encodeEvent(event).body.toString('utf8');
+    traces.push(carrierOf(event) ?? null);
     const size = Buffer.byteLength(body) + 1;
     if (bodies.length === MAX_PACK_EVENTS || (bodies.length > 0 && bytes + size > MAX_PACK_BYTES)) flush();
     bodies.push(body);
@@ -138,6 +156,12 @@ export function unpack(pack: Message): Message[] {
     throw new PoisonMessageError('pack is not valid JSON');
   }
   if (!Array.isArray(items)) throw new PoisonMessageError('pack is not a JSON array');
+  let traces: unknown = undefined;
+  try {
+    traces = JSON.parse(pack.MessageAttributes?.[SqsHeaders.packTrace]?.StringValue ?? 'null');
+  } catch {
+    traces = undefined; // a bad trace attribute costs the trace, never the events
+  }
   return items.map((item, i) => {
     // JSON.stringify(JSON.parse(x)) gives back x for what JSON.stringify made: the original bytes.
     const body = JSON.stringify(item) ?? 'null';
@@ -150,6 +174,10 @@ export function unpack(pack: Message): Message[] {
       if (typeof e.correlationId === 'string') headers[EventHeaders.correlationId] = e.correlationId;
       if (typeof e.key === 'string') headers[SqsHeaders.key] = e.key;
     }
+    Object.assign(
+      headers,
+      carrierFromHeaders(Array.isArray(traces) ? (traces[i] as Record<string, unknown>) : undefined),
+    );
     return {
       MessageId: `${pack.MessageId ?? 'pack'}-${i}`,
       Body: body,
