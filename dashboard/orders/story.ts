@@ -40,6 +40,8 @@ export interface OrderStory {
   unknown: boolean;
   correlationId: string | null;
   acceptedAt: Date | null;
+  /** The API key that posted it (write model, else the job); null when a foreign producer enqueued it. */
+  acceptedBy: string | null;
   customerId: string | null;
   /** Latest decision in the write model. */
   order: OrderRecord | null;
@@ -70,6 +72,7 @@ export interface OrderStoriesDeps {
 /** The command job's data, loosely: enough to tell when and under which correlation id it came in. */
 const JobData = z.looseObject({
   acceptedAt: z.iso.datetime().optional(),
+  acceptedBy: z.string().optional(),
   correlationId: z.string().optional(),
   order: z.looseObject({ customerId: z.string().optional() }).optional(),
 });
@@ -105,7 +108,7 @@ function timeline(s: Omit<OrderStory, 'timeline'>, base: string): Moment[] {
       at: s.acceptedAt,
       kind: 'accepted',
       tone: 'info',
-      title: 'Accepted by the API and queued',
+      title: s.acceptedBy ? `Accepted by the API (key ${s.acceptedBy}) and queued` : 'Accepted and queued',
       detail: s.correlationId ? `correlation id ${s.correlationId}` : undefined,
     });
   if (s.job?.processedAt)
@@ -246,6 +249,7 @@ export function createOrderStories(deps: OrderStoriesDeps, basePath: string): Or
         unknown: !order && !view && !job && events.length === 0 && deadLetters.length === 0,
         correlationId: order?.correlationId ?? jobData?.correlationId ?? events[0]?.correlationId ?? null,
         acceptedAt,
+        acceptedBy: order?.acceptedBy ?? jobData?.acceptedBy ?? null,
         customerId: order?.customerId ?? jobData?.order?.customerId ?? null,
         order,
         view,

@@ -179,6 +179,14 @@ function summary(s: OrderStory): Html {
     </dd>
     <dt>Accepted</dt>
     <dd data-testid="accepted-at">${timeTag(s.acceptedAt)}</dd>
+    <dt>Accepted by</dt>
+    <dd data-testid="accepted-by">
+      ${
+        s.acceptedBy
+          ? html`API key <code>${s.acceptedBy}</code>`
+          : html`<span class="muted">a producer enqueueing directly</span>`
+      }
+    </dd>
     <dt>Correlation id</dt>
     <dd data-testid="correlation-id"><code>${s.correlationId ?? '—'}</code></dd>
     <dt>Decision</dt>

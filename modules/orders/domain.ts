@@ -25,6 +25,8 @@ export const OrderJobSchema = z.strictObject({
   orderId: z.uuid(),
   correlationId: CorrelationIdSchema,
   acceptedAt: z.iso.datetime(),
+  /** The API key (its id) that posted the order; absent for a foreign producer's job. */
+  acceptedBy: z.string().min(1).max(128).optional(),
   order: PlaceOrderSchema,
 });
 export type OrderJob = z.infer<typeof OrderJobSchema>;

@@ -9,7 +9,8 @@ export const ordersModule: ModuleDefinition = {
   jobName: 'place-order',
   jobSchema: OrderJobSchema,
   events: orderEvents,
-  // Its tables came with the core's first migrations (shared/db/migrations), before modules existed.
+  // Its first tables came with the core's migrations (shared/db/migrations), before modules existed.
+  migrations: new URL('./migrations/', import.meta.url),
   queueDefaults: {},
   api: async () => (await import('./api/index.ts')).ordersApi,
   worker: async () => (await import('./worker/index.ts')).ordersWorker,

@@ -196,6 +196,8 @@ describe('the operators console in a browser', () => {
     await page.waitForURL(`${base}/dashboard/orders/${orderId}`);
     expect(await textOf(page, 'order-status')).toBe('completed');
     expect(await textOf(page, 'correlation-id')).toBe(`corr-${customer}`);
+    // Which key posted it: the development key (no API_KEYS configured) is principal `dev`.
+    expect(await textOf(page, 'accepted-by')).toBe('API key dev');
     const kinds = await page
       .getByTestId('timeline')
       .locator('li')

@@ -72,8 +72,14 @@ const placeBatch = createRoute({
   },
 });
 
-function toJob(orderId: string, order: PlaceOrder, correlationId: string, acceptedAt: string): OrderJob {
-  return { orderId, correlationId, acceptedAt, order };
+function toJob(
+  orderId: string,
+  order: PlaceOrder,
+  correlationId: string,
+  acceptedAt: string,
+  acceptedBy: string,
+): OrderJob {
+  return { orderId, correlationId, acceptedAt, acceptedBy, order };
 }
 
 /**
@@ -103,7 +109,7 @@ export function orderCommandRoutes(ctx: ModuleApiContext): void {
     return idempotent(c, order, async (seed) => {
       const orderId = seed ? derivedId(seed) : randomUUID();
       const correlationId = c.get('correlationId');
-      const job = toJob(orderId, order, correlationId, new Date().toISOString());
+      const job = toJob(orderId, order, correlationId, new Date().toISOString(), c.get('principal'));
       try {
         await enqueue({ id: orderId, data: job });
       } catch {
@@ -144,7 +150,10 @@ export function orderCommandRoutes(ctx: ModuleApiContext): void {
           return;
         }
         const orderId = seed ? derivedId(seed, String(index)) : randomUUID();
-        jobs.push({ id: orderId, data: toJob(orderId, parsed.data, correlationId, acceptedAt) });
+        jobs.push({
+          id: orderId,
+          data: toJob(orderId, parsed.data, correlationId, acceptedAt, c.get('principal')),
+        });
         results.push({ orderId, status: 'queued' });
       });
       // One addBulk; if Redis fails part-way, each item is answered by whether its job is stored.

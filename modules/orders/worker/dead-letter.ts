@@ -45,6 +45,7 @@ export async function orderDeadLettered(
         attempts: cmd.attempts,
         correlationId: cmd.correlationId,
         acceptedAt: order.acceptedAt,
+        acceptedBy: order.acceptedBy ?? null,
       },
     ]);
     if (written.size === 0) return [];

@@ -55,6 +55,7 @@ export function planOrder(
     status: decision.kind === 'accept' ? 'completed' : 'rejected',
     reason: decision.kind === 'reject' ? decision.reason : null,
     correlationId: job.correlationId,
+    acceptedBy: job.acceptedBy ?? null,
   };
   const meta = {
     eventId: randomUUID(),

@@ -13,13 +13,15 @@ export interface OrderRow {
   attempts: number;
   correlationId: string;
   acceptedAt: string;
+  /** The API key that posted it (`principal`); null for a foreign producer's job. */
+  acceptedBy: string | null;
 }
 
-/** Upserts orders from parameters $1..$10 ({@link orderColumns}); returns the ids actually written. */
+/** Upserts orders from parameters $1..$11 ({@link orderColumns}); returns the ids actually written. */
 const UPSERT_ORDERS = `INSERT INTO orders (order_id, customer_id, currency, total_cents, items, status, reason, attempts,
-                         correlation_id, accepted_at)
+                         correlation_id, accepted_at, accepted_by)
      SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::jsonb[], $6::text[], $7::text[],
-                          $8::int[], $9::text[], $10::timestamptz[])
+                          $8::int[], $9::text[], $10::timestamptz[], $11::text[])
      ON CONFLICT (order_id) DO UPDATE
        SET customer_id = EXCLUDED.customer_id, currency = EXCLUDED.currency, total_cents = EXCLUDED.total_cents,
            items = EXCLUDED.items, status = EXCLUDED.status, reason = EXCLUDED.reason, attempts = EXCLUDED.attempts,
@@ -38,6 +40,7 @@ const orderColumns = (rows: readonly OrderRow[]) => [
   rows.map((r) => r.attempts),
   rows.map((r) => r.correlationId),
   rows.map((r) => r.acceptedAt),
+  rows.map((r) => r.acceptedBy),
 ];
 
 /**
@@ -68,8 +71,8 @@ export async function decideOrders(
     name: 'conveyor-decide-orders',
     text: `WITH written AS (${UPSERT_ORDERS}), appended AS (
        INSERT INTO outbox (${OUTBOX_COLUMNS})
-       SELECT e.* FROM unnest($11::uuid[], $12::text[], $13::int[], $14::text[], $15::text[], $16::jsonb[],
-                              $17::jsonb[])
+       SELECT e.* FROM unnest($12::uuid[], $13::text[], $14::int[], $15::text[], $16::text[], $17::jsonb[],
+                              $18::jsonb[])
                     AS e(event_id, event_type, event_version, aggregate_id, correlation_id, envelope, trace_context)
         WHERE e.aggregate_id::uuid IN (SELECT order_id FROM written)
      )
