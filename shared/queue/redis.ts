@@ -1,4 +1,4 @@
-import { Cluster, Redis as IORedis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import { Cluster, Redis as IORedis, type RedisOptions } from 'ioredis';
 
 export { Cluster } from 'ioredis';
 
@@ -46,12 +46,24 @@ function urlOptions(url: string): RedisOptions {
   };
 }
 
-function open(options: RedisConnectionOptions, redisOptions: RedisOptions, cluster: ClusterOptions): Redis {
+/**
+ * Cluster options of every connection: the cluster's own offline queue holds commands only while the
+ * slot map is (re)loaded, so a command issued during a failover waits for the new map instead of failing
+ * on a node that is gone.
+ */
+const CLUSTER_FAILOVER = {
+  enableOfflineQueue: true,
+  maxRedirections: 16,
+  retryDelayOnFailover: 100,
+  retryDelayOnClusterDown: 100,
+} as const;
+
+function open(options: RedisConnectionOptions, redisOptions: RedisOptions): Redis {
   const nodes = options.clusterNodes ?? [];
   const client: Redis =
     nodes.length > 0
       ? new Cluster(nodes.map(seedNode), {
-          ...cluster,
+          ...CLUSTER_FAILOVER,
           clusterRetryStrategy: retryStrategy,
           redisOptions: { ...urlOptions(options.url), ...redisOptions },
         })
@@ -71,26 +83,15 @@ export function createProducerRedis(
 ): RedisNode;
 export function createProducerRedis(options: RedisConnectionOptions, name?: string): Redis;
 export function createProducerRedis(options: RedisConnectionOptions, name = 'conveyor-producer'): Redis {
-  return open(
-    options,
-    {
-      connectionName: name,
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 1,
-      commandTimeout: options.commandTimeoutMs,
-      connectTimeout: 5_000,
-      // The brief's retry strategy: keep reconnecting, backing off up to 2 s.
-      retryStrategy,
-    },
-    // The cluster's own offline queue holds commands only while the slot map is (re)loaded: a command
-    // issued during a failover waits for the new map instead of failing on a node that is gone.
-    {
-      enableOfflineQueue: true,
-      maxRedirections: 16,
-      retryDelayOnFailover: 100,
-      retryDelayOnClusterDown: 100,
-    },
-  );
+  return open(options, {
+    connectionName: name,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    commandTimeout: options.commandTimeoutMs,
+    connectTimeout: 5_000,
+    // The brief's retry strategy: keep reconnecting, backing off up to 2 s.
+    retryStrategy,
+  });
 }
 
 /**
@@ -103,22 +104,13 @@ export function createWorkerRedis(
 ): RedisNode;
 export function createWorkerRedis(options: RedisConnectionOptions, name?: string): Redis;
 export function createWorkerRedis(options: RedisConnectionOptions, name = 'conveyor-worker'): Redis {
-  return open(
-    options,
-    {
-      connectionName: name,
-      maxRetriesPerRequest: null,
-      enableReadyCheck: true,
-      connectTimeout: 5_000,
-      retryStrategy,
-    },
-    {
-      enableOfflineQueue: true,
-      maxRedirections: 16,
-      retryDelayOnFailover: 100,
-      retryDelayOnClusterDown: 100,
-    },
-  );
+  return open(options, {
+    connectionName: name,
+    maxRetriesPerRequest: null,
+    enableReadyCheck: true,
+    connectTimeout: 5_000,
+    retryStrategy,
+  });
 }
 
 /**
