@@ -26,6 +26,8 @@ source "$SCRIPTS/kafka/env.sh"
 # The broker's config, format step and command line (shared with test/support/kafka-server.ts).
 # shellcheck source-path=SCRIPTDIR source=kafka/broker.sh
 source "$SCRIPTS/kafka/broker.sh"
+# shellcheck source-path=SCRIPTDIR source=lib/maven.sh
+source "$SCRIPTS/lib/maven.sh"
 
 log() { printf 'brokers: %s\n' "$*"; }
 die() {
@@ -90,21 +92,11 @@ fetch_jars() {
     return
   fi
   command -v mvn >/dev/null || die "kafka: Maven (mvn) is needed to fetch the Kafka $KAFKA_VERSION jars"
-  local t0=$SECONDS pom=$KAFKA_CACHE_DIR/pom.xml mvn_log=$KAFKA_CACHE_DIR/maven.log
+  local t0=$SECONDS mvn_log=$KAFKA_CACHE_DIR/maven.log
   log "kafka: fetching Apache Kafka $KAFKA_VERSION jars with Maven (cached for later runs)"
   rm -rf "$KAFKA_LIBS_DIR" "$KAFKA_LIBS_MARKER"
-  cat >"$pom" <<POM
-<?xml version="1.0" encoding="UTF-8"?>
-<!-- Throwaway pom written by scripts/brokers.sh: only used to fetch the Kafka broker jars. -->
-<project xmlns="http://maven.apache.org/POM/4.0.0"
-         xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
-         xsi:schemaLocation="http://maven.apache.org/POM/4.0.0 http://maven.apache.org/xsd/maven-4.0.0.xsd">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>local.conveyor</groupId>
-  <artifactId>kafka-broker-jars</artifactId>
-  <version>1</version>
-  <packaging>pom</packaging>
-  <dependencies>
+  maven_copy_dependencies "$KAFKA_CACHE_DIR" "$KAFKA_LIBS_DIR" kafka-broker-jars "$(
+    cat <<DEPENDENCIES
     <dependency>
       <groupId>org.apache.kafka</groupId>
       <artifactId>kafka_2.13</artifactId>
@@ -120,25 +112,8 @@ fetch_jars() {
       <artifactId>reload4j</artifactId>
       <version>$KAFKA_RELOAD4J_VERSION</version>
     </dependency>
-  </dependencies>
-  <build>
-    <pluginManagement>
-      <plugins>
-        <plugin>
-          <groupId>org.apache.maven.plugins</groupId>
-          <artifactId>maven-dependency-plugin</artifactId>
-          <version>3.8.1</version>
-        </plugin>
-      </plugins>
-    </pluginManagement>
-  </build>
-</project>
-POM
-  if ! mvn -q -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
-    -DoutputDirectory="$KAFKA_LIBS_DIR" >"$mvn_log" 2>&1; then
-    tail -n 40 "$mvn_log" >&2
-    die "kafka: Maven could not fetch the Apache Kafka $KAFKA_VERSION jars (full log: $mvn_log)"
-  fi
+DEPENDENCIES
+  )" || die "kafka: Maven could not fetch the Apache Kafka $KAFKA_VERSION jars (full log: $mvn_log)"
   [[ -f $KAFKA_LIBS_DIR/kafka_2.13-$KAFKA_VERSION.jar ]] ||
     die "kafka: Maven finished but kafka_2.13-$KAFKA_VERSION.jar is missing from $KAFKA_LIBS_DIR"
   printf '%s\n' "$KAFKA_VERSION" >"$KAFKA_LIBS_MARKER"

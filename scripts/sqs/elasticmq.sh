@@ -17,6 +17,8 @@ set -euo pipefail
 SQS_SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=env.sh
 source "$SQS_SCRIPTS/env.sh"
+# shellcheck source-path=SCRIPTDIR source=../lib/maven.sh
+source "$SQS_SCRIPTS/../lib/maven.sh"
 
 PREFIX=${ELASTICMQ_LOG_PREFIX:-elasticmq}
 log() { printf '%s: %s\n' "$PREFIX" "$*"; }
@@ -39,45 +41,18 @@ fetch_jars() {
     exec 8>&-
     return
   fi
-  local t0=$SECONDS pom=$ELASTICMQ_CACHE_DIR/pom.xml mvn_log=$ELASTICMQ_CACHE_DIR/maven.log
+  local t0=$SECONDS mvn_log=$ELASTICMQ_CACHE_DIR/maven.log
   log "fetching ElasticMQ $ELASTICMQ_VERSION jars with Maven (cached for later runs)"
   rm -rf "$ELASTICMQ_LIBS_DIR" "$ELASTICMQ_LIBS_MARKER"
-  cat >"$pom" <<POM
-<?xml version="1.0" encoding="UTF-8"?>
-<!-- Throwaway pom written by scripts/sqs/elasticmq.sh: only used to fetch the ElasticMQ server jars. -->
-<project xmlns="http://maven.apache.org/POM/4.0.0"
-         xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
-         xsi:schemaLocation="http://maven.apache.org/POM/4.0.0 http://maven.apache.org/xsd/maven-4.0.0.xsd">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>local.conveyor</groupId>
-  <artifactId>elasticmq-server-jars</artifactId>
-  <version>1</version>
-  <packaging>pom</packaging>
-  <dependencies>
+  maven_copy_dependencies "$ELASTICMQ_CACHE_DIR" "$ELASTICMQ_LIBS_DIR" elasticmq-server-jars "$(
+    cat <<DEPENDENCIES
     <dependency>
       <groupId>org.elasticmq</groupId>
       <artifactId>elasticmq-server_2.13</artifactId>
       <version>$ELASTICMQ_VERSION</version>
     </dependency>
-  </dependencies>
-  <build>
-    <pluginManagement>
-      <plugins>
-        <plugin>
-          <groupId>org.apache.maven.plugins</groupId>
-          <artifactId>maven-dependency-plugin</artifactId>
-          <version>3.8.1</version>
-        </plugin>
-      </plugins>
-    </pluginManagement>
-  </build>
-</project>
-POM
-  if ! mvn -q -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
-    -DoutputDirectory="$ELASTICMQ_LIBS_DIR" >"$mvn_log" 2>&1; then
-    tail -n 40 "$mvn_log" >&2
-    die "Maven could not fetch the ElasticMQ $ELASTICMQ_VERSION jars (full log: $mvn_log)"
-  fi
+DEPENDENCIES
+  )" || die "Maven could not fetch the ElasticMQ $ELASTICMQ_VERSION jars (full log: $mvn_log)"
   [[ -f $ELASTICMQ_LIBS_DIR/elasticmq-server_2.13-$ELASTICMQ_VERSION.jar ]] ||
     die "Maven finished but elasticmq-server_2.13-$ELASTICMQ_VERSION.jar is missing from $ELASTICMQ_LIBS_DIR"
   printf '%s\n' "$ELASTICMQ_VERSION" >"$ELASTICMQ_LIBS_MARKER"
