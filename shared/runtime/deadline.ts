@@ -26,3 +26,17 @@ export async function withDeadline<T>(
     clearTimeout(timer);
   }
 }
+
+/** Sleeps `ms` unless `signal` aborts first; never rejects (a reconnect backoff that shutdown cuts short). */
+export function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

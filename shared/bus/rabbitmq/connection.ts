@@ -74,17 +74,3 @@ export function whenClosed(
     for (const emitter of emitters) emitter.once('close', (err?: Error) => resolve(err));
   });
 }
-
-/** Sleeps `ms` unless `signal` aborts first; never rejects. */
-export function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
-}

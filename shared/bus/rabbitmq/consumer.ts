@@ -7,7 +7,8 @@ import { backoffDelayMs, decodeEvent, EventHeaders } from '../codec.ts';
 import { carrierFromHeaders } from '../../observability/tracing/trace-context.ts';
 import type { EventHandler } from '../event-bus.ts';
 import { createConfirmPublisher, type ConfirmPublisher } from './confirm.ts';
-import { forceCloseConnection, pause, whenClosed } from './connection.ts';
+import { pause } from '../../runtime/deadline.ts';
+import { forceCloseConnection, whenClosed } from './connection.ts';
 import { copyOf, deadLetterRecord, intHeader, RabbitmqHeaders } from './messages.ts';
 import {
   deadLetterExchange,

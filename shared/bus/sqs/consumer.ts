@@ -10,6 +10,7 @@ import {
 import type { DeadLetterSink } from '../../dead-letters/dead-letter.ts';
 import { PoisonMessageError } from '../../errors/domain.ts';
 import type { Logger } from '../../observability/logger.ts';
+import { pause } from '../../runtime/deadline.ts';
 import { asError, fatalOrLog, superviseLoop, type OnFatal } from '../../runtime/lifecycle.ts';
 import { backoffDelayMs, decodeEvent, EventHeaders } from '../codec.ts';
 import { carrierFromHeaders } from '../../observability/tracing/trace-context.ts';
@@ -67,20 +68,6 @@ interface Held {
   /** When SQS would make it visible again unless extended (ms since epoch). */
   visibleUntil: number;
   state: 'held' | 'settled';
-}
-
-/** Sleeps `ms` unless `signal` aborts first; never rejects. */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }
 
 /** Counting semaphore of prefetch slots; a waiting `take` returns 0 once `signal` aborts. */
