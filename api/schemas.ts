@@ -56,22 +56,23 @@ export const BatchResultSchema = z
   })
   .openapi('PlaceOrderBatchResult');
 
-export const OrderViewSchema = z
-  .object({
-    orderId: z.uuid(),
-    customerId: z.string().nullable(),
-    currency: z.string().nullable(),
-    totalCents: z.number().int().nullable(),
-    items: z.array(OrderItemSchema).nullable(),
-    status: OrderStatusSchema,
-    attempts: z.number().int(),
-    lastError: z.string().nullable(),
-    correlationId: z.string().nullable(),
-    acceptedAt: z.string().nullable(),
-    completedAt: z.string().nullable(),
-    updatedAt: z.string().nullable(),
-  })
-  .openapi('Order');
+// Order, CustomerOrders and Stats are named in the OpenAPI document by the orders module's query routes,
+// extended there with what other modules add (refunds): naming these bases too made each named schema
+// an allOf of a reference to itself.
+export const OrderViewSchema = z.object({
+  orderId: z.uuid(),
+  customerId: z.string().nullable(),
+  currency: z.string().nullable(),
+  totalCents: z.number().int().nullable(),
+  items: z.array(OrderItemSchema).nullable(),
+  status: OrderStatusSchema,
+  attempts: z.number().int(),
+  lastError: z.string().nullable(),
+  correlationId: z.string().nullable(),
+  acceptedAt: z.string().nullable(),
+  completedAt: z.string().nullable(),
+  updatedAt: z.string().nullable(),
+});
 
 export const OrderIdParam = z.object({
   orderId: z.uuid().openapi({ param: { name: 'orderId', in: 'path' } }),
@@ -108,24 +109,20 @@ export const TotalsSchema = z.object({
   revenueCents: z.number().int(),
 });
 
-export const CustomerOrdersSchema = z
-  .object({
-    customerId: z.string(),
-    totals: z.array(TotalsSchema),
-    orders: z.array(OrderViewSchema),
-    nextCursor: z.string().nullable(),
-  })
-  .openapi('CustomerOrders');
+export const CustomerOrdersSchema = z.object({
+  customerId: z.string(),
+  totals: z.array(TotalsSchema),
+  orders: z.array(OrderViewSchema),
+  nextCursor: z.string().nullable(),
+});
 
 export const StatsTotalsSchema = TotalsSchema.extend({ deadLetteredCount: z.number().int() });
 export const StatsDailySchema = StatsTotalsSchema.extend({ day: z.string() });
-export const StatsSchema = z
-  .object({
-    orderCount: z.number().int(),
-    totals: z.array(StatsTotalsSchema),
-    daily: z.array(StatsDailySchema),
-  })
-  .openapi('Stats');
+export const StatsSchema = z.object({
+  orderCount: z.number().int(),
+  totals: z.array(StatsTotalsSchema),
+  daily: z.array(StatsDailySchema),
+});
 
 export const DeadLetterSchema = z
   .object({

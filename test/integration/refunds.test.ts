@@ -256,6 +256,23 @@ describe('refunds (bus-independent rules)', () => {
     expect(reversed).toEqual(inOrder);
   });
 
+  it('documents refunds in the OpenAPI document, and what they add to orders and stats', async () => {
+    const doc = (await request(api.url('/openapi.json'))).body as {
+      paths: Record<string, Record<string, unknown>>;
+      components: { schemas: Record<string, { properties?: Record<string, unknown> }> };
+    };
+    expect(Object.keys(doc.paths['/v1/orders/{orderId}/refunds'] ?? {}).sort()).toEqual(['get', 'post']);
+    expect(Object.keys(doc.paths['/v1/refunds/{refundId}'] ?? {})).toEqual(['get']);
+    expect(Object.keys(doc.components.schemas['Order']?.properties ?? {})).toEqual(
+      expect.arrayContaining(['refundedCents', 'refunds']),
+    );
+    expect(JSON.stringify(doc.components.schemas['Stats'])).toContain('netRevenueCents');
+    // No named schema is built on a reference to itself (an extended schema registered under its base's name).
+    for (const [name, schema] of Object.entries(doc.components.schemas)) {
+      expect(JSON.stringify(schema), name).not.toContain(`"#/components/schemas/${name}"`);
+    }
+  });
+
   it('answers 404 for an unknown order and 409 for one that cannot be refunded', async () => {
     const unknown = await api.refund(randomUUID(), { amountCents: 1 });
     expect(unknown.status).toBe(404);
