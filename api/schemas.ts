@@ -137,7 +137,14 @@ export const DeadLetterSchema = z
     stack: z.string().nullable(),
     attempts: z.number().int(),
     correlationId: z.string().nullable(),
-    orderId: z.string().nullable(),
+    subjectId: z
+      .string()
+      .nullable()
+      .describe("What the command or event concerns: an order's id, a refund's id (its module's subject)"),
+    orderId: z
+      .string()
+      .nullable()
+      .openapi({ deprecated: true, description: 'The same as subjectId; kept for older clients' }),
     firstFailedAt: z.string().nullable(),
     failedAt: z.string(),
     status: z.enum(['pending', 'redriven', 'discarded']),

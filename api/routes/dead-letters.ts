@@ -17,6 +17,7 @@ const DeadLetterId = z
 export function toDeadLetterJson(d: DeadLetterRecord) {
   return {
     ...d,
+    orderId: d.subjectId,
     payload: d.payload.toString('utf8'),
     firstFailedAt: d.firstFailedAt?.toISOString() ?? null,
     failedAt: d.failedAt.toISOString(),
@@ -33,7 +34,8 @@ const list = createRoute({
       status: z.enum(['pending', 'redriven', 'discarded']).default('pending'),
       transport: z.enum(['bullmq', 'kafka', 'rabbitmq', 'sqs']).optional(),
       origin: z.string().max(200).optional(),
-      orderId: z.string().max(64).optional(),
+      subjectId: z.string().max(64).optional(),
+      orderId: z.string().max(64).optional().openapi({ deprecated: true, description: 'Same as subjectId' }),
       limit: z.coerce.number().int().min(1).max(500).default(100),
       cursor: z.string().max(512).optional(),
     }),
@@ -123,7 +125,13 @@ const redriveMany = createRoute({
           schema: z.strictObject({
             transport: z.enum(['bullmq', 'kafka', 'rabbitmq', 'sqs']).optional(),
             origin: z.string().min(1).max(200).optional(),
-            orderId: z.string().min(1).max(64).optional(),
+            subjectId: z.string().min(1).max(64).optional(),
+            orderId: z
+              .string()
+              .min(1)
+              .max(64)
+              .optional()
+              .openapi({ deprecated: true, description: 'Same as subjectId' }),
             ids: z.array(DeadLetterId).min(1).max(1_000).optional(),
             limit: z.number().int().min(1).max(1_000).default(100),
           }),
@@ -187,7 +195,14 @@ export function deadLetterRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
         ]);
       }
     }
-    const rows = await deps.deadLetters.list({ ...q, limit: q.limit + 1, ...(before ? { before } : {}) });
+    const { orderId, subjectId, ...rest } = q;
+    const subject = subjectId ?? orderId;
+    const rows = await deps.deadLetters.list({
+      ...rest,
+      ...(subject ? { subjectId: subject } : {}),
+      limit: q.limit + 1,
+      ...(before ? { before } : {}),
+    });
     const page = rows.slice(0, q.limit);
     const last = page.at(-1);
     const nextCursor =

@@ -14,7 +14,7 @@ export interface BulkSelection {
 }
 
 const WHERE = `status = 'pending' AND ($1::text IS NULL OR transport = $1) AND ($2::text IS NULL OR origin = $2)
-  AND ($3::text IS NULL OR order_id = $3)
+  AND ($3::text IS NULL OR subject_id = $3)
   AND ($4::timestamptz IS NULL OR (failed_at, id) <= ($4::timestamptz, $5::text))`;
 
 const params = (s: BulkSelection) => [

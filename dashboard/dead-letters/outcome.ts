@@ -51,7 +51,7 @@ export function createRedriveOutcomes(deps: { pool: Pool; jobs: JobLookup }): Re
       const inFlight = touched.filter((d) => d.status === 'redriven' && redrives.has(d.id));
       const orderIds = inFlight
         .filter(isOrderCommand)
-        .map((d) => d.orderId)
+        .map((d) => d.subjectId)
         .filter((id): id is string => !!id && UUID.test(id));
       const eventIds = inFlight
         .filter((d) => d.kind === 'event')
@@ -90,7 +90,7 @@ export function createRedriveOutcomes(deps: { pool: Pool; jobs: JobLookup }): Re
         if (isCommand(dl)) {
           // The orders write model says it first (a completed job may already be trimmed from Redis);
           // any module's job says it otherwise.
-          const decision = isOrderCommand(dl) && dl.orderId ? decisions.get(dl.orderId) : undefined;
+          const decision = isOrderCommand(dl) && dl.subjectId ? decisions.get(dl.subjectId) : undefined;
           if (decision && decision.status !== 'dead_lettered')
             return { kind: 'done', redrivenAt, at: decision.decidedAt, detail: `order ${decision.status}` };
           const job = dl.messageKey ? await deps.jobs.get(dl.origin, dl.messageKey) : null;

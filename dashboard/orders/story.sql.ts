@@ -132,7 +132,7 @@ export async function findDeadLetters(
   candidateIds: readonly string[],
 ): Promise<DeadLetterRecord[]> {
   const { rows } = await pool.query(
-    `SELECT * FROM dead_letters WHERE order_id = $1 OR id = ANY($2::text[]) ORDER BY failed_at`,
+    `SELECT * FROM dead_letters WHERE subject_id = $1 OR id = ANY($2::text[]) ORDER BY failed_at`,
     [orderId, [...candidateIds]],
   );
   return rows.map(fromRow);

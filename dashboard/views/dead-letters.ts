@@ -283,9 +283,9 @@ export function deadLetterDetailView(options: {
       <dt>Order</dt>
       <dd>
         ${
-          dl.orderId
-            ? html`<a href="${BASE_PATH}/orders/${encodeURIComponent(dl.orderId)}" data-testid="order-link"
-                >${dl.orderId}</a
+          dl.subjectId
+            ? html`<a href="${BASE_PATH}/orders/${encodeURIComponent(dl.subjectId)}" data-testid="order-link"
+                >${dl.subjectId}</a
               >`
             : '—'
         }

@@ -220,7 +220,7 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
       stack: error.stack ?? null,
       attempts,
       correlationId: headers[EventHeaders.correlationId] ?? null,
-      orderId: null,
+      subjectId: null,
       firstFailedAt,
     });
     const dlqData = typeof data === 'object' && data !== null ? data : { body: data };

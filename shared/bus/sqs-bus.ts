@@ -256,7 +256,7 @@ export function createSqsBus(deps: BusDeps, config: SqsBusConfig): EventBus {
           MessageAttributes: toAttributes(headers),
           ...(config.fifo
             ? {
-                MessageGroupId: headers[SqsHeaders.key] ?? dl.orderId ?? dl.id,
+                MessageGroupId: headers[SqsHeaders.key] ?? dl.subjectId ?? dl.id,
                 // A new message: the original's deduplication id may still be within SQS's window.
                 MessageDeduplicationId: randomUUID(),
               }

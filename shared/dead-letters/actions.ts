@@ -29,7 +29,7 @@ export interface ItemResult {
 export interface BulkRedriveFilter {
   transport?: Transport;
   origin?: string;
-  orderId?: string;
+  subjectId?: string;
   /** Only these ids; each gets a result even when it is missing or already resolved. */
   ids?: readonly string[];
   /** At most this many are redriven (oldest first). */
@@ -75,7 +75,7 @@ const CLAIM_SQL = `
   RETURNING *`;
 
 function describe(dl: DeadLetterRecord): Record<string, unknown> {
-  return { transport: dl.transport, origin: dl.origin, kind: dl.kind, orderId: dl.orderId };
+  return { transport: dl.transport, origin: dl.origin, kind: dl.kind, subjectId: dl.subjectId };
 }
 
 /**
@@ -159,12 +159,12 @@ export function createDeadLetterActions(deps: DeadLetterActionsDeps): DeadLetter
     const { rows } = await deps.pool.query<{ id: string }>(
       `SELECT id FROM dead_letters
         WHERE status = 'pending' AND ($1::text IS NULL OR transport = $1) AND ($2::text IS NULL OR origin = $2)
-          AND ($3::text IS NULL OR order_id = $3) AND ($4::text[] IS NULL OR id = ANY($4::text[]))
+          AND ($3::text IS NULL OR subject_id = $3) AND ($4::text[] IS NULL OR id = ANY($4::text[]))
         ORDER BY failed_at ASC, id ASC LIMIT $5`,
       [
         filter.transport ?? null,
         filter.origin ?? null,
-        filter.orderId ?? null,
+        filter.subjectId ?? null,
         filter.ids ? [...filter.ids] : null,
         filter.limit,
       ],

@@ -18,7 +18,8 @@ export interface DeadLetterRecord {
   stack: string | null;
   attempts: number;
   correlationId: string | null;
-  orderId: string | null;
+  /** What the command or event concerns (an order id, a refund id): its module's subject. */
+  subjectId: string | null;
   firstFailedAt: Date | null;
   failedAt: Date;
   status: 'pending' | 'redriven' | 'discarded';
@@ -46,7 +47,8 @@ interface Row {
   stack: string | null;
   attempts: number;
   correlation_id: string | null;
-  order_id: string | null;
+  subject_id: string | null;
+  order_id?: string | null;
   first_failed_at: Date | null;
   failed_at: Date;
   status: 'pending' | 'redriven' | 'discarded';
@@ -66,7 +68,7 @@ export function fromRow(r: Row): DeadLetterRecord {
     stack: r.stack,
     attempts: r.attempts,
     correlationId: r.correlation_id,
-    orderId: r.order_id,
+    subjectId: r.subject_id ?? r.order_id ?? null,
     firstFailedAt: r.first_failed_at,
     failedAt: r.failed_at,
     status: r.status,
@@ -76,7 +78,7 @@ export function fromRow(r: Row): DeadLetterRecord {
 
 export const INSERT_DEAD_LETTER_SQL = `
   INSERT INTO dead_letters (id, transport, origin, kind, message_key, payload, headers, error, stack, attempts,
-                            correlation_id, order_id, first_failed_at, failed_at)
+                            correlation_id, subject_id, first_failed_at, failed_at)
   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, COALESCE($14, now()))
   ON CONFLICT (id) DO UPDATE
     SET error = EXCLUDED.error, stack = EXCLUDED.stack, attempts = EXCLUDED.attempts, failed_at = EXCLUDED.failed_at,
@@ -96,7 +98,7 @@ export function deadLetterParams(d: NewDeadLetter): unknown[] {
     d.stack?.slice(0, 16_000) ?? null,
     d.attempts,
     d.correlationId,
-    d.orderId,
+    d.subjectId,
     d.firstFailedAt,
     d.failedAt ?? null,
   ];

@@ -6,7 +6,7 @@ export interface DeadLetterFilter {
   status?: 'pending' | 'redriven' | 'discarded';
   transport?: Transport;
   origin?: string;
-  orderId?: string;
+  subjectId?: string;
   limit: number;
   /** Keyset cursor: failed_at and id of the last item of the previous page. */
   before?: { failedAt: string; id: string };
@@ -29,14 +29,14 @@ export function createDeadLetterStore(pool: Pool, options: DeadLetterStoreOption
         p.query(
           `SELECT * FROM dead_letters
           WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR transport = $2)
-            AND ($3::text IS NULL OR origin = $3) AND ($4::text IS NULL OR order_id = $4)
+            AND ($3::text IS NULL OR origin = $3) AND ($4::text IS NULL OR subject_id = $4)
             AND ($5::timestamptz IS NULL OR (failed_at, id) < ($5::timestamptz, $6::text))
           ORDER BY failed_at DESC, id DESC LIMIT $7`,
           [
             filter.status ?? null,
             filter.transport ?? null,
             filter.origin ?? null,
-            filter.orderId ?? null,
+            filter.subjectId ?? null,
             filter.before?.failedAt ?? null,
             filter.before?.id ?? null,
             filter.limit,

@@ -206,7 +206,7 @@ describe('operators dashboard in a browser', () => {
       stack: null,
       attempts: 1,
       correlationId: null,
-      orderId: null,
+      subjectId: null,
       firstFailedAt: null,
     });
     const page = await login(await newContext(), VIEWER);

@@ -244,7 +244,7 @@ describe('dashboard authentication', () => {
       stack: null,
       attempts: 1,
       correlationId: null,
-      orderId: null,
+      subjectId: null,
       firstFailedAt: null,
     });
     const admin = await login(a, 'root', 'correct horse battery staple');

@@ -34,7 +34,7 @@ async function commandDeadLetter(over: Partial<NewDeadLetter> = {}): Promise<New
   const jobId = `job-${seq}`;
   const orderId = `00000000-0000-4000-8000-${String(seq).padStart(12, '0')}`;
   const payload = {
-    orderId,
+    subjectId: orderId,
     correlationId: `corr-dl-${seq}`,
     acceptedAt: new Date().toISOString(),
     order: { customerId: 'c-dl', currency: 'EUR', items: [{ sku: 's', quantity: 1, unitPriceCents: 100 }] },
@@ -51,7 +51,7 @@ async function commandDeadLetter(over: Partial<NewDeadLetter> = {}): Promise<New
     stack: null,
     attempts: 5,
     correlationId: payload.correlationId,
-    orderId,
+    subjectId: orderId,
     firstFailedAt: null,
     failedAt: new Date(Date.UTC(2026, 0, 1, 0, 0, seq)),
     ...over,
@@ -122,7 +122,7 @@ describe('dead-letter actions over the API', () => {
       origin: QueueNames.events,
       kind: 'event',
       messageKey: 'evt-1',
-      orderId: null,
+      subjectId: null,
       payload: Buffer.from('{"type":"order.placed"}'),
       headers: { 'event-type': 'order.placed', 'event-id': 'evt-1' },
     });

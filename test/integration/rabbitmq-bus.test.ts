@@ -294,7 +294,7 @@ describe('RabbitMQ event bus', () => {
 
     const dl = await deadLetterOf(event);
     expect(dl.error).toMatch(/delivered 3 times without an ack/);
-    expect(dl.orderId).toBe(event.key);
+    expect(dl.subjectId).toBe(event.key);
     expect(last.received).toEqual([]);
     expect(await peekQueue(config.bus.rabbitmq.url, queues().dlq)).toHaveLength(1);
   });

@@ -151,7 +151,7 @@ describe('with a read replica (DATABASE_READ_URL)', () => {
         stack: null,
         attempts: 1,
         correlationId: null,
-        orderId: second,
+        subjectId: second,
         firstFailedAt: null,
       });
       expect(await onReplicaHas('order_view', 'order_id', second)).toBe(false);
@@ -231,7 +231,7 @@ describe('with a read replica (DATABASE_READ_URL)', () => {
       const trimmed = await request(url(`/v1/orders/${fresh}`));
       expect(trimmed.status).toBe(200);
       expect(trimmed.body).toMatchObject({
-        orderId: fresh,
+        subjectId: fresh,
         customerId: customer,
         totalCents: 2500,
         status: 'completed',

@@ -71,7 +71,7 @@ export async function deadLetterCommand(
     stack: error.stack ?? null,
     attempts,
     correlationId,
-    orderId: described.subjectId,
+    subjectId: described.subjectId,
     firstFailedAt: new Date(job.processedOn ?? job.timestamp),
     failedAt: now,
   };

@@ -162,7 +162,7 @@ export async function startKafkaSubscription(
       stack: error.stack ?? null,
       attempts,
       correlationId: own[EventHeaders.correlationId] ?? event?.correlationId ?? null,
-      orderId: event?.key ?? null,
+      subjectId: event?.key ?? null,
       firstFailedAt: Number.isFinite(firstFailed) ? new Date(firstFailed) : new Date(),
     });
     log.warn(

@@ -134,7 +134,7 @@ export function deadLetterRecord(
     stack: error.stack ?? null,
     attempts,
     correlationId: headers[EventHeaders.correlationId] ?? null,
-    orderId: orderId ?? headers[RabbitmqHeaders.key] ?? null,
+    subjectId: orderId ?? headers[RabbitmqHeaders.key] ?? null,
     firstFailedAt:
       typeof firstFailed === 'string' && !Number.isNaN(Date.parse(firstFailed))
         ? new Date(firstFailed)

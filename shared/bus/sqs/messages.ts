@@ -250,7 +250,7 @@ export function deadLetterRecord(
     stack: error.stack ?? null,
     attempts,
     correlationId: headers[EventHeaders.correlationId] ?? null,
-    orderId: orderId ?? headers[SqsHeaders.key] ?? null,
+    subjectId: orderId ?? headers[SqsHeaders.key] ?? null,
     firstFailedAt: Number.isFinite(firstReceived) && firstReceived > 0 ? new Date(firstReceived) : new Date(),
   };
 }
