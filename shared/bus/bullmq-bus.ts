@@ -89,6 +89,10 @@ export interface BullmqBusConfig {
   concurrency: number;
   maxAttempts: number;
   backoffMs: number;
+  /** First snooze delay (a dependency outage; no attempt consumed), doubling up to `snoozeMaxMs`. @defaultValue 1_000 */
+  snoozeMs?: number;
+  /** @defaultValue 30_000 */
+  snoozeMaxMs?: number;
   shutdownGraceMs: number;
   /** BullMQ job lock of an event being projected. @defaultValue 30_000 */
   lockDurationMs?: number;

@@ -30,10 +30,11 @@ export async function createEventBus(kind: BusKind, deps: BusDeps, config: Confi
         concurrency: config.bus.consumerConcurrency,
         maxAttempts: config.bus.maxAttempts,
         backoffMs: config.bus.backoffMs,
+        snoozeMs: config.bus.snoozeMs,
+        snoozeMaxMs: config.bus.snoozeMaxMs,
         shutdownGraceMs: config.workers.shutdownGraceMs,
-        // Same recovery time after a crash as the order worker.
-        lockDurationMs: config.workers.orders.lockDurationMs,
-        stalledIntervalMs: config.workers.orders.stalledIntervalMs,
+        lockDurationMs: config.bus.lockDurationMs,
+        stalledIntervalMs: config.bus.stalledIntervalMs,
       });
     case 'kafka': {
       const { createKafkaBus } = await import('./kafka-bus.ts');
@@ -41,6 +42,8 @@ export async function createEventBus(kind: BusKind, deps: BusDeps, config: Confi
         ...config.bus.kafka,
         maxAttempts: config.bus.maxAttempts,
         backoffMs: config.bus.backoffMs,
+        snoozeMs: config.bus.snoozeMs,
+        snoozeMaxMs: config.bus.snoozeMaxMs,
         shutdownGraceMs: config.workers.shutdownGraceMs,
         recoveryBudgetMs: config.bus.recoveryBudgetMs,
       });
@@ -51,6 +54,8 @@ export async function createEventBus(kind: BusKind, deps: BusDeps, config: Confi
         ...config.bus.rabbitmq,
         maxAttempts: config.bus.maxAttempts,
         backoffMs: config.bus.backoffMs,
+        snoozeMs: config.bus.snoozeMs,
+        snoozeMaxMs: config.bus.snoozeMaxMs,
         shutdownGraceMs: config.workers.shutdownGraceMs,
         recoveryBudgetMs: config.bus.recoveryBudgetMs,
       });
@@ -61,6 +66,8 @@ export async function createEventBus(kind: BusKind, deps: BusDeps, config: Confi
         ...config.bus.sqs,
         maxAttempts: config.bus.maxAttempts,
         backoffMs: config.bus.backoffMs,
+        snoozeMs: config.bus.snoozeMs,
+        snoozeMaxMs: config.bus.snoozeMaxMs,
         // The group registry lives beside BullMQ's, under the deployment's prefix.
         redisUrl: config.redis.url,
         redisPrefix: config.redis.queuePrefix,

@@ -64,6 +64,10 @@ export interface KafkaBusConfig extends KafkaConnection {
   minInsyncReplicas?: number | undefined;
   maxAttempts: number;
   backoffMs: number;
+  /** First snooze delay (a dependency outage; no attempt consumed), doubling up to `snoozeMaxMs`. @defaultValue 1_000 */
+  snoozeMs?: number;
+  /** @defaultValue 30_000 */
+  snoozeMaxMs?: number;
   /** @defaultValue 60000 */
   backoffMaxMs?: number;
   consumer: {

@@ -66,6 +66,10 @@ export interface RabbitmqBusConfig {
   maxAttempts: number;
   /** First retry delay; doubles per attempt up to `maxBackoffMs`. */
   backoffMs: number;
+  /** First snooze delay (a dependency outage; no attempt consumed), doubling up to `snoozeMaxMs`. @defaultValue 1_000 */
+  snoozeMs?: number;
+  /** @defaultValue 30_000 */
+  snoozeMaxMs?: number;
   /** The group whose queue is `queue`, declared by `start()` so events published before the first subscribe are kept. @defaultValue 'projections' */
   defaultGroup?: string;
   /** @defaultValue 60_000 */

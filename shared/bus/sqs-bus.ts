@@ -71,6 +71,10 @@ export interface SqsBusConfig {
   maxAttempts: number;
   /** First retry delay; doubles per attempt up to `maxBackoffMs` (whole seconds on standard queues). */
   backoffMs: number;
+  /** First snooze delay (a dependency outage; no attempt consumed), doubling up to `snoozeMaxMs`. @defaultValue 1_000 */
+  snoozeMs?: number;
+  /** @defaultValue 30_000 */
+  snoozeMaxMs?: number;
   /** Redis of the group registry (see sqs/groups.ts) and the prefix of its key. */
   redisUrl: string;
   redisPrefix: string;

@@ -107,6 +107,14 @@ export const EnvSchema = z.object({
   PROJECTIONS_BATCH_WAIT_MS: int(0).default(5),
   BUS_MAX_ATTEMPTS: int(1).default(5),
   BUS_BACKOFF_MS: int(1).default(500),
+  /** First delay of a snooze (a dependency outage: PostgreSQL down); doubles per snooze. Costs no attempt. */
+  BUS_SNOOZE_MS: int(1).default(1_000),
+  /** Longest snooze delay. */
+  BUS_SNOOZE_MAX_MS: int(1).default(30_000),
+  /** BullMQ bus: lock of an event job being projected; a crashed consumer's jobs come back after it. */
+  BUS_LOCK_DURATION_MS: int(1_000).default(30_000),
+  /** BullMQ bus: how often stalled event jobs are looked for. */
+  BUS_STALLED_INTERVAL_MS: int(1_000).default(30_000),
   /** How long a Kafka, RabbitMQ or SQS consumer may keep failing to reconnect or restart before the process gives up. */
   BUS_RECOVERY_BUDGET_MS: int(1_000).default(300_000),
 
@@ -260,6 +268,10 @@ function buildConfig(env: Env, moduleEnv: Readonly<Record<string, unknown>>) {
       kind: env.EVENT_BUS,
       maxAttempts: env.BUS_MAX_ATTEMPTS,
       backoffMs: env.BUS_BACKOFF_MS,
+      snoozeMs: env.BUS_SNOOZE_MS,
+      snoozeMaxMs: env.BUS_SNOOZE_MAX_MS,
+      lockDurationMs: env.BUS_LOCK_DURATION_MS,
+      stalledIntervalMs: env.BUS_STALLED_INTERVAL_MS,
       recoveryBudgetMs: env.BUS_RECOVERY_BUDGET_MS,
       consumerConcurrency: env.PROJECTIONS_CONCURRENCY,
       kafka: {

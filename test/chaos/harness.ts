@@ -27,6 +27,8 @@ export function chaosEnv(overrides: Env = {}): Env {
     RATE_LIMIT_READ_MAX: '1000000',
     ORDERS_LOCK_DURATION_MS: '2000',
     ORDERS_STALLED_INTERVAL_MS: '1000',
+    BUS_LOCK_DURATION_MS: '2000',
+    BUS_STALLED_INTERVAL_MS: '1000',
     OUTBOX_BATCH_SIZE: '100',
     OUTBOX_POLL_INTERVAL_MS: '500',
     ...overrides,
