@@ -20,9 +20,10 @@
  * and every consumer dedupes by event id, so a transaction buys nothing but latency; it stays
  * available for deployments that want all-or-nothing batches.
  *
- * Consuming: see `kafka/subscription.ts` — manual commits after the effect, one key in order,
- * retries on `<topic>.retry` (headers `x-attempt`, `x-not-before`, partition paused until due),
- * dead letters on `<topic>.dlq` and in the `dead_letters` table.
+ * Consuming: see `kafka/subscription.ts`, an adapter of the delivery core — manual commits after the
+ * effect, one key in order, retries on `<topic>.retry` (headers `x-attempt`, `x-not-before`, partition
+ * paused until due), snoozes (a dependency outage, no attempt consumed) holding the partition at the
+ * message, dead letters in the `dead_letters` table and then on `<topic>.dlq`.
  *
  * Groups: subscription group `projections` is consumer group `consumer.groupId` (KAFKA_GROUP_ID), any
  * other `<groupId>.<group>`; members of one consumer group share the partitions. Every group reads the
@@ -263,6 +264,8 @@ export function createKafkaBus(deps: BusDeps, config: KafkaBusConfig): EventBus 
           maxAttempts: config.maxAttempts,
           backoffMs: config.backoffMs,
           backoffMaxMs: config.backoffMaxMs ?? 60_000,
+          snoozeMs: config.snoozeMs,
+          snoozeMaxMs: config.snoozeMaxMs,
           shutdownGraceMs: config.shutdownGraceMs ?? 10_000,
           joinTimeoutMs: config.joinTimeoutMs ?? 30_000,
           recoveryBudgetMs: config.recoveryBudgetMs ?? 300_000,

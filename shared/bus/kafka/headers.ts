@@ -1,5 +1,7 @@
 import { logLevel, type IHeaders, type LogEntry, type logCreator } from 'kafkajs';
+import { contentId } from '../../delivery/dead-letter.ts';
 import type { Logger } from '../../observability/logger.ts';
+import { EventHeaders } from '../codec.ts';
 
 /** Headers the Kafka bus adds on retry and dead-letter copies; never part of an event's own headers. */
 export const KafkaHeaders = {
@@ -34,7 +36,7 @@ export function kafkaTopics(topic: string): KafkaTopics {
   return { events: topic, retry: `${topic}.retry`, dlq: `${topic}.dlq` };
 }
 
-/** Where a message was first consumed: the identity of its dead letter and the target of a redrive. */
+/** Where a message was first consumed: the target of a redrive (its topic), kept on retry and DLQ copies. */
 export interface Origin {
   topic: string;
   partition: number;
@@ -75,13 +77,16 @@ export function originHeaders(origin: Origin): Record<string, string> {
 }
 
 /**
- * Deterministic per original message and group, so recording a dead letter twice is harmless (no ":"
- * allowed). `scope` tells apart the dead letters of two groups failing on one message; the default
- * group has none, so its ids are what they always were.
+ * The message id of a Kafka message's dead letter (see `deadLetterId`): its event id header, else the
+ * decoded event's id, else a hash of its bytes. The same on every delivery, retry copy and redrive of
+ * one event, so an event that fails again after a redrive updates the same dead letter.
  */
-export function deadLetterId(origin: Origin, scope?: string): string {
-  const base = `${origin.topic}-${origin.partition}-${origin.offset}`;
-  return scope ? `kafka-${scope}-${base}` : `kafka-${base}`;
+export function messageIdOf(
+  headers: Record<string, string>,
+  value: Buffer | null,
+  eventId?: string | undefined,
+): string {
+  return headers[EventHeaders.eventId] || eventId || contentId(value);
 }
 
 /** Whether a message is for consumer group `groupId`: addressed to it, or to no group in particular. */
@@ -98,6 +103,48 @@ export function attemptOf(headers: Record<string, string>): number {
 export function notBeforeOf(headers: IHeaders | undefined): number {
   const n = Number(readHeaders(headers)[KafkaHeaders.notBefore]);
   return Number.isFinite(n) ? n : 0;
+}
+
+/** When the first delivery of this message failed (a retry copy's header); absent: now. */
+export function firstFailedAtOf(headers: Record<string, string>): Date {
+  const at = Number(headers[KafkaHeaders.firstFailedAt]);
+  return Number.isFinite(at) && at > 0 ? new Date(at) : new Date();
+}
+
+/**
+ * The headers of a retry copy on `<topic>.retry`: the message's own, its first origin, the group it
+ * is for (the retry topic is shared: the other groups skip it), the attempt it will be, when it is
+ * due, when it first failed and why it failed last.
+ */
+export function retryCopyHeaders(
+  headers: Record<string, string>,
+  copy: { origin: Origin; groupId: string; attempt: number; notBefore: number; error: string },
+): Record<string, string> {
+  return {
+    ...headers,
+    ...originHeaders(copy.origin),
+    [KafkaHeaders.group]: copy.groupId,
+    [KafkaHeaders.attempt]: String(copy.attempt),
+    [KafkaHeaders.notBefore]: String(copy.notBefore),
+    [KafkaHeaders.firstFailedAt]: headers[KafkaHeaders.firstFailedAt] ?? String(Date.now()),
+    [KafkaHeaders.error]: copy.error.slice(0, 1_000),
+  };
+}
+
+/**
+ * The headers of a copy on `<topic>.dlq`: the dead letter's headers (the message's own and the group
+ * a redrive targets), its origin, the error and the attempts it took.
+ */
+export function deadLetterCopyHeaders(
+  recordHeaders: Record<string, string>,
+  copy: { origin: Origin; error: string; attempts: number },
+): Record<string, string> {
+  return {
+    ...recordHeaders,
+    ...originHeaders(copy.origin),
+    [KafkaHeaders.error]: copy.error.slice(0, 4_000),
+    [KafkaHeaders.attempts]: String(copy.attempts),
+  };
 }
 
 /** The offset to commit once `offset` is done: Kafka commits the next offset to read. */

@@ -1,26 +1,30 @@
 import type { EachBatchPayload, Kafka, KafkaMessage, Message } from 'kafkajs';
-import type { DeadLetterSink } from '../../dead-letters/dead-letter.ts';
+import type { DeadLetterSink, NewDeadLetter } from '../../dead-letters/dead-letter.ts';
+import { createDeliveryCore, type Inbound } from '../../delivery/core.ts';
+import { deadLetterId } from '../../delivery/dead-letter.ts';
+import { asError, classify, type Outcome } from '../../delivery/outcome.ts';
 import type { EventEnvelope } from '../../domain/events.ts';
-import { PoisonMessageError } from '../../errors/domain.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { carrierFromHeaders } from '../../observability/tracing/trace-context.ts';
 import { fatalOrLog, type OnFatal } from '../../runtime/lifecycle.ts';
-import { backoffDelayMs, decodeEvent, EventHeaders } from '../codec.ts';
+import { decodeEvent, EventHeaders } from '../codec.ts';
 import type { EventHandler, Subscription } from '../event-bus.ts';
 import {
   attemptOf,
-  deadLetterId,
+  deadLetterCopyHeaders,
+  firstFailedAtOf,
   isForGroup,
   KafkaHeaders,
+  messageIdOf,
   nextOffset,
   notBeforeOf,
-  originHeaders,
   originOf,
   ownHeaders,
   readHeaders,
+  retryCopyHeaders,
   type KafkaTopics,
-  type Origin,
 } from './headers.ts';
+import { createPartitionProgress } from './progress.ts';
 
 /** Consumer knobs of one subscription; see `KafkaBusConfig`. */
 export interface KafkaSubscriptionConfig {
@@ -35,6 +39,10 @@ export interface KafkaSubscriptionConfig {
   maxAttempts: number;
   backoffMs: number;
   backoffMaxMs: number;
+  /** First snooze delay (a dependency outage: the partition is held, no attempt consumed). @defaultValue 1_000 */
+  snoozeMs?: number | undefined;
+  /** @defaultValue 30_000 */
+  snoozeMaxMs?: number | undefined;
   shutdownGraceMs: number;
   joinTimeoutMs: number;
   /**
@@ -56,8 +64,12 @@ export interface KafkaSubscriptionDeps {
   onFatal?: OnFatal | undefined;
 }
 
-/** How long a partition rests after the bus could not park a failure (broker or database down). */
+/** How long a partition rests after a failure could not be handed back (the broker is down). */
 const INFRA_RETRY_MS = 1_000;
+
+/** How one message of a batch ended: done (its offset may be committed), or held for `holdMs`. */
+type Settled = { done: true } | { done: false; holdMs: number };
+const DONE: Settled = { done: true };
 
 class AbortedError extends Error {
   override readonly name = 'AbortedError';
@@ -80,9 +92,18 @@ function createLimiter(max: number) {
 }
 
 /**
- * One consumer-group member reading the events topic and its retry topic. Offsets are committed by
- * hand, and only for a contiguous prefix of messages that are done: handled, parked on the retry
- * topic, or dead-lettered — each of those only after its broker/database write was acknowledged.
+ * One consumer-group member reading the events topic and its retry topic: a transport adapter of the
+ * delivery core (`shared/delivery`), which decides what every failure means. The adapter offers it:
+ * - `ack`: the message is done — its offset is committed once every message before it is done too
+ *   (offsets are committed by hand, only for the contiguous done prefix of a batch);
+ * - `handBack` as a retry: a copy on `<topic>.retry` (`x-attempt` = the next attempt, `x-not-before`
+ *   = when it is due), written before the original counts as done;
+ * - `handBack` as a snooze (a dependency outage) or a park (a dead letter that could not be
+ *   recorded): the partition is held — the message is not done, its offset is not committed, the
+ *   partition is paused for the delay and fetched again from that offset. Nothing is copied, no
+ *   attempt is consumed, per-key order holds, and the snooze count is kept in memory (see
+ *   `progress.ts`) so the delay grows;
+ * - `copyToDeadLetters`: a copy on `<topic>.dlq`, after the core recorded the row.
  * Resolves once the member has joined the group, so nothing races the first assignment.
  *
  * kafkajs restarts a crashed consumer only after a retriable error, and then forever: a subscribed
@@ -124,132 +145,166 @@ export async function startKafkaSubscription(
   const abortedSignal = new Promise<void>((r) => (abort = r));
   const resumeTimers = new Set<NodeJS.Timeout>();
 
-  async function deadLetter(
+  const core = createDeliveryCore(
+    { sink: deps.deadLetters, logger: deps.logger },
+    {
+      maxAttempts: config.maxAttempts,
+      backoffMs: config.backoffMs,
+      backoffMaxMs: config.backoffMaxMs,
+      snoozeMs: config.snoozeMs,
+      snoozeMaxMs: config.snoozeMaxMs,
+    },
+    `${topics.events}/${config.groupId}`,
+  );
+  const progress = createPartitionProgress();
+
+  /** The message as the delivery core sees it, with this adapter's primitives. */
+  function inbound(
+    topic: string,
+    partition: number,
     m: KafkaMessage,
     headers: Record<string, string>,
-    origin: Origin,
-    error: Error,
-    attempts: number,
-    event?: EventEnvelope,
-  ) {
-    const own = ownHeaders(headers);
-    const id = deadLetterId(origin, config.deadLetterScope);
-    // The group travels with the dead letter: a redrive goes back to this group only.
-    const group = { [KafkaHeaders.group]: config.groupId };
-    await deps.send(topics.dlq, [
-      {
-        key: m.key,
-        value: m.value,
-        headers: {
-          ...own,
-          ...group,
-          ...originHeaders(origin),
-          [KafkaHeaders.error]: error.message.slice(0, 4_000),
-          [KafkaHeaders.attempts]: String(attempts),
-        },
-      },
-    ]);
-    const firstFailed = Number(headers[KafkaHeaders.firstFailedAt]);
-    await deps.deadLetters.record({
-      id,
-      transport: 'kafka',
-      origin: origin.topic,
-      kind: 'event',
-      messageKey: m.key?.toString('utf8') ?? null,
-      payload: m.value ?? Buffer.alloc(0),
-      headers: { ...own, ...group },
-      error: error.message,
-      stack: error.stack ?? null,
-      attempts,
-      correlationId: own[EventHeaders.correlationId] ?? event?.correlationId ?? null,
-      subjectId: event?.key ?? null,
-      firstFailedAt: Number.isFinite(firstFailed) ? new Date(firstFailed) : new Date(),
-    });
-    log.warn(
-      { deadLetterId: id, correlationId: own[EventHeaders.correlationId], attempts, err: error },
-      'event dead-lettered',
-    );
-  }
-
-  async function retryLater(
-    m: KafkaMessage,
-    headers: Record<string, string>,
-    origin: Origin,
-    error: Error,
-    attempt: number,
-  ) {
-    const delayMs = backoffDelayMs(attempt, config.backoffMs, config.backoffMaxMs);
-    await deps.send(topics.retry, [
-      {
-        key: m.key,
-        value: m.value,
-        headers: {
-          ...headers,
-          ...originHeaders(origin),
-          // The retry topic is shared: the other groups skip this copy (they handled the event).
-          [KafkaHeaders.group]: config.groupId,
-          [KafkaHeaders.attempt]: String(attempt + 1),
-          [KafkaHeaders.notBefore]: String(Date.now() + delayMs),
-          [KafkaHeaders.firstFailedAt]: headers[KafkaHeaders.firstFailedAt] ?? String(Date.now()),
-          [KafkaHeaders.error]: error.message.slice(0, 1_000),
-        },
-      },
-    ]);
-    log.debug(
-      { correlationId: headers[EventHeaders.correlationId], attempt, delayMs, err: error },
-      'event retry scheduled',
-    );
-  }
-
-  /** Settles once the message is done; throws only when the failure could not be parked. */
-  async function processMessage(topic: string, partition: number, m: KafkaMessage): Promise<void> {
-    const headers = readHeaders(m.headers);
-    if (!isForGroup(headers, config.groupId)) return; // another group's retry or redrive: done here
+    event: EventEnvelope | undefined,
+    failure: Error | undefined,
+  ): { message: Inbound; settled: () => Settled } {
     const origin = originOf(headers, { topic, partition, offset: m.offset });
-    const attempt = attemptOf(headers);
-    let event: EventEnvelope;
+    let settled: Settled | undefined;
+    const message: Inbound = {
+      state: { attempt: attemptOf(headers), snoozes: progress.snoozesOf(topic, partition, m.offset) },
+      log: {
+        groupId: config.groupId,
+        topic,
+        partition,
+        offset: m.offset,
+        eventId: headers[EventHeaders.eventId] ?? event?.eventId,
+        correlationId: headers[EventHeaders.correlationId] ?? event?.correlationId,
+      },
+      deadLetter(error, attempts): NewDeadLetter {
+        const own = ownHeaders(headers);
+        return {
+          id: deadLetterId({
+            transport: 'kafka',
+            origin: origin.topic,
+            scope: config.deadLetterScope,
+            messageId: messageIdOf(headers, m.value, event?.eventId),
+          }),
+          transport: 'kafka',
+          origin: origin.topic,
+          kind: 'event',
+          messageKey: m.key?.toString('utf8') ?? null,
+          payload: m.value ?? Buffer.alloc(0),
+          // The group travels with the dead letter: a redrive goes back to this group only.
+          headers: { ...own, [KafkaHeaders.group]: config.groupId },
+          error: error.message,
+          stack: error.stack ?? null,
+          attempts,
+          correlationId: own[EventHeaders.correlationId] ?? event?.correlationId ?? null,
+          subjectId: event?.key ?? null,
+          firstFailedAt: firstFailedAtOf(headers),
+        };
+      },
+      actions: {
+        ack: () => {
+          settled = DONE;
+          return Promise.resolve();
+        },
+        async handBack(delayMs, next, why) {
+          if (why === 'snooze') {
+            // Held: not done, so its offset stays uncommitted and the partition is fetched from it again.
+            progress.snoozed(topic, partition, m.offset, next.snoozes);
+            settled = { done: false, holdMs: delayMs };
+            return;
+          }
+          await deps.send(topics.retry, [
+            {
+              key: m.key,
+              value: m.value,
+              headers: retryCopyHeaders(headers, {
+                origin,
+                groupId: config.groupId,
+                attempt: next.attempt,
+                notBefore: Date.now() + delayMs,
+                error: failure?.message ?? '',
+              }),
+            },
+          ]);
+          settled = DONE;
+        },
+        async copyToDeadLetters(record) {
+          await deps.send(topics.dlq, [
+            {
+              key: m.key,
+              value: m.value,
+              headers: deadLetterCopyHeaders(record.headers, {
+                origin,
+                error: record.error,
+                attempts: record.attempts,
+              }),
+            },
+          ]);
+        },
+      },
+    };
+    // A verdict always ends in ack or handBack; a failure of either escapes `settle` instead.
+    return { message, settled: () => settled ?? { done: false, holdMs: INFRA_RETRY_MS } };
+  }
+
+  /** Handles one message and carries out the core's verdict; throws only when it could not be handed back. */
+  async function processMessage(topic: string, partition: number, m: KafkaMessage): Promise<Settled> {
+    const headers = readHeaders(m.headers);
+    if (!isForGroup(headers, config.groupId)) return DONE; // another group's retry or redrive: done here
+    // Done while an earlier message held the partition: the refetch from the held offset skips it.
+    if (progress.isDone(topic, partition, m.offset)) return DONE;
+    let event: EventEnvelope | undefined;
+    let outcome: Outcome;
     try {
       event = decodeEvent(m.value);
+      await deps.handler(event, {
+        attempt: attemptOf(headers),
+        transport: 'kafka',
+        trace: carrierFromHeaders(headers),
+      });
+      outcome = { kind: 'done' };
     } catch (err) {
-      const error = err instanceof Error ? err : new PoisonMessageError(String(err));
-      return deadLetter(m, headers, origin, error, attempt);
-    }
-    try {
-      await deps.handler(event, { attempt, transport: 'kafka', trace: carrierFromHeaders(headers) });
-    } catch (err) {
-      const error = err instanceof Error ? err : new Error(String(err));
       // Past the shutdown deadline the offset stays uncommitted: the next member redelivers it.
       if (aborted) throw new AbortedError('subscription closed past its grace period');
-      if (err instanceof PoisonMessageError || attempt >= config.maxAttempts) {
-        await deadLetter(m, headers, origin, error, attempt, event);
-      } else {
-        await retryLater(m, headers, origin, error, attempt);
-      }
+      outcome =
+        event === undefined
+          ? { kind: 'poison', error: asError(err) } // the bytes are not an event: never retried
+          : classify(err === undefined ? new Error('handler threw undefined') : err);
     }
+    const failure = outcome.kind === 'done' ? undefined : outcome.error;
+    const { message, settled } = inbound(topic, partition, m, headers, event, failure);
+    await core.settle(message, outcome);
+    return settled();
   }
 
   /**
-   * Runs a batch: one key's messages in order, different keys concurrently (bounded). Returns how
-   * many leading messages are done — the only ones whose offsets may be committed.
+   * Runs a batch: one key's messages in order, different keys concurrently (bounded). Nothing new
+   * starts once a message is held (snoozed or parked) or could not be handed back: the partition is
+   * fetched again from there. Returns which messages are done and how long the partition is held.
    */
   async function runBatch(
     payload: EachBatchPayload,
     messages: readonly KafkaMessage[],
-  ): Promise<{ done: number; error?: unknown }> {
+  ): Promise<{ finished: boolean[]; holdMs?: number | undefined; error?: unknown }> {
     const { topic, partition } = payload.batch;
     const finished = messages.map(() => false);
     const limit = createLimiter(config.maxInFlightPerPartition);
     let error: unknown;
-    const canStart = () => error === undefined && !stopping && payload.isRunning() && !payload.isStale();
+    let holdMs: number | undefined;
+    const canStart = () =>
+      error === undefined && holdMs === undefined && !stopping && payload.isRunning() && !payload.isStale();
     const chains = new Map<string, Promise<void>>();
     messages.forEach((m, i) => {
       const key = m.key ? m.key.toString('base64') : `\u0000${i}`;
       const chain = (chains.get(key) ?? Promise.resolve()).then(async () => {
-        // Checked once a slot is free: nothing new starts after close() began.
-        finished[i] = await limit(async () => {
-          if (!canStart()) return false;
-          await processMessage(topic, partition, m);
-          return true;
+        // Checked once a slot is free: nothing new starts after close() began or a message was held.
+        await limit(async () => {
+          if (!canStart()) return;
+          const settled = await processMessage(topic, partition, m);
+          if (settled.done) finished[i] = true;
+          else holdMs = Math.max(holdMs ?? 0, settled.holdMs);
         });
       });
       chains.set(
@@ -269,16 +324,20 @@ export async function startKafkaSubscription(
     } finally {
       clearInterval(beat);
     }
-    const done = finished.indexOf(false);
-    return { done: done === -1 ? messages.length : done, error };
+    return { finished, holdMs, error };
   }
 
+  /**
+   * Pauses the partition for `ms`; kafkajs then fetches it again from its resolved offset — the first
+   * message not done (a fetch starts at `offsetManager.nextOffset`, the last resolved offset + 1).
+   */
   function pauseFor(payload: EachBatchPayload, ms: number): void {
     const resume = payload.pause();
     const timer = setTimeout(() => {
       resumeTimers.delete(timer);
       resume();
     }, ms);
+    timer.unref(); // a long snooze never keeps a closing process alive (close() clears it, too)
     resumeTimers.add(timer);
   }
 
@@ -299,21 +358,33 @@ export async function startKafkaSubscription(
         messages = messages.slice(0, idx);
       }
     }
-    const { done, error } = await runBatch(payload, messages);
+    const { finished, holdMs, error } = await runBatch(payload, messages);
     if (aborted) return;
+    const firstNotDone = finished.indexOf(false);
+    const done = firstNotDone === -1 ? messages.length : firstNotDone;
+    // Done behind the first message not done: remembered, so the refetch from there skips them.
+    for (let i = done + 1; i < messages.length; i++) {
+      const m = messages[i];
+      if (m && finished[i]) progress.done(topic, partition, m.offset);
+    }
     const last = messages[done - 1];
     if (last) {
       payload.resolveOffset(last.offset);
+      const next = nextOffset(last.offset);
       await payload.commitOffsetsIfNecessary({
-        topics: [{ topic, partitions: [{ partition, offset: nextOffset(last.offset) }] }],
+        topics: [{ topic, partitions: [{ partition, offset: next }] }],
       });
+      progress.committed(topic, partition, next);
     }
     if (error !== undefined) {
       log.error(
         { topic, partition, err: error },
-        'could not park a failed event; the partition retries shortly',
+        'could not hand back a failed event; the partition retries shortly',
       );
       pauseFor(payload, INFRA_RETRY_MS);
+    } else if (holdMs !== undefined) {
+      // A snoozed or parked message holds its partition: nothing behind it is committed before it.
+      pauseFor(payload, holdMs);
     } else if (dueAt !== undefined && done === messages.length && !stopping) {
       pauseFor(payload, Math.max(0, dueAt - Date.now()));
     }
@@ -337,6 +408,8 @@ export async function startKafkaSubscription(
       });
     });
     consumer.on(consumer.events.FETCH, () => (crashingSince = undefined));
+    // What is remembered of partitions this member no longer owns is dropped (see `progress.ts`).
+    consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => progress.retain(payload.memberAssignment));
     consumer.on(consumer.events.CRASH, ({ payload: { error, restart } }) => {
       log.error({ err: error, restart }, 'kafka consumer crashed');
       if (restart || stopping) return;
@@ -378,6 +451,7 @@ export async function startKafkaSubscription(
           await consumer.disconnect();
         } finally {
           clearTimeout(deadline);
+          for (const timer of resumeTimers) clearTimeout(timer);
         }
       })()),
   };
