@@ -1,14 +1,16 @@
 import { createHash } from 'node:crypto';
-import { Job, Queue, UnrecoverableError, Worker, type JobsOptions, type RedisClient } from 'bullmq';
+import { Job, Queue, Worker, type JobsOptions, type RedisClient } from 'bullmq';
 import type { DeadLetterRecord, DeadLetterSink } from '../dead-letters/dead-letter.ts';
-import { PoisonMessageError } from '../errors/domain.ts';
+import { createDeliveryCore } from '../delivery/core.ts';
+import { contentId } from '../delivery/dead-letter.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { bullmqPrefix, queueOptions, QueueNames } from '../queue/names.ts';
 import { createWorkerRedis, type Redis } from '../queue/redis.ts';
 import { fatalOrLog, superviseLoop, type OnFatal } from '../runtime/lifecycle.ts';
-import { backoffDelayMs, decodeEvent, encodeEvent, EventHeaders } from './codec.ts';
-import { carrierFromHeaders } from '../observability/tracing/trace-context.ts';
+import { createEventConsumer } from './bullmq/consumer.ts';
+import { EVENT_BATCH_JOB, type BullmqEventBatchJob, type BullmqEventJob } from './bullmq/job-delivery.ts';
+import { encodeEvent, EventHeaders } from './codec.ts';
 import {
   assertGroupName,
   isGroupName,
@@ -17,18 +19,7 @@ import {
   type Subscription,
 } from './event-bus.ts';
 
-/** What travels in a BullMQ event job: the same bytes and headers as on Kafka or RabbitMQ. */
-export interface BullmqEventJob {
-  body: string;
-  headers: Record<string, string>;
-  /** Deliveries this event already had inside a batch job before it was split out (counts as attempts). */
-  priorAttempts?: number;
-}
-
-/** Several events in one BullMQ job: the relay publishes a batch for the Redis cost of one job. */
-export interface BullmqEventBatchJob {
-  events: BullmqEventJob[];
-}
+export { EVENT_BATCH_JOB, type BullmqEventBatchJob, type BullmqEventJob };
 
 /** One job a publish adds to each group's queue. */
 interface NewJob {
@@ -36,9 +27,6 @@ interface NewJob {
   data: BullmqEventJob | BullmqEventBatchJob;
   opts: JobsOptions & { jobId: string };
 }
-
-/** Job name of a batch job; every other name is one event (its type). */
-export const EVENT_BATCH_JOB = 'event-batch';
 
 /**
  * A dead letter holding a whole batch job (e.g. read by a consumer that predates batches during a
@@ -52,6 +40,19 @@ function asBatch(body: string): BullmqEventBatchJob | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The job id of a redriven copy: the message's own id (its event id) and which redrive this is, so
+ * Bull Board finds it by event; never the original's id (still kept by `removeOnComplete`), nor an
+ * earlier copy's, even for a caller that did not count the redrive (the time makes it unique); always
+ * a valid BullMQ id (no ':', never an integer).
+ */
+function redriveJobId(messageId: string, redriveCount: number, now = Date.now()): string {
+  const safe = /^[A-Za-z0-9._-]{1,120}$/.test(messageId)
+    ? messageId
+    : `h${createHash('sha256').update(messageId).digest('hex').slice(0, 32)}`;
+  return `${safe}-r${redriveCount}-${now.toString(36)}`;
 }
 
 /** The group whose queue is `events` (the projector, `PROJECTOR_CONSUMER`). */
@@ -150,13 +151,18 @@ export function runSupervised(
  * first is pending); a publish of several events — the outbox relay's batches — is cut into batch jobs
  * of `eventsPerJob` events (job id derived from the event ids, same dedupe), so the second BullMQ hop
  * costs Redis one job per batch and group, not per event. A batch job hands every event to the handler
- * at once (the projector coalesces them into one transaction) and completes when all succeeded; each
- * event that failed is split out into its own job on the same group's queue — durably, before the batch
- * job completes — with the delivery counted as an attempt and the backoff applied, and from there
- * follows the one-event path: retries with BullMQ's exponential backoff, then (or at once for poison)
- * `events-dead-letters` and the dead-letter table with the original bytes and the group's queue as
- * origin, so a redrive goes back to that group alone. Ordering: none across concurrent jobs — the
- * projector is order-insensitive by design.
+ * at once (the projector coalesces them into one transaction) and completes once every event is
+ * settled; an event that failed gets its own verdict, and one handed back is split out into its own
+ * job on the same group's queue — durably, before the batch job completes — carrying its attempt.
+ *
+ * Every decision about a failure is the delivery core's (`shared/delivery`, one per group): attempts,
+ * backoff, snoozes (a PostgreSQL outage costs no attempt), the last attempt, the dead-letter id (from
+ * the event id, stable across redrives) and its record, parking while it cannot be recorded. This bus
+ * only carries them out ({@link createEventConsumer}): a job completes (also once dead-lettered: it
+ * returns its dead-letter id) or moves to `delayed` carrying its state; it never ends in `failed`
+ * because of a verdict. Dead letters go to the table and `events-dead-letters` with the original bytes
+ * and the group's queue as origin, so a redrive goes back to that group alone. Ordering: none across
+ * concurrent jobs — the projector is order-insensitive by design.
  */
 export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): EventBus {
   const log = deps.logger.child({ component: 'bullmq-bus' });
@@ -188,6 +194,9 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
     queueOptions(connection, config.queuePrefix, QueueNames.eventsDeadLetters),
   );
   const jobOptions: JobsOptions = {
+    // BullMQ's own retry is only a safety net: the processor never fails a job because of a verdict
+    // (it hands it back instead). It retries a job whose hand-back failed (Redis refused it) without
+    // consuming an attempt of ours; once used up, the `failed` listener dead-letters the job.
     attempts: config.maxAttempts,
     backoff: { type: 'exponential', delay: config.backoffMs, jitter: 0.5 },
     removeOnComplete: { age: 600, count: 10_000 },
@@ -195,51 +204,6 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
   };
   const eventsPerJob = Math.max(1, config.eventsPerJob ?? 100);
   const workers: Worker[] = [];
-
-  /**
-   * Records a dead letter (table + `events-dead-letters`) under a deterministic id, so recording twice
-   * is harmless. `data` is what travelled: one event's body and headers, or anything unreadable as is.
-   */
-  async function deadLetter(
-    origin: string,
-    key: string,
-    data: unknown,
-    error: Error,
-    attempts: number,
-    firstFailedAt: Date,
-  ): Promise<void> {
-    const item = (data ?? {}) as Partial<BullmqEventJob>;
-    const headers = item.headers && typeof item.headers === 'object' ? item.headers : {};
-    // Per group queue: the same event dead-lettered by two groups is two dead letters.
-    const id = `bullmq-${origin}-${key}`;
-    await deps.deadLetters.record({
-      id,
-      transport: 'bullmq',
-      origin,
-      kind: 'event',
-      messageKey: headers[EventHeaders.eventId] ?? key,
-      payload: Buffer.from(typeof item.body === 'string' ? item.body : JSON.stringify(data ?? null)),
-      headers,
-      error: error.message,
-      stack: error.stack ?? null,
-      attempts,
-      correlationId: headers[EventHeaders.correlationId] ?? null,
-      subjectId: null,
-      firstFailedAt,
-    });
-    const dlqData = typeof data === 'object' && data !== null ? data : { body: data };
-    await dlq.add(
-      'dead-letter',
-      { deadLetterId: id, ...dlqData, error: error.message, attempts },
-      { jobId: id },
-    );
-    log.warn(
-      { deadLetterId: id, correlationId: headers[EventHeaders.correlationId], attempts, err: error },
-      'event dead-lettered',
-    );
-  }
-
-  const firstFailure = (job: Job) => new Date(job.processedOn ?? job.timestamp);
 
   /** The queues a publish goes to now: the default group's and every registered group's. */
   async function targetQueues(): Promise<string[]> {
@@ -310,98 +274,37 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
       // (the default group's queue gets every publish anyway).
       if (queueName !== QueueNames.events) await connection.sadd(groupsKey, group);
 
-      async function one(job: Job<BullmqEventJob>): Promise<void> {
-        const attempt = job.attemptsMade + 1 + (job.data?.priorAttempts ?? 0);
-        try {
-          const event = decodeEvent(job.data?.body);
-          await handler(event, {
-            attempt,
-            transport: 'bullmq',
-            trace: carrierFromHeaders(job.data?.headers),
-          });
-        } catch (err) {
-          const error = err instanceof Error ? err : new Error(String(err));
-          const final = err instanceof PoisonMessageError || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
-          if (!final) throw error;
-          await deadLetter(queueName, String(job.id), job.data, error, attempt, firstFailure(job));
-          throw new UnrecoverableError(error.message);
-        }
-      }
-
-      async function batch(job: Job<BullmqEventBatchJob>): Promise<void> {
-        const attempt = job.attemptsMade + 1;
-        if (!Array.isArray(job.data?.events)) {
-          // Not a batch we wrote: keep its bytes in the dead letters rather than complete it empty.
-          const error = new PoisonMessageError('event batch job without an events array');
-          await deadLetter(queueName, String(job.id), job.data, error, attempt, firstFailure(job));
-          throw new UnrecoverableError(error.message);
-        }
-        const items = job.data.events;
-        const results = await Promise.allSettled(
-          items.map(async (item) =>
-            handler(decodeEvent(item?.body), {
-              attempt,
-              transport: 'bullmq',
-              trace: carrierFromHeaders(item?.headers),
-            }),
-          ),
-        );
-        const failed = items.flatMap((item, index) => {
-          const r = results[index]!;
-          return r.status === 'rejected' ? [{ item, index, reason: r.reason as unknown }] : [];
-        });
-        if (failed.length === 0) return;
-        // Out of attempts (or poison): straight to the dead letters, one per event, with its own bytes.
-        const lastTry = attempt >= Math.min(config.maxAttempts, job.opts.attempts ?? config.maxAttempts);
-        const hopeless = failed.filter(({ reason }) => reason instanceof PoisonMessageError || lastTry);
-        for (const { item, index, reason } of hopeless) {
-          const error = reason instanceof Error ? reason : new Error(String(reason));
-          await deadLetter(queueName, `${job.id}-${index}`, item, error, attempt, firstFailure(job));
-        }
-        // The rest continue alone, this delivery counted and its backoff applied; added before this job
-        // completes (if adding fails, the batch job is retried: the inbox absorbs what was applied).
-        const retried = failed.filter((f) => !hopeless.includes(f));
-        if (retried.length === 0) return;
-        await queue.addBulk(
-          retried.map(({ item, index }) => ({
-            name: item?.headers?.[EventHeaders.eventType] ?? 'event',
-            data: {
-              body: typeof item?.body === 'string' ? item.body : JSON.stringify(item ?? null),
-              headers: item?.headers ?? {},
-              priorAttempts: attempt,
-            },
-            opts: {
-              ...jobOptions,
-              attempts: config.maxAttempts - attempt,
-              delay: backoffDelayMs(attempt, config.backoffMs),
-              // Stable across a re-run of this batch job (a stall), and always a valid BullMQ id.
-              jobId: `evs-${createHash('sha256').update(`${job.id}|${index}|${attempt}`).digest('hex').slice(0, 40)}`,
-            },
-          })),
-        );
-        log.debug(
-          { jobId: job.id, failed: failed.length, of: items.length },
-          'events split out of a batch job',
-        );
-      }
-
-      const worker = new Worker<BullmqEventJob | BullmqEventBatchJob>(
-        queueName,
-        async (job) =>
-          job.name === EVENT_BATCH_JOB
-            ? batch(job as Job<BullmqEventBatchJob>)
-            : one(job as Job<BullmqEventJob>),
+      const core = createDeliveryCore(
+        { sink: deps.deadLetters, logger: deps.logger },
         {
-          connection,
-          prefix: bullmqPrefix(connection, config.queuePrefix, queueName),
-          concurrency: config.concurrency,
-          autorun: false,
-          maxStalledCount: 5,
-          // A crashed consumer's jobs come back once their lock expires.
-          ...(config.lockDurationMs ? { lockDuration: config.lockDurationMs } : {}),
-          ...(config.stalledIntervalMs ? { stalledInterval: config.stalledIntervalMs } : {}),
+          maxAttempts: config.maxAttempts,
+          backoffMs: config.backoffMs,
+          snoozeMs: config.snoozeMs,
+          snoozeMaxMs: config.snoozeMaxMs,
         },
+        queueName,
       );
+      const consumer = createEventConsumer({
+        queueName,
+        queue,
+        deadLetterQueue: dlq,
+        core,
+        handler,
+        jobOptions,
+        logger: deps.logger,
+      });
+      const worker = new Worker<BullmqEventJob | BullmqEventBatchJob>(queueName, consumer.process, {
+        connection,
+        prefix: bullmqPrefix(connection, config.queuePrefix, queueName),
+        concurrency: config.concurrency,
+        autorun: false,
+        // A crashed consumer's jobs come back once their lock expires; a job stalled more often than
+        // this is failed by BullMQ itself, and the `failed` listener dead-letters it.
+        maxStalledCount: 5,
+        ...(config.lockDurationMs ? { lockDuration: config.lockDurationMs } : {}),
+        ...(config.stalledIntervalMs ? { stalledInterval: config.stalledIntervalMs } : {}),
+      });
+      worker.on('failed', consumer.onFailed);
       worker.on('error', (err) => log.error({ err }, 'event worker error'));
       deps.metrics?.instrumentWorker(worker, queueName);
       workers.push(worker);
@@ -430,12 +333,16 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
       const queue = queueNamed(dl.origin);
       const body = dl.payload.toString('utf8');
       const batch = asBatch(body);
-      if (batch) await queue.add(EVENT_BATCH_JOB, batch, jobOptions);
+      // A fresh job (attempt 1) under a new job id. Should it fail again, its dead letter's id comes
+      // from the event id in its headers, as this one's did: the record is updated, not doubled.
+      const messageId = dl.headers[EventHeaders.eventId] ?? dl.messageKey ?? contentId(dl.payload);
+      const opts = { ...jobOptions, jobId: redriveJobId(messageId, dl.redriveCount) };
+      if (batch) await queue.add(EVENT_BATCH_JOB, batch, opts);
       else
         await queue.add(
           dl.headers[EventHeaders.eventType] ?? 'redriven',
           { body, headers: dl.headers },
-          jobOptions,
+          opts,
         );
       await dlq.remove(dl.id).catch(() => undefined);
     },

@@ -1,0 +1,328 @@
+import { createHash } from 'node:crypto';
+import { DelayedError, type Job, type JobsOptions, type Queue } from 'bullmq';
+import type { NewDeadLetter } from '../../dead-letters/dead-letter.ts';
+import type { DeliveryCore, Inbound, TransportActions } from '../../delivery/core.ts';
+import { contentId, deadLetterId } from '../../delivery/dead-letter.ts';
+import { asError, PoisonMessageError, type Outcome } from '../../delivery/outcome.ts';
+import type { DeliveryState, Verdict } from '../../delivery/policy.ts';
+import type { Logger } from '../../observability/logger.ts';
+import { carrierFromHeaders } from '../../observability/tracing/trace-context.ts';
+import { decodeEvent, EventHeaders } from '../codec.ts';
+import type { EventHandler } from '../event-bus.ts';
+import {
+  deliveryStateOf,
+  EVENT_BATCH_JOB,
+  handBackJob,
+  jobMessage,
+  pendingDeadLetterOf,
+  sendBackToDeadLetter,
+  type BullmqEventBatchJob,
+  type BullmqEventJob,
+} from './job-delivery.ts';
+
+export interface EventConsumerDeps {
+  /** The group's queue: the dead letters' origin, where split-outs go. */
+  queueName: string;
+  queue: Pick<Queue, 'add'>;
+  /** `events-dead-letters`: the copies for Bull Board. */
+  deadLetterQueue: Pick<Queue, 'add'>;
+  /** The group's delivery core: every decision about a failure is its. */
+  core: DeliveryCore;
+  handler: EventHandler;
+  /** Options of the jobs this consumer adds (split-outs). */
+  jobOptions: JobsOptions;
+  logger: Logger;
+}
+
+export interface EventConsumer {
+  /** The BullMQ processor: returns to complete the job, throws `DelayedError` after handing it back. */
+  process(job: Job, token?: string): Promise<unknown>;
+  /** The worker's `failed` listener: a job BullMQ failed for good by itself is dead-lettered. */
+  onFailed(job: Job | undefined, err: Error): void;
+}
+
+/** A job's dead letter, once recorded and copied: what the completed job returns (Bull Board shows it). */
+interface Settled {
+  deadLetterId?: string;
+}
+
+/**
+ * The BullMQ side of one subscription group: a transport adapter of the delivery core. It gives the
+ * core each job's state (from the job: {@link deliveryStateOf}) and three primitives — ack = the
+ * processor returns and the job completes; hand back = the job moves to `delayed` carrying its next
+ * state (one script) and the processor throws `DelayedError`; copy = an `events-dead-letters` job —
+ * and decides nothing itself. BullMQ never retries a job because of a failure the core judged, so no
+ * job ends in `failed` for it; what BullMQ fails by itself (stalled more than `maxStalledCount`, or its
+ * safety-net attempts used up by a transport failure) is dead-lettered by {@link EventConsumer.onFailed}.
+ */
+export function createEventConsumer(deps: EventConsumerDeps): EventConsumer {
+  const { core, queueName } = deps;
+  const log = deps.logger.child({ component: 'bullmq-bus', queue: queueName });
+
+  /** The dead letter of one message: id from its event id (stable across redrives), else its bytes. */
+  function letter(
+    message: { payload: Buffer; headers: Record<string, string> },
+    error: Error,
+    attempts: number,
+    subjectId: string | null,
+    firstFailedAt: Date,
+  ): NewDeadLetter {
+    const eventId = message.headers[EventHeaders.eventId];
+    return {
+      id: deadLetterId({
+        transport: 'bullmq',
+        origin: queueName,
+        messageId: eventId ?? contentId(message.payload),
+      }),
+      transport: 'bullmq',
+      origin: queueName,
+      kind: 'event',
+      messageKey: eventId ?? null,
+      payload: message.payload,
+      headers: message.headers,
+      error: error.message,
+      stack: error.stack ?? null,
+      attempts,
+      correlationId: message.headers[EventHeaders.correlationId] ?? null,
+      subjectId,
+      firstFailedAt,
+    };
+  }
+
+  async function copyToDeadLetters(record: NewDeadLetter, settled: Settled): Promise<void> {
+    // Job id = dead letter id: a copy already there (an earlier try of this dead letter) is kept.
+    await deps.deadLetterQueue.add(
+      'dead-letter',
+      {
+        deadLetterId: record.id,
+        body: record.payload.toString('utf8'),
+        headers: record.headers,
+        error: record.error,
+        attempts: record.attempts,
+      },
+      { jobId: record.id },
+    );
+    settled.deadLetterId = record.id;
+  }
+
+  /** A job as the core sees it, with the actions `actions` gives it. */
+  function jobInbound(
+    job: Job,
+    state: Required<DeliveryState>,
+    actions: Omit<TransportActions, 'copyToDeadLetters'>,
+    subject: () => string | null = () => null,
+  ): { inbound: Inbound; settled: Settled } {
+    const settled: Settled = {};
+    const headers = (job.data as Partial<BullmqEventJob> | undefined)?.headers;
+    const inbound: Inbound = {
+      state,
+      actions: { ...actions, copyToDeadLetters: (record) => copyToDeadLetters(record, settled) },
+      // Read from the job only when needed: nothing is copied on the way to success.
+      deadLetter: (error, attempts) =>
+        letter(jobMessage(job.data), error, attempts, subject(), new Date(job.processedOn ?? job.timestamp)),
+      log: {
+        jobId: job.id,
+        eventId: headers?.[EventHeaders.eventId],
+        correlationId: headers?.[EventHeaders.correlationId],
+      },
+    };
+    return { inbound, settled };
+  }
+
+  /** The job the processor holds: completes when the processor returns, handed back to `delayed`. */
+  function activeJob(job: Job, token: string | undefined, subject?: () => string | null) {
+    return jobInbound(
+      job,
+      deliveryStateOf(job),
+      {
+        ack: async () => undefined,
+        handBack: (delayMs, next) => handBackJob(job, token, delayMs, next),
+      },
+      subject,
+    );
+  }
+
+  /** What the processor does once the core carried out `verdict`. */
+  function finish(verdict: Verdict, settled: Settled): unknown {
+    switch (verdict.action) {
+      case 'ack':
+        return verdict.cancelled ? { cancelled: verdict.cancelled.message } : undefined;
+      case 'dead-letter':
+        return { deadLetterId: settled.deadLetterId };
+      case 'retry':
+      case 'snooze':
+        // Handed back (moved to `delayed`): BullMQ must leave the job where it is.
+        throw new DelayedError();
+    }
+  }
+
+  async function one(job: Job<BullmqEventJob>, token: string | undefined): Promise<unknown> {
+    let subjectId: string | null = null;
+    const { inbound, settled } = activeJob(job, token, () => subjectId);
+    const verdict = await core.deliver(inbound, async () => {
+      const body: unknown = job.data?.body;
+      const event = decodeEvent(typeof body === 'string' ? body : undefined);
+      subjectId = event.key;
+      await deps.handler(event, {
+        attempt: inbound.state.attempt,
+        transport: 'bullmq',
+        trace: carrierFromHeaders(job.data?.headers),
+      });
+    });
+    return finish(verdict, settled);
+  }
+
+  /**
+   * Every event of a batch job goes to the handler at once (the projector coalesces them); each one
+   * that failed gets its own verdict. Handing an item back splits it out as its own job (delayed,
+   * carrying its next state; its job id stable for a re-run of this batch job), acknowledging one is
+   * nothing. The batch job completes once every item is settled, and throws — not completed, so its
+   * items are not lost — when a split-out or a dead letter's copy could not be added.
+   */
+  async function batch(job: Job<BullmqEventBatchJob>, token: string | undefined): Promise<unknown> {
+    const items: unknown = job.data?.events;
+    if (!Array.isArray(items)) {
+      // Not a batch we wrote: its bytes go to the dead letters rather than complete it empty.
+      const { inbound, settled } = activeJob(job, token);
+      const error = new PoisonMessageError('event batch job without an events array');
+      return finish(await core.settle(inbound, { kind: 'poison', error }), settled);
+    }
+    const events = items as unknown[];
+    const subjects: (string | null)[] = events.map(() => null);
+    const results = await Promise.allSettled(
+      events.map(async (item, index) => {
+        const { headers } = jobMessage(item);
+        const body = (item as Partial<BullmqEventJob> | null)?.body;
+        const event = decodeEvent(typeof body === 'string' ? body : undefined);
+        subjects[index] = event.key;
+        await deps.handler(event, { attempt: 1, transport: 'bullmq', trace: carrierFromHeaders(headers) });
+      }),
+    );
+    const failed = results.flatMap((r, index) =>
+      r.status === 'rejected' ? [{ index, reason: r.reason as unknown }] : [],
+    );
+    if (failed.length === 0) return undefined;
+    const settlements = await Promise.allSettled(
+      failed.map(async ({ index, reason }) => {
+        const { inbound, settled } = itemInbound(job, events[index], index, subjects[index] ?? null);
+        await core.settleFailure(inbound, reason);
+        return settled.deadLetterId;
+      }),
+    );
+    const refused = settlements.find((s) => s.status === 'rejected');
+    if (refused) {
+      log.warn(
+        { jobId: job.id, err: refused.reason as unknown },
+        'a failed event of a batch job could not be handed back; the batch job is not completed',
+      );
+      throw asError(refused.reason);
+    }
+    const deadLetterIds = settlements.flatMap((s) => (s.status === 'fulfilled' && s.value ? [s.value] : []));
+    log.debug(
+      { jobId: job.id, failed: failed.length, of: events.length },
+      'failed events of a batch job settled',
+    );
+    return deadLetterIds.length > 0 ? { deadLetterIds } : undefined;
+  }
+
+  /** One event of a batch job: its first delivery; handed back as a job of its own. */
+  function itemInbound(
+    job: Job,
+    item: unknown,
+    index: number,
+    subjectId: string | null,
+  ): { inbound: Inbound; settled: Settled } {
+    const message = jobMessage(item);
+    const settled: Settled = {};
+    // Stable across re-runs of this batch job (a stall, BullMQ's safety net), distinct for a new job
+    // under the same id (the relay's retry of a batch after the first was removed): `timestamp`.
+    const jobId = `evs-${createHash('sha256')
+      .update(`${job.id}|${job.timestamp}|${index}`)
+      .digest('hex')
+      .slice(0, 40)}`;
+    const inbound: Inbound = {
+      state: { attempt: 1, snoozes: 0 },
+      actions: {
+        ack: async () => undefined,
+        handBack: async (delayMs, next) => {
+          const data: BullmqEventJob = {
+            body: message.payload.toString('utf8'),
+            headers: message.headers,
+            attempt: next.attempt,
+            snoozes: next.snoozes,
+          };
+          await deps.queue.add(message.headers[EventHeaders.eventType] ?? 'event', data, {
+            ...deps.jobOptions,
+            delay: Math.max(0, Math.round(delayMs)),
+            jobId,
+          });
+        },
+        copyToDeadLetters: (record) => copyToDeadLetters(record, settled),
+      },
+      deadLetter: (error, attempts) =>
+        letter(message, error, attempts, subjectId, new Date(job.processedOn ?? job.timestamp)),
+      log: {
+        jobId: job.id,
+        index,
+        eventId: message.headers[EventHeaders.eventId],
+        correlationId: message.headers[EventHeaders.correlationId],
+      },
+    };
+    return { inbound, settled };
+  }
+
+  async function process(job: Job, token?: string): Promise<unknown> {
+    const pending = pendingDeadLetterOf(job);
+    if (pending) {
+      // BullMQ failed it by itself and its dead letter could not be finished then: finish it now.
+      const { inbound, settled } = activeJob(job, token);
+      const error = Object.assign(new Error(pending.error), { stack: pending.stack ?? undefined });
+      return finish(await core.settle(inbound, { kind: 'poison', error }), settled);
+    }
+    return job.name === EVENT_BATCH_JOB
+      ? batch(job as Job<BullmqEventBatchJob>, token)
+      : one(job as Job<BullmqEventJob>, token);
+  }
+
+  /**
+   * Dead-letters a job BullMQ failed for good by itself, through the core: recorded, copied, then
+   * removed from `failed`. Failing that (PostgreSQL down), it goes back to the queue marked
+   * ({@link sendBackToDeadLetter}) and the processor dead-letters it, parking it while the record
+   * fails. Only if Redis refuses that too does the job stay in `failed`, logged.
+   */
+  async function deadLetterFailed(job: Job, err: Error): Promise<void> {
+    const state = deliveryStateOf(job);
+    const outcome: Outcome = { kind: 'poison', error: err };
+    const { inbound } = jobInbound(job, state, {
+      ack: () => job.remove(),
+      handBack: (_delayMs, next) => sendBackToDeadLetter(job, next, err),
+    });
+    try {
+      await core.settle(inbound, outcome);
+      return;
+    } catch (settleErr) {
+      log.error({ jobId: job.id, err: settleErr }, 'dead-lettering a failed job failed; sending it back');
+    }
+    try {
+      await sendBackToDeadLetter(job, state, err);
+    } catch (requeueErr) {
+      log.error(
+        { jobId: job.id, err: requeueErr, cause: err },
+        'a failed job could not be dead-lettered nor sent back; it stays in failed',
+      );
+    }
+  }
+
+  return {
+    process,
+    onFailed(job, err) {
+      if (!job) return;
+      // A failure BullMQ retries by itself (its safety net) is not final: the job is delayed, not failed.
+      const final =
+        job.finishedOn !== undefined ||
+        err.name === 'UnrecoverableError' ||
+        job.attemptsMade >= (job.opts.attempts ?? 1);
+      if (final) void deadLetterFailed(job, err);
+    },
+  };
+}
