@@ -4,20 +4,23 @@
  * Topology (declared idempotently by `start()` for the default group, by `subscribe()` for others):
  * - `<exchange>`: durable topic exchange; routing key = event type.
  * - `<queue>` per consumer group (`config.queue` for `defaultGroup`, `<exchange>.<group>` otherwise):
- *   durable, quorum when the broker supports it, bound with `#`. Its dead-letter exchange
- *   `<exchange>.dlx` routes to `<queue>.dlq`, so a message that exceeds `x-delivery-limit` (the
- *   consumer keeps dying on it) lands in the DLQ instead of being dropped.
- * - `<queue>.retry.<ttl>ms`: classic delay queues with a per-queue TTL of base·2^(n-1) (capped) that
- *   dead-letter back to `<queue>` through the default exchange: exponential backoff without a plugin.
- * - `<queue>.dlq`: the broker-side dead letters (our copy carries `x-error`, `x-attempts`,
- *   `x-origin-queue`); every one we dead-letter is also recorded in the dead-letter sink.
+ *   durable, quorum when the broker supports it, bound with `#`. A message the quorum queue gives up
+ *   on by itself (past `x-delivery-limit`) goes through `<exchange>.dlx` to `<queue>.undelivered`,
+ *   which the consumer drains into the dead letters — never straight to the DLQ, never dropped.
+ * - `<queue>.retry.<ttl>ms`: classic delay queues, one per TTL, that dead-letter back to `<queue>`
+ *   through the default exchange: retries, snoozes and parks without a plugin. The TTLs are the
+ *   delivery policy's backoff ceilings (retry: base·2^(n-1), snooze: snoozeMs·2^(n-1), capped).
+ * - `<queue>.dlq`: the native dead letters, each copied there (with `x-error`, `x-attempts`,
+ *   `x-origin-queue`) only after its `dead_letters` row was recorded.
  *
  * Guarantees:
  * - Publish resolves only once the broker confirmed every message (persistent, mandatory); it rejects
  *   on nack, return (no queue bound), channel/connection loss or our own `confirmTimeoutMs`, and never
  *   reconnects behind the caller's back for a batch: the outbox relay retries, duplicates are harmless.
- * - At-least-once delivery: a message is acked only after its handler resolved, or after its retry
- *   copy or dead-letter copy was confirmed (and the dead letter recorded). A crash or a lost
+ * - What happens on a failure is the delivery core's decision (`shared/delivery`), the same on every
+ *   bus; the consumer (`rabbitmq/consumer.ts`) is its adapter. At-least-once delivery: a message is
+ *   acked only after its handler resolved, or after its hand-back copy (retry, snooze, park) was
+ *   confirmed, or after its dead letter was recorded and copied to the DLQ. A crash or a lost
  *   connection before that makes the broker redeliver it. Consumers must be idempotent.
  * - Ordering: RabbitMQ hands out one queue in FIFO order, but with `prefetch` > 1 up to `prefetch`
  *   handlers run concurrently and finish in any order; a retried event comes back after its delay,
@@ -74,7 +77,11 @@ export interface RabbitmqBusConfig {
   defaultGroup?: string;
   /** @defaultValue 60_000 */
   maxBackoffMs?: number;
-  /** Quorum `x-delivery-limit`: deliveries without an ack (crashes) before a message is dead-lettered. @defaultValue 20 */
+  /**
+   * Deliveries without an ack (crashes, lost connections) after which the consumer dead-letters a
+   * message itself, with a row; also the quorum queue's `x-delivery-limit` (fixed once a queue
+   * exists: the broker refuses a re-declare with another one). @defaultValue 20
+   */
   deliveryLimit?: number;
   /** @defaultValue 10 */
   heartbeatSeconds?: number;
@@ -105,6 +112,8 @@ export class BusClosedError extends Error {
 const DEFAULTS = {
   defaultGroup: 'projections',
   maxBackoffMs: 60_000,
+  snoozeMs: 1_000,
+  snoozeMaxMs: 30_000,
   deliveryLimit: 20,
   heartbeatSeconds: 10,
   connectTimeoutMs: 5_000,
@@ -123,6 +132,7 @@ function withDefaults(config: RabbitmqBusConfig): Required<RabbitmqBusConfig> {
 /**
  * The exchange and queue names a bus with `config` declares; pass it to `deleteRabbitmqTopology`
  * (shared/bus/rabbitmq/admin.ts) to tear them down, or to `groupTopology` to name a group's queues.
+ * The delay queues are named after their TTLs: pass the bus's backoff and snooze settings too.
  */
 export function rabbitmqTopology(config: RabbitmqBusConfig): TopologyConfig {
   const c = withDefaults(config);
@@ -133,6 +143,8 @@ export function rabbitmqTopology(config: RabbitmqBusConfig): TopologyConfig {
     maxAttempts: c.maxAttempts,
     backoffMs: c.backoffMs,
     maxBackoffMs: c.maxBackoffMs,
+    snoozeMs: c.snoozeMs,
+    snoozeMaxMs: c.snoozeMaxMs,
   };
 }
 
@@ -252,7 +264,13 @@ export function createRabbitmqBus(deps: BusDeps, config: RabbitmqBusConfig): Eve
         deadLetters: deps.deadLetters,
         log,
         prefetch: c.prefetch,
-        maxAttempts: c.maxAttempts,
+        policy: {
+          maxAttempts: c.maxAttempts,
+          backoffMs: c.backoffMs,
+          backoffMaxMs: c.maxBackoffMs,
+          snoozeMs: c.snoozeMs,
+          snoozeMaxMs: c.snoozeMaxMs,
+        },
         deliveryLimit: c.deliveryLimit,
         confirmTimeoutMs: c.confirmTimeoutMs,
         shutdownGraceMs: c.shutdownGraceMs,

@@ -19,6 +19,7 @@ import { createPgDeadLetterSink } from '../../shared/dead-letters/dead-letter.ts
 import { createDeadLetterStore } from '../../shared/dead-letters/store.ts';
 import type { EventEnvelope } from '../../shared/domain/events.ts';
 import { placedEvent } from '../contract/contract-events.ts';
+import { SnoozeDelivery } from '../../shared/delivery/outcome.ts';
 import { dropSchema, eventually, migratedPool, testConfig, testLogger } from '../support/env.ts';
 
 const GROUP = 'projections';
@@ -78,7 +79,13 @@ describe('RabbitMQ event bus', () => {
   const store = () => createDeadLetterStore(pool);
 
   beforeEach(async () => {
-    config = testConfig({ BUS_MAX_ATTEMPTS: '3', BUS_BACKOFF_MS: '20', RABBITMQ_CONFIRM_TIMEOUT_MS: '500' });
+    config = testConfig({
+      BUS_MAX_ATTEMPTS: '3',
+      BUS_BACKOFF_MS: '20',
+      BUS_SNOOZE_MS: '20',
+      BUS_SNOOZE_MAX_MS: '100',
+      RABBITMQ_CONFIRM_TIMEOUT_MS: '500',
+    });
     pool = await migratedPool(config);
     opened = { buses: [], subs: [], groups: new Set([GROUP]), cleanups: [] };
   });
@@ -97,6 +104,8 @@ describe('RabbitMQ event bus', () => {
       ...config.bus.rabbitmq,
       maxAttempts: config.bus.maxAttempts,
       backoffMs: config.bus.backoffMs,
+      snoozeMs: config.bus.snoozeMs,
+      snoozeMaxMs: config.bus.snoozeMaxMs,
       shutdownGraceMs: 2_000,
       reconnectMinMs: 20,
       reconnectMaxMs: 200,
@@ -122,9 +131,9 @@ describe('RabbitMQ event bus', () => {
   }
 
   function recorder(then: (e: EventEnvelope, d: Delivery) => Promise<void> = async () => undefined) {
-    const received: { event: EventEnvelope; delivery: Delivery }[] = [];
+    const received: { event: EventEnvelope; delivery: Delivery; atMs: number }[] = [];
     const handler: EventHandler = async (event, delivery) => {
-      received.push({ event, delivery });
+      received.push({ event, delivery, atMs: Date.now() });
       await then(event, delivery);
     };
     return { received, handler, of: (id: string) => received.filter((r) => r.event.eventId === id) };
@@ -138,6 +147,17 @@ describe('RabbitMQ event bus', () => {
   const queues = () => groupTopology(rabbitmqTopology(busConfig()), GROUP);
   const queueDepth = (queue: string) =>
     withAmqpChannel(config.bus.rabbitmq.url, async (ch) => (await ch.checkQueue(queue)).messageCount);
+  /** Messages of the group anywhere but its DLQ: the work queue, `undelivered` and every delay queue. */
+  const pendingAnywhere = async () => {
+    const q = queues();
+    let n = 0;
+    for (const name of [q.queue, q.undelivered, ...q.delays.map((d) => d.name)]) n += await queueDepth(name);
+    return n;
+  };
+  const outage = () =>
+    Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+  const deadLetterRows = async () =>
+    (await pool.query<{ id: string }>('SELECT id FROM dead_letters ORDER BY id')).rows;
 
   it('publishes persistent messages routed by type, with the event id, codec headers and key', async () => {
     const bus = await newBus();
@@ -245,15 +265,15 @@ describe('RabbitMQ event bus', () => {
     expect(await queueDepth(queues().queue)).toBe(0);
   });
 
-  it('keeps a message whose dead-lettering failed (sink down) and dead-letters it on redelivery', async () => {
+  it('parks a message whose dead letter could not be recorded (database down) and dead-letters it on redelivery', async () => {
     const sink = createPgDeadLetterSink(pool);
-    let sinkFailures = 0;
+    let sinkCalls = 0;
     const bus = createRabbitmqBus(
       {
         logger: testLogger(),
         deadLetters: {
           record: async (d) => {
-            if (sinkFailures++ === 0) throw new Error('postgres is down');
+            if (sinkCalls++ === 0) throw outage();
             await sink.record(d);
           },
         },
@@ -271,9 +291,86 @@ describe('RabbitMQ event bus', () => {
 
     const dl = await deadLetterOf(event);
     expect(dl.attempts).toBe(3);
-    expect(sinkFailures).toBe(2);
-    // The last attempt's copy was requeued, not retried again: the handler ran once per attempt + once more.
+    expect(sinkCalls).toBe(2);
+    // Parked, not retried: its redelivery was still the last attempt, tried once more.
     expect(rec.of(event.eventId).map((r) => r.delivery.attempt)).toEqual([1, 2, 3, 3]);
+    await eventually(async () => (await peekQueue(config.bus.rabbitmq.url, queues().dlq)).length === 1);
+  });
+
+  it('snoozes a handler failing with a connection refused, more often than maxAttempts and the delivery limit: no attempt consumed, no dead letter', async () => {
+    const bus = await newBus({ deliveryLimit: 5 });
+    let applied = 0;
+    const rec = recorder(async (e) => {
+      if (rec.of(e.eventId).length <= 12) throw outage();
+      applied += 1;
+    });
+    await subscribe(bus, rec.handler);
+    const event = placedEvent();
+    await bus.publish([event]);
+
+    await eventually(() => applied > 0, { timeoutMs: 30_000, what: 'the 13th delivery' });
+    await bus.close(); // waits for the ack; after it, nothing of the event is left anywhere
+    expect(await pendingAnywhere()).toBe(0);
+    expect(applied).toBe(1);
+    expect(rec.of(event.eventId).map((r) => r.delivery.attempt)).toEqual(Array.from({ length: 13 }, () => 1));
+    expect(await peekQueue(config.bus.rabbitmq.url, queues().dlq)).toEqual([]);
+    expect(await deadLetterRows()).toEqual([]);
+  });
+
+  it('copies nothing to the DLQ while the dead letter cannot be recorded, then exactly one row and one copy', async () => {
+    const schema = config.database.schema;
+    const bus = await newBus();
+    const rec = recorder(async (_e, d) => {
+      throw new Error(`failed on attempt ${d.attempt}`);
+    });
+    await subscribe(bus, rec.handler);
+    await pool.query(`ALTER TABLE "${schema}".dead_letters RENAME TO dead_letters_away`);
+    let away = true;
+    try {
+      const event = placedEvent();
+      await bus.publish([event]);
+      // Dead-lettered on attempt 3, the record refused, parked; then twice more.
+      await eventually(() => rec.of(event.eventId).filter((r) => r.delivery.attempt === 3).length >= 3, {
+        what: 'the parked event delivered again',
+      });
+      expect(await peekQueue(config.bus.rabbitmq.url, queues().dlq)).toEqual([]);
+      expect(await peekQueue(config.bus.rabbitmq.url, queues().undelivered)).toEqual([]);
+      expect((await pool.query(`SELECT id FROM "${schema}".dead_letters_away`)).rows).toEqual([]);
+
+      await pool.query(`ALTER TABLE "${schema}".dead_letters_away RENAME TO dead_letters`);
+      away = false;
+      const dl = await deadLetterOf(event);
+      expect(dl).toMatchObject({ attempts: 3, subjectId: event.key });
+      expect(dl.error).toMatch('failed on attempt 3');
+      await eventually(async () => (await peekQueue(config.bus.rabbitmq.url, queues().dlq)).length > 0, {
+        what: 'the DLQ copy',
+      });
+      await bus.close();
+      expect(await pendingAnywhere()).toBe(0);
+      expect(await deadLetterRows()).toEqual([{ id: dl.id }]);
+      const copies = await peekQueue(config.bus.rabbitmq.url, queues().dlq);
+      expect(copies.map((m) => m.properties.headers?.[EventHeaders.eventId])).toEqual([event.eventId]);
+      expect(rec.of(event.eventId).every((r) => r.delivery.attempt <= 3)).toBe(true);
+    } finally {
+      if (away) await pool.query(`ALTER TABLE "${schema}".dead_letters_away RENAME TO dead_letters`);
+    }
+  });
+
+  it('holds a snooze longer than the longest delay queue until it is due', async () => {
+    const bus = await newBus();
+    const longest = Math.max(...queues().delays.map((d) => d.ttlMs));
+    const delayMs = longest * 3;
+    const rec = recorder(async (e) => {
+      if (rec.of(e.eventId).length === 1) throw new SnoozeDelivery('later, please', delayMs);
+    });
+    await subscribe(bus, rec.handler);
+    const event = placedEvent();
+    await bus.publish([event]);
+
+    await eventually(() => rec.of(event.eventId).length === 2, { what: 'the snoozed event' });
+    const [first, second] = rec.of(event.eventId);
+    expect((second?.atMs ?? 0) - (first?.atMs ?? 0)).toBeGreaterThanOrEqual(delayMs - 25);
+    expect(second?.delivery.attempt).toBe(1);
   });
 
   it('dead-letters by itself a message the consumer keeps dying on, before the broker limit', async () => {
@@ -299,23 +396,36 @@ describe('RabbitMQ event bus', () => {
     expect(await peekQueue(config.bus.rabbitmq.url, queues().dlq)).toHaveLength(1);
   });
 
-  it('lets the quorum queue dead-letter into the DLQ, never drop, past x-delivery-limit', async () => {
+  it('past x-delivery-limit the broker moves a message to `undelivered`, never the DLQ, and the consumer dead-letters it with a row', async () => {
     await newBus({ deliveryLimit: 1 }); // declares the topology
-    await (await newBus({ deliveryLimit: 1 }, false)).publish([placedEvent()]);
+    const event = placedEvent();
+    await (await newBus({ deliveryLimit: 1 }, false)).publish([event]);
     let deliveries = 0;
     const deadline = Date.now() + 10_000;
     await withAmqpChannel(config.bus.rabbitmq.url, async (ch) => {
       while (Date.now() < deadline) {
         const msg = await ch.get(queues().queue, { noAck: false });
         if (msg === false) {
-          if ((await peekQueue(config.bus.rabbitmq.url, queues().dlq)).length > 0) break;
+          if ((await ch.checkQueue(queues().undelivered)).messageCount > 0) break;
           continue; // the broker dead-letters asynchronously
         }
         deliveries += 1;
-        ch.nack(msg, false, true);
+        ch.nack(msg, false, true); // a foreign consumer returning it: the broker counts each
       }
     });
     expect(deliveries).toBe(2); // the first delivery + 1 allowed redelivery
+    expect(await peekQueue(config.bus.rabbitmq.url, queues().dlq)).toEqual([]);
+
+    const rec = recorder();
+    await subscribe(await newBus({ deliveryLimit: 1 }, false), rec.handler);
+    const dl = await deadLetterOf(event);
+    expect(dl.error).toMatch(/the broker gave up on it \(delivery_limit\)/);
+    expect(dl.subjectId).toBe(event.key);
+    await eventually(async () => (await peekQueue(config.bus.rabbitmq.url, queues().dlq)).length === 1, {
+      what: 'the DLQ copy',
+    });
+    await eventually(async () => (await queueDepth(queues().undelivered)) === 0);
+    expect(rec.received).toEqual([]);
   });
 
   it('rejects a publish no queue receives (the outbox keeps the row) instead of losing it', async () => {
@@ -379,7 +489,7 @@ describe('RabbitMQ event bus', () => {
       attempts: 3,
       origin: queues().queue,
       correlationId: event.correlationId,
-      orderId: event.key,
+      subjectId: event.key,
     });
     expect(Object.keys(dl.headers).filter((h) => h.startsWith('x-'))).toEqual([]);
     const [copy] = await peekQueue(config.bus.rabbitmq.url, queues().dlq);

@@ -31,7 +31,7 @@ export async function peekQueue(url: string, queue: string, max = 1_000): Promis
 }
 
 /**
- * Deletes the exchanges and the queues of `groups` (work, retry and DLQ queues) with their messages:
+ * Deletes the exchanges and the queues of `groups` (work, delay, `undelivered` and DLQ queues) with their messages:
  * for tests and teardown, never for a running system. Missing ones are not an error.
  */
 export async function deleteRabbitmqTopology(

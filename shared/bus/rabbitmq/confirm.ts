@@ -51,6 +51,10 @@ function confirmError(err: unknown, messageId: string): Error {
   return new ChannelClosedError(reason);
 }
 
+function isClosed(err: unknown): boolean {
+  return err instanceof Error && err.message === 'channel closed';
+}
+
 export interface ConfirmPublisher {
   /**
    * Publishes `messages` in order (mandatory) and resolves once the broker confirmed each one.
@@ -74,8 +78,14 @@ export function createConfirmPublisher(channel: ConfirmChannel): ConfirmPublishe
     const id: unknown = msg.properties.messageId;
     if (typeof id === 'string') returned.set(id, (returned.get(id) ?? 0) + 1);
   });
+  // amqplib reports the server's reason for closing (e.g. 406 "message size … larger than configured
+  // max size") on 'error', then emits 'close' without it: keep it, so a refusal for good is told apart.
+  let lastError: Error | undefined;
+  channel.on('error', (err: Error) => {
+    lastError = err;
+  });
   channel.once('close', (reason?: Error) => {
-    closed = new ChannelClosedError(reason);
+    closed = new ChannelClosedError(reason ?? lastError);
     for (const fail of failOnClose) fail(closed);
   });
 
@@ -128,7 +138,10 @@ export function createConfirmPublisher(channel: ConfirmChannel): ConfirmPublishe
             { ...m.options, mandatory: true },
             (err: unknown) => {
               pending -= 1;
-              if (err) settle?.reject(confirmError(err, m.options.messageId));
+              if (err)
+                settle?.reject(
+                  confirmError(lastError && isClosed(err) ? lastError : err, m.options.messageId),
+                );
               else if (takeReturned(m.options.messageId))
                 settle?.reject(new UnroutableError(m.exchange, m.routingKey));
               else settle?.resolve();

@@ -1,21 +1,28 @@
 import type { ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
-import type { DeadLetterSink } from '../../dead-letters/dead-letter.ts';
-import { PoisonMessageError } from '../../errors/domain.ts';
+import type { DeadLetterSink, NewDeadLetter } from '../../dead-letters/dead-letter.ts';
+import { createDeliveryCore, type Inbound } from '../../delivery/core.ts';
+import { PoisonMessageError } from '../../delivery/outcome.ts';
+import type { DeliveryPolicy, DeliveryState } from '../../delivery/policy.ts';
 import type { Logger } from '../../observability/logger.ts';
+import { carrierFromHeaders } from '../../observability/tracing/trace-context.ts';
+import { pause } from '../../runtime/deadline.ts';
 import { fatalOrLog, superviseLoop, type OnFatal } from '../../runtime/lifecycle.ts';
 import { backoffDelayMs, decodeEvent, EventHeaders } from '../codec.ts';
-import { carrierFromHeaders } from '../../observability/tracing/trace-context.ts';
 import type { EventHandler } from '../event-bus.ts';
-import { createConfirmPublisher, type ConfirmPublisher } from './confirm.ts';
-import { pause } from '../../runtime/deadline.ts';
-import { forceCloseConnection, whenClosed } from './connection.ts';
-import { copyOf, deadLetterRecord, intHeader, RabbitmqHeaders } from './messages.ts';
 import {
-  deadLetterExchange,
+  ChannelClosedError,
+  createConfirmPublisher,
+  UnroutableError,
+  type ConfirmPublisher,
+  type OutgoingMessage,
+} from './confirm.ts';
+import { forceCloseConnection, whenClosed } from './connection.ts';
+import { copyOf, deadLetterRecord, intHeader, originalHeaders, RabbitmqHeaders } from './messages.ts';
+import {
   declareExchanges,
   declareGroup,
+  delayQueueFor,
   detectQueueType,
-  retryQueueFor,
   type GroupTopology,
   type TopologyConfig,
 } from './topology.ts';
@@ -29,7 +36,12 @@ export interface ConsumerOptions {
   deadLetters: DeadLetterSink;
   log: Logger;
   prefetch: number;
-  maxAttempts: number;
+  /** Attempts, backoff and snooze delays: the delivery core's (see `shared/delivery`). */
+  policy: DeliveryPolicy;
+  /**
+   * Deliveries without an ack (crashes, lost connections) after which the consumer dead-letters a
+   * message without running its handler again: the quorum queue's `x-delivery-limit`.
+   */
   deliveryLimit: number;
   confirmTimeoutMs: number;
   shutdownGraceMs: number;
@@ -62,20 +74,33 @@ export interface Consumer {
   close(): Promise<void>;
 }
 
-/** One connection + confirm channel: deliveries, acks, retry and dead-letter publishes all use it. */
+/** One connection + confirm channel: deliveries, acks and hand-back and dead-letter publishes all use it. */
 interface Session {
   model: ChannelModel;
   channel: ConfirmChannel;
   publisher: ConfirmPublisher;
-  consumerTag: string;
+  /** The work queue's consumer and the `undelivered` queue's. */
+  consumerTags: string[];
   closed: Promise<Error | undefined>;
   open: boolean;
 }
 
+/** Where a delivery came from: the group's work queue, or what the broker gave up on (see topology.ts). */
+type Source = 'work' | 'undelivered';
+
+/** A copy due this close (or earlier) is handled, not held again: clocks of two consumers differ a little. */
+const DUE_SLACK_MS = 20;
+
 /**
- * A consumer group on its own connection: bounded prefetch, manual acks after the handler resolved,
- * retries through the TTL delay queues, dead letters to `<queue>.dlq` and the dead-letter sink, and a
- * supervisor that reconnects with exponential backoff whenever the connection or channel is lost.
+ * A consumer group on its own connection, an adapter of the delivery core: bounded prefetch, and for
+ * each delivery the core decides (ack, retry, snooze, dead letter, park) while this file only carries
+ * it out — `ack` on the channel the message came from, `handBack` as a confirmed copy to a delay queue
+ * (then the ack), `copyToDeadLetters` as a confirmed copy to `<queue>.dlq`. A decision of ours never
+ * returns a message to the broker unacked (nack-requeue): a quorum queue counts each return and past
+ * `x-delivery-limit` dead-letters on its own. Only when the transport itself fails (a hand-back or an
+ * ack on a dead link) does the message go back, with its channel, and cost a redelivery.
+ *
+ * A supervisor reconnects with exponential backoff whenever the connection or channel is lost.
  * Reconnecting rides out an outage for `recoveryBudgetMs`; past it, or at once when the broker refuses
  * what no retry changes (a re-declare answered 406, refused credentials: {@link PERMANENT_REPLY_CODES}),
  * the consumer gives up and `onFatal` hears why: a restart, or an operator, has to step in.
@@ -83,6 +108,7 @@ interface Session {
 export function createConsumer(o: ConsumerOptions): Consumer {
   const log = o.log.child({ queue: o.topology.queue, group: o.topology.group });
   const onFatal = fatalOrLog(o.onFatal, log);
+  const core = createDeliveryCore({ sink: o.deadLetters, logger: log }, o.policy, o.topology.queue);
   const stop = new AbortController();
   const inFlight = new Set<Promise<void>>();
   let current: Session | undefined;
@@ -106,22 +132,27 @@ export function createConsumer(o: ConsumerOptions): Consumer {
         model,
         channel,
         publisher: createConfirmPublisher(channel),
-        consumerTag: '',
+        consumerTags: [],
         closed,
         open: true,
       };
       void closed.then(() => (session.open = false));
-      const { consumerTag } = await channel.consume(
-        o.topology.queue,
-        (msg) => {
-          // null = the broker cancelled us (queue deleted): drop the session, the supervisor redeclares.
-          if (msg === null) return void forceCloseConnection(model, 1_000);
-          const work = processDelivery(session, msg).finally(() => inFlight.delete(work));
-          inFlight.add(work);
-        },
-        { noAck: false },
-      );
-      session.consumerTag = consumerTag;
+      for (const [queue, source] of [
+        [o.topology.queue, 'work'],
+        [o.topology.undelivered, 'undelivered'],
+      ] as const) {
+        const { consumerTag } = await channel.consume(
+          queue,
+          (msg) => {
+            // null = the broker cancelled us (queue deleted): drop the session, the supervisor redeclares.
+            if (msg === null) return void forceCloseConnection(model, 1_000);
+            const work = processDelivery(session, msg, source).finally(() => inFlight.delete(work));
+            inFlight.add(work);
+          },
+          { noAck: false },
+        );
+        session.consumerTags.push(consumerTag);
+      }
       return session;
     } catch (err) {
       await forceCloseConnection(model, 1_000);
@@ -162,99 +193,158 @@ export function createConsumer(o: ConsumerOptions): Consumer {
     }
   }
 
-  /** Acks/nacks only on the channel the message came from; on a dead channel the broker requeues it. */
-  function settle(session: Session, msg: ConsumeMessage, ack: boolean): void {
-    if (!session.open) return;
-    try {
-      if (ack) session.channel.ack(msg);
-      else session.channel.nack(msg, false, true);
-    } catch (err) {
-      log.debug({ err }, 'settle on a closing channel skipped; the broker will redeliver');
-    }
+  /** Acks on the channel the message came from; on a dead channel the broker requeues it anyway. */
+  function ack(session: Session, msg: ConsumeMessage): void {
+    if (!session.open) throw new ChannelClosedError();
+    session.channel.ack(msg);
   }
 
-  async function deadLetter(
+  /**
+   * The core's hand-back: a confirmed copy as `next` to the delay queue of `delayMs` (see
+   * `delayQueueFor`; longer than the longest: with `x-due-at`, held again on arrival), then the ack
+   * of the original. Never a nack: the broker would count it toward its own dead-lettering.
+   */
+  async function handBack(
     session: Session,
     msg: ConsumeMessage,
-    error: Error,
-    attempts: number,
-    orderId: string | null,
+    delayMs: number,
+    next: Required<DeliveryState>,
+    returns: number,
   ): Promise<void> {
-    const record = deadLetterRecord(o.topology.queue, msg, error, attempts, orderId);
+    const target = delayQueueFor(o.topology, delayMs);
+    const firstFailedAt = msg.properties.headers?.[RabbitmqHeaders.firstFailedAt];
+    const headers: Record<string, string | number> = {
+      [RabbitmqHeaders.attempt]: next.attempt,
+      [RabbitmqHeaders.firstFailedAt]:
+        typeof firstFailedAt === 'string' ? firstFailedAt : new Date().toISOString(),
+    };
+    if (next.snoozes > 0) headers[RabbitmqHeaders.snoozes] = next.snoozes;
+    if (returns > 0) headers[RabbitmqHeaders.returns] = returns;
+    if (target && target.ttlMs < delayMs) headers[RabbitmqHeaders.dueAt] = Date.now() + delayMs;
+    const copy = copyOf(msg, { exchange: '', routingKey: target?.name ?? o.topology.queue }, headers);
+    await publish(session, copy);
+    ack(session, msg); // only now: the copy is confirmed by the broker
+  }
+
+  /** The core's native dead-letter copy (after the row): confirmed, straight to `<queue>.dlq`. */
+  async function copyToDeadLetters(session: Session, msg: ConsumeMessage, record: NewDeadLetter) {
     const copy = copyOf(
       msg,
-      { exchange: deadLetterExchange(o.topologyConfig.exchange), routingKey: o.topology.queue },
+      { exchange: '', routingKey: o.topology.dlq },
       {
-        [RabbitmqHeaders.error]: error.message.slice(0, 1_000),
-        [RabbitmqHeaders.attempts]: attempts,
+        [RabbitmqHeaders.error]: record.error.slice(0, 1_000),
+        [RabbitmqHeaders.attempts]: record.attempts,
         [RabbitmqHeaders.originQueue]: o.topology.queue,
       },
     );
-    await session.publisher.publish([copy], o.confirmTimeoutMs);
-    await o.deadLetters.record(record);
-    log.warn(
-      { deadLetterId: record.id, correlationId: record.correlationId, attempts, err: error },
-      'event dead-lettered',
-    );
+    await publish(session, copy);
   }
 
-  async function retry(session: Session, msg: ConsumeMessage, attempt: number, error: Error): Promise<void> {
-    const target = retryQueueFor(o.topologyConfig, o.topology, attempt);
-    const firstFailedAt = msg.properties.headers?.[RabbitmqHeaders.firstFailedAt];
-    const copy = copyOf(
-      msg,
-      { exchange: '', routingKey: target.name },
-      {
-        [RabbitmqHeaders.attempt]: attempt + 1,
-        [RabbitmqHeaders.firstFailedAt]:
-          typeof firstFailedAt === 'string' ? firstFailedAt : new Date().toISOString(),
-      },
-    );
-    await session.publisher.publish([copy], o.confirmTimeoutMs);
-    log.info(
-      { correlationId: copy.options.correlationId, attempt, delayMs: target.ttlMs, err: error },
-      'event scheduled for retry',
-    );
-  }
-
-  async function processDelivery(session: Session, msg: ConsumeMessage): Promise<void> {
-    const headers = msg.properties.headers;
-    const attempt = intHeader(headers, RabbitmqHeaders.attempt) ?? 1;
-    const redeliveries = intHeader(headers, 'x-delivery-count') ?? 0;
-    let orderId: string | null = null;
+  /**
+   * A confirmed publish on the session's channel. A copy no queue took (someone deleted a delay queue
+   * or the DLQ) also drops the connection: the supervisor reconnects and declares the topology again.
+   */
+  async function publish(session: Session, copy: OutgoingMessage): Promise<void> {
     try {
-      // The quorum queue would dead-letter the next return on its own, without our record: the
-      // consumer keeps dying on this message (crash, OOM, kill), so stop trying it here.
-      if (redeliveries >= o.deliveryLimit) {
-        throw new PoisonMessageError(
-          `delivered ${redeliveries + 1} times without an ack (consumer crashed?)`,
-        );
-      }
-      const event = decodeEvent(msg.content);
-      orderId = event.key;
-      await o.handler(event, { attempt, transport: 'rabbitmq', trace: carrierFromHeaders(headers) });
-      settle(session, msg, true);
-      return;
+      await session.publisher.publish([copy], o.confirmTimeoutMs);
     } catch (err) {
-      const error = err instanceof Error ? err : new Error(String(err));
-      try {
-        if (error instanceof PoisonMessageError || attempt >= o.maxAttempts) {
-          await deadLetter(session, msg, error, attempt, orderId);
-        } else {
-          await retry(session, msg, attempt, error);
-        }
-        // Only now: the copy is confirmed by the broker (and the dead letter recorded).
-        settle(session, msg, true);
-      } catch (failure) {
-        // Neither retried nor dead-lettered: keep the original. Hold it a moment so a broken sink or
-        // DLQ does not turn into a hot redelivery loop, then requeue.
-        log.error(
-          { err: failure, cause: error, correlationId: headers?.[EventHeaders.correlationId] },
-          'event could not be retried or dead-lettered; requeued',
-        );
-        await pause(backoffDelayMs(redeliveries + 1, o.reconnectMinMs, o.reconnectMaxMs), stop.signal);
-        settle(session, msg, false);
+      if (err instanceof UnroutableError && session.open) void forceCloseConnection(session.model, 1_000);
+      throw err;
+    }
+  }
+
+  /**
+   * Why a message of `undelivered` failed: the broker gave up on it (past `x-delivery-limit`, as
+   * `x-death` says), or it is an earlier version's dead-letter copy (`x-error`), which was routed
+   * where the broker's own dead letters now go.
+   */
+  function givenUp(msg: ConsumeMessage): PoisonMessageError {
+    const headers = msg.properties.headers ?? {};
+    const earlier: unknown = headers[RabbitmqHeaders.error];
+    if (typeof earlier === 'string') return new PoisonMessageError(earlier);
+    const deaths: unknown = headers['x-death'];
+    const death = Array.isArray(deaths)
+      ? (deaths as unknown[]).find(
+          (d): d is { reason?: unknown } =>
+            typeof d === 'object' && d !== null && (d as { queue?: unknown }).queue === o.topology.queue,
+        )
+      : undefined;
+    const reason = typeof death?.reason === 'string' ? death.reason : 'unknown';
+    return new PoisonMessageError(
+      `delivered more than ${o.deliveryLimit} times without an ack; the broker gave up on it (${reason})`,
+    );
+  }
+
+  async function processDelivery(session: Session, msg: ConsumeMessage, source: Source): Promise<void> {
+    const headers = msg.properties.headers;
+    const state: Required<DeliveryState> = {
+      attempt:
+        intHeader(headers, RabbitmqHeaders.attempt) ??
+        (source === 'undelivered' ? intHeader(headers, RabbitmqHeaders.attempts) : undefined) ??
+        1,
+      snoozes: intHeader(headers, RabbitmqHeaders.snoozes) ?? 0,
+    };
+    // Deliveries of this message that ended without an ack: earlier copies' (carried by hand-backs,
+    // so a parked message keeps them), this copy's, and the broker's limit when it gave up on it.
+    const returns =
+      (intHeader(headers, RabbitmqHeaders.returns) ?? 0) +
+      (intHeader(headers, 'x-delivery-count') ?? 0) +
+      (source === 'undelivered' ? o.deliveryLimit + 1 : 0);
+    const original = originalHeaders(headers);
+    let subjectId: string | null = original[RabbitmqHeaders.key] ?? null;
+    const inbound: Inbound = {
+      state,
+      actions: {
+        ack: async () => ack(session, msg),
+        handBack: (delayMs, next) => handBack(session, msg, delayMs, next, returns),
+        copyToDeadLetters: (record) => copyToDeadLetters(session, msg, record),
+      },
+      deadLetter: (error, attempts) => deadLetterRecord(o.topology.queue, msg, error, attempts, subjectId),
+      log: {
+        correlationId: original[EventHeaders.correlationId],
+        eventId: original[EventHeaders.eventId],
+        ...(source === 'undelivered' ? { from: o.topology.undelivered } : {}),
+      },
+    };
+    try {
+      const dueAt = source === 'work' ? intHeader(headers, RabbitmqHeaders.dueAt) : undefined;
+      if (dueAt !== undefined && dueAt - Date.now() > DUE_SLACK_MS) {
+        // Handed back for longer than the longest delay queue: not due yet, so wait the rest.
+        await handBack(session, msg, dueAt - Date.now(), state, returns);
+        return;
       }
+      if (source === 'undelivered') {
+        await core.settle(inbound, { kind: 'poison', error: givenUp(msg) });
+        return;
+      }
+      // The consumer keeps dying on this message (crash, OOM, kill): stop trying it, and dead-letter
+      // it ourselves, with a row, before the quorum queue's own limit.
+      if (returns >= o.deliveryLimit) {
+        const error = new PoisonMessageError(
+          `delivered ${returns + 1} times without an ack (consumer crashed?)`,
+        );
+        await core.settle(inbound, { kind: 'poison', error });
+        return;
+      }
+      await core.deliver(inbound, async () => {
+        const event = decodeEvent(msg.content);
+        subjectId = event.key;
+        await o.handler(event, {
+          attempt: state.attempt,
+          transport: 'rabbitmq',
+          trace: carrierFromHeaders(headers),
+        });
+      });
+    } catch (err) {
+      // The transport failed under a hand-back or an ack (the link died, a confirm never came, the
+      // broker refused the copy). The message stays unacked; close the connection so the broker
+      // requeues it now rather than when the link times out (a redelivery, counted by the quorum
+      // queue), and the supervisor reconnects.
+      log.warn(
+        { err, ...inbound.log },
+        'delivery could not be settled on the broker; it will be redelivered',
+      );
+      if (session.open) void forceCloseConnection(session.model, 1_000);
     }
   }
 
@@ -289,7 +379,7 @@ export function createConsumer(o: ConsumerOptions): Consumer {
         const session = current;
         if (session?.open) {
           // Stop new deliveries first; handlers already running finish and ack on this channel.
-          await session.channel.cancel(session.consumerTag).catch(() => undefined);
+          for (const tag of session.consumerTags) await session.channel.cancel(tag).catch(() => undefined);
         }
         await waitForInFlight(deadline);
         if (session) await forceCloseConnection(session.model, Math.max(1_000, deadline - Date.now()));

@@ -3,6 +3,7 @@ import type { Message, MessagePropertyHeaders } from 'amqplib';
 import type { NewDeadLetter } from '../../dead-letters/dead-letter.ts';
 import type { EventEnvelope } from '../../domain/events.ts';
 import { encodeEvent, EventHeaders } from '../codec.ts';
+import { contentId, deadLetterId } from '../../delivery/dead-letter.ts';
 import type { OutgoingMessage } from './confirm.ts';
 
 /** Headers the RabbitMQ bus adds next to {@link EventHeaders}. */
@@ -11,6 +12,15 @@ export const RabbitmqHeaders = {
   key: 'event-key',
   /** Delivery attempt of this copy; absent on the first. */
   attempt: 'x-attempt',
+  /** Snoozes (and parks) so far, which grow the snooze delay; absent before the first. */
+  snoozes: 'x-snoozes',
+  /**
+   * Deliveries of earlier copies that ended without an ack (a crash, a lost connection), carried
+   * through hand-backs: with this copy's `x-delivery-count`, what the consumer's delivery limit counts.
+   */
+  returns: 'x-returns',
+  /** When a copy handed back for longer than the longest delay queue is due (epoch ms). */
+  dueAt: 'x-due-at',
   /** When the first attempt failed (ISO 8601), carried through the retries. */
   firstFailedAt: 'x-first-failed-at',
   /** On dead letters only. */
@@ -30,6 +40,9 @@ const TRANSIENT_HEADERS: ReadonlySet<string> = new Set([
   'x-last-death-reason',
   'x-delivery-count',
   RabbitmqHeaders.attempt,
+  RabbitmqHeaders.snoozes,
+  RabbitmqHeaders.returns,
+  RabbitmqHeaders.dueAt,
   RabbitmqHeaders.firstFailedAt,
   RabbitmqHeaders.error,
   RabbitmqHeaders.attempts,
@@ -87,12 +100,6 @@ export function messageIdOf(msg: Message): string {
   return `sha256-${createHash('sha256').update(msg.content).digest('hex').slice(0, 32)}`;
 }
 
-/** Deterministic, so recording the same failed message twice is harmless; no ":" (see DeadLetterRecord). */
-export function deadLetterId(queue: string, msg: Message): string {
-  const eventId = originalHeaders(msg.properties.headers)[EventHeaders.eventId];
-  return `rabbitmq-${queue}-${eventId ?? messageIdOf(msg)}`.replaceAll(':', '_');
-}
-
 /** Copies `msg` (original bytes and properties) with `extraHeaders` on top of its original headers. */
 export function copyOf(
   msg: Message,
@@ -112,18 +119,26 @@ export function copyOf(
   return { ...target, content: msg.content, options };
 }
 
-/** The dead-letter row of a message that failed for good in `queue`. */
+/**
+ * The dead-letter row of a message that failed for good in `queue`. Its id is the delivery core's one
+ * scheme: origin `queue` and the event id header (a message without one: its bytes' hash), so the
+ * same message gets the same id however often it fails, is redriven and fails again.
+ */
 export function deadLetterRecord(
   queue: string,
   msg: Message,
   error: Error,
   attempts: number,
-  orderId: string | null,
+  subjectId: string | null,
 ): NewDeadLetter {
   const headers = originalHeaders(msg.properties.headers);
   const firstFailed = msg.properties.headers?.[RabbitmqHeaders.firstFailedAt];
   return {
-    id: deadLetterId(queue, msg),
+    id: deadLetterId({
+      transport: 'rabbitmq',
+      origin: queue,
+      messageId: headers[EventHeaders.eventId] ?? contentId(msg.content),
+    }),
     transport: 'rabbitmq',
     origin: queue,
     kind: 'event',
@@ -134,7 +149,7 @@ export function deadLetterRecord(
     stack: error.stack ?? null,
     attempts,
     correlationId: headers[EventHeaders.correlationId] ?? null,
-    subjectId: orderId ?? headers[RabbitmqHeaders.key] ?? null,
+    subjectId: subjectId ?? headers[RabbitmqHeaders.key] ?? null,
     firstFailedAt:
       typeof firstFailed === 'string' && !Number.isNaN(Date.parse(firstFailed))
         ? new Date(firstFailed)

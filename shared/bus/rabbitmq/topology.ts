@@ -12,9 +12,13 @@ export interface TopologyConfig {
   maxAttempts: number;
   backoffMs: number;
   maxBackoffMs: number;
+  /** First snooze delay (the delivery policy's `snoozeMs`); doubles up to `snoozeMaxMs`. */
+  snoozeMs: number;
+  snoozeMaxMs: number;
 }
 
-export interface RetryQueue {
+/** A classic queue whose messages all wait `ttlMs`, then dead-letter back to the work queue. */
+export interface DelayQueue {
   name: string;
   ttlMs: number;
 }
@@ -24,18 +28,24 @@ export interface GroupTopology {
   group: string;
   /** Work queue, bound to the exchange with `#`. */
   queue: string;
-  /** `<queue>.dlq`, bound to the dead-letter exchange with routing key `<queue>`. */
+  /** `<queue>.dlq`: the native dead letters, each copied there by the consumer after its row was recorded. */
   dlq: string;
-  /** Delay queues, shortest first; each dead-letters expired messages back to `queue`. */
-  retries: readonly RetryQueue[];
+  /**
+   * `<queue>.undelivered`: where the broker dead-letters what the work queue gave up on by itself
+   * (past `x-delivery-limit`). The consumer reads it and dead-letters every message through the
+   * delivery core (row first, then `dlq`), so nothing reaches `dlq` without a row.
+   */
+  undelivered: string;
+  /** Delay queues (retries, snoozes, parks), shortest first; see {@link delayQueueFor}. */
+  delays: readonly DelayQueue[];
 }
 
-/** The direct exchange dead letters travel through (broker-side and ours). */
+/** The direct exchange the work queue's own dead letters travel through (to `undelivered`). */
 export function deadLetterExchange(exchange: string): string {
   return `${exchange}.dlx`;
 }
 
-/** Backoff before retry number `attempt` (1 = after the first failure): base·2^(n-1), capped. */
+/** Backoff ceiling before retry number `attempt` (1 = after the first failure): base·2^(n-1), capped. */
 export function retryDelayMs(
   config: Pick<TopologyConfig, 'backoffMs' | 'maxBackoffMs'>,
   attempt: number,
@@ -44,26 +54,53 @@ export function retryDelayMs(
 }
 
 /**
- * Names the queues of `group`. The retry queues carry their TTL in their name, so changing the
- * backoff declares new queues instead of failing on a mismatched `x-message-ttl` (406).
+ * The delays the group's delay queues hold: the delivery policy's backoff ceilings — every retry
+ * ceiling (base·2^(n-1), capped, for attempts 1..maxAttempts-1) and every snooze ceiling
+ * (snoozeMs·2^(n-1) up to snoozeMaxMs). The core's delays are these ceilings with jitter below them,
+ * so the tier at or above a delay is the delay's own ceiling.
+ */
+function delayTiers(config: TopologyConfig): number[] {
+  const ttls = new Set<number>();
+  for (let attempt = 1; attempt < config.maxAttempts; attempt++) ttls.add(retryDelayMs(config, attempt));
+  const snooze = { backoffMs: config.snoozeMs, maxBackoffMs: config.snoozeMaxMs };
+  for (let n = 1; n <= 32; n++) {
+    const ttl = retryDelayMs(snooze, n);
+    ttls.add(ttl);
+    if (ttl >= config.snoozeMaxMs) break;
+  }
+  return [...ttls].filter((t) => t > 0).sort((a, b) => a - b);
+}
+
+/**
+ * Names the queues of `group`. The delay queues carry their TTL in their name (`<queue>.retry.<ttl>ms`,
+ * the name they had when they held retries only), so changing a backoff declares new queues instead
+ * of failing on a mismatched `x-message-ttl` (406).
  */
 export function groupTopology(config: TopologyConfig, group: string): GroupTopology {
   const queue = group === config.defaultGroup ? config.queue : `${config.exchange}.${group}`;
-  const ttls = new Set<number>();
-  for (let attempt = 1; attempt < config.maxAttempts; attempt++) ttls.add(retryDelayMs(config, attempt));
   return {
     group,
     queue,
     dlq: `${queue}.dlq`,
-    retries: [...ttls].sort((a, b) => a - b).map((ttlMs) => ({ name: `${queue}.retry.${ttlMs}ms`, ttlMs })),
+    undelivered: `${queue}.undelivered`,
+    delays: delayTiers(config).map((ttlMs) => ({ name: `${queue}.retry.${ttlMs}ms`, ttlMs })),
   };
 }
 
-/** The delay queue a message goes to after its `attempt`-th failure. */
-export function retryQueueFor(config: TopologyConfig, topology: GroupTopology, attempt: number): RetryQueue {
-  const ttlMs = retryDelayMs(config, attempt);
-  const queue = topology.retries.find((r) => r.ttlMs === ttlMs) ?? topology.retries.at(-1);
-  if (!queue) throw new Error(`no retry queue for attempt ${attempt} of group ${topology.group}`);
+/**
+ * The delay queue for a hand-back of `delayMs`: the shortest tier at or above it (a retry or snooze
+ * never comes back sooner than the core asked), else the longest (the consumer then holds the
+ * message for the rest: see the `x-due-at` header). `undefined` for no delay: straight to the work queue.
+ *
+ * Why tiers and not a per-message `expiration`: RabbitMQ expires messages only at the head of a queue,
+ * so in one queue of mixed delays a 30 s snooze would hold back every 20 ms retry behind it
+ * (head-of-line blocking). One TTL per queue keeps each queue in expiry order, and the tiers are
+ * exactly the policy's backoff ceilings, so the only cost is losing the jitter below a ceiling.
+ */
+export function delayQueueFor(topology: GroupTopology, delayMs: number): DelayQueue | undefined {
+  if (delayMs <= 0) return undefined;
+  const queue = topology.delays.find((d) => d.ttlMs >= delayMs) ?? topology.delays.at(-1);
+  if (!queue) throw new Error(`no delay queue for ${delayMs} ms in group ${topology.group}`);
   return queue;
 }
 
@@ -82,15 +119,29 @@ export async function declareExchanges(channel: Channel, exchange: string): Prom
 
 export interface GroupDeclareOptions {
   queueType: QueueType;
-  /** Quorum only: deliveries without an ack (crashes, requeues) before the broker dead-letters. */
+  /**
+   * Quorum only: deliveries without an ack (crashes, lost connections) before the broker gives up on
+   * a message. The consumer gives up itself, with a row, on the last delivery the broker allows; see
+   * {@link declareGroup} for what happens when even that fails.
+   */
   deliveryLimit: number;
 }
 
 /**
- * Declares a group's work queue, DLQ and retry queues and binds them; idempotent. The work queue
- * dead-letters into `<queue>.dlq` through the DLX, so a quorum queue that hits `x-delivery-limit`
- * moves the message to the DLQ instead of dropping it; `at-least-once` dead-lettering (which needs
- * `reject-publish` overflow) keeps it even if the DLQ is briefly unavailable.
+ * Declares a group's work queue, its delay queues, `dlq` and `undelivered`, and binds them; idempotent.
+ *
+ * The broker's own dead-lettering never reaches `dlq`. The work queue dead-letters through the DLX
+ * with routing key `<queue>` (the work queue's arguments, unchanged since earlier versions: arguments
+ * cannot change on a live queue, a re-declare with others is refused with 406), and that key is bound
+ * to `undelivered`, which the consumer drains into the dead letters — row first. Earlier versions
+ * bound the key to `dlq` itself; that binding is removed here. Raising `x-delivery-limit` above the
+ * consumer's own limit would not do: every existing queue would refuse the new argument, and a
+ * message whose consumer keeps losing its connection while dead-lettering it would still, one day,
+ * pass any limit. Sending the broker's dead letters straight back to the work queue is no way either:
+ * RabbitMQ drops a message that is dead-lettered round a cycle without a rejection in it.
+ *
+ * Quorum work queues use `at-least-once` dead-lettering (which needs `reject-publish` overflow), so
+ * a message is kept until `undelivered` has it.
  */
 export async function declareGroup(
   channel: Channel,
@@ -101,7 +152,9 @@ export async function declareGroup(
   const dlx = deadLetterExchange(exchange);
   const typed = options.queueType === 'quorum' ? { 'x-queue-type': 'quorum' } : {};
   await channel.assertQueue(topology.dlq, { durable: true, arguments: typed });
-  await channel.bindQueue(topology.dlq, dlx, topology.queue);
+  await channel.assertQueue(topology.undelivered, { durable: true, arguments: typed });
+  await channel.unbindQueue(topology.dlq, dlx, topology.queue); // an earlier version's binding
+  await channel.bindQueue(topology.undelivered, dlx, topology.queue);
   const deadLettering = { 'x-dead-letter-exchange': dlx, 'x-dead-letter-routing-key': topology.queue };
   await channel.assertQueue(topology.queue, {
     durable: true,
@@ -117,13 +170,13 @@ export async function declareGroup(
         : deadLettering,
   });
   await channel.bindQueue(topology.queue, exchange, '#');
-  for (const retry of topology.retries) {
+  for (const delay of topology.delays) {
     // Classic queues with a per-queue TTL: every message in one queue has the same delay, so the head
-    // always expires first (per-message TTLs in one queue would block behind a longer one).
-    await channel.assertQueue(retry.name, {
+    // always expires first (see delayQueueFor).
+    await channel.assertQueue(delay.name, {
       durable: true,
       arguments: {
-        'x-message-ttl': retry.ttlMs,
+        'x-message-ttl': delay.ttlMs,
         'x-dead-letter-exchange': '',
         'x-dead-letter-routing-key': topology.queue,
       },
@@ -138,7 +191,8 @@ export async function deleteTopology(
   groups: readonly GroupTopology[],
 ): Promise<void> {
   for (const g of groups) {
-    for (const name of [g.queue, g.dlq, ...g.retries.map((r) => r.name)]) await channel.deleteQueue(name);
+    for (const name of [g.queue, g.dlq, g.undelivered, ...g.delays.map((d) => d.name)])
+      await channel.deleteQueue(name);
   }
   await channel.deleteExchange(exchange);
   await channel.deleteExchange(deadLetterExchange(exchange));
