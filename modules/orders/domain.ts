@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { CorrelationIdSchema, IdSchema } from '../../shared/domain/ids.ts';
+import { freeText } from '../../shared/domain/text.ts';
 
 export const OrderItemSchema = z.strictObject({
   sku: IdSchema.describe('Stock keeping unit'),
@@ -25,8 +26,11 @@ export const OrderJobSchema = z.strictObject({
   orderId: z.uuid(),
   correlationId: CorrelationIdSchema,
   acceptedAt: z.iso.datetime(),
-  /** The API key (its id) that posted the order; absent for a foreign producer's job. */
-  acceptedBy: z.string().min(1).max(128).optional(),
+  /**
+   * The API key (its id) that posted the order; absent for a foreign producer's job. Free text a
+   * foreign producer may set: no NUL, noncharacter or lone surrogate (see shared/domain/text.ts).
+   */
+  acceptedBy: freeText({ max: 128 }).optional(),
   order: PlaceOrderSchema,
 });
 export type OrderJob = z.infer<typeof OrderJobSchema>;

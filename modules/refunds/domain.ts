@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { CorrelationIdSchema } from '../../shared/domain/ids.ts';
+import { freeText } from '../../shared/domain/text.ts';
 import { DomainError } from '../../shared/errors/domain.ts';
 
 /** What a producer posts to `POST /v1/orders/{orderId}/refunds`. */
@@ -11,7 +12,8 @@ export const RequestRefundSchema = z.strictObject({
     .string()
     .regex(/^[A-Z]{3}$/, 'an ISO 4217 code such as EUR')
     .optional(),
-  reason: z.string().min(1).max(500).optional(),
+  /** Free text: no NUL, noncharacter or lone surrogate (no store or broker of ours can carry them). */
+  reason: freeText({ max: 500 }).optional(),
 });
 export type RequestRefund = z.infer<typeof RequestRefundSchema>;
 

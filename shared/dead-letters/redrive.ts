@@ -3,6 +3,7 @@ import type { JobsOptions, Queue } from 'bullmq';
 import type { EventBus } from '../bus/event-bus.ts';
 import type { CommandQueue } from '../queue/command-queue.ts';
 import type { DeadLetterRecord } from './dead-letter.ts';
+import { eventOfOutboxDeadLetter, OUTBOX_ORIGIN } from '../delivery/refusal.ts';
 
 /** A module's command queue as a redrive sees it: where its commands go back, and its dead-letter copies. */
 export interface RedriveTarget {
@@ -45,6 +46,9 @@ export function createRedriver(deps: RedriveDeps): Redriver {
       return;
     }
     const bus = await deps.bus(dl.transport);
-    await bus.redrive(dl);
+    // Quarantined by the relay (the bus refused it for good): published again to every group, like
+    // the relay would have; a broker that still refuses it fails the redrive, which reopens it.
+    if (dl.origin === OUTBOX_ORIGIN) await bus.publish([eventOfOutboxDeadLetter(dl)]);
+    else await bus.redrive(dl);
   };
 }

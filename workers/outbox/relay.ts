@@ -5,7 +5,6 @@ import { backoffDelayMs } from '../../shared/bus/codec.ts';
 import type { Pool } from '../../shared/db/pool.ts';
 import type { Logger } from '../../shared/observability/logger.ts';
 import { fatalOrLog, superviseLoop, type OnFatal } from '../../shared/runtime/lifecycle.ts';
-import type { EventEnvelope } from '../../shared/domain/events.ts';
 import { inBatchSpan, startMessageSpan } from '../../shared/observability/tracing/spans.ts';
 import {
   endSpan,
@@ -14,7 +13,15 @@ import {
   tracingActive,
   withCarrier,
 } from '../../shared/observability/tracing/trace-context.ts';
-import { claimBatch, markPublished } from './relay.sql.ts';
+import { asError } from '../../shared/delivery/outcome.ts';
+import { isRefusedForGood, outboxDeadLetter, refusalOf } from '../../shared/delivery/refusal.ts';
+import {
+  claimBatch,
+  markPublished,
+  markQuarantined,
+  recordQuarantined,
+  type OutboxRow,
+} from './relay.sql.ts';
 import { outboxChannel } from './wake.ts';
 
 export interface RelayConfig {
@@ -37,6 +44,8 @@ export interface RelayDeps {
    * a misconfiguration a restart may clear). Absent: logged only.
    */
   onFatal?: OnFatal | undefined;
+  /** Told how many events of a batch the bus refused for good and the relay quarantined (metrics). */
+  onQuarantined?: ((count: number) => void) | undefined;
 }
 
 export interface Relay {
@@ -46,8 +55,35 @@ export interface Relay {
 }
 
 /**
+ * The error a quarantined event's dead letter names: the publish's failure, and the broker's own
+ * refusal when the bus wrapped it in a message of its own.
+ */
+function brokerError(err: unknown): Error {
+  const outer = asError(err);
+  const inner = refusalOf(err);
+  if (!inner || inner === outer || outer.message.includes(inner.message)) return outer;
+  const error = new Error(`${outer.message}: ${inner.message}`, { cause: err });
+  error.stack = outer.stack ?? error.stack;
+  return error;
+}
+
+/** An outbox row the bus refused for good, with the broker's answer. */
+interface Refused {
+  row: OutboxRow;
+  error: Error;
+}
+
+/**
  * The transactional-outbox relay: claims unpublished rows in batches, publishes them durably through
  * the event bus, and only then marks them published (at-least-once; consumers deduplicate by event id).
+ *
+ * Quarantine: when the bus refuses a batch for good ({@link isRefusedForGood}: SQS refusing a
+ * character or a size, Kafka's MESSAGE_TOO_LARGE, a RabbitMQ publish over its max size), the relay
+ * halves the batch until it has found the events refused alone; those become dead letters (kind
+ * event, origin `outbox`, the broker's error) and are marked published and quarantined, in the same
+ * transaction that marks the others published. So one event no broker will take never blocks the
+ * ones behind it; a redrive of its dead letter (after an operator's fix) publishes it. Any other
+ * failure (an outage, a timeout, a closed bus) rolls the batch back and is retried with backoff.
  */
 export function createRelay(deps: RelayDeps, config: RelayConfig): Relay {
   const log = deps.logger.child({ component: 'outbox-relay' });
@@ -64,7 +100,7 @@ export function createRelay(deps: RelayDeps, config: RelayConfig): Relay {
    * outbox row carries (the command's), whose W3C headers the bus puts on the message (codec.ts); the
    * batch's span links to them all.
    */
-  async function publishTraced(rows: readonly { envelope: EventEnvelope; trace_context: unknown }[]) {
+  async function publishTraced(rows: readonly OutboxRow[]) {
     if (!tracingActive()) return deps.bus.publish(rows.map((r) => r.envelope));
     const spans = rows.map((r) =>
       startMessageSpan({
@@ -96,21 +132,67 @@ export function createRelay(deps: RelayDeps, config: RelayConfig): Relay {
     }
   }
 
+  /**
+   * Publishes `rows`; when the bus refuses them for good, halves them until each refusal is pinned to
+   * one event (a batch of n with one refused event costs about 2·log2(n) publishes). Returns the
+   * events refused alone; every other one is published. Throws what is not a refusal (the batch is
+   * then retried as a whole: what went through meanwhile is published again, consumers dedupe).
+   */
+  async function publishIsolating(rows: readonly OutboxRow[]): Promise<Refused[]> {
+    try {
+      await publishTraced(rows);
+      return [];
+    } catch (err) {
+      if (!isRefusedForGood(err)) throw err;
+      if (rows.length === 1) return [{ row: rows[0]!, error: brokerError(err) }];
+      log.warn(
+        { err, events: rows.length },
+        'the bus refused a batch for good; publishing it in halves to isolate the refused events',
+      );
+      const half = Math.ceil(rows.length / 2);
+      const first = await publishIsolating(rows.slice(0, half));
+      return [...first, ...(await publishIsolating(rows.slice(half)))];
+    }
+  }
+
   async function publishBatch(): Promise<number> {
     const client = await deps.pool.connect();
+    let refused: Refused[] = [];
+    let published: OutboxRow[] = [];
     try {
       await client.query('BEGIN');
       const rows = await claimBatch(client, config.batchSize);
       if (rows.length > 0) {
-        await publishTraced(rows);
+        refused = await publishIsolating(rows);
         await deps.afterPublish?.(rows.length);
+        const quarantined = new Set(refused.map((r) => r.row.id));
+        published = rows.filter((r) => !quarantined.has(r.id));
+        // The dead letters and both marks commit together: an event is quarantined only with its
+        // dead letter on record (an outage here rolls everything back, and the batch is tried again).
+        for (const { row, error } of refused) {
+          const event = withCarrier(row.envelope, parseCarrier(row.trace_context));
+          await recordQuarantined(client, outboxDeadLetter(event, deps.bus.kind, error));
+        }
+        await markQuarantined(client, [...quarantined]);
         await markPublished(
           client,
-          rows.map((r) => r.id),
+          published.map((r) => r.id),
         );
       }
       await client.query('COMMIT');
-      for (const r of rows) {
+      for (const { row, error } of refused) {
+        log.error(
+          {
+            correlationId: row.envelope.correlationId,
+            eventId: row.envelope.eventId,
+            type: row.envelope.type,
+            err: error,
+          },
+          'event refused by the bus for good: quarantined into the dead letters (origin outbox)',
+        );
+      }
+      if (refused.length > 0) deps.onQuarantined?.(refused.length);
+      for (const r of published) {
         log.debug(
           { correlationId: r.envelope.correlationId, eventId: r.envelope.eventId, type: r.envelope.type },
           'event published',

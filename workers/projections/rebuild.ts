@@ -43,7 +43,7 @@ export async function rebuildReadModels(options: RebuildOptions): Promise<number
     let after = 0;
     for (;;) {
       const { rows } = await client.query<{ id: number; envelope: EventEnvelope }>(
-        'SELECT id, envelope FROM outbox WHERE published_at IS NOT NULL AND id > $1 ORDER BY id LIMIT $2',
+        'SELECT id, envelope FROM outbox WHERE published_at IS NOT NULL AND quarantined_at IS NULL AND id > $1 ORDER BY id LIMIT $2',
         [after, batchSize],
       );
       if (rows.length === 0) break;
