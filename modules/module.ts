@@ -43,10 +43,32 @@ export interface ModuleDefinition {
   migrations?: URL;
   /** Queue and worker defaults; each is overridable with `<NAME>_<SETTING>` (see {@link CommandQueueSettings}). */
   queueDefaults?: Partial<CommandQueueSettings>;
+  /**
+   * The API-key scopes of its routes: `write` for its commands (POST, PUT, PATCH, DELETE), `read` for
+   * its queries (GET, HEAD). `API_KEYS` accepts every scope a registered module declares, and the key
+   * that sent a command can read what its `202` points to. Modules may share scopes (refunds use the
+   * orders' — a producer that places orders also refunds them and reads those refunds).
+   */
+  scopes: ModuleScopes;
+  /**
+   * Where its routes live: path prefixes under `/v1`, a `:name` segment matching any one segment
+   * (`/v1/orders/:orderId/refunds`). A request needs the `scopes` of the most specific prefix any
+   * module declares (more segments win, then literal segments over `:name` ones); a `/v1` path no
+   * module or core rule claims needs `admin`.
+   */
+  paths: readonly string[];
   /** Its HTTP routes, loaded by the API process. */
   api(): Promise<ModuleApiFactory>;
   /** Its command handler and projection, loaded by worker processes. */
   worker(): Promise<ModuleWorkerFactory>;
+}
+
+/** A module's API-key scopes: `<resource>:<access>`, lowercase letters, digits and `-` on each side. */
+export interface ModuleScopes {
+  /** Its commands: POST, PUT, PATCH, DELETE on its {@link ModuleDefinition.paths}. */
+  write: string;
+  /** Its queries: GET and HEAD on its {@link ModuleDefinition.paths}. */
+  read: string;
 }
 
 /** Settings of one module's command queue and its workers (environment `<NAME>_<SETTING>`). */

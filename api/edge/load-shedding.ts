@@ -6,6 +6,8 @@ const BACKLOG_CHECK_MS = 500;
 
 /** What load shedding reads of a command queue: a BullMQ `Queue` is one. */
 export interface BacklogSource {
+  /** The queue's name, which a refusal names (`the refunds backlog is over its ceiling`). */
+  readonly name: string;
   getJobCounts(...types: ('waiting' | 'delayed' | 'prioritized')[]): Promise<Record<string, number>>;
 }
 
@@ -33,6 +35,6 @@ export function loadShedding(queue: BacklogSource, options: LoadSheddingOptions)
       backlogOver = Object.values(counts).reduce((a, b) => a + b, 0) >= maxBacklog;
       backlogCheckedAt = Date.now();
     }
-    if (backlogOver) throw new OverloadedError();
+    if (backlogOver) throw new OverloadedError({ queue: queue.name });
   };
 }

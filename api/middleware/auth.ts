@@ -8,26 +8,98 @@ import {
   type Scope,
 } from '../../shared/security/api-keys.ts';
 import type { SessionStore } from '../../shared/security/sessions.ts';
+import type { ModuleDefinition } from '../../modules/module.ts';
+import { MODULES } from '../../modules/registry.ts';
 import { problem } from '../../shared/errors/problem.ts';
 import type { ApiEnv } from '../context.ts';
 import { problemResponse } from './errors.ts';
 
-/** Which scope each `/v1` route needs; the first matching rule wins, anything unlisted needs `admin`. */
-const POLICY: readonly { method: string; prefix: string; scope: Scope | null }[] = [
-  { method: 'POST', prefix: '/v1/orders', scope: 'orders:write' },
-  { method: 'GET', prefix: '/v1/orders', scope: 'orders:read' },
-  { method: 'GET', prefix: '/v1/customers/', scope: 'orders:read' },
-  { method: 'GET', prefix: '/v1/stats', scope: 'orders:read' },
-  { method: 'GET', prefix: '/v1/scaling/', scope: 'scaling:read' },
-  { method: '*', prefix: '/v1/sessions', scope: null }, // any authenticated caller
+/** What a rule asks of a request's method: a query (GET, HEAD), a command (anything else), or either. */
+type Access = 'read' | 'write' | 'any';
+
+/** One rule of the scope policy: requests of `access` on `pattern` or below need `scope` (null: any caller). */
+export interface ScopeRule {
+  access: Access;
+  /** A path prefix, segment by segment; a `:name` segment matches any one segment. */
+  pattern: string;
+  scope: Scope | null;
+  /** Who declared it: `core` or a module's name (for error messages and tests). */
+  owner: string;
+}
+
+/** The core's own routes under `/v1`; dead letters, audit and anything unclaimed need `admin`. */
+const CORE_RULES: readonly ScopeRule[] = [
+  { access: 'read', pattern: '/v1/scaling', scope: 'scaling:read', owner: 'core' },
+  { access: 'any', pattern: '/v1/sessions', scope: null, owner: 'core' }, // any authenticated caller
 ];
 
-export function requiredScope(method: string, path: string): Scope | null {
-  if (method === 'HEAD') method = 'GET'; // a GET without the body: the same scope
-  const rule = POLICY.find(
-    (r) => (r.method === '*' || r.method === method) && (path === r.prefix || path.startsWith(r.prefix)),
-  );
-  return rule ? rule.scope : 'admin';
+const segments = (path: string) => path.split('/').filter(Boolean);
+
+/**
+ * The scope policy of the core's routes and every module's: each module's `paths` need its `scopes`
+ * (`read` for GET/HEAD, `write` for the other methods). The most specific matching rule wins: more
+ * segments, then more literal segments; anything no rule claims needs `admin`.
+ * @throws {Error} when two modules claim the same path pattern with different scopes.
+ */
+export function scopePolicy(
+  modules: readonly Pick<ModuleDefinition, 'name' | 'scopes' | 'paths'>[] = MODULES,
+): readonly ScopeRule[] {
+  const rules: ScopeRule[] = [...CORE_RULES];
+  const claimed = new Map<string, ScopeRule>();
+  for (const m of modules) {
+    for (const path of m.paths) {
+      if (!path.startsWith('/v1/')) throw new Error(`module ${m.name}: path ${path} is not under /v1/`);
+      const pattern = `/${segments(path).join('/')}`;
+      const shape = segments(pattern)
+        .map((s) => (s.startsWith(':') ? ':' : s))
+        .join('/');
+      for (const access of ['read', 'write'] as const) {
+        const rule: ScopeRule = { access, pattern, scope: m.scopes[access], owner: m.name };
+        const other = claimed.get(`${access} ${shape}`);
+        if (other && other.scope !== rule.scope)
+          throw new Error(
+            `modules ${other.owner} and ${m.name} both claim ${pattern} with different ${access} scopes`,
+          );
+        claimed.set(`${access} ${shape}`, rule);
+        rules.push(rule);
+      }
+    }
+  }
+  return rules;
+}
+
+/** How well `pattern` matches `path`: null when it does not; else more segments, then more literals, is better. */
+function specificity(pattern: string, path: readonly string[]): [number, number] | null {
+  const want = segments(pattern);
+  if (want.length > path.length) return null;
+  let literals = 0;
+  for (const [i, w] of want.entries()) {
+    if (w.startsWith(':')) continue;
+    if (w !== path[i]) return null;
+    literals += 1;
+  }
+  return [want.length, literals];
+}
+
+let defaultPolicy: readonly ScopeRule[] | undefined;
+
+/** The scope a `/v1` request needs under `policy` (the registry's by default); null: any authenticated caller. */
+export function requiredScope(
+  method: string,
+  path: string,
+  policy: readonly ScopeRule[] = (defaultPolicy ??= scopePolicy()),
+): Scope | null {
+  const access = method === 'GET' || method === 'HEAD' ? 'read' : 'write'; // HEAD: a GET without its body
+  const parts = segments(path);
+  let best: { rule: ScopeRule; rank: [number, number] } | undefined;
+  for (const rule of policy) {
+    if (rule.access !== 'any' && rule.access !== access) continue;
+    const rank = specificity(rule.pattern, parts);
+    if (!rank) continue;
+    if (!best || rank[0] > best.rank[0] || (rank[0] === best.rank[0] && rank[1] > best.rank[1]))
+      best = { rule, rank };
+  }
+  return best ? best.rule.scope : 'admin';
 }
 
 export interface AuthOptions {
@@ -35,6 +107,8 @@ export interface AuthOptions {
   /** Accept the key `dev` with every scope (development with no keys configured). */
   allowDevKey: boolean;
   sessions: SessionStore;
+  /** Which scope each route needs. @defaultValue the registry's ({@link scopePolicy}) */
+  policy?: readonly ScopeRule[];
 }
 
 const DEV_PRINCIPAL: Principal = { id: DEV_KEY, scopes: ['admin'] };
@@ -44,6 +118,7 @@ const DEV_PRINCIPAL: Principal = { id: DEV_KEY, scopes: ['admin'] };
  * Missing/invalid → 401, wrong scope → 403; either way nothing reaches the route.
  */
 export function auth(options: AuthOptions): MiddlewareHandler<ApiEnv> {
+  const policy = options.policy ?? scopePolicy();
   return async (c, next) => {
     if (c.req.method === 'OPTIONS') return next();
     let principal: Principal | null = null;
@@ -58,7 +133,7 @@ export function auth(options: AuthOptions): MiddlewareHandler<ApiEnv> {
       }
     } else if (sessionId !== undefined) {
       const session = await options.sessions.get(sessionId);
-      if (session) principal = { id: session.principal, scopes: session.scopes as Scope[] };
+      if (session) principal = { id: session.principal, scopes: session.scopes };
     }
     if (!principal) {
       return problemResponse(
@@ -69,7 +144,7 @@ export function auth(options: AuthOptions): MiddlewareHandler<ApiEnv> {
         },
       );
     }
-    const scope = requiredScope(c.req.method, c.req.path);
+    const scope = requiredScope(c.req.method, c.req.path, policy);
     if (scope !== null && !hasScope(principal, scope)) {
       return problemResponse(c, problem(403, 'auth.forbidden', `this key lacks the scope "${scope}"`));
     }

@@ -100,3 +100,20 @@ export async function pendingDeadLetters(pool: Pool): Promise<PendingDeadLetters
     oldestFailedAt: r.oldest,
   }));
 }
+
+/**
+ * Dead letters recorded from `origins` of `transport`, in any status: what a native dead-letter place
+ * whose copies stay after a redrive or discard (RabbitMQ's `.dlq`, SQS's DLQ, Kafka's `.dlq` topic)
+ * can account for. Asked only when such a place holds messages.
+ */
+export async function recordedDeadLetters(
+  pool: Pool,
+  transport: string,
+  origins: readonly string[],
+): Promise<number> {
+  const { rows } = await pool.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM dead_letters WHERE transport = $1 AND origin = ANY($2::text[])`,
+    [transport, [...origins]],
+  );
+  return rows[0]?.n ?? 0;
+}

@@ -11,15 +11,15 @@ import {
 } from '../../shared/observability/bus-lag.ts';
 import { sqsGroupQueues } from '../../shared/bus/sqs-bus.ts';
 import type { OutboxBacklog } from '../../shared/observability/collectors.ts';
+import {
+  createKafkaTopicSizeReader,
+  kafkaDlqOf,
+  type NativeDlqTransport,
+  type TopicSize,
+} from '../../shared/observability/native-dlq.ts';
 import { createQueueStatsReader, type QueueStats } from '../../shared/observability/queue-stats.ts';
 import { MODULES } from '../../modules/registry.ts';
-import {
-  ALL_QUEUES,
-  commandQueues,
-  isDeadLetterQueue,
-  QueueNames,
-  type QueueName,
-} from '../../shared/queue/names.ts';
+import { commandQueues, isDeadLetterQueue, QueueNames, type QueueName } from '../../shared/queue/names.ts';
 import type { Redis } from '../../shared/queue/redis.ts';
 import { withDeadline } from '../../shared/runtime/deadline.ts';
 import { readBreakers, type BreakerStatus } from './breakers.ts';
@@ -27,6 +27,7 @@ import {
   activity,
   outboxBacklog,
   pendingDeadLetters,
+  recordedDeadLetters,
   type Activity,
   type PendingDeadLetters,
 } from './overview.sql.ts';
@@ -54,7 +55,7 @@ export function commandModules(): CommandModule[] {
 }
 
 export interface QueueOverview extends QueueStats {
-  /** A module's commands, the BullMQ bus's events, or dead-letter copies nothing consumes. */
+  /** A module's commands, the BullMQ bus's events (`events`, `events.<group>`), or dead-letter copies nothing consumes. */
   role: 'command' | 'events' | 'dead-letter';
   /** For a dead-letter queue: the queue its dead letters come from. */
   origin: string | null;
@@ -75,6 +76,29 @@ export interface BusOverview {
   scaling: Sourced<Scaling> | null;
 }
 
+/**
+ * A transport's own dead-letter place and what the `dead_letters` table accounts for there. The core
+ * records the row before it copies a message there, but a broker also dead-letters by itself (a
+ * RabbitMQ delivery limit, an SQS `maxReceiveCount`) — without a row, out of every console's sight.
+ */
+export interface NativeDeadLetters {
+  transport: NativeDlqTransport;
+  /** BullMQ `<queue>-dead-letters`, RabbitMQ `<queue>.dlq`, the SQS DLQ, Kafka `<topic>.dlq`. */
+  queue: string;
+  /** Where its messages came from: the `origin` of their dead-letter rows. */
+  origins: readonly string[];
+  /** Messages it holds (SQS: approximate; Kafka: retained). */
+  messages: number;
+  /**
+   * Dead-letter rows that account for them: BullMQ removes a copy when its dead letter is redriven or
+   * discarded, so its pending rows; the brokers keep their copies, so every row of the origins. Null
+   * when the table could not be read.
+   */
+  recorded: number | null;
+  /** What `recorded` counts, for people (`pending dead letters`, `dead letters from <origin>`). */
+  recordedWhat: string;
+}
+
 export type Level = 'healthy' | 'attention' | 'unhealthy';
 export interface Finding {
   level: Exclude<Level, 'healthy'>;
@@ -90,6 +114,11 @@ export interface Overview {
   bus: BusOverview;
   outbox: Sourced<OutboxBacklog>;
   deadLetters: Sourced<PendingDeadLetters[]>;
+  /**
+   * The transports' own dead-letter places that hold messages, with what the table accounts for
+   * (empty ones are left out); unavailable when neither Redis nor the bus answered.
+   */
+  nativeDeadLetters: Sourced<NativeDeadLetters[]>;
   activity: Sourced<Activity>;
   breakers: Sourced<BreakerStatus[]>;
   /** Why the platform is not healthy, worst first; empty when it is. */
@@ -117,7 +146,11 @@ export interface OverviewDeps {
 export const THRESHOLDS = {
   /** Oldest runnable job on a work queue (s): attention, unhealthy. */
   oldestWaitingSeconds: [60, 300],
-  /** Oldest unpublished outbox row (s): attention, unhealthy. */
+  /**
+   * Oldest unpublished outbox row (s): attention, unhealthy. The relay publishes within a poll
+   * interval (1 s) of a commit; 5 minutes means it is stopped or an event blocks it
+   * (`ConveyorOutboxStuck` in deploy/monitoring alerts at the same age).
+   */
   outboxAgeSeconds: [30, 300],
   /** Share of the hour's decisions or published events that were dead-lettered: attention, unhealthy. */
   failureRate: [0.01, 0.1],
@@ -153,6 +186,39 @@ export function moduleTotals(
   };
 }
 
+const plural = (n: number, what: string) => `${n.toLocaleString('en-US')} ${what}${n === 1 ? '' : 's'}`;
+
+const TRANSPORT_NAMES: Record<NativeDlqTransport, string> = {
+  bullmq: 'BullMQ',
+  kafka: 'Kafka',
+  rabbitmq: 'RabbitMQ',
+  sqs: 'SQS',
+};
+
+/**
+ * What one non-empty native dead-letter place means: messages the table does not account for are
+ * unhealthy; a broker's copies of recorded dead letters need attention (purge them once handled);
+ * BullMQ's copies of pending dead letters add nothing to that finding of their own.
+ */
+function nativeFinding(d: NativeDeadLetters): Finding | null {
+  const kind = d.transport === 'kafka' ? 'topic' : 'queue';
+  const where = `${TRANSPORT_NAMES[d.transport]} dead-letter ${kind} "${d.queue}"`;
+  const held = plural(d.messages, 'message');
+  if (d.recorded === null)
+    return { level: 'attention', text: `${where} holds ${held}; the dead-letter table could not be read` };
+  const missing = d.messages - d.recorded;
+  if (missing > 0)
+    return {
+      level: 'unhealthy',
+      text: `${where} holds ${held}, only ${d.recorded.toLocaleString('en-US')} ${d.recordedWhat} account for them: ${missing.toLocaleString('en-US')} sit where no operator looks`,
+    };
+  if (d.transport === 'bullmq') return null;
+  return {
+    level: 'attention',
+    text: `${where} holds ${held}, each recorded as a dead letter; purge it once they are handled`,
+  };
+}
+
 function findingsOf(o: Omit<Overview, 'findings' | 'level'>): Finding[] {
   const out: Finding[] = [];
   const add = (level: Finding['level'], text: string) => out.push({ level, text });
@@ -174,6 +240,12 @@ function findingsOf(o: Omit<Overview, 'findings' | 'level'>): Finding[] {
   }
   if (o.queues.ok) {
     for (const q of o.queues.value) {
+      // Nothing retries a job in a failed set, no dead letter shows it, and BullMQ trims it in the end.
+      if (q.failed > 0)
+        add(
+          'unhealthy',
+          `Queue "${q.queue}": ${plural(q.failed, 'job')} in BullMQ's failed set — retried by nothing, shown by no dead letter`,
+        );
       if (q.role === 'dead-letter') continue;
       if (q.paused) add('attention', `Queue "${q.queue}" is paused`);
       const [warn, bad] = THRESHOLDS.oldestWaitingSeconds;
@@ -191,9 +263,16 @@ function findingsOf(o: Omit<Overview, 'findings' | 'level'>): Finding[] {
   }
   if (o.outbox.ok && o.outbox.value.count > 0) {
     const [warn, bad] = THRESHOLDS.outboxAgeSeconds;
-    const age = o.outbox.value.oldestAgeSeconds;
-    if (age >= bad) add('unhealthy', `Outbox: oldest unpublished event is ${Math.round(age)} s old`);
-    else if (age >= warn) add('attention', `Outbox: oldest unpublished event is ${Math.round(age)} s old`);
+    const { count, oldestAgeSeconds: age } = o.outbox.value;
+    const text = `Outbox: ${plural(count, 'event')} unpublished, the oldest for ${Math.round(age)} s`;
+    if (age >= bad) add('unhealthy', text);
+    else if (age >= warn) add('attention', text);
+  }
+  if (o.nativeDeadLetters.ok) {
+    for (const d of o.nativeDeadLetters.value) {
+      const f = nativeFinding(d);
+      if (f) add(f.level, f.text);
+    }
   }
   if (o.deadLetters.ok) {
     const pending = sum(o.deadLetters.value.map((d) => d.count));
@@ -226,19 +305,30 @@ function findingsOf(o: Omit<Overview, 'findings' | 'level'>): Finding[] {
   return out.sort((a, b) => (a.level === b.level ? 0 : a.level === 'unhealthy' ? -1 : 1));
 }
 
+/** A native dead-letter place the bus reader measured, before the table is asked about it. */
+type NativeCount = Omit<NativeDeadLetters, 'recorded' | 'recordedWhat'>;
+
+/** The bus's depth rows for people, and its own dead-letter place(s). */
+interface BusRead {
+  rows: { label: string; value: number }[];
+  dlq: NativeCount[];
+}
+
 /**
- * The Overview's data, from the same sources as `/metrics` (shared/observability: queue depths and
- * oldest-waiting ages, Kafka lag, RabbitMQ depth; the outbox backlog query), plus PostgreSQL for the
- * hour's activity and pending dead letters, and Redis for the workers' breaker reports. Each source is
- * read concurrently and bounded by `timeoutMs`; one that fails or is late is reported as unavailable,
- * never as zero.
+ * The Overview's data, from the same sources as `/metrics` (shared/observability: queue depths,
+ * failed sets and oldest-waiting ages — registered event groups' `events.<group>` queues included —,
+ * Kafka lag, RabbitMQ and SQS depth, the native dead-letter places; the outbox backlog query), plus
+ * PostgreSQL for the hour's activity, pending dead letters and what accounts for the native DLQs'
+ * messages, and Redis for the workers' breaker reports. Each source is read concurrently and bounded
+ * by `timeoutMs`; one that fails or is late is reported as unavailable, never as zero.
  * @example const overview = await createOverviewSource({ config, pool, redis }).read();
  */
 export function createOverviewSource(deps: OverviewDeps): OverviewSource {
   const { config, pool, redis } = deps;
   const timeoutMs = deps.timeoutMs ?? 2_000;
   const prefix = config.redis.queuePrefix;
-  const queues = createQueueStatsReader({ connection: redis, prefix, queues: ALL_QUEUES });
+  // Every queue of the registry and the bus, and the queue of every event group registered now.
+  const queues = createQueueStatsReader({ connection: redis, prefix });
   const bus = config.bus;
   const modules = commandModules();
   const roleOf = (queue: QueueName): Pick<QueueOverview, 'role' | 'origin'> => {
@@ -247,10 +337,13 @@ export function createOverviewSource(deps: OverviewDeps): OverviewSource {
     return { role: m ? 'command' : 'events', origin: null };
   };
   let kafka: BusReader<PartitionLag> | undefined;
+  let kafkaDlq: BusReader<TopicSize> | undefined;
   let rabbit: BusReader<RabbitQueueDepth> | undefined;
   let sqs: BusReader<SqsQueueDepth> | undefined;
   // The projections group's queue and its DLQ, named as the SQS bus names them (as /metrics reads them).
   const sqsQueues = sqsGroupQueues(bus.sqs);
+  const kafkaDlqTopic = kafkaDlqOf(bus.kafka.topic) ?? `${bus.kafka.topic}.dlq`;
+  const rabbitDlq = `${bus.rabbitmq.queue}.dlq`;
   // Broker clients are made on first use: a console that nobody opens never connects to Kafka.
   const kafkaReader = () =>
     (kafka ??= createKafkaLagReader({
@@ -262,10 +355,19 @@ export function createOverviewSource(deps: OverviewDeps): OverviewSource {
       groups: [bus.kafka.consumer.groupId],
       requestTimeoutMs: timeoutMs,
     }));
+  const kafkaDlqReader = () =>
+    (kafkaDlq ??= createKafkaTopicSizeReader({
+      brokers: bus.kafka.brokers,
+      clientId: bus.kafka.clientId,
+      ssl: bus.kafka.ssl,
+      sasl: bus.kafka.sasl,
+      topics: [kafkaDlqTopic],
+      requestTimeoutMs: timeoutMs,
+    }));
   const rabbitReader = () =>
     (rabbit ??= createRabbitmqDepthReader({
       url: bus.rabbitmq.url,
-      queues: [bus.rabbitmq.queue, `${bus.rabbitmq.queue}.dlq`],
+      queues: [bus.rabbitmq.queue, rabbitDlq],
       timeoutMs,
     }));
 
@@ -290,44 +392,126 @@ export function createOverviewSource(deps: OverviewDeps): OverviewSource {
     desired: desiredReplicas(metric, scaler),
   });
 
-  async function busDepth(): Promise<{ label: string; value: number }[]> {
+  async function busRead(): Promise<BusRead> {
     if (bus.kind === 'sqs') {
       const depths = await sqsReader().read();
-      return [sqsQueues.queue, sqsQueues.dlq].map((queue) => ({
-        label: `visible messages in ${queue}`,
-        value: depths.find((d) => d.queue === queue)?.visible ?? 0,
-      }));
+      const of = (queue: string) => depths.find((d) => d.queue === queue);
+      const dlq = of(sqsQueues.dlq);
+      return {
+        rows: [sqsQueues.queue, sqsQueues.dlq].map((queue) => ({
+          label: `visible messages in ${queue}`,
+          value: of(queue)?.visible ?? 0,
+        })),
+        dlq: [
+          {
+            transport: 'sqs',
+            queue: sqsQueues.dlq,
+            origins: [sqsQueues.queue],
+            messages: dlq ? dlq.visible + dlq.inFlight + dlq.delayed : 0,
+          },
+        ],
+      };
     }
     if (bus.kind === 'kafka') {
-      const lags = await kafkaReader().read();
+      const [lags, sizes] = await Promise.all([kafkaReader().read(), kafkaDlqReader().read()]);
       const byTopic = new Map<string, number>();
       for (const l of lags) byTopic.set(l.topic, (byTopic.get(l.topic) ?? 0) + l.lag);
-      return [bus.kafka.topic, `${bus.kafka.topic}.retry`].map((topic) => ({
-        label: `lag of ${bus.kafka.consumer.groupId} on ${topic}`,
-        value: byTopic.get(topic) ?? 0,
-      }));
+      const retained = sizes.find((t) => t.topic === kafkaDlqTopic)?.messages ?? 0;
+      return {
+        rows: [
+          ...[bus.kafka.topic, `${bus.kafka.topic}.retry`].map((topic) => ({
+            label: `lag of ${bus.kafka.consumer.groupId} on ${topic}`,
+            value: byTopic.get(topic) ?? 0,
+          })),
+          { label: `messages in ${kafkaDlqTopic}`, value: retained },
+        ],
+        dlq: [{ transport: 'kafka', queue: kafkaDlqTopic, origins: [bus.kafka.topic], messages: retained }],
+      };
     }
     const depths = await rabbitReader().read();
-    return [bus.rabbitmq.queue, `${bus.rabbitmq.queue}.dlq`].map((queue) => ({
-      label: `ready messages in ${queue}`,
-      value: depths.find((d) => d.queue === queue)?.messages ?? 0,
-    }));
+    const of = (queue: string) => depths.find((d) => d.queue === queue)?.messages ?? 0;
+    return {
+      rows: [bus.rabbitmq.queue, rabbitDlq].map((queue) => ({
+        label: `ready messages in ${queue}`,
+        value: of(queue),
+      })),
+      dlq: [
+        { transport: 'rabbitmq', queue: rabbitDlq, origins: [bus.rabbitmq.queue], messages: of(rabbitDlq) },
+      ],
+    };
+  }
+
+  /** BullMQ's copies: one per pending dead letter of its origin (a redrive or discard removes it). */
+  function bullmqCopies(stats: readonly QueueOverview[]): NativeCount[] {
+    return stats
+      .filter((q) => q.role === 'dead-letter')
+      .map((q) => ({
+        transport: 'bullmq' as const,
+        queue: q.queue,
+        origins: [q.origin ?? QueueNames.events],
+        messages:
+          q.waiting + q.prioritized + q.delayed + q.active + q.failed + q.completed + q.waitingChildren,
+      }))
+      .filter((c) => c.messages > 0);
+  }
+
+  /** What the table accounts for in each non-empty native DLQ. */
+  async function accountFor(
+    counts: readonly NativeCount[],
+    pending: Sourced<PendingDeadLetters[]>,
+  ): Promise<NativeDeadLetters[]> {
+    return Promise.all(
+      counts.map(async (c): Promise<NativeDeadLetters> => {
+        if (c.transport === 'bullmq') {
+          // `events-dead-letters` holds the copies of every event group's queue (`events.<group>`).
+          const isFrom = (origin: string) =>
+            c.origins.includes(origin) ||
+            (c.origins.includes(QueueNames.events) && origin.startsWith(`${QueueNames.events}.`));
+          return {
+            ...c,
+            recordedWhat: 'pending dead letters',
+            recorded: pending.ok
+              ? pending.value
+                  .filter((d) => d.transport === 'bullmq' && isFrom(d.origin))
+                  .reduce((n, d) => n + d.count, 0)
+              : null,
+          };
+        }
+        // The brokers keep their copies after a redrive or discard: every row of the origin counts.
+        const recorded = await sourced(() => recordedDeadLetters(pool, c.transport, c.origins));
+        return {
+          ...c,
+          recordedWhat: `dead letters from ${c.origins.join(', ')}`,
+          recorded: recorded.ok ? recorded.value : null,
+        };
+      }),
+    );
   }
 
   let closing: Promise<void> | undefined;
   return {
     async read() {
-      const [queueStats, outbox, deadLetters, recent, breakers, depth] = await Promise.all([
-        sourced(() => Promise.all(queues.queues.map((q) => queues.read(q)))),
+      const [queueStats, outbox, deadLetters, recent, breakers, busState] = await Promise.all([
+        sourced(async () => Promise.all((await queues.list()).map((q) => queues.read(q)))),
         sourced(() => outboxBacklog(pool)),
         sourced(() => pendingDeadLetters(pool)),
         sourced(() => activity(pool)),
         sourced(() => readBreakers(redis, prefix)),
-        bus.kind === 'bullmq' ? Promise.resolve(null) : sourced(busDepth),
+        bus.kind === 'bullmq' ? Promise.resolve(null) : sourced(busRead),
       ]);
+      const depth: Sourced<{ label: string; value: number }[]> | null =
+        busState === null ? null : busState.ok ? { ok: true, value: busState.value.rows } : busState;
       const queueRows: Sourced<QueueOverview[]> = queueStats.ok
         ? { ok: true, value: queueStats.value.map((s) => ({ ...s, ...roleOf(s.queue) })) }
         : queueStats;
+      const counted: NativeCount[] = [
+        ...(queueRows.ok ? bullmqCopies(queueRows.value) : []),
+        ...(busState?.ok ? busState.value.dlq.filter((d) => d.messages > 0) : []),
+      ];
+      const nativeDeadLetters: Sourced<NativeDeadLetters[]> =
+        !queueRows.ok && !busState?.ok
+          ? { ok: false, error: queueRows.error }
+          : { ok: true, value: await accountFor(counted, deadLetters) };
       const backlogOf = (name: QueueName): Sourced<number> =>
         queueStats.ok
           ? { ok: true, value: queueStats.value.find((s) => s.queue === name)?.backlog ?? 0 }
@@ -362,6 +546,7 @@ export function createOverviewSource(deps: OverviewDeps): OverviewSource {
         },
         outbox,
         deadLetters,
+        nativeDeadLetters,
         activity: recent,
         breakers,
       };
@@ -375,7 +560,13 @@ export function createOverviewSource(deps: OverviewDeps): OverviewSource {
     },
     close: () =>
       (closing ??= (async () => {
-        await Promise.allSettled([queues.close(), kafka?.close(), rabbit?.close(), sqs?.close()]);
+        await Promise.allSettled([
+          queues.close(),
+          kafka?.close(),
+          kafkaDlq?.close(),
+          rabbit?.close(),
+          sqs?.close(),
+        ]);
       })()),
   };
 }

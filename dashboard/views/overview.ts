@@ -2,11 +2,13 @@ import { html } from 'hono/html';
 import { BASE_PATH, BOARD_PATH } from '../context.ts';
 import {
   moduleTotals,
+  type NativeDeadLetters,
   type Overview,
   type QueueOverview,
   type Scaling,
   type Sourced,
 } from '../overview/overview.ts';
+import { QueueNames } from '../../shared/queue/names.ts';
 import { legend, minuteBars, type Layer } from './charts.ts';
 import { formatDuration, timeTag, type Html } from './layout.ts';
 
@@ -141,7 +143,8 @@ function verdictView(o: Overview): Html {
       ${
         o.findings.length === 0
           ? html`<div class="muted">
-              Queues drain, the outbox is published, no dead letter waits and no breaker is open.
+              Queues drain, the outbox is published, no dead letter waits, nothing sits in a failed set or a
+              transport's own dead-letter queue, and no breaker is open.
             </div>`
           : html`<ul>
               ${o.findings.map((f) => html`<li class="${f.level}">${f.text}</li>`)}
@@ -182,7 +185,8 @@ function workRow(q: QueueOverview, o: Overview): Html {
         <span class="small muted">(${t.deadLettered} dead-lettered)</span>`;
     } else chart = unavailable(o.activity);
     scaling = scalingCell(o.commandScaling[q.queue]);
-  } else if (q.role === 'events') {
+  } else if (q.queue === QueueNames.events) {
+    // The projections' queue; another group's (`events.<group>`) gets the same events, its own scaling.
     if (o.activity.ok) chart = eventsChart(o);
     failure = eventsFailure(o);
     scaling = scalingCell(o.bus.scaling);
@@ -193,11 +197,18 @@ function workRow(q: QueueOverview, o: Overview): Html {
     <td class="num">${q.backlog > 0 ? formatDuration(q.oldestWaitingAgeSeconds) : '—'}</td>
     <td class="num">${n(q.delayed)}</td>
     <td class="num">${n(q.active)}</td>
-    <td class="num">${n(q.failed)}</td>
+    ${failedCell(q)}
     <td>${chart}</td>
     <td>${failure}</td>
     <td>${scaling}</td>
   </tr>`;
+}
+
+/** A failed set holds work nothing retries and no dead letter shows: never a quiet zero-like number. */
+function failedCell(q: QueueOverview): Html {
+  return q.failed > 0
+    ? html`<td class="num"><span class="badge bad" data-testid="failed-${q.queue}">${n(q.failed)}</span></td>`
+    : html`<td class="num" data-testid="failed-${q.queue}">0</td>`;
 }
 
 function eventsChart(o: Overview): Html {
@@ -230,10 +241,11 @@ function deadLetterRow(q: QueueOverview, o: Overview): Html {
   const href = `${BASE_PATH}/dead-letters?status=pending&transport=bullmq&origin=${encodeURIComponent(origin)}`;
   return html`<tr data-queue="${q.queue}">
     <td>${queueName(q)} <span class="badge" data-testid="dlq-badge">dead-letter queue</span></td>
-    <td class="num" colspan="5">
+    <td class="num" colspan="4">
       <span class="muted small">copies held for inspection:</span>
-      ${n(q.waiting + q.delayed + q.failed + q.completed)}
+      ${n(q.waiting + q.prioritized + q.delayed + q.active + q.completed + q.waitingChildren)}
     </td>
+    ${failedCell(q)}
     <td colspan="3">
       ${
         pending === null
@@ -357,6 +369,40 @@ function deadLettersCard(o: Overview): Html {
   </section>`;
 }
 
+function nativeRow(d: NativeDeadLetters): Html {
+  const missing = d.recorded === null ? null : d.messages - d.recorded;
+  return html`<li data-native-dlq="${d.queue}">
+    <strong>${d.transport} ${d.queue}</strong>:
+    <span data-testid="native-dlq-${d.queue}">${n(d.messages)}</span> message${d.messages === 1 ? '' : 's'}
+    <span class="muted small"
+      >· ${d.recorded === null ? 'dead-letter table unavailable' : `${n(d.recorded)} ${d.recordedWhat}`}</span
+    >
+    ${
+      missing !== null && missing > 0
+        ? html`<span class="badge bad" data-testid="unrecorded-${d.queue}">${n(missing)} not recorded</span>`
+        : ''
+    }
+  </li>`;
+}
+
+/** The transports' own dead-letter places: what is there, and what the dead-letter table accounts for. */
+function nativeCard(o: Overview): Html {
+  return html`<section class="card" data-testid="native-dead-letters">
+    <h2>Transports' dead-letter queues</h2>
+    ${
+      !o.nativeDeadLetters.ok
+        ? unavailable(o.nativeDeadLetters)
+        : o.nativeDeadLetters.value.length === 0
+          ? html`<div class="big">0</div>
+              <div class="muted small">nothing in a BullMQ, RabbitMQ, SQS or Kafka dead-letter queue</div>`
+          : html`<div class="big">${n(sum(o.nativeDeadLetters.value.map((d) => d.messages)))}</div>
+              <ul class="small">
+                ${o.nativeDeadLetters.value.map(nativeRow)}
+              </ul>`
+    }
+  </section>`;
+}
+
 function breakersCard(o: Overview): Html {
   return html`<section class="card" data-testid="breakers">
     <h2>Circuit breakers</h2>
@@ -440,6 +486,6 @@ export function overviewView(o: Overview): Html {
     <h2>Queues and bus ${legend(key)}</h2>
     ${queuesTable(o)}
     <div class="grid" style="margin-top:14px">
-      ${outboxCard(o)} ${deadLettersCard(o)} ${breakersCard(o)} ${scalingCard(o)}
+      ${outboxCard(o)} ${deadLettersCard(o)} ${nativeCard(o)} ${breakersCard(o)} ${scalingCard(o)}
     </div>`;
 }

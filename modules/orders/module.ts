@@ -12,6 +12,8 @@ export const ordersModule: ModuleDefinition = {
   // Its first tables came with the core's migrations (shared/db/migrations), before modules existed.
   migrations: new URL('./migrations/', import.meta.url),
   queueDefaults: {},
+  scopes: { write: 'orders:write', read: 'orders:read' },
+  paths: ['/v1/orders', '/v1/customers', '/v1/stats'],
   api: async () => (await import('./api/index.ts')).ordersApi,
   worker: async () => (await import('./worker/index.ts')).ordersWorker,
 };

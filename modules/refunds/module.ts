@@ -16,6 +16,11 @@ export const refundsModule: ModuleDefinition = {
   migrations: new URL('./migrations/', import.meta.url),
   // Refunds are rare and each locks its order row: small batches, fewer at once.
   queueDefaults: { concurrency: 20, batchSize: 20 },
+  // A refund is a command about an order: the key that places orders (orders:write) refunds them, and
+  // the key that reads orders (orders:read) reads their refunds — including the `Location` of the
+  // 202 it got. No refunds:* scopes for producers to learn and operators to hand out.
+  scopes: { write: 'orders:write', read: 'orders:read' },
+  paths: ['/v1/orders/:orderId/refunds', '/v1/refunds'],
   api: async () => (await import('./api/index.ts')).refundsApi,
   worker: async () => (await import('./worker/index.ts')).refundsWorker,
 };

@@ -28,14 +28,6 @@ export class ValidationError extends DomainError {
   }
 }
 
-export class OrderNotFoundError extends DomainError {
-  readonly code = 'order.not_found';
-  readonly status = 404;
-  constructor(readonly orderId: string) {
-    super(`order ${orderId} not found`);
-  }
-}
-
 export class NotFoundError extends DomainError {
   readonly code = 'resource.not_found';
   readonly status = 404;
@@ -79,11 +71,17 @@ export class DependencyUnavailableError extends DomainError {
   }
 }
 
+/** A command queue's backlog is over its ceiling (`API_MAX_BACKLOG`): shed with 503 + Retry-After. */
 export class OverloadedError extends DomainError {
   readonly code = 'service.overloaded';
   readonly status = 503;
-  constructor(readonly retryAfterSeconds = 5) {
-    super('the orders backlog is over its ceiling; retry later');
+  /** The queue (a module's command queue) whose backlog is over its ceiling; absent: not named. */
+  readonly queue: string | undefined;
+  readonly retryAfterSeconds: number;
+  constructor(options: { queue?: string | undefined; retryAfterSeconds?: number } = {}) {
+    super(`the ${options.queue ?? 'command'} backlog is over its ceiling; retry later`);
+    this.queue = options.queue;
+    this.retryAfterSeconds = options.retryAfterSeconds ?? 5;
   }
 }
 

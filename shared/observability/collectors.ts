@@ -14,6 +14,15 @@ import {
 } from './bus-lag.ts';
 import { createQueueStatsReader, type QueueStatsOptions, type QueueStatsReader } from './queue-stats.ts';
 import { withDeadline } from '../runtime/deadline.ts';
+import { isDeadLetterQueue } from '../queue/names.ts';
+import {
+  createKafkaTopicSizeReader,
+  isRabbitmqDlq,
+  isSqsDlq,
+  kafkaDlqOf,
+  type NativeDlqTransport,
+  type TopicSize,
+} from './native-dlq.ts';
 
 /** Unpublished outbox rows, as `workers/outbox/relay.sql.ts#outboxBacklog` reads them. */
 export interface OutboxBacklog {
@@ -49,7 +58,12 @@ export interface PoolCounts {
  * to 0 instead of failing the scrape.
  */
 export interface Collectors {
-  /** Queue depths and oldest-waiting ages; returns the reader (the scaling endpoint shares it). */
+  /**
+   * Queue depths (failed sets included) and oldest-waiting ages of every queue — and of every
+   * registered BullMQ event group's `events.<group>` queue, unless `queues` is given; the copies in
+   * the `*-dead-letters` queues are also `conveyor_native_dlq_messages{transport="bullmq"}`. Returns
+   * the reader (the scaling endpoint shares it).
+   */
   watchQueues(options: QueueStatsOptions): QueueStatsReader;
   watchOutbox(read: () => Promise<OutboxBacklog>): void;
   watchPgPool(name: string, pool: PoolCounts): void;
@@ -59,17 +73,28 @@ export interface Collectors {
    * reads sent to it or answered by the primary instead.
    */
   watchPgReplica(readLag: () => Promise<ReplicaLagSample>): ReplicaReadCounters;
-  /** Only where EVENT_BUS=kafka. */
-  watchKafkaLag(options: KafkaLagOptions): void;
-  /** Only where EVENT_BUS=rabbitmq. */
-  watchRabbitmq(options: RabbitmqDepthOptions): void;
-  /** Only where EVENT_BUS=sqs. */
-  watchSqs(options: SqsDepthOptions): void;
+  /**
+   * Only where EVENT_BUS=kafka. Also the messages each events topic's dead-letter topic holds
+   * (`<topic>.dlq` of every topic but `.retry` ones, or `deadLetterTopics`), as
+   * `conveyor_native_dlq_messages{transport="kafka"}` (collector `kafka_dlq`).
+   */
+  watchKafkaLag(options: KafkaLagOptions & { deadLetterTopics?: readonly string[] }): void;
+  /**
+   * Only where EVENT_BUS=rabbitmq. The queues among `queues` that are dead-letter queues (named
+   * `<queue>.dlq`, or `deadLetterQueues`) are also `conveyor_native_dlq_messages{transport="rabbitmq"}`.
+   */
+  watchRabbitmq(options: RabbitmqDepthOptions & { deadLetterQueues?: readonly string[] }): void;
+  /**
+   * Only where EVENT_BUS=sqs. The queues among `queues` that are dead-letter queues (named
+   * `…-dlq[.fifo]`, or `deadLetterQueues`) are also `conveyor_native_dlq_messages{transport="sqs"}`:
+   * visible, in-flight and delayed together.
+   */
+  watchSqs(options: SqsDepthOptions & { deadLetterQueues?: readonly string[] }): void;
   /** Closes the readers the watchers created. */
   close(): Promise<void>;
 }
 
-type SourceKind = 'queues' | 'outbox' | 'pg_replica' | 'kafka' | 'rabbitmq' | 'sqs';
+type SourceKind = 'queues' | 'outbox' | 'pg_replica' | 'kafka' | 'kafka_dlq' | 'rabbitmq' | 'sqs';
 
 /** The scrape-time half of a process's registry (`createMetrics` composes it). */
 export function createCollectors(registry: Registry, timeoutMs: number): Collectors {
@@ -159,6 +184,30 @@ export function createCollectors(registry: Registry, timeoutMs: number): Collect
     registers,
     collect: () => refresh('sqs'),
   });
+  const nativeDlq = new Gauge({
+    name: 'conveyor_native_dlq_messages',
+    help: "Messages in a transport's own dead-letter place: BullMQ *-dead-letters queues (copies of pending dead letters), RabbitMQ <queue>.dlq, SQS DLQs (approximate), Kafka <topic>.dlq (retained). Each should have a dead_letters row; a broker that dead-letters by itself leaves none",
+    labelNames: ['transport', 'queue'],
+    registers,
+    collect: async () =>
+      void (await Promise.all((['queues', 'rabbitmq', 'sqs', 'kafka_dlq'] as const).map(refresh))),
+  });
+  /** One transport's series of {@link nativeDlq}, replaced as a whole on each read (other transports' stay). */
+  const dlqSeries = (transport: NativeDlqTransport) => {
+    let last: string[] = [];
+    const clear = () => {
+      for (const queue of last) nativeDlq.remove({ transport, queue });
+      last = [];
+    };
+    return {
+      clear,
+      replace(values: readonly { queue: string; messages: number }[]) {
+        clear();
+        for (const v of values) nativeDlq.set({ transport, queue: v.queue }, v.messages);
+        last = values.map((v) => v.queue);
+      },
+    };
+  };
   const rabbitConsumers = new Gauge({
     name: 'conveyor_rabbitmq_queue_consumers',
     help: 'Consumers attached to a RabbitMQ queue',
@@ -204,11 +253,29 @@ export function createCollectors(registry: Registry, timeoutMs: number): Collect
       if (queueReader) return queueReader;
       const reader = createQueueStatsReader(opts);
       queueReader = reader;
+      const copies = dlqSeries('bullmq');
       addSource(
         'queues',
         async () => {
-          const all = await Promise.all(reader.queues.map((q) => reader.read(q)));
+          const all = await Promise.all((await reader.list()).map((q) => reader.read(q)));
           return () => {
+            // Reset first: a retired event group's queue must not keep its last values.
+            [queueJobs, oldestWaiting, queuePaused].forEach((g) => g.reset());
+            copies.replace(
+              all
+                .filter((s) => isDeadLetterQueue(s.queue))
+                .map((s) => ({
+                  queue: s.queue,
+                  messages:
+                    s.waiting +
+                    s.prioritized +
+                    s.delayed +
+                    s.active +
+                    s.failed +
+                    s.completed +
+                    s.waitingChildren,
+                })),
+            );
             for (const s of all) {
               const states = {
                 waiting: s.waiting,
@@ -226,7 +293,10 @@ export function createCollectors(registry: Registry, timeoutMs: number): Collect
             }
           };
         },
-        () => [queueJobs, oldestWaiting, queuePaused].forEach((g) => g.reset()),
+        () => {
+          [queueJobs, oldestWaiting, queuePaused].forEach((g) => g.reset());
+          copies.clear();
+        },
         () => reader.close(),
       );
       return reader;
@@ -305,9 +375,23 @@ export function createCollectors(registry: Registry, timeoutMs: number): Collect
     },
     watchPgPool: (name, pool) => void pgPools.set(name, pool),
     watchRedis: (name, redis) => void redisConnections.set(name, redis),
-    watchKafkaLag(opts) {
+    watchKafkaLag({ deadLetterTopics, ...opts }) {
       if (sources.has('kafka')) return;
       const reader: BusReader<PartitionLag> = createKafkaLagReader(opts);
+      const dlqTopics = deadLetterTopics ?? opts.topics.flatMap((t) => kafkaDlqOf(t) ?? []);
+      if (dlqTopics.length > 0) {
+        const sizes: BusReader<TopicSize> = createKafkaTopicSizeReader({ ...opts, topics: dlqTopics });
+        const series = dlqSeries('kafka');
+        addSource(
+          'kafka_dlq',
+          async () => {
+            const read = await sizes.read();
+            return () => series.replace(read.map((t) => ({ queue: t.topic, messages: t.messages })));
+          },
+          () => series.clear(),
+          () => sizes.close(),
+        );
+      }
       addSource(
         'kafka',
         async () => {
@@ -322,9 +406,11 @@ export function createCollectors(registry: Registry, timeoutMs: number): Collect
         () => reader.close(),
       );
     },
-    watchRabbitmq(opts) {
+    watchRabbitmq({ deadLetterQueues, ...opts }) {
       if (sources.has('rabbitmq')) return;
       const reader: BusReader<RabbitQueueDepth> = createRabbitmqDepthReader(opts);
+      const isDlq = (q: string) => (deadLetterQueues ? deadLetterQueues.includes(q) : isRabbitmqDlq(q));
+      const series = dlqSeries('rabbitmq');
       addSource(
         'rabbitmq',
         async () => {
@@ -332,25 +418,36 @@ export function createCollectors(registry: Registry, timeoutMs: number): Collect
           return () => {
             rabbitMessages.reset();
             rabbitConsumers.reset();
+            series.replace(depths.filter((d) => isDlq(d.queue)));
             for (const d of depths) {
               rabbitMessages.set({ queue: d.queue }, d.messages);
               rabbitConsumers.set({ queue: d.queue }, d.consumers);
             }
           };
         },
-        () => [rabbitMessages, rabbitConsumers].forEach((g) => g.reset()),
+        () => {
+          [rabbitMessages, rabbitConsumers].forEach((g) => g.reset());
+          series.clear();
+        },
         () => reader.close(),
       );
     },
-    watchSqs(opts) {
+    watchSqs({ deadLetterQueues, ...opts }) {
       if (sources.has('sqs')) return;
       const reader: BusReader<SqsQueueDepth> = createSqsDepthReader(opts);
+      const isDlq = (q: string) => (deadLetterQueues ? deadLetterQueues.includes(q) : isSqsDlq(q));
+      const series = dlqSeries('sqs');
       addSource(
         'sqs',
         async () => {
           const depths = await reader.read();
           return () => {
             sqsMessages.reset();
+            series.replace(
+              depths
+                .filter((d) => isDlq(d.queue))
+                .map((d) => ({ queue: d.queue, messages: d.visible + d.inFlight + d.delayed })),
+            );
             for (const d of depths) {
               sqsMessages.set({ queue: d.queue, state: 'visible' }, d.visible);
               sqsMessages.set({ queue: d.queue, state: 'in_flight' }, d.inFlight);
@@ -358,7 +455,10 @@ export function createCollectors(registry: Registry, timeoutMs: number): Collect
             }
           };
         },
-        () => sqsMessages.reset(),
+        () => {
+          sqsMessages.reset();
+          series.clear();
+        },
         () => reader.close(),
       );
     },

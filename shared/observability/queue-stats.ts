@@ -1,4 +1,6 @@
 import { Queue, type Job } from 'bullmq';
+import { bullmqGroupQueue, bullmqGroupsKey } from '../bus/bullmq-bus.ts';
+import { isGroupName } from '../bus/event-bus.ts';
 import type { Redis } from '../queue/redis.ts';
 import { ALL_QUEUES, queueOptions, type QueueName } from '../queue/names.ts';
 
@@ -27,7 +29,14 @@ export interface QueueStats {
 
 /** Reads {@link QueueStats} for the queues of one prefix. */
 export interface QueueStatsReader {
+  /** The queues known up front (a module's two, the event queues): what the scaling endpoint serves. */
   readonly queues: readonly QueueName[];
+  /**
+   * {@link QueueStatsReader.queues} plus, unless `eventGroups` is off, the queue of every BullMQ
+   * event group registered now (`events.<group>`, from the bus's group set in Redis): a group's
+   * queue holds work — and a failed set — like any other. Read again on each call.
+   */
+  list(): Promise<readonly QueueName[]>;
   /** `true` for a name this reader knows (request input is checked against this). */
   has(name: string): name is QueueName;
   read(queue: QueueName): Promise<QueueStats>;
@@ -40,6 +49,8 @@ export interface QueueStatsOptions {
   prefix: string;
   /** @defaultValue every queue of `shared/queue/names.ts` */
   queues?: readonly QueueName[];
+  /** Whether {@link QueueStatsReader.list} adds the registered event groups' queues. @defaultValue true when `queues` is not given */
+  eventGroups?: boolean;
   /** Clock for ages; tests pass their own. @defaultValue Date.now */
   now?: () => number;
 }
@@ -62,6 +73,7 @@ function ageSeconds(jobs: readonly (Job | undefined)[], now: number): number {
  */
 export function createQueueStatsReader(options: QueueStatsOptions): QueueStatsReader {
   const queues = options.queues ?? ALL_QUEUES;
+  const eventGroups = options.eventGroups ?? options.queues === undefined;
   const now = options.now ?? Date.now;
   const handles = new Map<QueueName, Queue>();
   const handle = (name: QueueName): Queue => {
@@ -76,6 +88,16 @@ export function createQueueStatsReader(options: QueueStatsOptions): QueueStatsRe
   return {
     queues,
     has: (name): name is QueueName => (queues as readonly string[]).includes(name),
+    async list() {
+      if (!eventGroups) return queues;
+      const groups = await options.connection.smembers(bullmqGroupsKey(options.prefix));
+      const more = groups
+        .filter(isGroupName)
+        .map((g) => bullmqGroupQueue(g))
+        .filter((q) => !queues.includes(q))
+        .sort();
+      return [...queues, ...new Set(more)];
+    },
     async read(name) {
       const q = handle(name);
       const [counts, waitingTail, nextPrioritized, paused] = await Promise.all([

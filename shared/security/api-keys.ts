@@ -1,8 +1,42 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
+import type { ModuleDefinition } from '../../modules/module.ts';
+import { MODULES } from '../../modules/registry.ts';
 
-export const SCOPES = ['orders:write', 'orders:read', 'scaling:read', 'admin'] as const;
-export type Scope = (typeof SCOPES)[number];
+/**
+ * A permission an API key holds: one of the core's ({@link CORE_SCOPES}) or one a registered module
+ * declares for its routes (`ModuleDefinition.scopes`, e.g. `orders:write`).
+ */
+export type Scope = string;
+
+/** The core's own scopes: `scaling:read` (KEDA's `/v1/scaling/{queue}`) and `admin` (everything). */
+export const CORE_SCOPES: readonly Scope[] = ['scaling:read', 'admin'];
+
+/** What a module may name a scope: `<resource>:<access>`, lowercase letters, digits and `-`. */
+const MODULE_SCOPE = /^[a-z][a-z0-9-]{0,39}:[a-z][a-z0-9-]{0,39}$/;
+
+/**
+ * Every scope a key may hold: the core's, then each module's in registry order, once each.
+ * @throws {Error} naming a module whose scope is not `<resource>:<access>` or is one of the core's.
+ */
+export function knownScopes(
+  modules: readonly Pick<ModuleDefinition, 'name' | 'scopes'>[] = MODULES,
+): readonly Scope[] {
+  const out = new Set<Scope>(CORE_SCOPES);
+  for (const m of modules) {
+    for (const scope of [m.scopes.write, m.scopes.read]) {
+      if (!MODULE_SCOPE.test(scope) || CORE_SCOPES.includes(scope))
+        throw new Error(
+          `module ${m.name} declares the scope ${JSON.stringify(scope)}: use <resource>:<access> (lowercase letters, digits, "-"), not a core scope`,
+        );
+      out.add(scope);
+    }
+  }
+  return [...out];
+}
+
+/** Every scope a key may hold in this build (see {@link knownScopes}). */
+export const SCOPES: readonly Scope[] = knownScopes();
 
 export interface Principal {
   id: string;
@@ -69,17 +103,19 @@ const LimitsSchema = z
     ...(l.reads === undefined ? {} : { reads: l.reads }),
   }));
 
-/** One `API_KEYS` entry, split into its parts (see {@link parseApiKeys}). */
-const EntrySchema = z.object({
-  id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'the id must be 1-64 letters, digits, ".", "_" or "-"'),
-  hex: z.string().regex(HEX, 'the hash must be 64 hex characters (the SHA-256 of the key)'),
-  scopes: z.array(
-    z.enum(SCOPES, {
-      error: (issue) => `unknown scope "${String(issue.input)}" (scopes: ${SCOPES.join(', ')})`,
-    }),
-  ),
-  limits: LimitsSchema.optional(),
-});
+/** One `API_KEYS` entry, split into its parts (see {@link parseApiKeys}), with the scopes it may name. */
+function entrySchema(scopes: readonly Scope[]) {
+  return z.object({
+    id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'the id must be 1-64 letters, digits, ".", "_" or "-"'),
+    hex: z.string().regex(HEX, 'the hash must be 64 hex characters (the SHA-256 of the key)'),
+    scopes: z.array(
+      z.string().refine((s) => scopes.includes(s), {
+        error: (issue) => `unknown scope "${String(issue.input)}" (scopes: ${scopes.join(', ')})`,
+      }),
+    ),
+    limits: LimitsSchema.optional(),
+  });
+}
 
 const ENTRY_SYNTAX = '<id>:<scope>[+<scope>…]:<sha256 hex>[:<writes>/<reads>]';
 
@@ -89,10 +125,12 @@ const ENTRY_SYNTAX = '<id>:<scope>[+<scope>…]:<sha256 hex>[:<writes>/<reads>]'
  * side empty to keep its default), e.g. `shop:orders:write+orders:read:9f86d0…:5000/20000` or
  * `reports:orders:read:3a7bd3…:/50000`. Scopes contain `:` themselves, so the id ends at the first
  * `:`, the hash is the last part that is not limits (hex never contains `/`).
- * Scopes: orders:write, orders:read, scaling:read, admin.
+ * Scopes: `scaling:read`, `admin`, and every scope a registered module declares (orders and refunds:
+ * `orders:write`, `orders:read`).
  * @throws {Error} naming the bad entry (its position and id).
  */
-export function parseApiKeys(raw: string): ApiKey[] {
+export function parseApiKeys(raw: string, scopes: readonly Scope[] = SCOPES): ApiKey[] {
+  const EntrySchema = entrySchema(scopes);
   const entries = raw
     .split(',')
     .map((s) => s.trim())

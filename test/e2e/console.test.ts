@@ -3,11 +3,14 @@ import { mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Queue } from 'bullmq';
+import { Queue, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { breakersKey } from '../../shared/resilience/breaker-reports.ts';
+import { bullmqGroupsKey } from '../../shared/bus/bullmq-bus.ts';
+import { QueueNames } from '../../shared/queue/names.ts';
 import { createOverviewSource } from '../../dashboard/overview/overview.ts';
 import { COMMAND_SCALERS, PROJECTIONS_SCALERS, type ScalerTarget } from '../../dashboard/overview/scalers.ts';
 import { startDashboard } from '../../dashboard/server.ts';
@@ -376,6 +379,38 @@ describe('the operators console in a browser', () => {
       expect(await textOf(page, 'breakers')).toContain('2 closed, 0 half-open, 1 open');
     } finally {
       await platform.rt.redis.del(key);
+    }
+
+    // A job in a failed set — here of an event group's queue, which no static list names — is
+    // retried by nothing and shown by no dead letter: Unhealthy, with the count and the queue.
+    const groups = bullmqGroupsKey(platform.config.redis.queuePrefix);
+    const stranded = new Queue(`${QueueNames.events}.console-stranded`, {
+      connection: platform.rt.redis,
+      prefix: platform.config.redis.queuePrefix,
+    });
+    const connection = new Redis(platform.config.redis.url, { maxRetriesPerRequest: null });
+    const failer = new Worker(stranded.name, null, {
+      connection,
+      prefix: platform.config.redis.queuePrefix,
+      autorun: false,
+    });
+    try {
+      await platform.rt.redis.sadd(groups, 'console-stranded');
+      await stranded.add('event', { stranded: true }, { attempts: 1 });
+      const job = await failer.getNextJob('console-test');
+      await job!.moveToFailed(new Error('the dead letter could not be recorded'), 'console-test');
+      await page.reload();
+      expect(await page.getByTestId('verdict').getAttribute('class')).toContain('unhealthy');
+      expect(await textOf(page, 'verdict')).toContain(
+        `Queue "${stranded.name}": 1 job in BullMQ's failed set`,
+      );
+      expect(await textOf(page, `failed-${stranded.name}`)).toBe('1');
+    } finally {
+      await failer.close();
+      connection.disconnect();
+      await platform.rt.redis.srem(groups, 'console-stranded');
+      await stranded.obliterate({ force: true });
+      await stranded.close();
     }
 
     // Throughput from the write model: a burst with some rejections (an unsupported currency), on top of

@@ -2,6 +2,7 @@ import { OrdersQueues } from '../../modules/orders/queue.ts';
 import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { connect } from 'amqplib';
+import { CreateQueueCommand, DeleteQueueCommand, SendMessageCommand } from '@aws-sdk/client-sqs';
 import { Queue, UnrecoverableError, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { Kafka, logLevel } from 'kafkajs';
@@ -10,7 +11,9 @@ import { loadConfig } from '../../shared/config/config.ts';
 import { createKafkaLagReader, createRabbitmqDepthReader } from '../../shared/observability/bus-lag.ts';
 import { createMetrics } from '../../shared/observability/metrics.ts';
 import { createQueueStatsReader } from '../../shared/observability/queue-stats.ts';
-import { QueueNames } from '../../shared/queue/names.ts';
+import { bullmqGroupsKey } from '../../shared/bus/bullmq-bus.ts';
+import { createSqsClient } from '../../shared/bus/sqs/client.ts';
+import { commandQueues, QueueNames } from '../../shared/queue/names.ts';
 import { eventually, isolatedEnv, TEST_REDIS_URL, uniqueId } from '../support/env.ts';
 import { request, sampleOrder } from '../support/http.ts';
 import { cleanup } from '../support/platform.ts';
@@ -19,6 +22,7 @@ import { sample } from '../support/prometheus.ts';
 
 const KAFKA_BROKERS = (process.env.KAFKA_BROKERS ?? '127.0.0.1:9092').split(',');
 const RABBITMQ_URL = process.env.TEST_RABBITMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+const SQS_ENDPOINT = process.env.SQS_ENDPOINT ?? 'http://127.0.0.1:9324';
 
 /** `promtool check metrics` on a real exposition: exit code and every lint line it printed. */
 function promtool(text: string): { status: number | null; output: string } {
@@ -233,6 +237,145 @@ describe('scrape-time collectors', () => {
     const text = await metrics.render();
     expect(sample(text, 'conveyor_rabbitmq_queue_messages', { queue })).toBe(4);
     expect(sample(text, 'conveyor_rabbitmq_queue_consumers', { queue })).toBe(0);
+  });
+});
+
+describe('work that sits where no operator looks', () => {
+  /** Moves the next job of `queue` to its failed set, as BullMQ does after a last failed attempt. */
+  async function failNext(name: string, prefix: string): Promise<void> {
+    const worker = new Worker(name, null, { connection: redis.duplicate(), prefix, autorun: false });
+    try {
+      const job = await worker.getNextJob('metrics-test');
+      if (!job) throw new Error(`no job in ${name}`);
+      await job.moveToFailed(new Error('stranded'), 'metrics-test');
+    } finally {
+      await worker.close();
+    }
+  }
+
+  it('exports failed sets of every queue (event groups included) and BullMQ dead-letter copies', async () => {
+    const prefix = uniqueId('cvm');
+    // A group registered by the bus: its queue is `events.audit`, in no static list.
+    await redis.sadd(bullmqGroupsKey(prefix), 'audit');
+    const copies = commandQueues('orders').deadLetters;
+    const queues = [QueueNames.events, `${QueueNames.events}.audit`, copies].map(
+      (name) => new Queue(name, { connection: redis, prefix }),
+    );
+    releases.push(async () => {
+      for (const q of queues) await q.obliterate({ force: true }).then(() => q.close());
+      await redis.del(bullmqGroupsKey(prefix));
+    });
+    for (const q of queues.slice(0, 2)) await q.add('event', {}, { attempts: 1 });
+    await failNext(QueueNames.events, prefix);
+    await failNext(`${QueueNames.events}.audit`, prefix);
+    await queues[2]!.add('place-order', {}, { jobId: 'bullmq-orders-x' });
+
+    const metrics = createMetrics({ defaultMetrics: false });
+    releases.push(() => metrics.close());
+    metrics.watchQueues({ connection: redis, prefix });
+    const text = await metrics.render();
+    expect(sample(text, 'conveyor_queue_jobs', { queue: QueueNames.events, state: 'failed' })).toBe(1);
+    expect(sample(text, 'conveyor_queue_jobs', { queue: 'events.audit', state: 'failed' })).toBe(1);
+    expect(sample(text, 'conveyor_queue_jobs', { queue: 'orders', state: 'failed' })).toBe(0);
+    expect(sample(text, 'conveyor_native_dlq_messages', { transport: 'bullmq', queue: copies })).toBe(1);
+    // An empty one reads 0: a dead-letter queue nobody fills is measured, not missing.
+    expect(
+      sample(text, 'conveyor_native_dlq_messages', { transport: 'bullmq', queue: 'events-dead-letters' }),
+    ).toBe(0);
+    expect(promtool(text)).toEqual({ status: 0, output: '' });
+
+    // The group retired (its queue obliterated, its name removed): its series go with it.
+    await redis.srem(bullmqGroupsKey(prefix), 'audit');
+    expect(
+      sample(await metrics.render(), 'conveyor_queue_jobs', { queue: 'events.audit', state: 'failed' }),
+    ).toBeUndefined();
+  });
+
+  it('exports the messages in RabbitMQ, SQS and Kafka dead-letter queues', async () => {
+    // RabbitMQ: `<queue>.dlq` holds what the broker dead-lettered (issue #19: 1,364 after an outage).
+    const queue = `conveyor.${uniqueId('dlq')}`;
+    const conn = await connect(RABBITMQ_URL);
+    const ch = await conn.createConfirmChannel();
+    releases.push(async () => {
+      for (const q of [queue, `${queue}.dlq`]) await ch.deleteQueue(q).catch(() => undefined);
+      await conn.close();
+    });
+    await ch.assertQueue(queue, { durable: false });
+    await ch.assertQueue(`${queue}.dlq`, { durable: false });
+    for (let i = 0; i < 3; i++) ch.sendToQueue(`${queue}.dlq`, Buffer.from(`m${i}`));
+    ch.sendToQueue(queue, Buffer.from('work'));
+    await ch.waitForConfirms();
+
+    // SQS (ElasticMQ): the DLQ's approximate count.
+    const sqsName = `conveyor-${uniqueId('dlq').replace(/_/g, '-')}-projections`;
+    const client = createSqsClient({ endpoint: SQS_ENDPOINT, region: 'elasticmq' });
+    const urls: string[] = [];
+    releases.push(async () => {
+      for (const QueueUrl of urls)
+        await client.send(new DeleteQueueCommand({ QueueUrl })).catch(() => undefined);
+      client.destroy();
+    });
+    for (const name of [sqsName, `${sqsName}-dlq`]) {
+      const { QueueUrl } = await client.send(new CreateQueueCommand({ QueueName: name }));
+      urls.push(QueueUrl!);
+    }
+    for (const i of [1, 2])
+      await client.send(new SendMessageCommand({ QueueUrl: urls[1], MessageBody: `m${i}` }));
+
+    // Kafka: `<topic>.dlq` retains its dead letters (high − low watermark).
+    const topic = `conveyor.${uniqueId('dlq')}`;
+    const kafka = new Kafka({ clientId: 'metrics-test', brokers: KAFKA_BROKERS, logLevel: logLevel.NOTHING });
+    const admin = kafka.admin();
+    await admin.connect();
+    releases.push(async () => {
+      await admin.deleteTopics({ topics: [topic, `${topic}.dlq`] }).catch(() => undefined);
+      await admin.disconnect();
+    });
+    await admin.createTopics({
+      topics: [
+        { topic, numPartitions: 2 },
+        { topic: `${topic}.dlq`, numPartitions: 2 },
+      ],
+      waitForLeaders: true,
+    });
+    const producer = kafka.producer();
+    await producer.connect();
+    await producer.send({
+      topic: `${topic}.dlq`,
+      acks: -1,
+      messages: [0, 1, 1, 1].map((partition, i) => ({ partition, value: `d${i}` })),
+    });
+    await producer.disconnect();
+
+    const metrics = createMetrics({ defaultMetrics: false, collectTimeoutMs: 10_000 });
+    releases.push(() => metrics.close());
+    // As workers/metrics-server.ts registers them: the DLQs found by their names.
+    metrics.watchRabbitmq({ url: RABBITMQ_URL, queues: [queue, `${queue}.dlq`] });
+    metrics.watchSqs({ endpoint: SQS_ENDPOINT, region: 'elasticmq', queues: [sqsName, `${sqsName}-dlq`] });
+    metrics.watchKafkaLag({
+      brokers: KAFKA_BROKERS,
+      clientId: 'metrics-test',
+      topics: [topic, `${topic}.retry`],
+      groups: [`conveyor-${uniqueId('dlq')}`],
+    });
+    const text = await eventually(
+      async () => {
+        const t = await metrics.render();
+        // SQS's approximate counts may lag a moment behind the sends.
+        return sample(t, 'conveyor_native_dlq_messages', { transport: 'sqs', queue: `${sqsName}-dlq` }) === 2
+          ? t
+          : undefined;
+      },
+      { what: 'the SQS DLQ count' },
+    );
+    const native = (transport: string, q: string) =>
+      sample(text, 'conveyor_native_dlq_messages', { transport, queue: q });
+    expect(native('rabbitmq', `${queue}.dlq`)).toBe(3);
+    expect(native('rabbitmq', queue)).toBeUndefined(); // a work queue is not a dead-letter queue
+    expect(native('sqs', sqsName)).toBeUndefined();
+    expect(native('kafka', `${topic}.dlq`)).toBe(4);
+    expect(sample(text, 'conveyor_metrics_collector_up', { collector: 'kafka_dlq' })).toBe(1);
+    expect(promtool(text)).toEqual({ status: 0, output: '' });
   });
 });
 

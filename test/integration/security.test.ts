@@ -5,7 +5,7 @@ import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../shared/config/config.ts';
 import { generateApiKey } from '../../shared/security/api-keys.ts';
-import { isolatedEnv } from '../support/env.ts';
+import { eventually, isolatedEnv } from '../support/env.ts';
 import { request, sampleOrder } from '../support/http.ts';
 import { cleanup, startPlatform, type Platform } from '../support/platform.ts';
 import { startServer, type Proc } from '../support/processes.ts';
@@ -13,6 +13,7 @@ import { startServer, type Proc } from '../support/processes.ts';
 const writer = generateApiKey('shop', ['orders:write']);
 const reader = generateApiKey('reports', ['orders:read']);
 const admin = generateApiKey('ops', ['admin']);
+const producer = generateApiKey('producer', ['orders:write', 'orders:read']);
 const bearer = (k: { key: string }) => ({ authorization: `Bearer ${k.key}` });
 
 describe('API keys and sessions', () => {
@@ -78,6 +79,71 @@ describe('API keys and sessions', () => {
       (await request(`${b.url}/v1/sessions/current`, { method: 'DELETE', headers: session })).status,
     ).toBe(204);
     expect((await request(`${a.url}/v1/stats`, { headers: session })).status).toBe(401);
+  });
+});
+
+describe('scopes declared by modules', () => {
+  // The refunds module declares the orders' scopes (modules/refunds/module.ts): a producer key that
+  // places orders refunds them and reads the refund its 202 points to — no admin key needed.
+  const env = isolatedEnv({ API_KEYS: [producer.entry, reader.entry].join(',') });
+  let platform: Platform;
+
+  beforeAll(async () => {
+    platform = await startPlatform(loadConfig(env), { workers: ['orders', 'refunds'] });
+  });
+  afterAll(async () => {
+    await platform?.close();
+  });
+
+  it('a key with only orders:write+orders:read creates a refund and reads it at its Location', async () => {
+    const placed = await request(`${platform.url}/v1/orders`, {
+      method: 'POST',
+      json: sampleOrder(),
+      headers: bearer(producer),
+    });
+    expect(placed.status).toBe(202);
+    const orderId = placed.body.orderId as string;
+    await eventually(
+      async () =>
+        (await request(`${platform.url}/v1/orders/${orderId}`, { headers: bearer(producer) })).body.status ===
+        'completed',
+      { what: `order ${orderId} to be completed` },
+    );
+
+    const refund = await request(`${platform.url}/v1/orders/${orderId}/refunds`, {
+      method: 'POST',
+      json: { amountCents: 100, reason: 'scope check' },
+      headers: bearer(producer),
+    });
+    expect(refund.status).toBe(202);
+    const location = refund.headers.get('location');
+    expect(location).toBe(`/v1/refunds/${refund.body.refundId as string}`);
+    const read = await request(`${platform.url}${location}`, { headers: bearer(producer) });
+    expect({ status: read.status, body: read.body }).toMatchObject({
+      status: 200,
+      body: { refundId: refund.body.refundId, orderId },
+    });
+    // …and once decided, still with the same key; a read-only key reads it but cannot refund.
+    await eventually(
+      async () =>
+        (await request(`${platform.url}${location}`, { headers: bearer(producer) })).body.status ===
+        'completed',
+      { what: 'the refund to be decided' },
+    );
+    expect((await request(`${platform.url}${location}`, { headers: bearer(reader) })).status).toBe(200);
+    const refused = await request(`${platform.url}/v1/orders/${orderId}/refunds`, {
+      method: 'POST',
+      json: { amountCents: 100 },
+      headers: bearer(reader),
+    });
+    expect({ status: refused.status, code: refused.body.code }).toEqual({
+      status: 403,
+      code: 'auth.forbidden',
+    });
+    // Operators' routes still need admin.
+    expect((await request(`${platform.url}/v1/dead-letters`, { headers: bearer(producer) })).status).toBe(
+      403,
+    );
   });
 });
 

@@ -4,11 +4,14 @@ import {
   DEV_KEY_LIMITS,
   generateApiKey,
   hasScope,
+  knownScopes,
   limitsByPrincipal,
   parseApiKeys,
+  SCOPES,
   sha256,
 } from '../../shared/security/api-keys.ts';
-import { requiredScope } from '../../api/middleware/auth.ts';
+import { requiredScope, scopePolicy } from '../../api/middleware/auth.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 describe('API keys', () => {
   it('parses id, scopes and the SHA-256 of the key, and authenticates only the right secret', () => {
@@ -100,5 +103,68 @@ describe('API keys', () => {
     expect(requiredScope('GET', '/v1/audit')).toBe('admin');
     expect(hasScope({ id: 'a', scopes: ['admin'] }, 'orders:write')).toBe(true);
     expect(hasScope({ id: 'r', scopes: ['orders:read'] }, 'orders:write')).toBe(false);
+    expect(requiredScope('GET', '/v1/scaling/orders')).toBe('scaling:read');
+    expect(requiredScope('POST', '/v1/scaling/orders')).toBe('admin');
+    expect(requiredScope('DELETE', '/v1/sessions/current')).toBeNull();
+    // Segments, not string prefixes: /v1/ordersX is nobody's route.
+    expect(requiredScope('GET', '/v1/ordersX')).toBe('admin');
+  });
+
+  it('gives each module its declared scopes: a refund is read with orders:read, its Location included', () => {
+    // Every route prefix a registered module declares, with its declared scopes.
+    for (const m of MODULES) {
+      for (const path of m.paths) {
+        const concrete = path.replace(/:[^/]+/g, 'x');
+        expect([m.name, requiredScope('GET', `${concrete}/y`)]).toEqual([m.name, m.scopes.read]);
+        expect([m.name, requiredScope('POST', concrete)]).toEqual([m.name, m.scopes.write]);
+      }
+    }
+    expect(requiredScope('POST', '/v1/orders/o-1/refunds')).toBe('orders:write');
+    expect(requiredScope('GET', '/v1/orders/o-1/refunds')).toBe('orders:read');
+    expect(requiredScope('GET', '/v1/refunds/r-1')).toBe('orders:read');
+    expect(requiredScope('POST', '/v1/refunds/r-1')).toBe('orders:write');
+
+    // A module of its own scopes: the most specific prefix wins, and keys may hold its scopes.
+    const refunds = MODULES.find((m) => m.name === 'refunds')!;
+    const own = [
+      ...MODULES.filter((m) => m !== refunds),
+      { ...refunds, scopes: { write: 'refunds:write', read: 'refunds:read' } },
+    ];
+    const policy = scopePolicy(own);
+    expect(requiredScope('POST', '/v1/orders/o-1/refunds', policy)).toBe('refunds:write');
+    expect(requiredScope('GET', '/v1/refunds/r-1', policy)).toBe('refunds:read');
+    expect(requiredScope('GET', '/v1/orders/o-1', policy)).toBe('orders:read');
+    expect(requiredScope('POST', '/v1/orders/batch', policy)).toBe('orders:write');
+    const scopes = knownScopes(own);
+    expect(scopes).toEqual([
+      'scaling:read',
+      'admin',
+      'orders:write',
+      'orders:read',
+      'refunds:write',
+      'refunds:read',
+    ]);
+    const hex = sha256('k').toString('hex');
+    expect(parseApiKeys(`r:refunds:read+refunds:write:${hex}`, scopes)[0]?.scopes).toEqual([
+      'refunds:read',
+      'refunds:write',
+    ]);
+    // This build's registry declares no refunds:* scope, so keys cannot hold one.
+    expect(SCOPES).toEqual(['scaling:read', 'admin', 'orders:write', 'orders:read']);
+    expect(() => parseApiKeys(`r:refunds:read:${hex}`)).toThrow(/unknown scope "refunds:read"/);
+
+    // Scope names keep API_KEYS parseable; two modules may not claim one path with different scopes.
+    expect(() => knownScopes([{ name: 'x', scopes: { write: 'x+y:write', read: 'x:read' } }])).toThrow(
+      /module x declares the scope "x\+y:write"/,
+    );
+    expect(() => knownScopes([{ name: 'x', scopes: { write: 'admin', read: 'x:read' } }])).toThrow(
+      /not a core scope/,
+    );
+    expect(() =>
+      scopePolicy([
+        ...own,
+        { name: 'other', scopes: { write: 'o:write', read: 'o:read' }, paths: ['/v1/refunds'] },
+      ]),
+    ).toThrow(/modules refunds and other both claim \/v1\/refunds/);
   });
 });

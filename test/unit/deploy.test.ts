@@ -1,4 +1,5 @@
-import { readdirSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ScalingSchema } from '../../api/routes/scaling.ts';
@@ -140,7 +141,9 @@ describe('deploy/ manifests', () => {
   it('parse, and each is applied by an overlay or is a documented standalone file', () => {
     const used = new Set([...builds.values()].flatMap((b) => [...b.files]));
     const standalone = (f: string) =>
-      f.startsWith(join(DEPLOY, 'alternatives')) || f.endsWith('secret.example.yaml');
+      f.startsWith(join(DEPLOY, 'alternatives')) ||
+      f.startsWith(join(DEPLOY, 'monitoring')) ||
+      f.endsWith('secret.example.yaml');
     expect(allFiles.filter((f) => !used.has(f) && !standalone(f)).map((f) => relative(DEPLOY, f))).toEqual(
       [],
     );
@@ -333,5 +336,47 @@ describe('deploy/ manifests', () => {
         file,
       ).toBeDefined();
     }
+  });
+});
+
+describe('alerting rules (deploy/monitoring)', () => {
+  // Prometheus rules for work that sits where no operator looks; promtool (apt package "prometheus",
+  // scripts/install-promtool.sh) checks them and runs their unit tests.
+  const rules = join(DEPLOY, 'monitoring', 'conveyor-alerts.yaml');
+  const tests = join(DEPLOY, 'monitoring', 'conveyor-alerts.test.yaml');
+  const promtool = (...args: string[]) => {
+    const res = spawnSync('promtool', args, { encoding: 'utf8' });
+    if (res.error)
+      throw new Error(
+        'promtool is not installed: run `bash scripts/install-promtool.sh` (apt package "prometheus")',
+      );
+    return { status: res.status, output: `${res.stdout}${res.stderr}`.trim() };
+  };
+  type RuleFile = { groups: { rules: { alert?: string; expr: string }[] }[] };
+  type TestFile = { tests: { alert_rule_test?: { alertname: string; exp_alerts: unknown[] }[] }[] };
+  const alerts = (parseYaml(rules) as unknown as RuleFile[])[0]!.groups.flatMap((g) => g.rules);
+
+  it('pass `promtool check rules`', () => {
+    expect(promtool('check', 'rules', rules)).toMatchObject({ status: 0 });
+  });
+
+  it('pass their `promtool test rules` unit tests, and every alert has a case where it fires', () => {
+    const run = promtool('test', 'rules', tests);
+    expect(run, run.output).toMatchObject({ status: 0 });
+    const fired = new Set(
+      (parseYaml(tests) as unknown as TestFile[])[0]!.tests.flatMap((t) =>
+        (t.alert_rule_test ?? []).filter((a) => a.exp_alerts.length > 0).map((a) => a.alertname),
+      ),
+    );
+    expect(alerts.map((a) => a.alert).filter((name) => !fired.has(name!))).toEqual([]);
+  });
+
+  it('name only metrics the code exports', () => {
+    const source = ['collectors.ts', 'metrics.ts', 'event-loop.ts']
+      .map((f) => readFileSync(join(DEPLOY, '..', 'shared', 'observability', f), 'utf8'))
+      .join('\n');
+    const used = new Set(alerts.flatMap((a) => a.expr.match(/\bconveyor_[a-z_]+/g) ?? []));
+    expect(used.size).toBeGreaterThan(0);
+    expect([...used].filter((m) => !source.includes(`name: '${m}'`))).toEqual([]);
   });
 });

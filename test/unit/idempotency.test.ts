@@ -1,11 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { fingerprint } from '../../api/idempotency.ts';
 import { toProblem } from '../../shared/errors/problem.ts';
-import {
-  IdempotencyKeyReusedError,
-  OrderNotFoundError,
-  ValidationError,
-} from '../../shared/errors/domain.ts';
+import { IdempotencyKeyReusedError, ValidationError } from '../../shared/errors/domain.ts';
+import { OrderNotFoundError } from '../../modules/orders/errors.ts';
 
 describe('idempotency fingerprint', () => {
   it('ignores key order and whitespace but not values, paths or methods', () => {

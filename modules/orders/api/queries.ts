@@ -1,7 +1,8 @@
 import { isUuid } from '../../../shared/domain/ids.ts';
 import { createRoute, z } from '@hono/zod-openapi';
 import { OrderJobSchema, orderTotalCents } from '../domain.ts';
-import { OrderNotFoundError, ValidationError } from '../../../shared/errors/domain.ts';
+import { ValidationError } from '../../../shared/errors/domain.ts';
+import { OrderNotFoundError } from '../errors.ts';
 import { extend, extendedShape, type ModuleApiContext } from '../../../api/modules.ts';
 import type { Pool } from '../../../shared/db/pool.ts';
 import {

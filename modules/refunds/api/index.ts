@@ -12,11 +12,8 @@ import { requestLogAt } from '../../../api/log.ts';
 import { bodyLimit } from '../../../api/middleware/body-limit.ts';
 import type { ModuleApiContext, ResourceExtension } from '../../../api/modules.ts';
 import { ProblemSchema, problemResponses } from '../../../api/schemas.ts';
-import {
-  DependencyUnavailableError,
-  OrderNotFoundError,
-  StateConflictError,
-} from '../../../shared/errors/domain.ts';
+import { DependencyUnavailableError, StateConflictError } from '../../../shared/errors/domain.ts';
+import { OrderNotFoundError } from '../../orders/errors.ts';
 import type { ModuleApiFactory } from '../../module.ts';
 import { RefundJobSchema, RefundNotFoundError, RequestRefundSchema, type RefundJob } from '../domain.ts';
 import {
