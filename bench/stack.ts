@@ -1,3 +1,4 @@
+import { rabbitmqSettings } from '../shared/bus/create-bus.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -140,11 +141,7 @@ async function cleanupKafka(config: Config): Promise<void> {
 }
 
 async function cleanupRabbitmq(config: Config): Promise<void> {
-  const topology = rabbitmqTopology({
-    ...config.bus.rabbitmq,
-    maxAttempts: config.bus.maxAttempts,
-    backoffMs: config.bus.backoffMs,
-  });
+  const topology = rabbitmqTopology(rabbitmqSettings(config));
   await deleteRabbitmqTopology(config.bus.rabbitmq.url, topology, [PROJECTOR_CONSUMER]);
 }
 

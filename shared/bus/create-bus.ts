@@ -50,15 +50,7 @@ export async function createEventBus(kind: BusKind, deps: BusDeps, config: Confi
     }
     case 'rabbitmq': {
       const { createRabbitmqBus } = await import('./rabbitmq-bus.ts');
-      return createRabbitmqBus(deps, {
-        ...config.bus.rabbitmq,
-        maxAttempts: config.bus.maxAttempts,
-        backoffMs: config.bus.backoffMs,
-        snoozeMs: config.bus.snoozeMs,
-        snoozeMaxMs: config.bus.snoozeMaxMs,
-        shutdownGraceMs: config.workers.shutdownGraceMs,
-        recoveryBudgetMs: config.bus.recoveryBudgetMs,
-      });
+      return createRabbitmqBus(deps, rabbitmqSettings(config));
     }
     case 'sqs': {
       const { createSqsBus } = await import('./sqs-bus.ts');
@@ -76,4 +68,20 @@ export async function createEventBus(kind: BusKind, deps: BusDeps, config: Confi
       });
     }
   }
+}
+
+/**
+ * The RabbitMQ bus's settings from a loaded config: what {@link createEventBus} runs with, and what
+ * whoever deletes its topology must name (its delay queues follow the backoff and snooze settings).
+ */
+export function rabbitmqSettings(config: Config) {
+  return {
+    ...config.bus.rabbitmq,
+    maxAttempts: config.bus.maxAttempts,
+    backoffMs: config.bus.backoffMs,
+    snoozeMs: config.bus.snoozeMs,
+    snoozeMaxMs: config.bus.snoozeMaxMs,
+    shutdownGraceMs: config.workers.shutdownGraceMs,
+    recoveryBudgetMs: config.bus.recoveryBudgetMs,
+  };
 }

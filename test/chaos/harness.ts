@@ -1,3 +1,4 @@
+import { rabbitmqSettings } from '../../shared/bus/create-bus.ts';
 import { OrdersQueues } from '../../modules/orders/queue.ts';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -165,11 +166,7 @@ export const linesWith = (proc: Proc, msg: string) => logRecords(proc).filter((l
 export async function cleanupBus(env: Env): Promise<void> {
   const config = loadConfig(env);
   if (config.bus.kind === 'rabbitmq') {
-    const c = {
-      ...config.bus.rabbitmq,
-      maxAttempts: config.bus.maxAttempts,
-      backoffMs: config.bus.backoffMs,
-    };
+    const c = rabbitmqSettings(config);
     await deleteRabbitmqTopology(c.url, rabbitmqTopology(c), [PROJECTOR_CONSUMER]);
   } else if (config.bus.kind === 'kafka') {
     const admin = new Kafka({

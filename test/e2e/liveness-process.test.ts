@@ -1,3 +1,4 @@
+import { rabbitmqSettings } from '../../shared/bus/create-bus.ts';
 import { afterEach, expect, it } from 'vitest';
 import { rabbitmqTopology } from '../../shared/bus/rabbitmq-bus.ts';
 import { withAmqpChannel } from '../../shared/bus/rabbitmq/admin.ts';
@@ -33,11 +34,7 @@ it('exits 70 with a fatal log line when the broker refuses the consumer’s re-d
   // Another party re-declares our exchange as a different type, then our queue is deleted: the
   // broker cancels the consumer, and its re-declare of the exchange now fails with 406 for good.
   const config = loadConfig(env);
-  const topology = rabbitmqTopology({
-    ...config.bus.rabbitmq,
-    maxAttempts: config.bus.maxAttempts,
-    backoffMs: config.bus.backoffMs,
-  });
+  const topology = rabbitmqTopology(rabbitmqSettings(config));
   await withAmqpChannel(config.bus.rabbitmq.url, async (channel) => {
     await channel.deleteExchange(topology.exchange);
     await channel.assertExchange(topology.exchange, 'direct', { durable: true });

@@ -1,3 +1,4 @@
+import { rabbitmqSettings } from '../../shared/bus/create-bus.ts';
 import { startApi } from '../../api/server.ts';
 import type { Config } from '../../shared/config/config.ts';
 import { dropSchema } from './env.ts';
@@ -55,11 +56,7 @@ export async function cleanup(config: Config): Promise<void> {
     }
     await dropSchema(pool, config.database.schema).catch(() => undefined);
     if (config.bus.kind === 'rabbitmq') {
-      const topology = rabbitmqTopology({
-        ...config.bus.rabbitmq,
-        maxAttempts: config.bus.maxAttempts,
-        backoffMs: config.bus.backoffMs,
-      });
+      const topology = rabbitmqTopology(rabbitmqSettings(config));
       await deleteRabbitmqTopology(config.bus.rabbitmq.url, topology, [PROJECTOR_CONSUMER]).catch(
         () => undefined,
       );
