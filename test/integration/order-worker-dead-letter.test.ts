@@ -1,7 +1,7 @@
 import { OrdersQueues } from '../../modules/orders/queue.ts';
 import { randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
-import { Worker } from 'bullmq';
+import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterEach, expect, it } from 'vitest';
 import type { Config } from '../../shared/config/config.ts';
@@ -15,10 +15,11 @@ import { createOrderWorker, type OrderWorker } from '../support/order-worker.ts'
 import { eventually, migratedPool, testConfig } from '../support/env.ts';
 import { cleanup } from '../support/platform.ts';
 
-// Point 5 of issue #12: a job BullMQ fails by itself (here: stalled more often than allowed, so the
-// processor never sees it) must reach the dead letters even when the first dead-letter write fails —
-// kept and tried again, never left in `failed` where removeOnFail trims it. Real Redis and Postgres;
-// the dead-letter write fails because the `dead_letters` table is renamed away, then restored.
+// Point 5 of issue #12, through the delivery core (#19): a job BullMQ fails by itself (here: stalled
+// more often than allowed, so the processor never sees it) must reach the dead letters even when the
+// first dead-letter write fails — sent back and parked, never left in `failed` where removeOnFail trims
+// it — and once recorded it leaves `failed` for good. Real Redis and Postgres; the dead-letter write
+// fails because the `dead_letters` table is renamed away, then restored.
 
 let config: Config;
 let pool: Pool | undefined;
@@ -92,37 +93,108 @@ it('dead-letters a job that stalled too often once the dead-letter store is back
     },
   );
 
-  // BullMQ failed it, dead-lettering failed: the job is kept — parked (delayed) for another try,
-  // not left in `failed`.
+  // BullMQ failed it, dead-lettering failed: the job is kept — sent back, then parked (delayed) by the
+  // core for another try, not left in `failed`.
   await eventually(
-    () => logs.some((l) => l.msg === 'dead-lettering a failed job failed; sent back to retry it'),
-    { what: 'the failed path to try dead-lettering and fail' },
+    () =>
+      logs.some((l) => l.msg === 'dead letter of a failed job not recorded; sent back to be parked') &&
+      logs.some((l) => l.msg === 'dead letter not recorded; message parked, no attempt consumed'),
+    { what: 'the failed path to try dead-lettering, fail, and the job to be parked' },
   );
   await eventually(async () => (await queue!.getJobState(orderId)) === 'delayed', {
     what: 'the job parked for another dead-letter try',
   });
+  expect(await queue.getFailedCount()).toBe(0);
 
   await pool.query('ALTER TABLE dead_letters_unavailable RENAME TO dead_letters');
   const id = commandDeadLetterId(OrdersQueues.commands, orderId);
   const dead = await eventually(
     async () =>
       (
-        await pool!.query<{ error: string; order_id: string }>(
-          'SELECT error, order_id FROM dead_letters WHERE id = $1',
+        await pool!.query<{ error: string; subject_id: string }>(
+          'SELECT error, subject_id FROM dead_letters WHERE id = $1',
           [id],
         )
       ).rows[0],
     { what: 'the dead letter recorded' },
   );
-  expect(dead).toEqual({ error: 'job stalled more than allowable limit', order_id: orderId });
-  // Nothing lost: the write model knows, an event tells the read model, the job ends in `failed`.
+  expect(dead).toEqual({ error: 'job stalled more than allowable limit', subject_id: orderId });
+  // The core's id scheme is the one the console always matched: `bullmq-<queue>-<job id>`.
+  expect(id).toBe(`bullmq-orders-${orderId}`);
+  // Nothing lost: the write model knows, an event tells the read model, the job COMPLETES (it was
+  // dead-lettered, not dropped) and nothing is left in `failed`.
   const order = await pool.query<{ status: string }>('SELECT status FROM orders WHERE order_id = $1', [
     orderId,
   ]);
   expect(order.rows[0]?.status).toBe('dead_lettered');
   const events = await pool.query(`SELECT 1 FROM outbox WHERE event_type = 'order.dead_lettered'`);
   expect(events.rowCount).toBe(1);
-  await eventually(async () => (await queue!.getJobState(orderId)) === 'failed', {
-    what: 'the dead-lettered job to end in failed',
+  await eventually(async () => (await queue!.getJobState(orderId)) === 'completed', {
+    what: 'the dead-lettered job to complete',
   });
+  expect((await queue.getJob(orderId))?.returnvalue).toEqual({ deadLetterId: id });
+  expect(await queue.getFailedCount()).toBe(0);
+  expect((await pool.query('SELECT 1 FROM dead_letters')).rowCount).toBe(1);
+});
+
+it('removes from `failed` a stalled-out job whose dead letter was recorded at once', async () => {
+  config = testConfig({ ORDERS_BACKOFF_MS: '50', ORDERS_BACKOFF_MAX_MS: '200' });
+  pool = await migratedPool(config);
+  redis = new Redis(config.redis.url, { maxRetriesPerRequest: null });
+  queue = createOrdersQueue(redis, config.redis.queuePrefix);
+  const prefix = config.redis.queuePrefix;
+  const orderId = randomUUID();
+  await queue.add(
+    PLACE_ORDER_JOB,
+    {
+      orderId,
+      correlationId: `stall-${orderId}`,
+      acceptedAt: new Date().toISOString(),
+      order: {
+        customerId: 'c-stall',
+        currency: 'EUR',
+        items: [{ sku: 'a', quantity: 1, unitPriceCents: 100 }],
+      },
+    },
+    { ...commandJobOptions(config.workers.orders), jobId: orderId },
+  );
+  const crashed = new Worker(OrdersQueues.commands, null, {
+    connection: redis,
+    prefix,
+    autorun: false,
+    lockDuration: 200,
+  });
+  expect((await crashed.getNextJob('crashed-worker-token'))?.id).toBe(orderId);
+  await crashed.close();
+
+  const { logs, logger } = capturingLogger();
+  worker = createOrderWorker(
+    { pool, logger },
+    {
+      redisUrl: config.redis.url,
+      queuePrefix: prefix,
+      ...config.workers.orders,
+      shutdownGraceMs: 5_000,
+      maxStalledCount: 0,
+      lockDurationMs: 1_000,
+      stalledIntervalMs: 200,
+    },
+  );
+  const id = commandDeadLetterId(OrdersQueues.commands, orderId);
+  await eventually(
+    async () => (await pool!.query('SELECT 1 FROM dead_letters WHERE id = $1', [id])).rowCount === 1,
+    {
+      what: 'the dead letter recorded',
+    },
+  );
+  await eventually(async () => (await queue!.getJob(orderId)) === undefined, {
+    what: 'the job removed from failed once its dead letter is recorded',
+  });
+  expect(await queue.getFailedCount()).toBe(0);
+  expect(logs.some((l) => l.msg === 'moved to dead letters' && l.deadLetterId === id)).toBe(true);
+  // The copy for Bull Board, under the dead letter's id.
+  const dlq = new Queue(OrdersQueues.deadLetters, { connection: redis, prefix });
+  const copy = await dlq.getJob(id);
+  await dlq.close();
+  expect(copy?.data).toMatchObject({ deadLetterId: id, jobId: orderId });
 });

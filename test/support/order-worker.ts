@@ -1,3 +1,4 @@
+import type { CommandHandler } from '../../modules/module.ts';
 import { createOrderCommandHandler } from '../../modules/orders/worker/index.ts';
 import { createPaymentGateway, type PaymentGateway } from '../../modules/orders/worker/payment.ts';
 import { ordersModule } from '../../modules/orders/module.ts';
@@ -9,6 +10,7 @@ import {
   createCommandWorker,
   type CommandWorker,
   type CommandWorkerConfig,
+  type CommandWorkerDeps,
 } from '../../workers/commands/worker.ts';
 
 export type OrderWorker = CommandWorker;
@@ -16,9 +18,17 @@ export type OrderWorker = CommandWorker;
 /**
  * The orders module's command worker as `npm run workers` runs it (the core's command worker driving
  * the module's handler), with the payment gateway a test chooses (default: the instant approver).
+ * `wrap` lets a test put a fault in front of the real handler (it still decides and writes).
  */
 export function createOrderWorker(
-  deps: { pool: Pool; logger: Logger; payments?: PaymentGateway; onFatal?: OnFatal },
+  deps: {
+    pool: Pool;
+    logger: Logger;
+    payments?: PaymentGateway;
+    onFatal?: OnFatal;
+    onVerdict?: CommandWorkerDeps['onVerdict'];
+    wrap?: (handler: CommandHandler) => CommandHandler;
+  },
   config: CommandWorkerConfig & { supportedCurrencies: readonly string[] },
 ): OrderWorker {
   const payments =
@@ -39,15 +49,16 @@ export function createOrderWorker(
     supportedCurrencies: config.supportedCurrencies,
     payments,
     onOutboxAppended,
-  });
+  }) as CommandHandler;
   return createCommandWorker(
     {
       pool: deps.pool,
       logger: deps.logger,
       module: ordersModule,
-      handler,
+      handler: deps.wrap ? deps.wrap(handler) : handler,
       onOutboxAppended,
       ...(deps.onFatal ? { onFatal: deps.onFatal } : {}),
+      ...(deps.onVerdict ? { onVerdict: deps.onVerdict } : {}),
     },
     config,
   );

@@ -9,12 +9,11 @@ import {
   INSERT_DEAD_LETTER_SQL,
   type NewDeadLetter,
 } from '../../shared/dead-letters/dead-letter.ts';
+import { contentId, deadLetterId } from '../../shared/delivery/dead-letter.ts';
 import { CorrelationIdSchema } from '../../shared/domain/ids.ts';
 
 export interface CommandDeadLetterDeps {
   pool: Pool;
-  /** The module's BullMQ dead-letter queue (`<module>-dead-letters`), so operators see them in Bull Board too. */
-  dlq: Queue;
   /** The command queue the job came from: where a redrive sends it back. */
   origin: string;
   /** The module's handler: what a dead-lettered command means for its write model. */
@@ -27,25 +26,24 @@ export interface CommandDeadLetterDeps {
   onOutboxAppended?: () => void;
 }
 
-/** The dead letter of a command job: deterministic, and free of ':' so it can be a BullMQ job id. */
+/**
+ * The dead letter of a command job: the delivery core's one scheme (`bullmq-<queue>-<job id>`, the
+ * same string this function always produced for the ids the platform gives jobs), so rows recorded
+ * before and after, and a redriven job failing again, keep one id.
+ */
 export function commandDeadLetterId(origin: string, jobId: string): string {
-  return `bullmq-${origin}-${jobId}`;
+  return deadLetterId({ transport: 'bullmq', origin, messageId: jobId });
 }
 
-/**
- * Moves a command to the dead letters: in ONE transaction the dead-letter record, the module's
- * write-model state of it and the events that tell the read models (so they show it); then a copy in
- * the module's BullMQ dead-letter queue. Idempotent per job id.
- * @returns the dead letter's id.
- */
-export async function deadLetterCommand(
-  deps: CommandDeadLetterDeps,
+/** The dead letter a command job becomes: its data as it came, the error, and its trace context. */
+export function commandDeadLetter(
+  deps: Pick<CommandDeadLetterDeps, 'origin' | 'handler'>,
   job: Job,
   error: Error,
   attempts: number,
-): Promise<string> {
-  const id = commandDeadLetterId(deps.origin, job.id ?? randomUUID());
+): NewDeadLetter {
   const data: unknown = job.data;
+  const payload = Buffer.from(JSON.stringify(data ?? null));
   const described = deps.handler.describe(data);
   const correlationId =
     described.correlationId && CorrelationIdSchema.safeParse(described.correlationId).success
@@ -53,14 +51,13 @@ export async function deadLetterCommand(
       : job.id
         ? `job-${job.id}`.slice(0, 128).padEnd(8, '-')
         : randomUUID();
-  const now = new Date();
-  const record: NewDeadLetter = {
-    id,
+  return {
+    id: commandDeadLetterId(deps.origin, job.id ?? contentId(payload)),
     transport: 'bullmq',
     origin: deps.origin,
     kind: 'command',
     messageKey: job.id ?? null,
-    payload: Buffer.from(JSON.stringify(data ?? null)),
+    payload,
     // The job's trace context (its producer's), so a redrive continues the command's trace.
     headers: {
       'job-name': job.name,
@@ -73,18 +70,33 @@ export async function deadLetterCommand(
     correlationId,
     subjectId: described.subjectId,
     firstFailedAt: new Date(job.processedOn ?? job.timestamp),
-    failedAt: now,
+    failedAt: new Date(),
   };
+}
 
+/**
+ * The full record of a command's dead letter (the delivery core's `recordWith`): in ONE transaction
+ * the dead-letter row, the module's write-model state of it and the events that tell the read models
+ * (so they show it); then the relays are woken. Idempotent per dead-letter id. Errors keep their
+ * `code`, so the core tells an outage (park) from a refusal (record the dead letter alone).
+ */
+export async function recordCommandDeadLetter(
+  deps: CommandDeadLetterDeps,
+  data: unknown,
+  record: NewDeadLetter,
+): Promise<void> {
+  const error = Object.assign(new Error(record.error), { stack: record.stack ?? undefined });
+  const at = record.failedAt ?? new Date();
+  const correlationId = record.correlationId ?? randomUUID();
   const appended = await withTransaction(deps.pool, async (client) => {
     await client.query(INSERT_DEAD_LETTER_SQL, deadLetterParams(record));
     const events = await deps.handler.deadLettered(client, {
       data,
       error,
-      attempts,
-      deadLetterId: id,
+      attempts: record.attempts,
+      deadLetterId: record.id,
       correlationId,
-      at: now,
+      at,
     });
     const valid = events.filter((e) => {
       const schema = deps.events[e.type]?.[e.version];
@@ -100,19 +112,24 @@ export async function deadLetterCommand(
     return valid.length > 0;
   });
   if (appended) deps.onOutboxAppended?.();
+}
 
-  await deps.dlq.add(
+/**
+ * The copy in the module's BullMQ dead-letter queue (`<module>-dead-letters`, job id = dead-letter id),
+ * so operators see it in Bull Board too: the core's `copyToDeadLetters`, after the row is recorded.
+ */
+export async function copyCommandDeadLetter(dlq: Queue, job: Job, record: NewDeadLetter): Promise<void> {
+  await dlq.add(
     'dead-letter',
     {
-      deadLetterId: id,
-      origin: deps.origin,
+      deadLetterId: record.id,
+      origin: record.origin,
       jobId: job.id,
-      data,
-      error: error.message,
-      attempts,
-      correlationId,
+      data: job.data as unknown,
+      error: record.error,
+      attempts: record.attempts,
+      correlationId: record.correlationId,
     },
-    { jobId: id, removeOnComplete: true, removeOnFail: true },
+    { jobId: record.id, removeOnComplete: true, removeOnFail: true },
   );
-  return id;
 }

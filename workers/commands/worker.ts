@@ -1,9 +1,18 @@
-import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import { DelayedError, Queue, Worker, type Job } from 'bullmq';
 import type { CommandHandler, CommandQueueSettings, ModuleDefinition } from '../../modules/module.ts';
 import { createBatcher } from '../../shared/batch.ts';
 import { runSupervised } from '../../shared/bus/bullmq-bus.ts';
-import { backoffDelayMs } from '../../shared/bus/codec.ts';
 import type { Pool } from '../../shared/db/pool.ts';
+import { createPgDeadLetterSink } from '../../shared/dead-letters/dead-letter.ts';
+import {
+  createDeliveryCore,
+  type DeliveryCore,
+  type DeliveryCoreDeps,
+  type Inbound,
+  type TransportActions,
+} from '../../shared/delivery/core.ts';
+import { asError, PoisonMessageError, SnoozeDelivery } from '../../shared/delivery/outcome.ts';
+import type { DeliveryState, Verdict } from '../../shared/delivery/policy.ts';
 import type { Logger } from '../../shared/observability/logger.ts';
 import { commandQueues, queueOptions } from '../../shared/queue/names.ts';
 import { createWorkerRedis } from '../../shared/queue/redis.ts';
@@ -17,7 +26,12 @@ import {
 } from '../../shared/observability/tracing/trace-context.ts';
 import { inBatchSpan, startMessageSpan } from '../../shared/observability/tracing/spans.ts';
 import { context } from '@opentelemetry/api';
-import { deadLetterCommand } from './dead-letter.ts';
+import {
+  commandDeadLetter,
+  copyCommandDeadLetter,
+  recordCommandDeadLetter,
+  type CommandDeadLetterDeps,
+} from './dead-letter.ts';
 
 export interface CommandWorkerConfig extends CommandQueueSettings {
   redisUrl: string;
@@ -27,6 +41,14 @@ export interface CommandWorkerConfig extends CommandQueueSettings {
   shutdownGraceMs: number;
   /** Stalls (lock expired: the worker died) a job survives before BullMQ fails it by itself. @defaultValue 5 */
   maxStalledCount?: number;
+  /**
+   * First delay of a snooze that names none (PostgreSQL down, a dependency failing before its breaker
+   * opens, a dead letter that could not be recorded); doubles per snooze. Costs no attempt.
+   * @defaultValue `backoffMs`
+   */
+  snoozeMs?: number;
+  /** Longest such delay. @defaultValue the smaller of `backoffMaxMs` and 30 s */
+  snoozeMaxMs?: number;
 }
 
 export interface CommandWorkerDeps {
@@ -40,6 +62,8 @@ export interface CommandWorkerDeps {
   onOutboxAppended?: () => void;
   /** Told when the worker can no longer take jobs (its BullMQ loop ended). Absent: logged only. */
   onFatal?: OnFatal;
+  /** Told each delivery verdict carried out (metrics: retries, snoozes, dead letters, parks). */
+  onVerdict?: DeliveryCoreDeps['onVerdict'];
 }
 
 export interface CommandWorker {
@@ -47,30 +71,73 @@ export interface CommandWorker {
   close(): Promise<void>;
 }
 
-/** What the processor throws once a job is in the dead letters: the `failed` listener leaves it alone. */
-class DeadLetteredError extends UnrecoverableError {}
-
 /**
- * A job whose dead-lettering failed in the `failed` listener is sent back to the queue carrying this
- * in its progress (not its data, which the dead letter keeps as it came), so the processor
- * dead-letters it — with the processor's park-and-retry — instead of processing it again.
+ * What the worker keeps in a job's `progress` (a field of its own: the job's data stays as it came).
+ * BullMQ's `attemptsMade` cannot carry our count: `job.moveToDelayed` — how a job is handed back —
+ * leaves it as it is (its script's skip-attempt flag), so a retry would never be counted there.
  */
-interface PendingDeadLetter {
-  deadLetter: { error: string; stack: string | null; attempts: number };
+interface Carried {
+  /** The attempt the next delivery is (1 = first). */
+  attempt?: number;
+  /** Snoozes and parks so far: grows the next snooze's delay. */
+  snoozes?: number;
+  /**
+   * Set on a job BullMQ failed by itself (stalled too often) whose dead letter could not be recorded:
+   * sent back, the processor dead-letters it without running it again (it crashed workers before).
+   */
+  deadLetter?: { error: string; stack: string | null };
 }
 
-function pendingDeadLetter(job: Job): PendingDeadLetter['deadLetter'] | undefined {
+function carried(job: Job): Carried {
   const progress: unknown = job.progress;
-  if (typeof progress !== 'object' || progress === null || !('deadLetter' in progress)) return undefined;
-  const pending = (progress as PendingDeadLetter).deadLetter;
-  return typeof pending?.error === 'string' && typeof pending.attempts === 'number' ? pending : undefined;
+  if (typeof progress !== 'object' || progress === null) return {};
+  const p = progress as { attempt?: unknown; snoozes?: unknown; deadLetter?: unknown };
+  const count = (v: unknown) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 ? v : undefined);
+  const c: Carried = {};
+  const dl = p.deadLetter as { error?: unknown; stack?: unknown; attempts?: unknown } | null | undefined;
+  if (typeof dl === 'object' && dl !== null && typeof dl.error === 'string') {
+    c.deadLetter = { error: dl.error, stack: typeof dl.stack === 'string' ? dl.stack : null };
+    // A job a previous release sent back this way carries its attempts there.
+    const attempts = count(dl.attempts);
+    if (attempts !== undefined) c.attempt = attempts;
+  }
+  const attempt = count(p.attempt);
+  if (attempt !== undefined && attempt > 0) c.attempt = attempt;
+  const snoozes = count(p.snoozes);
+  if (snoozes !== undefined) c.snoozes = snoozes;
+  return c;
 }
 
 /**
- * The core's command worker, one per module queue: parses each job against the module's schema,
- * hands it to the module's handler in micro-batches (one transaction per batch), retries with
- * backoff, and acknowledges only after the effect committed. A job that cannot be parsed, or
- * exhausts its attempts, goes to the dead letters with its payload and error.
+ * Where a job stands. Ours counts retries; BullMQ's `attemptsMade` counts only what BullMQ retried or
+ * failed itself (a job from a previous release, or one whose hand-back failed): the larger wins.
+ * `finished`: BullMQ already counted the attempt that ended it (a job in `failed`).
+ */
+function stateOf(job: Job, c: Carried, finished: boolean): Required<DeliveryState> {
+  const counted = finished ? job.attemptsMade : job.attemptsMade + 1;
+  return {
+    attempt: c.deadLetter ? Math.max(1, c.attempt ?? counted) : Math.max(1, c.attempt ?? 1, counted),
+    snoozes: c.snoozes ?? 0,
+  };
+}
+
+/** How a processed job leaves the processor, once the core's verdict is carried out. */
+interface Handled {
+  verdict: Verdict;
+  /** What BullMQ keeps as the completed job's return value. */
+  value: unknown;
+  /** The job was handed back: delayed (retry, snooze, park) or left waiting behind a queue-wide hold. */
+  handedBack?: 'delayed' | 'rate-limited' | undefined;
+}
+
+/**
+ * The core's command worker, one per module queue: parses each job against the module's schema and
+ * hands it to the module's handler in micro-batches (one transaction per batch), acknowledging only
+ * after the effect committed. Every decision about a failure — retry and its backoff, snooze (an
+ * outage, a dependency down: no attempt consumed), the last attempt, the dead letter, its record and
+ * what happens when that fails — is the delivery core's (shared/delivery); this file only offers it
+ * BullMQ's primitives: a hand-back is `moveToDelayed` (the counts carried in the job's progress), a
+ * finished job (done, cancelled or dead-lettered) COMPLETES. Nothing is left in `failed`.
  */
 export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWorkerConfig): CommandWorker {
   const { handler, module } = deps;
@@ -84,9 +151,8 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
     `conveyor-${component}`,
   );
   const dlq = new Queue(queues.deadLetters, queueOptions(connection, config.queuePrefix, queues.deadLetters));
-  const deadLetterDeps = {
+  const deadLetterDeps: CommandDeadLetterDeps = {
     pool: deps.pool,
-    dlq,
     origin: queues.commands,
     handler,
     events: module.events,
@@ -94,6 +160,7 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
       log.error({ type, error }, 'module returned an invalid dead-letter event; not appended'),
     ...(deps.onOutboxAppended ? { onOutboxAppended: deps.onOutboxAppended } : {}),
   };
+  const sink = createPgDeadLetterSink(deps.pool);
   const batcher = createBatcher({
     maxSize: config.batchSize,
     maxWaitMs: config.batchWaitMs,
@@ -108,52 +175,136 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
       ),
   });
 
-  async function toDeadLetters(
-    job: Job,
-    error: Error,
-    attempts: number,
-    token: string | undefined,
-  ): Promise<never> {
-    try {
-      const id = await deadLetterCommand(deadLetterDeps, job, error, attempts);
-      log.warn({ jobId: job.id, deadLetterId: id, attempts, err: error }, 'command moved to dead letters');
-    } catch (recordErr) {
-      // Never drop a job we could not record: park it (no attempt burned) and try again later.
-      log.error({ jobId: job.id, err: recordErr }, 'dead-lettering failed; job parked for retry');
-      await job.moveToDelayed(
-        Date.now() + backoffDelayMs(attempts, config.backoffMs, config.backoffMaxMs),
-        token,
+  // One core per attempt budget: a job's own `attempts` option (set by its producer) wins over config.
+  const cores = new Map<number, DeliveryCore>();
+  function coreFor(job: Job): DeliveryCore {
+    const maxAttempts = Math.max(1, job.opts.attempts ?? config.attempts);
+    let core = cores.get(maxAttempts);
+    if (!core) {
+      core = createDeliveryCore(
+        { sink, logger: deps.logger, ...(deps.onVerdict ? { onVerdict: deps.onVerdict } : {}) },
+        {
+          maxAttempts,
+          backoffMs: config.backoffMs,
+          backoffMaxMs: config.backoffMaxMs,
+          snoozeMs: config.snoozeMs ?? config.backoffMs,
+          snoozeMaxMs: config.snoozeMaxMs ?? Math.min(config.backoffMaxMs, 30_000),
+        },
+        queues.commands,
       );
-      throw new DelayedError();
+      cores.set(maxAttempts, core);
     }
-    throw new DeadLetteredError(error.message);
+    return core;
   }
 
-  /**
-   * A downstream the module needs is down (e.g. the payment service): the command is not at fault, so
-   * no attempt is burned and nothing is dead-lettered. While its circuit breaker is open the whole
-   * queue is rate-limited until it half-opens (jobs stay waiting, every worker of the queue holds
-   * off); a failure that has not opened it yet parks just this job in `delayed` for a backoff.
-   */
-  async function waitForDependency(
+  /** The job as the core sees it; `deadLetterId` is filled in when it becomes a dead letter. */
+  function inbound(
+    job: Job,
+    state: Required<DeliveryState>,
+    actions: TransportActions,
+    fields: Record<string, unknown>,
+    built: { deadLetterId?: string },
+  ): Inbound {
+    return {
+      state,
+      actions: { ...actions, copyToDeadLetters: (record) => copyCommandDeadLetter(dlq, job, record) },
+      deadLetter: (error, attempts) => {
+        const record = commandDeadLetter(deadLetterDeps, job, error, attempts);
+        built.deadLetterId = record.id;
+        return record;
+      },
+      recordWith: (record) => recordCommandDeadLetter(deadLetterDeps, job.data, record),
+      log: fields,
+    };
+  }
+
+  /** Whether `error` says the module's dependency (e.g. the payment service) is down, not the command wrong. */
+  function dependencyDown(error: Error): boolean {
+    const dependency = handler.dependency;
+    if (!dependency) return false;
+    if (dependency.isUnavailable(error)) return true;
+    return (
+      error instanceof SnoozeDelivery && error.cause instanceof Error && dependency.isUnavailable(error.cause)
+    );
+  }
+
+  async function handle(
     job: Job,
     token: string | undefined,
-    error: Error,
-    jobLog: Logger,
-  ): Promise<never> {
-    const retryAfterMs = handler.dependency?.retryAfterMs() ?? 0;
-    if (retryAfterMs > 0) {
-      jobLog.debug(
-        { retryAfterMs, err: error },
-        'dependency breaker open; job back to waiting, queue rate-limited',
-      );
-      await worker.rateLimit(retryAfterMs);
-      throw Worker.RateLimitError();
+    trace: TraceCarrier | undefined,
+  ): Promise<Handled> {
+    const c = carried(job);
+    const state = stateOf(job, c, false);
+    let handedBack: Handled['handedBack'];
+    // While the dependency's breaker is open: how long the whole queue holds off.
+    let holdQueueMs = 0;
+    let value: unknown;
+    const built: { deadLetterId?: string } = {};
+    const fields: Record<string, unknown> = { jobId: job.id, queue: queues.commands };
+    const message = inbound(
+      job,
+      state,
+      {
+        ack: () => Promise.resolve(), // the processor returns: BullMQ completes the job
+        async handBack(delayMs, next, why) {
+          if (why === 'snooze' && holdQueueMs > 0) {
+            // Every worker of the queue holds off until the breaker half-opens; this job waits in
+            // line as it is (back to waiting, nothing counted): a hold of the queue, not its snooze.
+            await worker.rateLimit(holdQueueMs);
+            handedBack = 'rate-limited';
+            return;
+          }
+          await job.updateProgress({ ...c, attempt: next.attempt, snoozes: next.snoozes } satisfies Carried);
+          await job.moveToDelayed(Date.now() + delayMs, token);
+          handedBack = 'delayed';
+        },
+      },
+      fields,
+      built,
+    );
+    const core = coreFor(job);
+
+    let verdict: Verdict;
+    if (c.deadLetter) {
+      const error = Object.assign(new Error(c.deadLetter.error), { stack: c.deadLetter.stack ?? undefined });
+      verdict = await core.settle(message, { kind: 'poison', error });
+    } else {
+      verdict = await core.deliver(message, async () => {
+        const parsed = module.jobSchema.safeParse(job.data);
+        if (!parsed.success) {
+          const detail = parsed.error.issues
+            .map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`)
+            .join('; ');
+          throw new PoisonMessageError(`invalid command for queue ${queues.commands}: ${detail}`);
+        }
+        const cmd = parsed.data;
+        const { correlationId, subjectId } = handler.describe(cmd);
+        // `orderId`: the subject the command concerns (the dead letters' `subject_id`), so one grep follows it.
+        Object.assign(fields, { correlationId, orderId: subjectId });
+        try {
+          const prepared = handler.prepare ? await handler.prepare(cmd) : undefined;
+          value = await batcher.submit({ job: cmd, attempt: state.attempt, prepared, trace });
+        } catch (err) {
+          const error = asError(err);
+          if (!dependencyDown(error)) throw err;
+          // The command is not at fault: a snooze. While the breaker is open, until it half-opens.
+          const retryAfterMs = handler.dependency?.retryAfterMs() ?? 0;
+          holdQueueMs = retryAfterMs;
+          if (error instanceof SnoozeDelivery) throw error;
+          throw new SnoozeDelivery(
+            `dependency unavailable: ${error.message}`,
+            retryAfterMs > 0 ? retryAfterMs : undefined,
+            {
+              cause: error,
+            },
+          );
+        }
+        log.info({ ...fields, attempt: state.attempt, status: handler.statusOf(value) }, 'command processed');
+      });
     }
-    const delayMs = backoffDelayMs(1, config.backoffMs, config.backoffMaxMs);
-    jobLog.warn({ delayMs, err: error }, 'dependency unavailable; job parked without burning an attempt');
-    await job.moveToDelayed(Date.now() + delayMs, token);
-    throw new DelayedError();
+    if (verdict.action === 'dead-letter') value = { deadLetterId: built.deadLetterId };
+    else if (verdict.action === 'ack' && verdict.cancelled) value = { cancelled: verdict.cancelled.message };
+    return { verdict, value, handedBack };
   }
 
   /**
@@ -169,64 +320,27 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
       destination: queues.commands,
       messageId: job.id,
       parent: parseCarrier(job.opts.telemetry?.metadata),
-      attributes: { 'messaging.bullmq.job.attempt': job.attemptsMade + 1 },
+      attributes: { 'messaging.bullmq.job.attempt': stateOf(job, carried(job), false).attempt },
     });
-    if (!started) return processJob(job, token, undefined);
+    let handled: Handled;
     try {
-      const value = await context.with(started.context, () =>
-        processJob(job, token, injectCarrier(started.context)),
-      );
-      endSpan(started.span);
-      return value;
+      handled = started
+        ? await context.with(started.context, () => handle(job, token, injectCarrier(started.context)))
+        : await handle(job, token, undefined);
     } catch (err) {
-      // Parking a job (delayed, rate-limited) is flow control, not a failure of this attempt.
-      const parked = err instanceof DelayedError || (err as Error).name === 'RateLimitError';
-      endSpan(started.span, parked ? undefined : err);
+      // The core could not hand the job back (Redis): BullMQ's own redelivery takes over.
+      if (started) endSpan(started.span, err);
       throw err;
     }
-  }
-
-  async function processJob(
-    job: Job,
-    token: string | undefined,
-    trace: TraceCarrier | undefined,
-  ): Promise<unknown> {
-    const pending = pendingDeadLetter(job);
-    if (pending) {
-      const error = Object.assign(new Error(pending.error), { stack: pending.stack ?? undefined });
-      return toDeadLetters(job, error, pending.attempts, token);
+    const { verdict, value, handedBack } = handled;
+    if (started) {
+      // A snooze or park is flow control; a retry or dead letter is this attempt failing.
+      const failed = verdict.action === 'retry' || verdict.action === 'dead-letter';
+      endSpan(started.span, failed ? verdict.error : undefined);
     }
-    const attempt = job.attemptsMade + 1;
-    const parsed = module.jobSchema.safeParse(job.data);
-    if (!parsed.success) {
-      const detail = parsed.error.issues
-        .map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`)
-        .join('; ');
-      return toDeadLetters(
-        job,
-        new Error(`invalid command for queue ${queues.commands}: ${detail}`),
-        attempt,
-        token,
-      );
-    }
-    const cmd = parsed.data;
-    const { correlationId, subjectId } = handler.describe(cmd);
-    // Bound into each line rather than a per-job child logger: no per-job cost when a level is off.
-    // `orderId`: the order the command concerns (the dead letters' `order_id`), so one grep follows an order.
-    const ids = { correlationId, jobId: job.id, orderId: subjectId, queue: queues.commands };
-    try {
-      const prepared = handler.prepare ? await handler.prepare(cmd) : undefined;
-      const outcome = await batcher.submit({ job: cmd, attempt, prepared, trace });
-      log.info({ ...ids, attempt, status: handler.statusOf(outcome) }, 'command processed');
-      return outcome;
-    } catch (err) {
-      const error = err instanceof Error ? err : new Error(String(err));
-      if (handler.dependency?.isUnavailable(error))
-        return waitForDependency(job, token, error, log.child(ids));
-      if (attempt >= (job.opts.attempts ?? 1)) return toDeadLetters(job, error, attempt, token);
-      log.warn({ ...ids, attempt, err: error }, 'command attempt failed; will retry');
-      throw error;
-    }
+    if (handedBack === 'rate-limited') throw Worker.RateLimitError();
+    if (handedBack === 'delayed') throw new DelayedError();
+    return value;
   }
 
   const worker = new Worker(queues.commands, process, {
@@ -242,40 +356,54 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
 
   /**
    * A job BullMQ failed for good by itself — stalled too often (BullMQ fails it with its own
-   * UnrecoverableError, never calling the processor) or out of attempts outside the processor's
-   * reach — goes to the dead letters. If that fails it is not left in `failed`, where `removeOnFail`
-   * trims it: it goes back to the queue marked, and the processor dead-letters it, parking it with a
-   * backoff (no attempt burned) for as long as dead-lettering keeps failing.
+   * UnrecoverableError, never calling the processor), or failed after the core could not hand it
+   * back — is dead-lettered through the core, then removed from `failed`. When the dead letter cannot
+   * be recorded it is not left in `failed` (where `removeOnFail` trims it): it is sent back marked,
+   * and the processor dead-letters it — the core parking it meanwhile, no attempt consumed.
    */
   async function deadLetterFailed(job: Job, err: Error): Promise<void> {
+    const c = carried(job);
+    const fields = { jobId: job.id, queue: queues.commands };
+    const message = inbound(
+      job,
+      stateOf(job, c, true),
+      {
+        ack: () => job.remove(),
+        async handBack(_delayMs, next) {
+          const deadLetter = { error: err.message, stack: err.stack ?? null };
+          await job.updateProgress({
+            ...c,
+            attempt: next.attempt,
+            snoozes: next.snoozes,
+            deadLetter,
+          } satisfies Carried);
+          // Back to waiting at once: the processor parks it with the core's delay.
+          await job.retry('failed');
+          log.error({ ...fields, err }, 'dead letter of a failed job not recorded; sent back to be parked');
+        },
+      },
+      fields,
+      {},
+    );
     try {
-      const id = await deadLetterCommand(deadLetterDeps, job, err, job.attemptsMade);
-      log.warn({ jobId: job.id, deadLetterId: id, err }, 'failed command moved to dead letters');
-      return;
-    } catch (recordErr) {
+      await coreFor(job).settle(message, { kind: 'poison', error: err });
+    } catch (settleErr) {
+      // Redis refused to send it back or to remove it: it stays in `failed`, visible in Bull Board, to
+      // be retried by hand (its dead letter is recorded only if the removal is what failed).
       log.error(
-        { jobId: job.id, err: recordErr },
-        'dead-lettering a failed job failed; sent back to retry it',
+        { ...fields, err: settleErr, cause: err },
+        'could not send back or remove a failed job; it stays in failed',
       );
-    }
-    try {
-      const deadLetter = { error: err.message, stack: err.stack ?? null, attempts: job.attemptsMade };
-      await job.updateProgress({ deadLetter } satisfies PendingDeadLetter);
-      await job.retry('failed');
-    } catch (requeueErr) {
-      // Redis refused too: the job stays in `failed`, visible in Bull Board, to be retried by hand.
-      log.error({ jobId: job.id, err: requeueErr }, 'could not send a failed job back; it stays in failed');
     }
   }
 
+  const settling = new Set<Promise<void>>();
   worker.on('error', (err) => log.error({ err }, 'command worker error'));
   worker.on('failed', (job, err) => {
-    if (!job || err instanceof DeadLetteredError) return; // the processor dead-lettered it already
-    const exhausted =
-      err.name === 'UnrecoverableError' ||
-      /stalled/i.test(err.message) ||
-      job.attemptsMade >= (job.opts.attempts ?? 1);
-    if (exhausted) void deadLetterFailed(job, err);
+    // `finishedOn` is set only when BullMQ failed the job for good (not when it retries it itself).
+    if (!job || job.finishedOn === undefined) return;
+    const done = deadLetterFailed(job, err).finally(() => settling.delete(done));
+    settling.add(done);
   });
   runSupervised(component, worker, connection, onFatal, () => closing !== undefined);
 
@@ -294,6 +422,7 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
         }
         clearTimeout(timer);
         await batcher.drain();
+        await Promise.allSettled([...settling]);
         await handler.close?.();
         await dlq.close();
         await connection.quit().catch(() => connection.disconnect());
