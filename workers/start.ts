@@ -124,12 +124,23 @@ export async function startWorkers(
       },
     });
     const worker = createCommandWorker(
-      { pool, logger, module, handler, onOutboxAppended, onFatal: lifecycle.fail },
+      {
+        pool,
+        logger,
+        module,
+        handler,
+        onOutboxAppended,
+        onFatal: lifecycle.fail,
+        ...(metrics ? { onVerdict: (verdict, origin) => metrics.countVerdict(verdict, origin) } : {}),
+      },
       {
         redisUrl: config.redis.url,
         redisClusterNodes: config.redis.clusterNodes,
         queuePrefix: config.redis.queuePrefix,
         ...settings,
+        // An outage snoozes commands like events: BUS_SNOOZE_MS doubling to BUS_SNOOZE_MAX_MS.
+        snoozeMs: config.bus.snoozeMs,
+        snoozeMaxMs: config.bus.snoozeMaxMs,
         shutdownGraceMs: config.workers.shutdownGraceMs,
       },
     );

@@ -45,6 +45,11 @@ export interface Metrics extends Collectors {
   observeHttp(sample: HttpSample): void;
   /** Counts and times a BullMQ worker's jobs; returns a function that detaches the listeners. */
   instrumentWorker(worker: Worker, queue: string): () => void;
+  /**
+   * Counts a verdict the delivery core carried out (`ack`, `retry`, `snooze`, `dead-letter`, `parked`,
+   * `cancelled`) for a command queue or an event consumer: pass it as the core's `onVerdict`.
+   */
+  countVerdict(verdict: string, origin: string): void;
   /** For the circuit breaker's `open` / `halfOpen` / `close` events. */
   setCircuitBreakerState(breaker: string, state: CircuitState): void;
   /** Idempotent: detaches workers and closes every reader. */
@@ -122,6 +127,12 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     labelNames: ['queue'],
     registers,
   });
+  const verdicts = new Counter({
+    name: 'conveyor_delivery_verdicts_total',
+    help: 'What the delivery core did with each delivery: ack, retry, snooze (no attempt consumed), dead-letter, parked (dead letter not recordable yet), cancelled',
+    labelNames: ['origin', 'verdict'],
+    registers,
+  });
   const breaker = new Gauge({
     name: 'conveyor_circuit_breaker_state',
     help: 'Circuit breaker state: 0 closed, 1 half-open, 2 open',
@@ -171,6 +182,9 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       };
       detachers.add(detach);
       return detach;
+    },
+    countVerdict(verdict, origin) {
+      verdicts.inc({ origin, verdict });
     },
     setCircuitBreakerState(name, state) {
       breaker.set({ breaker: name }, CIRCUIT_VALUES[state]);
