@@ -19,8 +19,8 @@
  * per request, on the bill and in CPU (ElasticMQ's, the SDK's): 500 events become one SendMessageBatch
  * call, a few receives and deletes, instead of fifty of each. Per-event semantics survive: the consumer
  * hands each event to the handler as if alone, and an event that fails is split out into a message of
- * its own (carrying the attempts it had) before the pack is deleted; only it is retried or
- * dead-lettered. A lone event is one message, as is every event on FIFO queues.
+ * its own (carrying its attempt and snoozes) before the pack is deleted; only it is retried, snoozed
+ * or dead-lettered. A lone event is one message, as is every event on FIFO queues.
  *
  * Guarantees:
  * - Publish: SendMessageBatch calls of ≤ 10 entries and ≤ 256 KiB; resolves only once SQS confirmed
@@ -28,20 +28,23 @@
  *   an entry it refuses, or one still failing after the retries, rejects the publish: the outbox relay
  *   retries, the consumers' idempotence absorbs the duplicates. FIFO: MessageGroupId = event key (the
  *   order id), MessageDeduplicationId = event id, one group queue's chunks sent in sequence.
- * - At-least-once delivery: a message is deleted only after its handler resolved, or after its
- *   dead-letter copy was confirmed and recorded; visibility is extended while the handler still works.
+ * - At-least-once delivery: a message is deleted only after its handler resolved, after its
+ *   copy was confirmed (a snooze, a split-out), or after its dead letter was recorded and copied to the DLQ; visibility is extended while the handler still works.
  *   A crash leaves it invisible until its visibility timeout, then SQS delivers it again.
  * - Ordering: standard queues none (SQS may reorder, and handlers run concurrently); FIFO per key:
  *   one consumer handles a message group's messages one after the other, retries included.
- * - Attempts are SQS's receive count (plus in-place retries on FIFO, plus the attempts an event split
- *   out of a pack had there: `x-prior-attempts`). The redrive policy's
- *   `maxReceiveCount` is `maxAttempts + 1`: the consumer dead-letters (and records) a message after its
- *   last attempt itself; the extra receive lets it also record one whose last attempt crashed, and SQS
- *   moves a message only if even that delivery never settles.
+ * - Failures are decided by the delivery core (shared/delivery), one per group queue; the consumer is
+ *   its adapter (sqs/consumer.ts). Attempts are SQS's receive count plus the attempts a copy carries
+ *   (`x-prior-attempts`: an event split out of a pack, a snoozed or parked message, sent again so a
+ *   snooze costs no attempt and no receive), plus in-place retries on FIFO. The redrive policy's
+ *   `maxReceiveCount` ({@link sqsMaxReceiveCount}) leaves the consumer room to dead-letter — and
+ *   record — every message before SQS would move one by itself.
  */
 import { SendMessageCommand, type SendMessageBatchRequestEntry, type SQSClient } from '@aws-sdk/client-sqs';
 import { randomUUID } from 'node:crypto';
 import type { DeadLetterRecord } from '../dead-letters/dead-letter.ts';
+import { createDeliveryCore } from '../delivery/core.ts';
+import type { DeliveryPolicy } from '../delivery/policy.ts';
 import { EventHeaders } from './codec.ts';
 import type { BusDeps } from './create-bus.ts';
 import { assertGroupName, type EventBus, type EventHandler, type Subscription } from './event-bus.ts';
@@ -103,6 +106,26 @@ export class SqsBusClosedError extends Error {
 
 const DEFAULT_GROUP = 'projections';
 
+/**
+ * Receives that reach no handler, allowed beyond the one our consumer needs to record a message
+ * whose last attempt crashed: a close() handing back messages it held but never started, a long
+ * poll cut at close or a consumer killed before it read the answer. See {@link sqsMaxReceiveCount}.
+ */
+const RECEIVES_WITHOUT_ATTEMPT = 10;
+
+/**
+ * The redrive policy's `maxReceiveCount` for `maxAttempts`. SQS moves a message to the DLQ by itself
+ * — without a `dead_letters` row — on the receive after this many, so it must never come before ours:
+ * a message is received at most `maxAttempts` times as attempts (snoozes and parks are copies whose
+ * receive count starts again, carrying their attempt; FIFO hand-backs never leave the consumer), and
+ * on the receive after, the consumer dead-letters it through the delivery core without running the
+ * handler. The broker's move is only a backstop for a message no consumer can ever settle, after
+ * {@link RECEIVES_WITHOUT_ATTEMPT} lost receives on top.
+ */
+export function sqsMaxReceiveCount(maxAttempts: number): number {
+  return maxAttempts + 1 + RECEIVES_WITHOUT_ATTEMPT;
+}
+
 /** The queue names of `group` on a bus with `config` (for metrics, KEDA, tests and teardown). */
 export function sqsGroupQueues(
   config: Pick<SqsBusConfig, 'queuePrefix' | 'fifo'>,
@@ -134,10 +157,17 @@ export function createSqsBus(deps: BusDeps, config: SqsBusConfig): EventBus {
     url: config.redisUrl,
     key: sqsGroupsKey(config.redisPrefix, config.queuePrefix, config.fifo),
   });
+  const policy: DeliveryPolicy = {
+    maxAttempts: config.maxAttempts,
+    backoffMs: config.backoffMs,
+    backoffMaxMs: config.maxBackoffMs ?? 60_000,
+    snoozeMs: config.snoozeMs,
+    snoozeMaxMs: config.snoozeMaxMs,
+  };
   const declareOptions = {
     fifo: config.fifo,
     visibilityTimeoutSeconds: config.visibilityTimeoutSeconds,
-    maxReceiveCount: config.maxAttempts + 1,
+    maxReceiveCount: sqsMaxReceiveCount(config.maxAttempts),
   };
   /** Queue URL per queue name, resolved once (declared by `start`/`subscribe`, looked up for others). */
   const urls = new Map<string, Promise<string>>();
@@ -211,19 +241,19 @@ export function createSqsBus(deps: BusDeps, config: SqsBusConfig): EventBus {
       assertGroupName(group);
       await start();
       // Queue first, then the registration: a publisher that sees the group finds its queue.
+      const { queue } = sqsGroupQueues(config, group);
+      const consumerLog = log.child({ queue, group });
       const consumer = createSqsConsumer({
         client,
         declare: () => declare(group),
         fifo: config.fifo,
         handler,
-        deadLetters: deps.deadLetters,
-        log,
+        // One delivery core per group queue: every decision about a failure is its, not the consumer's.
+        core: createDeliveryCore({ sink: deps.deadLetters, logger: consumerLog }, policy, queue),
+        log: consumerLog,
         prefetch: config.prefetch,
         waitTimeSeconds: config.waitTimeSeconds,
         visibilityTimeoutSeconds: config.visibilityTimeoutSeconds,
-        maxAttempts: config.maxAttempts,
-        backoffMs: config.backoffMs,
-        maxBackoffMs: config.maxBackoffMs ?? 60_000,
         shutdownGraceMs: config.shutdownGraceMs ?? 10_000,
         retryMinMs: config.retryMinMs ?? 100,
         retryMaxMs: config.retryMaxMs ?? 5_000,

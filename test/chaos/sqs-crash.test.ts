@@ -99,8 +99,14 @@ describe('chaos: kill -9 between projection commit and SQS delete, poison amid t
 
     const { rows } = await eventually(
       async () => {
-        const r = await db.query<{ transport: string; origin: string; error: string; attempts: number }>(
-          `SELECT transport, origin, error, attempts FROM dead_letters WHERE headers->>'event-id' = $1`,
+        const r = await db.query<{
+          id: string;
+          transport: string;
+          origin: string;
+          error: string;
+          attempts: number;
+        }>(
+          `SELECT id, transport, origin, error, attempts FROM dead_letters WHERE headers->>'event-id' = $1`,
           [poisonId],
         );
         return r.rows.length > 0 && r;
@@ -112,6 +118,8 @@ describe('chaos: kill -9 between projection commit and SQS delete, poison amid t
     // comes back after the visibility timeout.
     expect(rows).toEqual([
       {
+        // The delivery core's one scheme: transport, origin queue, the event id it carries.
+        id: `sqs-${queues().queue}-${poisonId}`,
         transport: 'sqs',
         origin: queues().queue,
         error: 'message is not valid JSON',

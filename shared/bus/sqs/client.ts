@@ -95,3 +95,20 @@ export function isPermanentSqsError(err: unknown): boolean {
   const { $metadata } = err as SdkErrorShape;
   return PERMANENT.has(sqsErrorName(err)) || $metadata?.httpStatusCode === 403;
 }
+
+/** What SQS answers a message it will never accept (bad characters, too long, bad attributes). */
+const REFUSED_MESSAGE = new Set([
+  'InvalidMessageContents',
+  'MessageTooLong',
+  'InvalidParameterValue',
+  'InvalidAttributeName',
+  'InvalidAttributeValue',
+  'InvalidBatchEntryId',
+  'BatchRequestTooLong',
+  'AWS.SimpleQueueService.InvalidMessageContents',
+]);
+
+/** Whether SQS refused to take a message for what it is: sending it again cannot succeed. */
+export function isRefusedMessage(err: unknown): boolean {
+  return REFUSED_MESSAGE.has(sqsErrorName(err)) || isPermanentSqsError(err);
+}

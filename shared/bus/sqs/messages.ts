@@ -1,5 +1,6 @@
 import type { Message, MessageAttributeValue, SendMessageBatchRequestEntry } from '@aws-sdk/client-sqs';
 import type { NewDeadLetter } from '../../dead-letters/dead-letter.ts';
+import { contentId, deadLetterId } from '../../delivery/dead-letter.ts';
 import type { EventEnvelope } from '../../domain/events.ts';
 import { PoisonMessageError } from '../../errors/domain.ts';
 import { encodeEvent, EventHeaders } from '../codec.ts';
@@ -20,8 +21,18 @@ export const SqsHeaders = {
    * one message, but each of its events belongs to its own order's trace.
    */
   packTrace: 'x-pack-trace',
-  /** On an event split out of a pack to be retried: the attempts it already had there. */
+  /**
+   * On a copy the consumer sent in a message's place (an event split out of a pack, a snoozed or
+   * parked message): the attempts it had before, so its first receive is attempt `prior + 1`.
+   */
   priorAttempts: 'x-prior-attempts',
+  /** On such a copy: how often it was snoozed or parked so far (grows the snooze delay). */
+  snoozes: 'x-snoozes',
+  /**
+   * On such a copy whose delay is longer than SQS's 15-minute `DelaySeconds`: when it is due (ms since
+   * epoch). Received earlier, it is sent again for the rest of the delay, its state unchanged.
+   */
+  notBefore: 'x-not-before',
   /** On dead-letter copies only. */
   error: 'x-error',
   attempts: 'x-attempts',
@@ -40,9 +51,19 @@ const TRANSIENT: ReadonlySet<string> = new Set([
   SqsHeaders.pack,
   SqsHeaders.packTrace,
   SqsHeaders.priorAttempts,
+  SqsHeaders.snoozes,
+  SqsHeaders.notBefore,
   SqsHeaders.error,
   SqsHeaders.attempts,
   SqsHeaders.originQueue,
+]);
+
+/** An event's own headers and the bus's key and trace: what a copy or a DLQ copy keeps before anything else. */
+const KNOWN: ReadonlySet<string> = new Set([
+  ...Object.values(EventHeaders),
+  SqsHeaders.key,
+  'traceparent',
+  'tracestate',
 ]);
 
 /** Headers as SQS String message attributes. */
@@ -187,10 +208,28 @@ export function unpack(pack: Message): Message[] {
   });
 }
 
-/** Attempts an event had before this message: in the pack it was split out of. */
-export function priorAttemptsOf(message: Pick<Message, 'MessageAttributes'>): number {
-  const n = Number(message.MessageAttributes?.[SqsHeaders.priorAttempts]?.StringValue ?? '0');
-  return Number.isInteger(n) && n > 0 ? n : 0;
+/** Where a received message stands, as its attributes and SQS's receive count say. */
+export interface ReceivedState {
+  /** The attempt this receive is: the attempts a copy carried (`x-prior-attempts`) plus SQS's receive count. */
+  attempt: number;
+  snoozes: number;
+  /** When a copy with a long delay is due (ms since epoch); absent: now. */
+  notBefore?: number | undefined;
+}
+
+/** The delivery state of a received message (see {@link SqsHeaders.priorAttempts}). */
+export function receivedState(message: Message): ReceivedState {
+  const notBefore = count(message, SqsHeaders.notBefore);
+  return {
+    attempt: count(message, SqsHeaders.priorAttempts) + receiveCountOf(message),
+    snoozes: count(message, SqsHeaders.snoozes),
+    ...(notBefore > 0 ? { notBefore } : {}),
+  };
+}
+
+function count(message: Pick<Message, 'MessageAttributes'>, name: string): number {
+  const n = Number(message.MessageAttributes?.[name]?.StringValue ?? '0');
+  return Number.isSafeInteger(n) && n > 0 ? n : 0;
 }
 
 /** The receive count SQS reports: 1 on the first delivery. */
@@ -199,10 +238,44 @@ export function receiveCountOf(message: Message): number {
   return Number.isInteger(n) && n > 0 ? n : 1;
 }
 
-/** Deterministic, so recording the same failed message twice is harmless; no ":" (see DeadLetterRecord). */
-export function deadLetterId(queue: string, message: Message): string {
+/** What a copy sent in a message's place carries: the attempt its first receive is, its snoozes, when it is due. */
+export interface CopyState {
+  attempt: number;
+  snoozes: number;
+  notBefore?: number | undefined;
+}
+
+/**
+ * The attributes of a copy the consumer sends in a message's place: the message's own (a pack's
+ * marks included), its old state replaced by `state`. SQS allows 10 attributes: the state always
+ * fits, then the pack marks, the event's headers and trace, then the rest as room allows.
+ */
+export function copyAttributes(
+  headers: Record<string, string>,
+  state: CopyState,
+): Record<string, MessageAttributeValue> {
+  const ours: Record<string, string> = {};
+  if (state.attempt > 1) ours[SqsHeaders.priorAttempts] = String(state.attempt - 1);
+  if (state.snoozes > 0) ours[SqsHeaders.snoozes] = String(state.snoozes);
+  if (state.notBefore !== undefined) ours[SqsHeaders.notBefore] = String(Math.round(state.notBefore));
+  const stateNames = new Set<string>([SqsHeaders.priorAttempts, SqsHeaders.snoozes, SqsHeaders.notBefore]);
+  const rank = (name: string) =>
+    name === SqsHeaders.pack || name === SqsHeaders.packTrace ? 0 : KNOWN.has(name) ? 1 : 2;
+  const own = Object.entries(headers)
+    .filter(([name]) => !stateNames.has(name))
+    .sort(([a], [b]) => rank(a) - rank(b));
+  const kept = Object.fromEntries(own.slice(0, MAX_ATTRIBUTES - Object.keys(ours).length));
+  return toAttributes({ ...kept, ...ours });
+}
+
+/**
+ * The dead-letter id of a message in `queue` (the delivery core's one scheme): its event id
+ * attribute (a pack's event: the id in its body), else a hash of its bytes. The same however often it
+ * fails and is redriven: a redrive sends the same bytes and event id back.
+ */
+export function deadLetterIdOf(queue: string, message: Message): string {
   const eventId = headersOf(message)[EventHeaders.eventId];
-  return `sqs-${queue}-${eventId ?? message.MessageId ?? 'unknown'}`.replaceAll(':', '_');
+  return deadLetterId({ transport: 'sqs', origin: queue, messageId: eventId ?? contentId(message.Body) });
 }
 
 /**
@@ -220,9 +293,8 @@ export function deadLetterAttributes(
     [SqsHeaders.attempts]: String(attempts),
     [SqsHeaders.originQueue]: originQueue,
   };
-  const known = new Set<string>([...Object.values(EventHeaders), SqsHeaders.key]);
   const original = Object.entries(originalHeaders(headers)).sort(
-    ([a], [b]) => Number(!known.has(a)) - Number(!known.has(b)),
+    ([a], [b]) => Number(!KNOWN.has(a)) - Number(!KNOWN.has(b)),
   );
   const kept = Object.fromEntries(original.slice(0, MAX_ATTRIBUTES - Object.keys(ours).length));
   return toAttributes({ ...kept, ...ours });
@@ -234,12 +306,12 @@ export function deadLetterRecord(
   message: Message,
   error: Error,
   attempts: number,
-  orderId: string | null,
+  subjectId: string | null,
 ): NewDeadLetter {
   const headers = originalHeaders(headersOf(message));
   const firstReceived = Number(message.Attributes?.ApproximateFirstReceiveTimestamp);
   return {
-    id: deadLetterId(queue, message),
+    id: deadLetterIdOf(queue, message),
     transport: 'sqs',
     origin: queue,
     kind: 'event',
@@ -250,7 +322,7 @@ export function deadLetterRecord(
     stack: error.stack ?? null,
     attempts,
     correlationId: headers[EventHeaders.correlationId] ?? null,
-    subjectId: orderId ?? headers[SqsHeaders.key] ?? null,
+    subjectId: subjectId ?? headers[SqsHeaders.key] ?? null,
     firstFailedAt: Number.isFinite(firstReceived) && firstReceived > 0 ? new Date(firstReceived) : new Date(),
   };
 }
