@@ -54,7 +54,13 @@ export async function startWorkers(
   if (needsBus) {
     const bus = await createEventBus(
       config.bus.kind,
-      { logger, deadLetters: createPgDeadLetterSink(pool), metrics, onFatal: lifecycle.fail },
+      {
+        logger,
+        deadLetters: createPgDeadLetterSink(pool),
+        metrics,
+        onFatal: lifecycle.fail,
+        ...(metrics ? { onVerdict: (verdict, origin) => metrics.countVerdict(verdict, origin) } : {}),
+      },
       config,
     );
     await bus.start();

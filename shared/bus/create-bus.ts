@@ -1,5 +1,6 @@
 import type { Config } from '../config/config.ts';
 import type { DeadLetterSink } from '../dead-letters/dead-letter.ts';
+import type { DeliveryCoreDeps } from '../delivery/core.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { OnFatal } from '../runtime/lifecycle.ts';
@@ -17,6 +18,8 @@ export interface BusDeps {
    * stays unreachable past `recoveryBudgetMs`). Absent: logged only.
    */
   onFatal?: OnFatal | undefined;
+  /** Told each verdict the subscriptions' delivery cores carry out (metrics: `countVerdict`). */
+  onVerdict?: DeliveryCoreDeps['onVerdict'];
 }
 
 /** The event bus chosen by `EVENT_BUS`; every adapter honours the same {@link EventBus} contract. */

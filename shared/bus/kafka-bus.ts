@@ -250,6 +250,7 @@ export function createKafkaBus(deps: BusDeps, config: KafkaBusConfig): EventBus 
           handler,
           send,
           deadLetters: deps.deadLetters,
+          onVerdict: deps.onVerdict,
           logger: deps.logger,
           onFatal: deps.onFatal,
         },

@@ -262,6 +262,7 @@ export function createRabbitmqBus(deps: BusDeps, config: RabbitmqBusConfig): Eve
         connect: () => connect(`consumer-${group}`),
         handler,
         deadLetters: deps.deadLetters,
+        onVerdict: deps.onVerdict,
         log,
         prefetch: c.prefetch,
         policy: {

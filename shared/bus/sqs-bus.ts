@@ -249,7 +249,11 @@ export function createSqsBus(deps: BusDeps, config: SqsBusConfig): EventBus {
         fifo: config.fifo,
         handler,
         // One delivery core per group queue: every decision about a failure is its, not the consumer's.
-        core: createDeliveryCore({ sink: deps.deadLetters, logger: consumerLog }, policy, queue),
+        core: createDeliveryCore(
+          { sink: deps.deadLetters, logger: consumerLog, onVerdict: deps.onVerdict },
+          policy,
+          queue,
+        ),
         log: consumerLog,
         prefetch: config.prefetch,
         waitTimeSeconds: config.waitTimeSeconds,

@@ -1,6 +1,6 @@
 import type { EachBatchPayload, Kafka, KafkaMessage, Message } from 'kafkajs';
 import type { DeadLetterSink, NewDeadLetter } from '../../dead-letters/dead-letter.ts';
-import { createDeliveryCore, type Inbound } from '../../delivery/core.ts';
+import { createDeliveryCore, type DeliveryCoreDeps, type Inbound } from '../../delivery/core.ts';
 import { deadLetterId } from '../../delivery/dead-letter.ts';
 import { asError, classify, type Outcome } from '../../delivery/outcome.ts';
 import type { EventEnvelope } from '../../domain/events.ts';
@@ -59,6 +59,8 @@ export interface KafkaSubscriptionDeps {
   /** Produces durably (acks = all); resolves once the broker confirmed. */
   send(topic: string, messages: Message[]): Promise<void>;
   deadLetters: DeadLetterSink;
+  /** Told each verdict carried out (metrics). */
+  onVerdict?: DeliveryCoreDeps['onVerdict'];
   logger: Logger;
   /** Told when the consumer stopped for good (see {@link startKafkaSubscription}). Absent: logged only. */
   onFatal?: OnFatal | undefined;
@@ -146,7 +148,7 @@ export async function startKafkaSubscription(
   const resumeTimers = new Set<NodeJS.Timeout>();
 
   const core = createDeliveryCore(
-    { sink: deps.deadLetters, logger: deps.logger },
+    { sink: deps.deadLetters, logger: deps.logger, onVerdict: deps.onVerdict },
     {
       maxAttempts: config.maxAttempts,
       backoffMs: config.backoffMs,

@@ -1,6 +1,6 @@
 import type { ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
 import type { DeadLetterSink, NewDeadLetter } from '../../dead-letters/dead-letter.ts';
-import { createDeliveryCore, type Inbound } from '../../delivery/core.ts';
+import { createDeliveryCore, type DeliveryCoreDeps, type Inbound } from '../../delivery/core.ts';
 import { PoisonMessageError } from '../../delivery/outcome.ts';
 import type { DeliveryPolicy, DeliveryState } from '../../delivery/policy.ts';
 import type { Logger } from '../../observability/logger.ts';
@@ -34,6 +34,8 @@ export interface ConsumerOptions {
   connect: () => Promise<ChannelModel>;
   handler: EventHandler;
   deadLetters: DeadLetterSink;
+  /** Told each verdict carried out (metrics). */
+  onVerdict?: DeliveryCoreDeps['onVerdict'];
   log: Logger;
   prefetch: number;
   /** Attempts, backoff and snooze delays: the delivery core's (see `shared/delivery`). */
@@ -108,7 +110,11 @@ const DUE_SLACK_MS = 20;
 export function createConsumer(o: ConsumerOptions): Consumer {
   const log = o.log.child({ queue: o.topology.queue, group: o.topology.group });
   const onFatal = fatalOrLog(o.onFatal, log);
-  const core = createDeliveryCore({ sink: o.deadLetters, logger: log }, o.policy, o.topology.queue);
+  const core = createDeliveryCore(
+    { sink: o.deadLetters, logger: log, onVerdict: o.onVerdict },
+    o.policy,
+    o.topology.queue,
+  );
   const stop = new AbortController();
   const inFlight = new Set<Promise<void>>();
   let current: Session | undefined;
