@@ -13,8 +13,9 @@ import { createDeadLetterStore } from '../../shared/dead-letters/store.ts';
 import type { EventEnvelope } from '../../shared/domain/events.ts';
 import type { Logger } from '../../shared/observability/logger.ts';
 import { createProjector, PROJECTOR_CONSUMER } from '../../workers/projections/projector.ts';
+import { CancelDelivery, PoisonMessageError, SnoozeDelivery } from '../../shared/delivery/outcome.ts';
 import { dropSchema, eventually, migratedPool, testConfig, testLogger } from '../support/env.ts';
-import { DAY, placedEvent, recorder, rejectedEvent } from './contract-events.ts';
+import { DAY, placedEvent, recorder, rejectedEvent, sentinelRecorder } from './contract-events.ts';
 
 export { placedEvent } from './contract-events.ts';
 
@@ -36,6 +37,12 @@ export interface BusContractContext {
   /** Pass these to the bus: the contract's retry cases count on them. */
   maxAttempts: number;
   backoffMs: number;
+  /**
+   * Pass these too (`config.bus.snoozeMs`/`snoozeMaxMs`, 50 and 200 ms here): the snooze cases snooze
+   * five times, which the production defaults (1 s doubling to 30 s) would stretch to half a minute.
+   */
+  snoozeMs: number;
+  snoozeMaxMs: number;
 }
 
 /** A message read back from the transport's own dead-letter queue/topic. */
@@ -79,6 +86,10 @@ export type MakeBus = (ctx: BusContractContext) => Promise<EventBus>;
  * at-least-once after a crash, exactly-once effect through the real projector, poison isolation,
  * retry-then-succeed, dead letters after exhausted retries, redrive, and subscription groups (every
  * group gets every event, one group's members share them, retries and dead letters stay per group).
+ * And every outcome of the delivery core (shared/delivery): a snooze or a PostgreSQL outage consumes no
+ * attempt, a cancel is acknowledged, the last attempt dead-letters exactly once (row, then one native
+ * copy), a dead letter that cannot be recorded is parked until it can, and a redrive that fails again
+ * reopens the same dead letter.
  *
  * @example
  * describeBusContract('kafka', async (ctx) => createKafkaBus(ctx, {...}), { ordersPerKey: true, publishRaw, transportDeadLetters });
@@ -89,7 +100,13 @@ export function describeBusContract(name: string, makeBus: MakeBus, hooks: BusCo
     let opened: { buses: EventBus[]; subs: Subscription[] };
 
     beforeEach(async () => {
-      const config = testConfig({ BUS_MAX_ATTEMPTS: '3', BUS_BACKOFF_MS: '20', ...hooks.env });
+      const config = testConfig({
+        BUS_MAX_ATTEMPTS: '3',
+        BUS_BACKOFF_MS: '20',
+        BUS_SNOOZE_MS: '50',
+        BUS_SNOOZE_MAX_MS: '200',
+        ...hooks.env,
+      });
       const pool = await migratedPool(config);
       ctx = {
         config,
@@ -98,6 +115,8 @@ export function describeBusContract(name: string, makeBus: MakeBus, hooks: BusCo
         deadLetters: createPgDeadLetterSink(pool),
         maxAttempts: config.bus.maxAttempts,
         backoffMs: config.bus.backoffMs,
+        snoozeMs: config.bus.snoozeMs,
+        snoozeMaxMs: config.bus.snoozeMaxMs,
       };
       opened = { buses: [], subs: [] };
     });
@@ -338,7 +357,7 @@ export function describeBusContract(name: string, makeBus: MakeBus, hooks: BusCo
 
     it('retries a failing handler with backoff and processes the event once it succeeds', async () => {
       const bus = await newBus();
-      const rec = recorder(async (_e, d) => {
+      const rec = sentinelRecorder(async (_e, d) => {
         if (d.attempt < 3) throw new Error(`transient failure ${d.attempt}`);
       });
       await subscribe(bus, rec.handler);
@@ -355,7 +374,10 @@ export function describeBusContract(name: string, makeBus: MakeBus, hooks: BusCo
       }
       expect(await deadLetters()).toEqual([]);
       expect(await hooks.transportDeadLetters(ctx)).toEqual([]);
+      // Succeeded on attempt 3: acknowledged, not delivered again (nor dead-lettered) by the time a sentinel passed.
+      await sentinelPassed(bus, rec, event.key);
       expect(rec.of(event.eventId)).toHaveLength(3);
+      expect(await deadLetters()).toEqual([]);
     });
 
     it('in one multi-event publish, retries only the failing event and dead-letters only the hopeless one', async () => {
@@ -436,6 +458,187 @@ export function describeBusContract(name: string, makeBus: MakeBus, hooks: BusCo
       expect(redriven?.event).toEqual(event);
       expect(redriven?.delivery.attempt).toBe(1);
     });
+
+    /** Publishes a sentinel (see `sentinelRecorder`) and waits until it succeeded. */
+    async function sentinelPassed(
+      bus: EventBus,
+      rec: ReturnType<typeof sentinelRecorder>,
+      key?: string,
+    ): Promise<void> {
+      const sentinel = rec.sentinel(key);
+      await bus.publish([sentinel]);
+      await eventually(() => rec.passed(sentinel.eventId), { what: 'the sentinel event' });
+    }
+
+    /** The messages of an event in the transport's own dead-letter queue/topic. */
+    async function transportDeadLettersOf(eventId: string): Promise<TransportDeadLetter[]> {
+      return (await hooks.transportDeadLetters(ctx)).filter(
+        (m) => m.headers[EventHeaders.eventId] === eventId,
+      );
+    }
+
+    async function deadLetterRows(): Promise<{ id: string; eventId: string }[]> {
+      const { rows } = await ctx.pool.query<{ id: string; eventId: string }>(
+        `SELECT id, headers->>'${EventHeaders.eventId}' AS "eventId" FROM dead_letters ORDER BY id`,
+      );
+      return rows;
+    }
+
+    /**
+     * Fails the first `times` deliveries of an event with `failure` (a snooze), then succeeds; every
+     * delivery must be attempt 1 and the event handled once, without a dead letter.
+     */
+    async function expectNoAttemptConsumed(failure: () => Error, times: number): Promise<void> {
+      const bus = await newBus();
+      const rec = sentinelRecorder(async (e) => {
+        if (rec.of(e.eventId).length <= times) throw failure();
+      });
+      await subscribe(bus, rec.handler);
+      const event = placedEvent();
+      await bus.publish([event]);
+
+      // Done, or an attempt was consumed (a snooze taken for a retry): stop waiting at the first sign.
+      await eventually(
+        () =>
+          rec.of(event.eventId).length > times || rec.of(event.eventId).some((r) => r.delivery.attempt > 1),
+        { timeoutMs: 45_000, what: `delivery ${times + 1} of the snoozed event` },
+      );
+      await sentinelPassed(bus, rec, event.key);
+      expect(rec.of(event.eventId).map((r) => r.delivery.attempt)).toEqual(
+        Array.from({ length: times + 1 }, () => 1),
+      );
+      expect(await deadLetters()).toEqual([]);
+      expect(await hooks.transportDeadLetters(ctx)).toEqual([]);
+    }
+
+    it('snoozes a delivery without consuming an attempt, more often than maxAttempts, then handles it once', async () => {
+      await expectNoAttemptConsumed(() => new SnoozeDelivery('dependency down'), ctx.maxAttempts + 2);
+    });
+
+    it('treats a PostgreSQL outage as a snooze: no attempt consumed, no dead letter', async () => {
+      await expectNoAttemptConsumed(
+        () => Object.assign(new Error('the database system is starting up'), { code: '57P03' }),
+        ctx.maxAttempts + 2,
+      );
+    });
+
+    it('dead-letters on the last attempt exactly once: one row, one native copy, no redelivery', async () => {
+      const bus = await newBus();
+      const rec = sentinelRecorder(async (e, d) => {
+        throw new Error(`handler failed on attempt ${d.attempt}`);
+      });
+      await subscribe(bus, rec.handler);
+      const event = placedEvent();
+      await bus.publish([event]);
+
+      const dl = await deadLetterOf(event.eventId);
+      expect(dl.id.startsWith(`${bus.kind}-`)).toBe(true);
+      expect(dl).toMatchObject({ attempts: ctx.maxAttempts, subjectId: event.key, status: 'pending' });
+      await eventually(async () => (await transportDeadLettersOf(event.eventId)).length > 0, {
+        what: 'the native dead-letter copy',
+      });
+      // A fourth delivery, or a second dead letter, would have come by the time a sentinel passed.
+      await sentinelPassed(bus, rec, event.key);
+      expect(rec.of(event.eventId).map((r) => r.delivery.attempt)).toEqual([1, 2, 3]);
+      expect(await deadLetterRows()).toEqual([{ id: dl.id, eventId: event.eventId }]);
+      expect(await transportDeadLettersOf(event.eventId)).toHaveLength(1);
+      expect(await hooks.transportDeadLetters(ctx)).toHaveLength(1);
+    });
+
+    it('parks a dead letter that cannot be recorded, without a native copy, and records it once it can', async () => {
+      const schema = ctx.config.database.schema;
+      const bus = await newBus();
+      const rec = sentinelRecorder(async () => {
+        throw new PoisonMessageError('never valid');
+      });
+      await subscribe(bus, rec.handler);
+      await ctx.pool.query(`ALTER TABLE "${schema}".dead_letters RENAME TO dead_letters_away`);
+      let away = true;
+      try {
+        const event = placedEvent();
+        await bus.publish([event]);
+        await eventually(() => rec.of(event.eventId).length >= 2, {
+          timeoutMs: 30_000,
+          what: 'the parked event delivered again',
+        });
+        expect(await transportDeadLettersOf(event.eventId)).toEqual([]);
+        const { rows } = await ctx.pool.query(`SELECT id FROM "${schema}".dead_letters_away`);
+        expect(rows).toEqual([]);
+
+        await ctx.pool.query(`ALTER TABLE "${schema}".dead_letters_away RENAME TO dead_letters`);
+        away = false;
+        const dl = await deadLetterOf(event.eventId);
+        // Parking gives the attempt back: every delivery was the first, and so is the dead letter's.
+        expect(dl).toMatchObject({ attempts: 1, subjectId: event.key });
+        expect(dl.error).toMatch('never valid');
+        await eventually(async () => (await transportDeadLettersOf(event.eventId)).length > 0, {
+          what: 'the native dead-letter copy',
+        });
+        await sentinelPassed(bus, rec, event.key);
+        expect(rec.of(event.eventId).every((r) => r.delivery.attempt === 1)).toBe(true);
+        expect(await deadLetterRows()).toEqual([{ id: dl.id, eventId: event.eventId }]);
+        expect(await transportDeadLettersOf(event.eventId)).toHaveLength(1);
+      } finally {
+        if (away) {
+          await ctx.pool.query(`ALTER TABLE "${schema}".dead_letters_away RENAME TO dead_letters`);
+        }
+      }
+    });
+
+    it('records a redriven event that fails again under its dead letter’s id, pending again with the new error', async () => {
+      const bus = await newBus();
+      const rec = sentinelRecorder(async (e) => {
+        throw new PoisonMessageError(rec.of(e.eventId).length === 1 ? 'first' : 'second');
+      });
+      await subscribe(bus, rec.handler);
+      const event = placedEvent();
+      await bus.publish([event]);
+      const dl = await deadLetterOf(event.eventId);
+      expect(dl.error).toMatch('first');
+
+      // What the API does: claim it (status redriven), then send it back.
+      expect(await store().resolve(dl.id, 'redriven', 'test')).toBe(true);
+      await bus.redrive(dl);
+      // Pending again — under its id, or (wrongly) as a second dead letter under another id.
+      const pending = await eventually(
+        async () => {
+          const rows = await store().list({ status: 'pending', limit: 10 });
+          return rows.length > 0 && rows;
+        },
+        { what: 'the redriven event dead-lettered again' },
+      );
+      expect(pending.map((d) => d.id)).toEqual([dl.id]);
+      expect(pending[0]?.error).toMatch('second');
+      expect(pending[0]?.error).not.toMatch('first');
+      expect(pending[0]).toMatchObject({ attempts: 1, subjectId: event.key, redriveCount: 1 });
+      expect(rec.of(event.eventId).map((r) => r.delivery.attempt)).toEqual([1, 1]);
+      expect(await deadLetterRows()).toEqual([{ id: dl.id, eventId: event.eventId }]);
+    });
+
+    it('acknowledges a cancelled delivery: handled once, no dead letter, never delivered again', async () => {
+      const bus1 = await newBus();
+      const first = sentinelRecorder(async () => {
+        throw new CancelDelivery('not wanted');
+      });
+      await subscribe(bus1, first.handler);
+      const event = placedEvent();
+      await bus1.publish([event]);
+      await eventually(() => first.of(event.eventId).length > 0, { what: 'the cancelled event' });
+      await sentinelPassed(bus1, first, event.key);
+      await bus1.close();
+
+      // Acknowledged, not merely held: a new consumer of the group does not get it either (an unacked
+      // RabbitMQ delivery is requeued when its channel closes, an uncommitted Kafka offset re-read).
+      const bus2 = await newBus();
+      const second = sentinelRecorder();
+      await subscribe(bus2, second.handler);
+      await sentinelPassed(bus2, second, event.key);
+      expect(first.of(event.eventId).map((r) => r.delivery.attempt)).toEqual([1]);
+      expect(second.of(event.eventId)).toEqual([]);
+      expect(await deadLetters()).toEqual([]);
+      expect(await hooks.transportDeadLetters(ctx)).toEqual([]);
+    });
+
     it('gives every subscription group every event, singles and multi-event batches alike', async () => {
       const bus = await newBus();
       const projections = recorder();

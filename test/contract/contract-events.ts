@@ -76,3 +76,35 @@ export function recorder(
   const of = (eventId: string) => received.filter((r) => r.event.eventId === eventId);
   return { received, handler, of };
 }
+
+/** How many deliveries a sentinel fails (plain errors: retried with backoff) before it succeeds. */
+export const SENTINEL_FAILURES = 2;
+
+/**
+ * A {@link recorder} that also handles sentinels: events made by `sentinel()` fail their first
+ * {@link SENTINEL_FAILURES} deliveries, then succeed. A sentinel published once a watched event was
+ * settled and seen succeeding went through the transport's retries and backoff itself: a redelivery of
+ * the watched event would have come meanwhile. A positive signal to wait for, instead of a sleep.
+ */
+export function sentinelRecorder(
+  then: (event: EventEnvelope, delivery: Delivery) => Promise<void> = async () => undefined,
+) {
+  const sentinels = new Set<string>();
+  const rec = recorder(async (event, delivery) => {
+    if (!sentinels.has(event.eventId)) return then(event, delivery);
+    if (delivery.attempt <= SENTINEL_FAILURES) {
+      throw new Error(`sentinel fails attempt ${delivery.attempt}`);
+    }
+  });
+  return {
+    ...rec,
+    /** A new sentinel event (of `key`: on Kafka, behind the watched event in its partition). */
+    sentinel(key?: string): EventEnvelope {
+      const event = placedEvent(key);
+      sentinels.add(event.eventId);
+      return event;
+    },
+    /** Whether the sentinel succeeded. */
+    passed: (eventId: string) => rec.of(eventId).some((r) => r.delivery.attempt > SENTINEL_FAILURES),
+  };
+}

@@ -4,9 +4,11 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { EventBus } from '../../shared/bus/event-bus.ts';
 import { createKafkaBus } from '../../shared/bus/kafka-bus.ts';
 import { kafkaTopics, readHeaders } from '../../shared/bus/kafka/headers.ts';
+import { EventHeaders } from '../../shared/bus/codec.ts';
 import type { Config } from '../../shared/config/config.ts';
 import type { Pool } from '../../shared/db/pool.ts';
 import { createPgDeadLetterSink } from '../../shared/dead-letters/dead-letter.ts';
+import { createProjector } from '../../workers/projections/projector.ts';
 import { dropSchema, eventually, migratedPool, testConfig, testLogger, uniqueId } from '../support/env.ts';
 import {
   describeBusContract,
@@ -79,6 +81,8 @@ describeBusContract(
       partitions: 3,
       maxAttempts: ctx.maxAttempts,
       backoffMs: ctx.backoffMs,
+      snoozeMs: ctx.config.bus.snoozeMs,
+      snoozeMaxMs: ctx.config.bus.snoozeMaxMs,
       consumer: { ...ctx.config.bus.kafka.consumer, sessionTimeout: 6_000, maxWaitTimeMs: 100 },
       shutdownGraceMs: 1_000,
     }),
@@ -197,6 +201,145 @@ describe('Kafka bus with a transactional producer', () => {
       expect(offsets.reduce((sum, p) => sum + Number(p.high), 0)).toBe(events.length + 1);
     } finally {
       await admin.disconnect();
+    }
+  });
+});
+
+describe('Kafka subscription as an adapter of the delivery core', () => {
+  let config: Config;
+  let pool: Pool;
+  let admin: Admin;
+  let bus: EventBus | undefined;
+  const MAX_ATTEMPTS = 3;
+
+  beforeEach(async () => {
+    config = testConfig({ BUS_SNOOZE_MS: '20', BUS_SNOOZE_MAX_MS: '200' });
+    pool = await migratedPool(config);
+    admin = new Kafka({ brokers: [...config.bus.kafka.brokers], logLevel: logLevel.NOTHING }).admin();
+    await admin.connect();
+    // One partition: every event of a case is behind (or ahead of) every other.
+    bus = createKafkaBus(
+      { logger: testLogger(), deadLetters: createPgDeadLetterSink(pool) },
+      {
+        ...config.bus.kafka,
+        partitions: 1,
+        maxAttempts: MAX_ATTEMPTS,
+        backoffMs: 20,
+        snoozeMs: config.bus.snoozeMs,
+        snoozeMaxMs: config.bus.snoozeMaxMs,
+        consumer: { ...config.bus.kafka.consumer, sessionTimeout: 6_000, maxWaitTimeMs: 100 },
+        shutdownGraceMs: 1_000,
+      },
+    );
+    await bus.start();
+  });
+
+  afterEach(async () => {
+    await bus?.close();
+    const t = kafkaTopics(config.bus.kafka.topic);
+    await admin.deleteTopics({ topics: [t.events, t.retry, t.dlq] }).catch(() => undefined);
+    await admin.deleteGroups([config.bus.kafka.consumer.groupId]).catch(() => undefined);
+    await admin.disconnect();
+    await dropSchema(pool, config.database.schema);
+    await pool.end();
+  });
+
+  /** Records written to a topic of this case (fresh topics, no transactions: the high watermarks). */
+  async function recordsIn(topic: 'retry' | 'dlq'): Promise<number> {
+    const offsets = await admin.fetchTopicOffsets(kafkaTopics(config.bus.kafka.topic)[topic]);
+    return offsets.reduce((sum, p) => sum + Number(p.high), 0);
+  }
+
+  /** Whether the group committed every record of `topic`: nothing there will be delivered again. */
+  async function committedAll(topic: 'events' | 'retry'): Promise<boolean> {
+    const name = kafkaTopics(config.bus.kafka.topic)[topic];
+    const [high] = await admin.fetchTopicOffsets(name);
+    const [group] = await admin.fetchOffsets({ groupId: config.bus.kafka.consumer.groupId, topics: [name] });
+    return group?.partitions[0]?.offset === high?.high;
+  }
+
+  async function deadLetterRows(table = 'dead_letters') {
+    const { rows } = await pool.query<{ id: string; event_id: string; attempts: number }>(
+      `SELECT id, headers->>'${EventHeaders.eventId}' AS event_id, attempts FROM "${config.database.schema}".${table}`,
+    );
+    return rows;
+  }
+
+  it('holds the partition through a dependency outage: no attempt consumed, no retry copy, no dead letter', async () => {
+    const projector = createProjector({ pool, logger: testLogger(), batchSize: 20, batchWaitMs: 5 });
+    const outage = placedEvent();
+    const sameKey = placedEvent(outage.key, 2_000); // behind it, same key: must wait for it
+    const otherKey = placedEvent(undefined, 3_000); // behind it, another key: handled meanwhile
+    const seen: { eventId: string; attempt: number }[] = [];
+    let refused = 0;
+    await bus!.subscribe('projections', async (e, d) => {
+      seen.push({ eventId: e.eventId, attempt: d.attempt });
+      if (e.eventId === outage.eventId && refused < 8) {
+        refused++;
+        throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+      }
+      await projector.handle(e, d);
+    });
+    await bus!.publish([outage, sameKey, otherKey]);
+
+    await eventually(() => seen.some((s) => s.eventId === sameKey.eventId), {
+      timeoutMs: 30_000,
+      what: 'the event behind the snoozed one',
+    });
+    await eventually(() => committedAll('events'), { what: 'every offset committed' });
+    await projector.drain();
+    const of = (id: string) => seen.filter((s) => s.eventId === id);
+    // Eight snoozes, then success: every delivery was the first attempt.
+    expect(of(outage.eventId).map((s) => s.attempt)).toEqual(Array.from({ length: 9 }, () => 1));
+    // Per-key order held: the same key's next event came only after the snoozed one succeeded.
+    expect(seen.findIndex((s) => s.eventId === sameKey.eventId)).toBeGreaterThan(
+      seen.findLastIndex((s) => s.eventId === outage.eventId),
+    );
+    expect(of(sameKey.eventId)).toEqual([{ eventId: sameKey.eventId, attempt: 1 }]);
+    // Done behind the held offset while it was held: not handled again on the refetches.
+    expect(of(otherKey.eventId)).toEqual([{ eventId: otherKey.eventId, attempt: 1 }]);
+    const { rows } = await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM projection_inbox');
+    expect(rows).toEqual([{ n: 3 }]);
+    expect(await recordsIn('retry')).toBe(0);
+    expect(await recordsIn('dlq')).toBe(0);
+    expect(await deadLetterRows()).toEqual([]);
+  });
+
+  it('parks a dead letter it cannot record: nothing on the DLQ topic until the row is written, then one of each', async () => {
+    const schema = config.database.schema;
+    const event = placedEvent();
+    const attempts: number[] = [];
+    await bus!.subscribe('projections', async (e, d) => {
+      if (e.eventId !== event.eventId) return;
+      attempts.push(d.attempt);
+      throw new Error(`handler failed on attempt ${d.attempt}`);
+    });
+    await pool.query(`ALTER TABLE "${schema}".dead_letters RENAME TO dead_letters_away`);
+    let away = true;
+    try {
+      await bus!.publish([event]);
+      // The last attempt, then parked (same attempt) at least twice.
+      await eventually(() => attempts.length >= MAX_ATTEMPTS + 2, {
+        timeoutMs: 30_000,
+        what: 'the parked event delivered again',
+      });
+      expect(attempts.slice(0, MAX_ATTEMPTS + 2)).toEqual([1, 2, 3, 3, 3]);
+      expect(await recordsIn('dlq')).toBe(0);
+      expect(await deadLetterRows('dead_letters_away')).toEqual([]);
+
+      await pool.query(`ALTER TABLE "${schema}".dead_letters_away RENAME TO dead_letters`);
+      away = false;
+      // Recorded, copied and acknowledged: the retry topic's offsets are committed past it.
+      await eventually(async () => (await recordsIn('dlq')) > 0 && committedAll('retry'), {
+        what: 'the dead letter copied to the DLQ topic and committed',
+      });
+      const rows = await deadLetterRows();
+      expect(rows).toEqual([{ id: expect.stringMatching(/^kafka-/), event_id: event.eventId, attempts: 3 }]);
+      expect(rows[0]?.id).toContain(event.eventId);
+      expect(await recordsIn('dlq')).toBe(1);
+      expect(attempts.every((a, i) => a === Math.min(i + 1, MAX_ATTEMPTS))).toBe(true);
+    } finally {
+      if (away) await pool.query(`ALTER TABLE "${schema}".dead_letters_away RENAME TO dead_letters`);
     }
   });
 });

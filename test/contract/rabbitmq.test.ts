@@ -14,6 +14,8 @@ function busConfig(ctx: BusContractContext): RabbitmqBusConfig {
     ...ctx.config.bus.rabbitmq,
     maxAttempts: ctx.maxAttempts,
     backoffMs: ctx.backoffMs,
+    snoozeMs: ctx.snoozeMs,
+    snoozeMaxMs: ctx.snoozeMaxMs,
     shutdownGraceMs: 1_000,
     reconnectMinMs: 50,
   };

@@ -9,7 +9,12 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { encodeEvent } from '../../shared/bus/codec.ts';
 import type { EventBus, Subscription } from '../../shared/bus/event-bus.ts';
-import { createSqsBus, sqsGroupQueues, type SqsBusConfig } from '../../shared/bus/sqs-bus.ts';
+import {
+  createSqsBus,
+  sqsGroupQueues,
+  sqsMaxReceiveCount,
+  type SqsBusConfig,
+} from '../../shared/bus/sqs-bus.ts';
 import { deleteSqsTopology, peekQueue, withSqsClient } from '../../shared/bus/sqs/admin.ts';
 import { sqsGroupsKey } from '../../shared/bus/sqs/groups.ts';
 import { eventEntry, headersOf } from '../../shared/bus/sqs/messages.ts';
@@ -53,6 +58,8 @@ function busConfig(config: Config, fifo: boolean, overrides: Partial<SqsBusConfi
     visibilityTimeoutSeconds: 10,
     maxAttempts: config.bus.maxAttempts,
     backoffMs: config.bus.backoffMs,
+    snoozeMs: config.bus.snoozeMs,
+    snoozeMaxMs: config.bus.snoozeMaxMs,
     redisUrl: config.redis.url,
     redisPrefix: config.redis.queuePrefix,
     shutdownGraceMs: 1_000,
@@ -169,16 +176,20 @@ describe('SQS bus specifics', () => {
       const dlqArn = (await attributesOf(client, dlqUrl)).QueueArn;
       const attrs = await attributesOf(client, url);
       expect(attrs.VisibilityTimeout).toBe('10');
-      // One receive beyond the last attempt: the consumer itself records a message whose last attempt crashed.
+      // Above the receive on which the consumer itself records a message whose last attempt crashed
+      // (maxAttempts + 1), with room for receives that reach no handler: SQS never moves one first.
       expect(JSON.parse(attrs.RedrivePolicy ?? '{}')).toMatchObject({
         deadLetterTargetArn: dlqArn,
-        maxReceiveCount: 4,
+        maxReceiveCount: sqsMaxReceiveCount(3),
       });
+      expect(sqsMaxReceiveCount(3)).toBeGreaterThan(4);
       // Another deployment with other limits: SQS refuses the create, the bus updates the queue.
       await newBus({ maxAttempts: 6, visibilityTimeoutSeconds: 20 }).start();
       const after = await attributesOf(client, url);
       expect(after.VisibilityTimeout).toBe('20');
-      expect(JSON.parse(after.RedrivePolicy ?? '{}')).toMatchObject({ maxReceiveCount: 7 });
+      expect(JSON.parse(after.RedrivePolicy ?? '{}')).toMatchObject({
+        maxReceiveCount: sqsMaxReceiveCount(6),
+      });
     });
   });
 
@@ -331,12 +342,134 @@ describe('SQS bus specifics', () => {
       origin: sqsGroupQueues(sqsConfig).queue,
       attempts: config.bus.maxAttempts,
       payload: encodeEvent(event).body,
-      orderId: event.key,
+      subjectId: event.key,
     });
     expect(dl?.error).toMatch(/last attempt never finished/);
     expect(rec.received).toEqual([]);
     const inDlq = await peekQueue(target, sqsGroupQueues(sqsConfig).dlq);
     expect(inDlq.map((m) => headersOf(m)['x-attempts'])).toEqual([String(config.bus.maxAttempts)]);
+  });
+
+  /** Messages of `queue` visible, in flight and delayed: all zero once the consumer is done with it. */
+  async function drained(queue: string): Promise<boolean> {
+    return withSqsClient(target, async (client) => {
+      const a = await attributesOf(client, await queueUrlOf(client, queue));
+      return (
+        a.ApproximateNumberOfMessages === '0' &&
+        a.ApproximateNumberOfMessagesNotVisible === '0' &&
+        a.ApproximateNumberOfMessagesDelayed === '0'
+      );
+    });
+  }
+
+  for (const fifo of [false, true]) {
+    const queues = fifo ? 'FIFO' : 'standard';
+
+    it(`snoozes an event whose dependency is unreachable without consuming an attempt, however often (${queues} queue)`, async () => {
+      sqsConfig = busConfig(config, fifo);
+      // Far more deliveries than maxAttempts (3) — and than SQS's own redrive limit would allow a
+      // message handed back by visibility: each snooze is a copy (standard) or waits in place (FIFO).
+      const bus = newBus({ snoozeMs: 20, snoozeMaxMs: 100 });
+      await bus.start();
+      const applied: string[] = [];
+      let refused = 0;
+      const rec = recorder(async (e) => {
+        if (refused < 8) {
+          refused++;
+          throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+        }
+        applied.push(e.eventId);
+      });
+      subs.push(await bus.subscribe(PROJECTOR_CONSUMER, rec.handler));
+      const event = placedEvent();
+      await bus.publish([event]);
+
+      await eventually(() => applied.length > 0, { timeoutMs: 60_000, what: 'the event applied' });
+      const names = sqsGroupQueues(sqsConfig);
+      await eventually(() => drained(names.queue), { what: 'the queue drained' });
+      expect(applied).toEqual([event.eventId]);
+      expect(rec.of(event.eventId).map((r) => r.delivery.attempt)).toEqual(
+        Array.from({ length: 9 }, () => 1),
+      );
+      expect(await createDeadLetterStore(pool).list({ limit: 10 })).toEqual([]);
+      expect(await peekQueue(target, names.dlq)).toEqual([]);
+    });
+
+    it(`parks a dead letter whose record fails: nothing in the DLQ before its row, then one row and one DLQ copy (${queues} queue)`, async () => {
+      sqsConfig = busConfig(config, fifo);
+      const bus = newBus({ snoozeMs: 50, snoozeMaxMs: 200 });
+      await bus.start();
+      const rec = recorder(async (_e, d) => {
+        throw new Error(`hopeless on attempt ${d.attempt}`);
+      });
+      const names = sqsGroupQueues(sqsConfig);
+      // The dead-letter table is gone: every record fails (not an outage, but the fallback fails too).
+      await pool.query('ALTER TABLE dead_letters RENAME TO dead_letters_away');
+      let away = true;
+      try {
+        subs.push(await bus.subscribe(PROJECTOR_CONSUMER, rec.handler));
+        const event = placedEvent();
+        await bus.publish([event]);
+        // Parked on its last attempt, which is tried once more on each redelivery.
+        await eventually(() => rec.of(event.eventId).filter((r) => r.delivery.attempt === 3).length >= 3, {
+          timeoutMs: 60_000,
+          what: 'the last attempt tried again after parks',
+        });
+        expect(await peekQueue(target, names.dlq)).toEqual([]);
+        await pool.query('ALTER TABLE dead_letters_away RENAME TO dead_letters');
+        away = false;
+
+        const [dl] = await eventually(async () => {
+          const all = await createDeadLetterStore(pool).list({ limit: 10 });
+          return all.length > 0 && all;
+        });
+        await eventually(() => drained(names.queue), { what: 'the queue drained' });
+        const attempts = rec.of(event.eventId).map((r) => r.delivery.attempt);
+        expect(attempts.slice(0, 3)).toEqual([1, 2, 3]);
+        expect(attempts.slice(3).every((a) => a === 3)).toBe(true);
+        expect(await createDeadLetterStore(pool).list({ limit: 10 })).toHaveLength(1);
+        expect(dl).toMatchObject({
+          transport: 'sqs',
+          origin: names.queue,
+          attempts: 3,
+          subjectId: event.key,
+          payload: encodeEvent(event).body,
+        });
+        expect(dl?.id).toBe(`sqs-${names.queue}-${event.eventId}`);
+        expect(dl?.error).toMatch(/hopeless on attempt 3/);
+        const inDlq = await eventually(async () => {
+          const all = await peekQueue(target, names.dlq);
+          return all.length > 0 && all;
+        });
+        expect(inDlq.map((m) => m.Body)).toEqual([encodeEvent(event).body.toString('utf8')]);
+      } finally {
+        if (away) await pool.query('ALTER TABLE dead_letters_away RENAME TO dead_letters');
+      }
+    });
+  }
+
+  it('splits a pack’s snoozed events out as copies that keep their attempt, and retried ones with the next', async () => {
+    const bus = newBus({ snoozeMs: 20, snoozeMaxMs: 100 });
+    await bus.start();
+    const events = Array.from({ length: 6 }, (_, i) => placedEvent(randomUUID(), 100 + i));
+    const [snoozed, retried] = [events[1]!, events[4]!];
+    const rec = recorder(async (e, d) => {
+      if (e.eventId === snoozed.eventId && rec.of(e.eventId).length <= 2)
+        throw Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
+      if (e.eventId === retried.eventId && d.attempt < 3) throw new Error('transient');
+    });
+    subs.push(await bus.subscribe(PROJECTOR_CONSUMER, rec.handler));
+    await bus.publish(events);
+    await eventually(() => rec.of(snoozed.eventId).length >= 3 && rec.of(retried.eventId).length >= 3, {
+      timeoutMs: 30_000,
+      what: 'both events through',
+    });
+    await eventually(() => drained(sqsGroupQueues(sqsConfig).queue), { what: 'the queue drained' });
+    expect(rec.of(snoozed.eventId).map((r) => r.delivery.attempt)).toEqual([1, 1, 1]);
+    expect(rec.of(retried.eventId).map((r) => r.delivery.attempt)).toEqual([1, 2, 3]);
+    for (const e of events.filter((x) => x !== snoozed && x !== retried))
+      expect(rec.of(e.eventId)).toHaveLength(1);
+    expect(await createDeadLetterStore(pool).list({ limit: 10 })).toEqual([]);
   });
 
   it('declares a group queue deleted under a running consumer again, and keeps consuming', async () => {
