@@ -8,7 +8,7 @@ export const BULK_MAX = 1_000;
 export interface BulkSelection {
   transport?: Transport | undefined;
   origin?: string | undefined;
-  orderId?: string | undefined;
+  subjectId?: string | undefined;
   /** Only dead letters that failed at or before this one (the newest when the operator confirmed). */
   through?: { failedAt: string; id: string } | undefined;
 }
@@ -20,7 +20,7 @@ const WHERE = `status = 'pending' AND ($1::text IS NULL OR transport = $1) AND (
 const params = (s: BulkSelection) => [
   s.transport ?? null,
   s.origin ?? null,
-  s.orderId ?? null,
+  s.subjectId ?? null,
   s.through?.failedAt ?? null,
   s.through?.id ?? null,
 ];

@@ -31,8 +31,13 @@ const count = z.coerce.number().int().min(0).max(BULK_MAX).optional().catch(unde
 const FilterQuery = z.object({
   transport: z.enum(['all', 'bullmq', 'kafka', 'rabbitmq', 'sqs']).catch('all'),
   origin: z.string().trim().min(1).max(200).optional().catch(undefined),
-  orderId: z.string().trim().min(1).max(64).optional().catch(undefined),
+  subjectId: z.string().trim().min(1).max(64).optional().catch(undefined),
 });
+/** `?orderId=` (links and bookmarks from before dead letters named a subject) reads as `?subjectId=`. */
+function legacySubject(query: Record<string, string>): Record<string, string> {
+  const { orderId, ...rest } = query;
+  return orderId && !rest.subjectId ? { ...rest, subjectId: orderId } : rest;
+}
 const NoticeParam = z
   .enum(Object.keys(NOTICES) as [NoticeCode, ...NoticeCode[]])
   .optional()
@@ -97,14 +102,14 @@ export function deadLetterPages(deps: DashboardDeps): Hono<DashboardEnv> {
   const app = new Hono<DashboardEnv>();
 
   app.get('/dead-letters', async (c) => {
-    const q = ListQuery.parse(c.req.query());
+    const q = ListQuery.parse(legacySubject(c.req.query()));
     const before = decodeCursor(q.cursor);
     const rows = await deps.deadLetters.list({
       limit: PAGE_SIZE + 1,
       ...(q.status === 'all' ? {} : { status: q.status }),
       ...(q.transport === 'all' ? {} : { transport: q.transport }),
       ...(q.origin ? { origin: q.origin } : {}),
-      ...(q.orderId ? { orderId: q.orderId } : {}),
+      ...(q.subjectId ? { subjectId: q.subjectId } : {}),
       ...(before ? { before } : {}),
     });
     const shown = rows.slice(0, PAGE_SIZE);
@@ -114,7 +119,7 @@ export function deadLetterPages(deps: DashboardDeps): Hono<DashboardEnv> {
     if (rows.length > PAGE_SIZE && last) {
       const params = new URLSearchParams({ status: q.status, transport: q.transport });
       if (q.origin) params.set('origin', q.origin);
-      if (q.orderId) params.set('orderId', q.orderId);
+      if (q.subjectId) params.set('subjectId', q.subjectId);
       params.set('cursor', encodeCursor(last.failedAt.toISOString(), last.id));
       nextHref = `${BASE_PATH}/dead-letters?${params.toString()}`;
     }
@@ -140,11 +145,11 @@ export function deadLetterPages(deps: DashboardDeps): Hono<DashboardEnv> {
 
   // Registered before `/dead-letters/:id`, which would otherwise take "bulk" for an id.
   app.get('/dead-letters/bulk', requireAdmin(), async (c) => {
-    const q = BulkQuery.parse(c.req.query());
+    const q = BulkQuery.parse(legacySubject(c.req.query()));
     const selection: BulkSelection = {
       transport: transportOf(q.transport),
       origin: q.origin,
-      orderId: q.orderId,
+      subjectId: q.subjectId,
     };
     const preview = await previewSelection(deps.pool, selection);
     return page(c, {
@@ -177,7 +182,7 @@ export function deadLetterPages(deps: DashboardDeps): Hono<DashboardEnv> {
       await selectPending(deps.pool, {
         transport: transportOf(f.transport),
         origin: f.origin,
-        orderId: f.orderId,
+        subjectId: f.subjectId,
         through,
       })
     ).slice(0, f.count);
@@ -203,7 +208,7 @@ export function deadLetterPages(deps: DashboardDeps): Hono<DashboardEnv> {
         action: 'dead_letter.discard_bulk',
         target: null,
         detail: {
-          filter: { transport: f.transport, origin: f.origin ?? null, orderId: f.orderId ?? null },
+          filter: { transport: f.transport, origin: f.origin ?? null, subjectId: f.subjectId ?? null },
           confirmed: f.count,
           counts,
           ...(f.reason ? { reason: f.reason } : {}),
@@ -214,7 +219,7 @@ export function deadLetterPages(deps: DashboardDeps): Hono<DashboardEnv> {
     // Back to the same selection, every status: the rows just handled show what happened to them.
     const params = new URLSearchParams({ status: 'all', transport: f.transport });
     if (f.origin) params.set('origin', f.origin);
-    if (f.orderId) params.set('orderId', f.orderId);
+    if (f.subjectId) params.set('subjectId', f.subjectId);
     params.set('bulk', f.action);
     for (const [k, v] of Object.entries(counts)) params.set(k, String(v));
     return c.redirect(`${BASE_PATH}/dead-letters?${params.toString()}`, 303);

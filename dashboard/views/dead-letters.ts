@@ -10,7 +10,7 @@ export interface DeadLetterListFilter {
   status: 'pending' | 'redriven' | 'discarded' | 'all';
   transport: 'bullmq' | 'kafka' | 'rabbitmq' | 'sqs' | 'all';
   origin?: string | undefined;
-  orderId?: string | undefined;
+  subjectId?: string | undefined;
 }
 
 /**
@@ -119,7 +119,7 @@ export function outcomeView(o: RedriveOutcome | undefined, long = false): Html {
 function filterParams(filter: DeadLetterListFilter): URLSearchParams {
   const p = new URLSearchParams({ transport: filter.transport });
   if (filter.origin) p.set('origin', filter.origin);
-  if (filter.orderId) p.set('orderId', filter.orderId);
+  if (filter.subjectId) p.set('subjectId', filter.subjectId);
   return p;
 }
 
@@ -174,10 +174,10 @@ export function deadLetterListView(options: {
         <input name="origin" value="${filter.origin ?? ''}" size="22" autocomplete="off" />
       </label>
       <label
-        >Order id
+        >Subject (order or refund id)
         <input
-          name="orderId"
-          value="${filter.orderId ?? ''}"
+          name="subjectId"
+          value="${filter.subjectId ?? ''}"
           size="38"
           autocomplete="off"
           spellcheck="false"
@@ -356,7 +356,7 @@ export function bulkConfirmView(options: {
   const criteria = [
     `transport: ${filter.transport}`,
     `origin: ${filter.origin ?? 'any'}`,
-    `order: ${filter.orderId ?? 'any'}`,
+    `subject: ${filter.subjectId ?? 'any'}`,
   ].join(' · ');
   if (count === 0 || !options.through)
     return html`<h1>Nothing to ${action}</h1>

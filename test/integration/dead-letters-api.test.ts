@@ -34,7 +34,7 @@ async function commandDeadLetter(over: Partial<NewDeadLetter> = {}): Promise<New
   const jobId = `job-${seq}`;
   const orderId = `00000000-0000-4000-8000-${String(seq).padStart(12, '0')}`;
   const payload = {
-    subjectId: orderId,
+    orderId,
     correlationId: `corr-dl-${seq}`,
     acceptedAt: new Date().toISOString(),
     order: { customerId: 'c-dl', currency: 'EUR', items: [{ sku: 's', quantity: 1, unitPriceCents: 100 }] },
@@ -231,5 +231,42 @@ describe('dead-letter actions over the API', () => {
     );
     expect(rows.length).toBeGreaterThan(4);
     expect(seen).toEqual(rows.map((r) => Number(r.id)));
+  });
+
+  it('filters by subject (the order or refund a dead letter concerns); ?orderId= still works', async () => {
+    const a = await commandDeadLetter();
+    const b = await commandDeadLetter();
+    for (const param of ['subjectId', 'orderId']) {
+      const res = await request<{ deadLetters: { id: string; subjectId: string; orderId: string }[] }>(
+        url(`/v1/dead-letters?${param}=${a.subjectId!}`),
+        { headers: auth },
+      );
+      expect(res.status).toBe(200);
+      expect(res.body.deadLetters.map((d) => [d.id, d.subjectId, d.orderId])).toEqual([
+        [a.id, a.subjectId, a.subjectId],
+      ]);
+    }
+    // A replica still on the previous release writes order_id only (rolling upgrade): found by subject too.
+    await platform.rt.pool.query(
+      `INSERT INTO dead_letters (id, transport, origin, kind, payload, error, attempts, order_id)
+       VALUES ('bullmq-orders-old-release', 'bullmq', 'orders', 'command', '\\x7b7d', 'old', 1, 'old-subject')`,
+    );
+    const old = await request<{ deadLetters: { id: string; subjectId: string }[] }>(
+      url('/v1/dead-letters?subjectId=old-subject'),
+      { headers: auth },
+    );
+    expect(old.body.deadLetters.map((d) => [d.id, d.subjectId])).toEqual([
+      ['bullmq-orders-old-release', 'old-subject'],
+    ]);
+    // The console's filter reads the same column: both rows have their own subject.
+    const { rows } = await platform.rt.pool.query<{ id: string; subject_id: string; order_id: string }>(
+      'SELECT id, subject_id, order_id FROM dead_letters WHERE id = ANY($1) ORDER BY id',
+      [[a.id, b.id]],
+    );
+    expect(rows).toEqual(
+      [a, b]
+        .map((d) => ({ id: d.id, subject_id: d.subjectId, order_id: d.subjectId }))
+        .sort((x, y) => x.id.localeCompare(y.id)),
+    );
   });
 });
