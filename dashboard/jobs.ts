@@ -1,4 +1,5 @@
 import type { Queue } from 'bullmq';
+import { attemptsMadeOf, deliveryStateOf } from '../shared/queue/job-delivery.ts';
 import type { QueueName } from '../shared/queue/names.ts';
 
 /** A BullMQ job as the console shows it: where it is and what its attempts said. */
@@ -7,9 +8,18 @@ export interface JobSnapshot {
   id: string;
   /** `waiting`, `active`, `delayed`, `prioritized`, `completed`, `failed`, … */
   state: string;
+  /**
+   * The attempts it used, by the delivery core's count (BullMQ's own `attemptsMade` does not count
+   * the core's retries): those that ended — not the one running now, nor a snooze.
+   */
   attemptsMade: number;
+  /** The attempt its current delivery is (`active`), its next (waiting, delayed) or its last (finished). */
+  attempt: number;
+  /** Times it was snoozed (handed back without an attempt consumed: a dependency or PostgreSQL down). */
+  snoozes: number;
   /** The attempts its options allow. */
   attempts: number;
+  /** BullMQ's failure reason: set when BullMQ itself failed or retried it, not by the core's retries. */
   failedReason: string | null;
   /** The first line of each failed attempt's stack (BullMQ keeps one per attempt). */
   errors: string[];
@@ -36,11 +46,14 @@ export function createJobLookup(queues: readonly Queue[]): JobLookup {
       const job = await queue.getJob(id);
       if (!job?.id) return null;
       const state = await job.getState();
+      const delivery = deliveryStateOf(job);
       return {
         queue: name,
         id: job.id,
         state,
-        attemptsMade: job.attemptsMade,
+        attemptsMade: attemptsMadeOf(job),
+        attempt: delivery.attempt,
+        snoozes: delivery.snoozes,
         attempts: job.opts.attempts ?? 1,
         failedReason: job.failedReason || null,
         errors: (job.stacktrace ?? []).map(firstLine),

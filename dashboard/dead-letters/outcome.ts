@@ -102,9 +102,10 @@ export function createRedriveOutcomes(deps: { pool: Pool; jobs: JobLookup }): Re
             };
           if (job.state === 'completed')
             return { kind: 'done', redrivenAt, at: job.finishedAt, detail: 'job completed' };
+          // The core's retries leave no `failedReason` (only BullMQ's own failures do): the count says it.
           const retrying =
-            job.attemptsMade > 0 && job.failedReason
-              ? `; attempt ${job.attemptsMade} of ${job.attempts} failed: ${job.failedReason}`
+            job.attemptsMade > 0
+              ? `; ${job.attemptsMade} of ${job.attempts} attempts failed${job.failedReason ? `, last: ${job.failedReason}` : ''}`
               : '';
           return { kind: 'queued', redrivenAt, detail: `job ${job.state} in ${dl.origin}${retrying}` };
         }

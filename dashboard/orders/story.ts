@@ -116,7 +116,12 @@ function timeline(s: Omit<OrderStory, 'timeline'>, base: string): Moment[] {
       at: s.job.processedAt,
       kind: 'attempt',
       tone: s.job.failedReason ? 'warn' : 'info',
-      title: `Job last picked up by an order worker (attempt ${Math.max(1, s.job.attemptsMade)} of ${s.job.attempts})`,
+      title:
+        s.job.state === 'active'
+          ? `Job being processed by an order worker (attempt ${s.job.attempt} of ${s.job.attempts})`
+          : `Job last picked up by an order worker (${s.job.attemptsMade} of ${s.job.attempts} attempts used${
+              s.job.snoozes > 0 ? `, snoozed ${s.job.snoozes}×` : ''
+            })`,
       detail: s.job.failedReason ? `last error: ${s.job.failedReason}` : undefined,
     });
   for (const e of s.events) {

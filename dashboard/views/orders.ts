@@ -240,7 +240,10 @@ function jobView(s: OrderStory): Html {
     <dt>State</dt>
     <dd><span class="badge">${job.state}</span></dd>
     <dt>Attempts</dt>
-    <dd>${job.attemptsMade} made of ${job.attempts} allowed</dd>
+    <dd data-testid="job-attempts">
+      ${job.attemptsMade} made of ${job.attempts}
+      allowed${job.snoozes > 0 ? `; snoozed ${job.snoozes}× (no attempt used)` : ''}
+    </dd>
     <dt>Enqueued</dt>
     <dd>${timeTag(job.enqueuedAt)}</dd>
     <dt>Last processed</dt>

@@ -195,8 +195,9 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
   );
   const jobOptions: JobsOptions = {
     // BullMQ's own retry is only a safety net: the processor never fails a job because of a verdict
-    // (it hands it back instead). It retries a job whose hand-back failed (Redis refused it) without
-    // consuming an attempt of ours; once used up, the `failed` listener dead-letters the job.
+    // (it hands it back instead). It retries a job whose hand-back failed (Redis refused it); its
+    // count of those is the job's attempt only where it is larger than ours (`deliveryStateOf`, as for
+    // commands). Once used up, the `failed` listener dead-letters the job.
     attempts: config.maxAttempts,
     backoff: { type: 'exponential', delay: config.backoffMs, jitter: 0.5 },
     removeOnComplete: { age: 600, count: 10_000 },

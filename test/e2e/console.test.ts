@@ -230,10 +230,15 @@ describe('the operators console in a browser', () => {
     await refuseOrdersOf(customer, 'ledger offline');
     const orderId = await placeOrder({ customerId: customer });
     await orderStatus(orderId, 'dead_lettered');
+    await eventually(async () => (await orders.getJobState(orderId)) === 'completed', {
+      what: 'its job to complete once dead-lettered',
+    });
 
     const page = await signIn(await newContext(), base, ADMIN);
     await page.goto(`${base}/dashboard/orders/${orderId}`);
     expect(await textOf(page, 'order-status')).toBe('dead_lettered');
+    // Both attempts, by the delivery core's count (BullMQ's own counted only the completion).
+    expect(await textOf(page, 'job-attempts')).toBe('2 made of 2 allowed');
     await page
       .getByTestId('timeline')
       .getByRole('link', { name: /Dead-lettered from bullmq orders/ })

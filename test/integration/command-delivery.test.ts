@@ -23,7 +23,9 @@ import type { Pool } from '../../shared/db/pool.ts';
 import { CancelDelivery } from '../../shared/delivery/outcome.ts';
 import { createLogger } from '../../shared/observability/logger.ts';
 import { commandJobOptions, createCommandQueue } from '../../shared/queue/command-queue.ts';
+import { attemptsMadeOf } from '../../shared/queue/job-delivery.ts';
 import { commandQueues } from '../../shared/queue/names.ts';
+import { createJobLookup } from '../../dashboard/jobs.ts';
 import { commandDeadLetterId } from '../../workers/commands/dead-letter.ts';
 import { createCommandWorker, type CommandWorker } from '../../workers/commands/worker.ts';
 import { createOrderWorker } from '../support/order-worker.ts';
@@ -122,7 +124,8 @@ async function startRig(env: Record<string, string>, fault: Fault = () => undefi
   return { config, pool, redis, queue, worker, logs, calls };
 }
 
-async function placeOrder(r: Rig): Promise<string> {
+/** Enqueues an order command as the API does; `delayMs`: held back that long (then `promote()` it). */
+async function placeOrder(r: Rig, delayMs?: number): Promise<string> {
   const orderId = randomUUID();
   const data: OrderJob = {
     orderId,
@@ -134,7 +137,11 @@ async function placeOrder(r: Rig): Promise<string> {
       items: [{ sku: 'a', quantity: 1, unitPriceCents: 100 }],
     },
   };
-  await r.queue.add(PLACE_ORDER_JOB, data, { ...commandJobOptions(r.config.workers.orders), jobId: orderId });
+  await r.queue.add(PLACE_ORDER_JOB, data, {
+    ...commandJobOptions(r.config.workers.orders),
+    jobId: orderId,
+    ...(delayMs ? { delay: delayMs } : {}),
+  });
   return orderId;
 }
 
@@ -204,6 +211,58 @@ describe('the command worker on the delivery core', () => {
     });
     closers.push(() => dlq.close());
     expect((await dlq.getJob(id))?.data).toMatchObject({ deadLetterId: id, jobId: orderId, attempts: 3 });
+
+    // Each hand-back carried the count in the job's progress (one script); BullMQ's own count saw only
+    // the completion. The API and the console show ours.
+    const job = await r.queue.getJob(orderId);
+    expect(job?.progress).toEqual({ attempt: 3, snoozes: 0 });
+    expect(job?.attemptsMade).toBe(1);
+    expect(attemptsMadeOf(job!)).toBe(3);
+    expect(await createJobLookup([r.queue as Queue]).get(OrdersQueues.commands, orderId)).toMatchObject({
+      state: 'completed',
+      attemptsMade: 3,
+      attempt: 3,
+      snoozes: 0,
+      attempts: 3,
+    });
+  });
+
+  it('reads the jobs the previous release left: BullMQ-counted retries, and a dead letter it sent back', async () => {
+    const r = await startRig({ ORDERS_ATTEMPTS: '3' }, (_id, call) => ({
+      error: new Error(`boom #${call}`),
+    }));
+    // Held back until their hashes look as that release left them, then released.
+    const held = async (progress?: object) => {
+      const orderId = await placeOrder(r, 60_000);
+      const job = (await r.queue.getJob(orderId))!;
+      // It let BullMQ retry: two attempts failed, counted in `attemptsMade` alone.
+      await (await r.queue.client).hset(r.queue.toKey(orderId), 'atm', '2');
+      if (progress) await job.updateProgress(progress);
+      return { orderId, release: () => job.promote() };
+    };
+    const retried = await held();
+    // BullMQ failed it for good, its dead letter was not recorded: sent back with `{ deadLetter }`.
+    const pending = await held({
+      deadLetter: { error: 'job stalled more than allowable limit', stack: null, attempts: 2 },
+    });
+    await retried.release();
+    await pending.release();
+
+    for (const { orderId } of [retried, pending])
+      expect(await completed(r, orderId)).toEqual({
+        deadLetterId: commandDeadLetterId(OrdersQueues.commands, orderId),
+      });
+    // The retried one is on its third and last attempt: tried once, then dead-lettered.
+    expect(r.calls.get(retried.orderId)).toBe(1);
+    // The pending dead letter is recorded as it was, without running the command again.
+    expect(r.calls.get(pending.orderId)).toBeUndefined();
+    expect(
+      await rows(r, 'SELECT subject_id, attempts, error FROM dead_letters ORDER BY attempts DESC'),
+    ).toEqual([
+      { subject_id: retried.orderId, attempts: 3, error: 'boom #1' },
+      { subject_id: pending.orderId, attempts: 2, error: 'job stalled more than allowable limit' },
+    ]);
+    expect(await r.queue.getFailedCount()).toBe(0);
   });
 
   it('a cancelled command completes without effect, never retried and never a dead letter', async () => {
@@ -224,17 +283,32 @@ describe('the command worker on the delivery core', () => {
     const parked = () =>
       r.logs.filter((l) => l.msg === 'dead letter not recorded; message parked, no attempt consumed');
     await eventually(() => parked().length >= 2, { what: 'the dead letter to fail to record, twice' });
-    await eventually(async () => (await r.queue.getJobState(orderId)) === 'delayed', {
-      what: 'the job parked',
-    });
+    // Held while parked (delayed), so the table comes back between two tries, not inside one (where
+    // the full record could fail on the missing table and its fallback find it back: recorded alone).
+    const job = (await r.queue.getJob(orderId))!;
+    await eventually(
+      () =>
+        job.changeDelay(60_000).then(
+          () => true,
+          () => false,
+        ),
+      {
+        what: 'the job parked, held there',
+      },
+    );
     expect(await r.queue.getFailedCount()).toBe(0);
-    // Parked on its last attempt: each redelivery is tried once more, never counted past it.
+    // Parked on its last attempt, the count in its progress: each redelivery is tried once more,
+    // never counted past it.
+    const progress = (await r.queue.getJob(orderId))?.progress as { attempt: number; snoozes: number };
+    expect(progress.attempt).toBe(2);
+    expect(progress.snoozes).toBeGreaterThanOrEqual(2);
     expect(
       parked().every((l) => l.deadLetterId === commandDeadLetterId(OrdersQueues.commands, orderId)),
     ).toBe(true);
     expect(r.logs.filter((l) => l.msg === 'delivery failed; will retry')).toHaveLength(1);
 
     await r.pool.query('ALTER TABLE dead_letters_unavailable RENAME TO dead_letters');
+    await job.promote();
     const id = commandDeadLetterId(OrdersQueues.commands, orderId);
     expect(await completed(r, orderId)).toEqual({ deadLetterId: id });
     const [dead] = await rows<{ id: string; attempts: number; error: string }>(

@@ -1,4 +1,7 @@
-import { OrdersQueues } from '../../modules/orders/queue.ts';
+import { randomUUID } from 'node:crypto';
+import { OrdersQueues, PLACE_ORDER_JOB } from '../../modules/orders/queue.ts';
+import type { OrderJob } from '../../modules/orders/domain.ts';
+import type { JobProgress } from '../../shared/queue/job-delivery.ts';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, testConfig } from '../support/env.ts';
@@ -73,5 +76,36 @@ describe('reading an accepted order', () => {
     ]);
     expect(many.body.missing).toEqual([unknown]);
     expect((await request(url(`/v1/orders/${unknown}`))).status).toBe(404);
+  });
+
+  it('answers a queued order with the attempts the delivery core counted, not BullMQ', async () => {
+    const orderId = randomUUID();
+    const data: OrderJob = {
+      orderId,
+      correlationId: `reads-${orderId}`,
+      acceptedAt: new Date().toISOString(),
+      order: {
+        customerId: 'c-reads-3',
+        currency: 'EUR',
+        items: [{ sku: 'a', quantity: 2, unitPriceCents: 1250 }],
+      },
+    };
+    // Delayed as a hand-back leaves it: two attempts failed and one snooze, all in its progress
+    // (BullMQ's own `attemptsMade` stays 0), its next delivery attempt 3.
+    const job = await orders.add(PLACE_ORDER_JOB, data, { jobId: orderId, delay: 60_000, attempts: 5 });
+    try {
+      await job.updateProgress({ attempt: 3, snoozes: 1 } satisfies JobProgress);
+      const res = await request(url(`/v1/orders/${orderId}`));
+      expect(res.status).toBe(200);
+      expect(res.body).toMatchObject({
+        orderId,
+        status: 'queued',
+        attempts: 2,
+        totalCents: 2500,
+        updatedAt: null,
+      });
+    } finally {
+      await job.remove();
+    }
   });
 });

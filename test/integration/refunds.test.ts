@@ -1,10 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RefundJob } from '../../modules/refunds/domain.ts';
 import { refundsModule } from '../../modules/refunds/module.ts';
 import { decideAndWriteRefund } from '../../modules/refunds/worker/refunds.sql.ts';
 import { withTransaction } from '../../shared/db/pool.ts';
 import type { EventEnvelope } from '../../shared/domain/events.ts';
+import type { JobProgress } from '../../shared/queue/job-delivery.ts';
 import { applyEvents, loadEventCatalog } from '../../workers/projections/projector.ts';
 import { rebuildReadModels } from '../../workers/projections/rebuild.ts';
 import { eventually, testConfig, testLogger } from '../support/env.ts';
@@ -283,6 +285,31 @@ describe('refunds (bus-independent rules)', () => {
     expect(conflict.body).toMatchObject({ code: 'order.not_refundable' });
     expect((await api.refund(rejectedOrder, { amountCents: 0 })).status).toBe(400);
     expect((await request(api.url(`/v1/refunds/${randomUUID()}`))).status).toBe(404);
+  });
+
+  it('answers a queued refund with the attempts the delivery core counted, not BullMQ', async () => {
+    const refunds = new Queue<RefundJob>(refundsModule.name, {
+      connection: platform.rt.redis,
+      prefix: platform.config.redis.queuePrefix,
+    });
+    const data: RefundJob = {
+      refundId: randomUUID(),
+      orderId: randomUUID(),
+      correlationId: `queued-refund-${Date.now().toString(36)}`,
+      requestedAt: new Date().toISOString(),
+      refund: { amountCents: 300, reason: 'late' },
+    };
+    // Delayed as a hand-back leaves it: one attempt failed, its count in its progress alone.
+    const job = await refunds.add(refundsModule.jobName, data, { jobId: data.refundId, delay: 60_000 });
+    try {
+      await job.updateProgress({ attempt: 2, snoozes: 0 } satisfies JobProgress);
+      const res = await request(api.url(`/v1/refunds/${data.refundId}`));
+      expect(res.status).toBe(200);
+      expect(res.body).toMatchObject({ refundId: data.refundId, status: 'queued', attempts: 1 });
+    } finally {
+      await job.remove();
+      await refunds.close();
+    }
   });
 
   it('dead-letters a malformed refund command in its own queue, and rebuilds refund read models', async () => {

@@ -1,4 +1,4 @@
-import { DelayedError, Queue, Worker, type Job } from 'bullmq';
+import { Queue, Worker, type Job } from 'bullmq';
 import type { CommandHandler, CommandQueueSettings, ModuleDefinition } from '../../modules/module.ts';
 import { createBatcher } from '../../shared/batch.ts';
 import { runSupervised } from '../../shared/bus/bullmq-bus.ts';
@@ -12,8 +12,16 @@ import {
   type TransportActions,
 } from '../../shared/delivery/core.ts';
 import { asError, PoisonMessageError, SnoozeDelivery } from '../../shared/delivery/outcome.ts';
-import type { DeliveryState, Verdict } from '../../shared/delivery/policy.ts';
+import type { Verdict } from '../../shared/delivery/policy.ts';
 import type { Logger } from '../../shared/observability/logger.ts';
+import {
+  activeJobActions,
+  deadLetterFailedJob,
+  deliveryStateOf,
+  failedForGood,
+  jobResult,
+  pendingDeadLetterOf,
+} from '../../shared/queue/job-delivery.ts';
 import { commandQueues, queueOptions } from '../../shared/queue/names.ts';
 import { createWorkerRedis } from '../../shared/queue/redis.ts';
 import { fatalOrLog, type OnFatal } from '../../shared/runtime/lifecycle.ts';
@@ -71,63 +79,13 @@ export interface CommandWorker {
   close(): Promise<void>;
 }
 
-/**
- * What the worker keeps in a job's `progress` (a field of its own: the job's data stays as it came).
- * BullMQ's `attemptsMade` cannot carry our count: `job.moveToDelayed` — how a job is handed back —
- * leaves it as it is (its script's skip-attempt flag), so a retry would never be counted there.
- */
-interface Carried {
-  /** The attempt the next delivery is (1 = first). */
-  attempt?: number;
-  /** Snoozes and parks so far: grows the next snooze's delay. */
-  snoozes?: number;
-  /**
-   * Set on a job BullMQ failed by itself (stalled too often) whose dead letter could not be recorded:
-   * sent back, the processor dead-letters it without running it again (it crashed workers before).
-   */
-  deadLetter?: { error: string; stack: string | null };
-}
-
-function carried(job: Job): Carried {
-  const progress: unknown = job.progress;
-  if (typeof progress !== 'object' || progress === null) return {};
-  const p = progress as { attempt?: unknown; snoozes?: unknown; deadLetter?: unknown };
-  const count = (v: unknown) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 ? v : undefined);
-  const c: Carried = {};
-  const dl = p.deadLetter as { error?: unknown; stack?: unknown; attempts?: unknown } | null | undefined;
-  if (typeof dl === 'object' && dl !== null && typeof dl.error === 'string') {
-    c.deadLetter = { error: dl.error, stack: typeof dl.stack === 'string' ? dl.stack : null };
-    // A job a previous release sent back this way carries its attempts there.
-    const attempts = count(dl.attempts);
-    if (attempts !== undefined) c.attempt = attempts;
-  }
-  const attempt = count(p.attempt);
-  if (attempt !== undefined && attempt > 0) c.attempt = attempt;
-  const snoozes = count(p.snoozes);
-  if (snoozes !== undefined) c.snoozes = snoozes;
-  return c;
-}
-
-/**
- * Where a job stands. Ours counts retries; BullMQ's `attemptsMade` counts only what BullMQ retried or
- * failed itself (a job from a previous release, or one whose hand-back failed): the larger wins.
- * `finished`: BullMQ already counted the attempt that ended it (a job in `failed`).
- */
-function stateOf(job: Job, c: Carried, finished: boolean): Required<DeliveryState> {
-  const counted = finished ? job.attemptsMade : job.attemptsMade + 1;
-  return {
-    attempt: c.deadLetter ? Math.max(1, c.attempt ?? counted) : Math.max(1, c.attempt ?? 1, counted),
-    snoozes: c.snoozes ?? 0,
-  };
-}
-
 /** How a processed job leaves the processor, once the core's verdict is carried out. */
 interface Handled {
   verdict: Verdict;
-  /** What BullMQ keeps as the completed job's return value. */
-  value: unknown;
-  /** The job was handed back: delayed (retry, snooze, park) or left waiting behind a queue-wide hold. */
-  handedBack?: 'delayed' | 'rate-limited' | undefined;
+  /** The handler's value (an acknowledged job) and the dead letter's id (a dead-lettered one). */
+  done: { value?: unknown; deadLetterId?: string | undefined };
+  /** A snooze left the job waiting behind a queue-wide hold instead of moving it to `delayed`. */
+  rateLimited: boolean;
 }
 
 /**
@@ -136,8 +94,9 @@ interface Handled {
  * after the effect committed. Every decision about a failure — retry and its backoff, snooze (an
  * outage, a dependency down: no attempt consumed), the last attempt, the dead letter, its record and
  * what happens when that fails — is the delivery core's (shared/delivery); this file only offers it
- * BullMQ's primitives: a hand-back is `moveToDelayed` (the counts carried in the job's progress), a
- * finished job (done, cancelled or dead-lettered) COMPLETES. Nothing is left in `failed`.
+ * BullMQ's primitives, the same as the BullMQ event bus's (shared/queue/job-delivery.ts): a hand-back
+ * moves the job to `delayed` with its counts in its progress, in one script; a finished job (done,
+ * cancelled or dead-lettered) COMPLETES. Nothing is left in `failed`.
  */
 export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWorkerConfig): CommandWorker {
   const { handler, module } = deps;
@@ -197,16 +156,15 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
     return core;
   }
 
-  /** The job as the core sees it; `deadLetterId` is filled in when it becomes a dead letter. */
+  /** The job as the core sees it; `built.deadLetterId` is filled in when it becomes a dead letter. */
   function inbound(
     job: Job,
-    state: Required<DeliveryState>,
     actions: TransportActions,
-    fields: Record<string, unknown>,
-    built: { deadLetterId?: string },
+    fields: Record<string, unknown> = { jobId: job.id, queue: queues.commands },
+    built: { deadLetterId?: string | undefined } = {},
   ): Inbound {
     return {
-      state,
+      state: deliveryStateOf(job),
       actions: { ...actions, copyToDeadLetters: (record) => copyCommandDeadLetter(dlq, job, record) },
       deadLetter: (error, attempts) => {
         const record = commandDeadLetter(deadLetterDeps, job, error, attempts);
@@ -233,41 +191,38 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
     token: string | undefined,
     trace: TraceCarrier | undefined,
   ): Promise<Handled> {
-    const c = carried(job);
-    const state = stateOf(job, c, false);
-    let handedBack: Handled['handedBack'];
+    const delayed = activeJobActions(job, token);
+    let rateLimited = false;
     // While the dependency's breaker is open: how long the whole queue holds off.
     let holdQueueMs = 0;
-    let value: unknown;
-    const built: { deadLetterId?: string } = {};
+    const done: Handled['done'] = {};
     const fields: Record<string, unknown> = { jobId: job.id, queue: queues.commands };
     const message = inbound(
       job,
-      state,
       {
-        ack: () => Promise.resolve(), // the processor returns: BullMQ completes the job
+        ...delayed,
         async handBack(delayMs, next, why) {
           if (why === 'snooze' && holdQueueMs > 0) {
             // Every worker of the queue holds off until the breaker half-opens; this job waits in
             // line as it is (back to waiting, nothing counted): a hold of the queue, not its snooze.
             await worker.rateLimit(holdQueueMs);
-            handedBack = 'rate-limited';
+            rateLimited = true;
             return;
           }
-          await job.updateProgress({ ...c, attempt: next.attempt, snoozes: next.snoozes } satisfies Carried);
-          await job.moveToDelayed(Date.now() + delayMs, token);
-          handedBack = 'delayed';
+          await delayed.handBack(delayMs, next, why);
         },
       },
       fields,
-      built,
+      done,
     );
     const core = coreFor(job);
+    const { attempt } = message.state;
 
     let verdict: Verdict;
-    if (c.deadLetter) {
-      const error = Object.assign(new Error(c.deadLetter.error), { stack: c.deadLetter.stack ?? undefined });
-      verdict = await core.settle(message, { kind: 'poison', error });
+    const pending = pendingDeadLetterOf(job);
+    if (pending) {
+      // BullMQ failed it by itself and its dead letter could not be recorded then: record it now.
+      verdict = await core.settle(message, { kind: 'poison', error: pending });
     } else {
       verdict = await core.deliver(message, async () => {
         const parsed = module.jobSchema.safeParse(job.data);
@@ -283,7 +238,7 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
         Object.assign(fields, { correlationId, orderId: subjectId });
         try {
           const prepared = handler.prepare ? await handler.prepare(cmd) : undefined;
-          value = await batcher.submit({ job: cmd, attempt: state.attempt, prepared, trace });
+          done.value = await batcher.submit({ job: cmd, attempt, prepared, trace });
         } catch (err) {
           const error = asError(err);
           if (!dependencyDown(error)) throw err;
@@ -299,12 +254,10 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
             },
           );
         }
-        log.info({ ...fields, attempt: state.attempt, status: handler.statusOf(value) }, 'command processed');
+        log.info({ ...fields, attempt, status: handler.statusOf(done.value) }, 'command processed');
       });
     }
-    if (verdict.action === 'dead-letter') value = { deadLetterId: built.deadLetterId };
-    else if (verdict.action === 'ack' && verdict.cancelled) value = { cancelled: verdict.cancelled.message };
-    return { verdict, value, handedBack };
+    return { verdict, done, rateLimited };
   }
 
   /**
@@ -320,7 +273,7 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
       destination: queues.commands,
       messageId: job.id,
       parent: parseCarrier(job.opts.telemetry?.metadata),
-      attributes: { 'messaging.bullmq.job.attempt': stateOf(job, carried(job), false).attempt },
+      attributes: { 'messaging.bullmq.job.attempt': deliveryStateOf(job).attempt },
     });
     let handled: Handled;
     try {
@@ -332,15 +285,14 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
       if (started) endSpan(started.span, err);
       throw err;
     }
-    const { verdict, value, handedBack } = handled;
+    const { verdict, done, rateLimited } = handled;
     if (started) {
       // A snooze or park is flow control; a retry or dead letter is this attempt failing.
       const failed = verdict.action === 'retry' || verdict.action === 'dead-letter';
       endSpan(started.span, failed ? verdict.error : undefined);
     }
-    if (handedBack === 'rate-limited') throw Worker.RateLimitError();
-    if (handedBack === 'delayed') throw new DelayedError();
-    return value;
+    if (rateLimited) throw Worker.RateLimitError();
+    return jobResult(verdict, done);
   }
 
   const worker = new Worker(queues.commands, process, {
@@ -354,55 +306,20 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
     stalledInterval: config.stalledIntervalMs ?? 30_000,
   });
 
-  /**
-   * A job BullMQ failed for good by itself — stalled too often (BullMQ fails it with its own
-   * UnrecoverableError, never calling the processor), or failed after the core could not hand it
-   * back — is dead-lettered through the core, then removed from `failed`. When the dead letter cannot
-   * be recorded it is not left in `failed` (where `removeOnFail` trims it): it is sent back marked,
-   * and the processor dead-letters it — the core parking it meanwhile, no attempt consumed.
-   */
-  async function deadLetterFailed(job: Job, err: Error): Promise<void> {
-    const c = carried(job);
-    const fields = { jobId: job.id, queue: queues.commands };
-    const message = inbound(
-      job,
-      stateOf(job, c, true),
-      {
-        ack: () => job.remove(),
-        async handBack(_delayMs, next) {
-          const deadLetter = { error: err.message, stack: err.stack ?? null };
-          await job.updateProgress({
-            ...c,
-            attempt: next.attempt,
-            snoozes: next.snoozes,
-            deadLetter,
-          } satisfies Carried);
-          // Back to waiting at once: the processor parks it with the core's delay.
-          await job.retry('failed');
-          log.error({ ...fields, err }, 'dead letter of a failed job not recorded; sent back to be parked');
-        },
-      },
-      fields,
-      {},
-    );
-    try {
-      await coreFor(job).settle(message, { kind: 'poison', error: err });
-    } catch (settleErr) {
-      // Redis refused to send it back or to remove it: it stays in `failed`, visible in Bull Board, to
-      // be retried by hand (its dead letter is recorded only if the removal is what failed).
-      log.error(
-        { ...fields, err: settleErr, cause: err },
-        'could not send back or remove a failed job; it stays in failed',
-      );
-    }
-  }
-
   const settling = new Set<Promise<void>>();
   worker.on('error', (err) => log.error({ err }, 'command worker error'));
+  const failedLog = log.child({ queue: queues.commands });
   worker.on('failed', (job, err) => {
-    // `finishedOn` is set only when BullMQ failed the job for good (not when it retries it itself).
-    if (!job || job.finishedOn === undefined) return;
-    const done = deadLetterFailed(job, err).finally(() => settling.delete(done));
+    // What BullMQ failed for good by itself (stalled too often, or its own attempts used up after
+    // hand-backs Redis refused) is dead-lettered through the core, never left in `failed`.
+    if (!failedForGood(job, err)) return;
+    const done = deadLetterFailedJob(
+      coreFor(job),
+      job,
+      err,
+      (actions) => inbound(job, actions),
+      failedLog,
+    ).finally(() => settling.delete(done));
     settling.add(done);
   });
   runSupervised(component, worker, connection, onFatal, () => closing !== undefined);

@@ -5,6 +5,7 @@ import { ValidationError } from '../../../shared/errors/domain.ts';
 import { OrderNotFoundError } from '../errors.ts';
 import { extend, extendedShape, type ModuleApiContext } from '../../../api/modules.ts';
 import type { Pool } from '../../../shared/db/pool.ts';
+import { attemptsMadeOf } from '../../../shared/queue/job-delivery.ts';
 import {
   customerOrders,
   customerTotals,
@@ -155,7 +156,8 @@ export function orderQueryRoutes(ctx: ModuleApiContext): void {
           status: ['waiting', 'delayed', 'prioritized', 'waiting-children'].includes(state)
             ? 'queued'
             : 'processing',
-          attempts: job.attemptsMade,
+          // Ours: BullMQ's `attemptsMade` does not count the delivery core's retries.
+          attempts: attemptsMadeOf(job),
           lastError: job.failedReason ?? null,
           correlationId: parsed.data.correlationId,
           acceptedAt: parsed.data.acceptedAt,

@@ -1,21 +1,25 @@
 import { createHash } from 'node:crypto';
-import { DelayedError, type Job, type JobsOptions, type Queue } from 'bullmq';
+import type { Job, JobsOptions, Queue } from 'bullmq';
 import type { NewDeadLetter } from '../../dead-letters/dead-letter.ts';
 import type { DeliveryCore, Inbound, TransportActions } from '../../delivery/core.ts';
 import { contentId, deadLetterId } from '../../delivery/dead-letter.ts';
-import { asError, PoisonMessageError, type Outcome } from '../../delivery/outcome.ts';
-import type { DeliveryState, Verdict } from '../../delivery/policy.ts';
+import { asError, PoisonMessageError } from '../../delivery/outcome.ts';
+import type { DeliveryState } from '../../delivery/policy.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { carrierFromHeaders } from '../../observability/tracing/trace-context.ts';
+import {
+  activeJobActions,
+  deadLetterFailedJob,
+  failedForGood,
+  jobResult,
+  pendingDeadLetterOf,
+} from '../../queue/job-delivery.ts';
 import { decodeEvent, EventHeaders } from '../codec.ts';
 import type { EventHandler } from '../event-bus.ts';
 import {
-  deliveryStateOf,
+  eventJobState,
   EVENT_BATCH_JOB,
-  handBackJob,
   jobMessage,
-  pendingDeadLetterOf,
-  sendBackToDeadLetter,
   type BullmqEventBatchJob,
   type BullmqEventJob,
 } from './job-delivery.ts';
@@ -48,10 +52,10 @@ interface Settled {
 
 /**
  * The BullMQ side of one subscription group: a transport adapter of the delivery core. It gives the
- * core each job's state (from the job: {@link deliveryStateOf}) and three primitives — ack = the
+ * core each job's state (from the job: {@link eventJobState}) and three primitives — ack = the
  * processor returns and the job completes; hand back = the job moves to `delayed` carrying its next
- * state (one script) and the processor throws `DelayedError`; copy = an `events-dead-letters` job —
- * and decides nothing itself. BullMQ never retries a job because of a failure the core judged, so no
+ * state (one script) and the processor throws `DelayedError` (shared/queue/job-delivery.ts, as the
+ * command worker does); copy = an `events-dead-letters` job — and decides nothing itself. BullMQ never retries a job because of a failure the core judged, so no
  * job ends in `failed` for it; what BullMQ fails by itself (stalled more than `maxStalledCount`, or its
  * safety-net attempts used up by a transport failure) is dead-lettered by {@link EventConsumer.onFailed}.
  */
@@ -131,29 +135,7 @@ export function createEventConsumer(deps: EventConsumerDeps): EventConsumer {
 
   /** The job the processor holds: completes when the processor returns, handed back to `delayed`. */
   function activeJob(job: Job, token: string | undefined, subject?: () => string | null) {
-    return jobInbound(
-      job,
-      deliveryStateOf(job),
-      {
-        ack: async () => undefined,
-        handBack: (delayMs, next) => handBackJob(job, token, delayMs, next),
-      },
-      subject,
-    );
-  }
-
-  /** What the processor does once the core carried out `verdict`. */
-  function finish(verdict: Verdict, settled: Settled): unknown {
-    switch (verdict.action) {
-      case 'ack':
-        return verdict.cancelled ? { cancelled: verdict.cancelled.message } : undefined;
-      case 'dead-letter':
-        return { deadLetterId: settled.deadLetterId };
-      case 'retry':
-      case 'snooze':
-        // Handed back (moved to `delayed`): BullMQ must leave the job where it is.
-        throw new DelayedError();
-    }
+    return jobInbound(job, eventJobState(job), activeJobActions(job, token), subject);
   }
 
   async function one(job: Job<BullmqEventJob>, token: string | undefined): Promise<unknown> {
@@ -169,7 +151,7 @@ export function createEventConsumer(deps: EventConsumerDeps): EventConsumer {
         trace: carrierFromHeaders(job.data?.headers),
       });
     });
-    return finish(verdict, settled);
+    return jobResult(verdict, settled);
   }
 
   /**
@@ -185,7 +167,7 @@ export function createEventConsumer(deps: EventConsumerDeps): EventConsumer {
       // Not a batch we wrote: its bytes go to the dead letters rather than complete it empty.
       const { inbound, settled } = activeJob(job, token);
       const error = new PoisonMessageError('event batch job without an events array');
-      return finish(await core.settle(inbound, { kind: 'poison', error }), settled);
+      return jobResult(await core.settle(inbound, { kind: 'poison', error }), settled);
     }
     const events = items as unknown[];
     const subjects: (string | null)[] = events.map(() => null);
@@ -274,55 +256,27 @@ export function createEventConsumer(deps: EventConsumerDeps): EventConsumer {
   async function process(job: Job, token?: string): Promise<unknown> {
     const pending = pendingDeadLetterOf(job);
     if (pending) {
-      // BullMQ failed it by itself and its dead letter could not be finished then: finish it now.
+      // BullMQ failed it by itself and its dead letter could not be recorded then: record it now.
       const { inbound, settled } = activeJob(job, token);
-      const error = Object.assign(new Error(pending.error), { stack: pending.stack ?? undefined });
-      return finish(await core.settle(inbound, { kind: 'poison', error }), settled);
+      return jobResult(await core.settle(inbound, { kind: 'poison', error: pending }), settled);
     }
     return job.name === EVENT_BATCH_JOB
       ? batch(job as Job<BullmqEventBatchJob>, token)
       : one(job as Job<BullmqEventJob>, token);
   }
 
-  /**
-   * Dead-letters a job BullMQ failed for good by itself, through the core: recorded, copied, then
-   * removed from `failed`. Failing that (PostgreSQL down), it goes back to the queue marked
-   * ({@link sendBackToDeadLetter}) and the processor dead-letters it, parking it while the record
-   * fails. Only if Redis refuses that too does the job stay in `failed`, logged.
-   */
-  async function deadLetterFailed(job: Job, err: Error): Promise<void> {
-    const state = deliveryStateOf(job);
-    const outcome: Outcome = { kind: 'poison', error: err };
-    const { inbound } = jobInbound(job, state, {
-      ack: () => job.remove(),
-      handBack: (_delayMs, next) => sendBackToDeadLetter(job, next, err),
-    });
-    try {
-      await core.settle(inbound, outcome);
-      return;
-    } catch (settleErr) {
-      log.error({ jobId: job.id, err: settleErr }, 'dead-lettering a failed job failed; sending it back');
-    }
-    try {
-      await sendBackToDeadLetter(job, state, err);
-    } catch (requeueErr) {
-      log.error(
-        { jobId: job.id, err: requeueErr, cause: err },
-        'a failed job could not be dead-lettered nor sent back; it stays in failed',
-      );
-    }
-  }
-
   return {
     process,
     onFailed(job, err) {
-      if (!job) return;
-      // A failure BullMQ retries by itself (its safety net) is not final: the job is delayed, not failed.
-      const final =
-        job.finishedOn !== undefined ||
-        err.name === 'UnrecoverableError' ||
-        job.attemptsMade >= (job.opts.attempts ?? 1);
-      if (final) void deadLetterFailed(job, err);
+      // What BullMQ failed for good by itself is dead-lettered through the core, never left in `failed`.
+      if (!failedForGood(job, err)) return;
+      void deadLetterFailedJob(
+        core,
+        job,
+        err,
+        (actions) => jobInbound(job, eventJobState(job), actions).inbound,
+        log,
+      );
     },
   };
 }
