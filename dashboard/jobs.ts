@@ -1,5 +1,5 @@
 import type { Queue } from 'bullmq';
-import { attemptsMadeOf, deliveryStateOf } from '../shared/queue/job-delivery.ts';
+import { attemptsMadeOf, lastErrorOf, deliveryStateOf } from '../shared/queue/job-delivery.ts';
 import type { QueueName } from '../shared/queue/names.ts';
 
 /** A BullMQ job as the console shows it: where it is and what its attempts said. */
@@ -55,7 +55,7 @@ export function createJobLookup(queues: readonly Queue[]): JobLookup {
         attempt: delivery.attempt,
         snoozes: delivery.snoozes,
         attempts: job.opts.attempts ?? 1,
-        failedReason: job.failedReason || null,
+        failedReason: lastErrorOf(job),
         errors: (job.stacktrace ?? []).map(firstLine),
         enqueuedAt: new Date(job.timestamp),
         processedAt: job.processedOn ? new Date(job.processedOn) : null,

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Job, Queue, Worker, type JobsOptions, type RedisClient } from 'bullmq';
 import type { DeadLetterRecord, DeadLetterSink } from '../dead-letters/dead-letter.ts';
-import { createDeliveryCore } from '../delivery/core.ts';
+import { createDeliveryCore, type DeliveryCoreDeps } from '../delivery/core.ts';
 import { contentId } from '../delivery/dead-letter.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
@@ -116,6 +116,8 @@ export interface BullmqBusDeps {
   metrics?: Pick<Metrics, 'instrumentWorker'> | undefined;
   /** Told when a consumer can no longer take jobs (its BullMQ loop ended). Absent: logged only. */
   onFatal?: OnFatal | undefined;
+  /** Told each verdict the consumers' delivery cores carry out (metrics). */
+  onVerdict?: DeliveryCoreDeps['onVerdict'];
 }
 
 /**
@@ -276,7 +278,7 @@ export function createBullmqBus(deps: BullmqBusDeps, config: BullmqBusConfig): E
       if (queueName !== QueueNames.events) await connection.sadd(groupsKey, group);
 
       const core = createDeliveryCore(
-        { sink: deps.deadLetters, logger: deps.logger },
+        { sink: deps.deadLetters, logger: deps.logger, onVerdict: deps.onVerdict },
         {
           maxAttempts: config.maxAttempts,
           backoffMs: config.backoffMs,

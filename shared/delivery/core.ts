@@ -17,7 +17,13 @@ export interface TransportActions {
    * or park the same attempt and one more snooze. Must be durable before it resolves (the original is
    * acknowledged or replaced only once the copy or delay is safe).
    */
-  handBack(delayMs: number, next: Required<DeliveryState>, why: 'retry' | 'snooze'): Promise<void>;
+  handBack(
+    delayMs: number,
+    next: Required<DeliveryState>,
+    why: 'retry' | 'snooze',
+    /** Why: the failure retried or snoozed, or the dead letter that could not be recorded (for the transport to show). */
+    error: Error,
+  ): Promise<void>;
   /**
    * Copy the message to the transport's own dead-letter place (BullMQ `*-dead-letters`, Kafka
    * `<topic>.dlq`, RabbitMQ `<queue>.dlq`, SQS `<queue>-dlq`) — called only after its row is recorded.
@@ -83,6 +89,7 @@ export function createDeliveryCore(
           verdict.delayMs,
           { attempt: verdict.nextAttempt, snoozes: message.state.snoozes ?? 0 },
           'retry',
+          verdict.error,
         );
         log.warn(
           { ...fields, attempt: message.state.attempt, delayMs: verdict.delayMs, err: verdict.error },
@@ -95,6 +102,7 @@ export function createDeliveryCore(
           verdict.delayMs,
           { attempt: message.state.attempt, snoozes: verdict.snoozes },
           'snooze',
+          verdict.error,
         );
         log.info(
           { ...fields, attempt: message.state.attempt, delayMs: verdict.delayMs, err: verdict.error },
@@ -129,6 +137,7 @@ export function createDeliveryCore(
         park.delayMs,
         { attempt: message.state.attempt, snoozes: park.snoozes },
         'snooze',
+        park.error,
       );
       log.error(
         { ...fields, deadLetterId: record.id, delayMs: park.delayMs, err, cause: verdict.error },

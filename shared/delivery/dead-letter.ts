@@ -94,8 +94,8 @@ export function storable(record: NewDeadLetter): NewDeadLetter {
 }
 
 function clean(text: string): string {
-  // eslint-disable-next-line no-control-regex
+  // NUL (which text and jsonb refuse), then lone surrogates (which no UTF-8 encoder can write).
   return text
-    .replace(/\u0000/g, '\ufffd')
+    .replaceAll('\u0000', '\ufffd')
     .replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd');
 }

@@ -33,6 +33,8 @@ export interface JobProgress {
   snoozes: number;
   /** Set when BullMQ failed the job by itself and its dead letter could not be recorded then. */
   deadLetter?: PendingDeadLetter;
+  /** The failure the last hand-back was for (BullMQ's `failedReason` is set only by failures it handles). */
+  lastError?: string;
 }
 
 const FIRST_DELIVERY: Required<DeliveryState> = { attempt: 1, snoozes: 0 };
@@ -44,7 +46,7 @@ const count = (value: unknown, min: number): number | undefined =>
 function carriedBy(job: Job): Partial<JobProgress> {
   const progress: unknown = job.progress;
   if (typeof progress !== 'object' || progress === null) return {};
-  const p = progress as { attempt?: unknown; snoozes?: unknown; deadLetter?: unknown };
+  const p = progress as { attempt?: unknown; snoozes?: unknown; deadLetter?: unknown; lastError?: unknown };
   const carried: Partial<JobProgress> = {};
   const dl = p.deadLetter as { error?: unknown; stack?: unknown; attempts?: unknown } | null | undefined;
   if (typeof dl === 'object' && dl !== null && typeof dl.error === 'string') {
@@ -57,6 +59,7 @@ function carriedBy(job: Job): Partial<JobProgress> {
   if (attempt !== undefined) carried.attempt = attempt;
   const snoozes = count(p.snoozes, 0);
   if (snoozes !== undefined) carried.snoozes = snoozes;
+  if (typeof p.lastError === 'string') carried.lastError = p.lastError;
   return carried;
 }
 
@@ -95,6 +98,11 @@ export function attemptsMadeOf(job: Job): number {
   return finished(job) || carriedBy(job).deadLetter ? attempt : attempt - 1;
 }
 
+/** The last failure of a job, ours (a retry or snooze the core decided) or BullMQ's: what the API and console show. */
+export function lastErrorOf(job: Job): string | null {
+  return carriedBy(job).lastError ?? (job.failedReason || null);
+}
+
 /** The dead letter the `failed` listener left for the processor, as the error it records, if any. */
 export function pendingDeadLetterOf(job: Job): Error | undefined {
   const pending = carriedBy(job).deadLetter;
@@ -113,11 +121,13 @@ export async function handBackJob(
   token: string | undefined,
   delayMs: number,
   next: Required<DeliveryState>,
+  error?: Error,
 ): Promise<void> {
   if (!job.id) throw new Error('a job without an id cannot be handed back');
   const pending = carriedBy(job).deadLetter;
   const progress: JobProgress = { attempt: next.attempt, snoozes: next.snoozes };
   if (pending) progress.deadLetter = pending;
+  if (error) progress.lastError = error.message.slice(0, 1_000);
   // `scripts` is protected: the element access keeps it type-checked against BullMQ's declarations.
   await job['scripts'].moveToDelayed(job.id, Date.now(), Math.max(0, Math.round(delayMs)), token, {
     skipAttempt: true,
@@ -129,7 +139,7 @@ export async function handBackJob(
 export function activeJobActions(job: Job, token: string | undefined): TransportActions {
   return {
     ack: () => Promise.resolve(),
-    handBack: (delayMs, next) => handBackJob(job, token, delayMs, next),
+    handBack: (delayMs, next, _why, error) => handBackJob(job, token, delayMs, next, error),
   };
 }
 

@@ -94,13 +94,19 @@ describe('reading an accepted order', () => {
     // (BullMQ's own `attemptsMade` stays 0), its next delivery attempt 3.
     const job = await orders.add(PLACE_ORDER_JOB, data, { jobId: orderId, delay: 60_000, attempts: 5 });
     try {
-      await job.updateProgress({ attempt: 3, snoozes: 1 } satisfies JobProgress);
+      await job.updateProgress({
+        attempt: 3,
+        snoozes: 1,
+        lastError: 'payment service answered 500',
+      } satisfies JobProgress);
       const res = await request(url(`/v1/orders/${orderId}`));
       expect(res.status).toBe(200);
       expect(res.body).toMatchObject({
         orderId,
         status: 'queued',
         attempts: 2,
+        // The core's retries leave BullMQ's failedReason empty: the error rides in the progress.
+        lastError: 'payment service answered 500',
         totalCents: 2500,
         updatedAt: null,
       });

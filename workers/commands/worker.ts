@@ -201,7 +201,7 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
       job,
       {
         ...delayed,
-        async handBack(delayMs, next, why) {
+        async handBack(delayMs, next, why, error) {
           if (why === 'snooze' && holdQueueMs > 0) {
             // Every worker of the queue holds off until the breaker half-opens; this job waits in
             // line as it is (back to waiting, nothing counted): a hold of the queue, not its snooze.
@@ -209,7 +209,7 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
             rateLimited = true;
             return;
           }
-          await delayed.handBack(delayMs, next, why);
+          await delayed.handBack(delayMs, next, why, error);
         },
       },
       fields,

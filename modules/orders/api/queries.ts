@@ -5,7 +5,7 @@ import { ValidationError } from '../../../shared/errors/domain.ts';
 import { OrderNotFoundError } from '../errors.ts';
 import { extend, extendedShape, type ModuleApiContext } from '../../../api/modules.ts';
 import type { Pool } from '../../../shared/db/pool.ts';
-import { attemptsMadeOf } from '../../../shared/queue/job-delivery.ts';
+import { attemptsMadeOf, lastErrorOf } from '../../../shared/queue/job-delivery.ts';
 import {
   customerOrders,
   customerTotals,
@@ -158,7 +158,7 @@ export function orderQueryRoutes(ctx: ModuleApiContext): void {
             : 'processing',
           // Ours: BullMQ's `attemptsMade` does not count the delivery core's retries.
           attempts: attemptsMadeOf(job),
-          lastError: job.failedReason ?? null,
+          lastError: lastErrorOf(job),
           correlationId: parsed.data.correlationId,
           acceptedAt: parsed.data.acceptedAt,
           completedAt: null,

@@ -13,7 +13,7 @@ import { bodyLimit } from '../../../api/middleware/body-limit.ts';
 import type { ModuleApiContext, ResourceExtension } from '../../../api/modules.ts';
 import { ProblemSchema, problemResponses } from '../../../api/schemas.ts';
 import { DependencyUnavailableError, StateConflictError } from '../../../shared/errors/domain.ts';
-import { attemptsMadeOf } from '../../../shared/queue/job-delivery.ts';
+import { attemptsMadeOf, lastErrorOf } from '../../../shared/queue/job-delivery.ts';
 import { OrderNotFoundError } from '../../orders/errors.ts';
 import type { ModuleApiFactory } from '../../module.ts';
 import { RefundJobSchema, RefundNotFoundError, RequestRefundSchema, type RefundJob } from '../domain.ts';
@@ -199,7 +199,7 @@ function routes(ctx: ModuleApiContext): void {
         ? 'queued'
         : 'processing',
       code: null,
-      detail: job.failedReason ?? null,
+      detail: lastErrorOf(job),
       attempts: attemptsMadeOf(job), // ours: BullMQ's `attemptsMade` does not count our retries
       correlationId,
       requestedAt,
