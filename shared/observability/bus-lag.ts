@@ -46,18 +46,21 @@ export interface KafkaLagOptions extends KafkaConnection {
 }
 
 /**
- * Consumer lag per group and partition: the topic's high watermark minus the group's committed
- * offset (kafkajs admin `fetchTopicOffsets` + `fetchOffsets`). A partition the group never committed
- * counts from the low watermark: that is what a new consumer reading from the beginning must do.
- * The admin client connects on the first read and again after any failure.
+ * A reader over a kafkajs admin client for scrapes: connects on the first read and again after any
+ * failure (a scrape must not hang on a slow broker: `requestTimeoutMs` per request, no retries), and
+ * hands `read` the `topics` that exist — ask for the list first: a kafkajs client once asked about a
+ * missing topic keeps it in its metadata requests, and every later one fails.
  */
-export function createKafkaLagReader(options: KafkaLagOptions): BusReader<PartitionLag> {
+export function kafkaScrapeReader<T>(
+  options: KafkaConnection & { topics: readonly string[]; requestTimeoutMs?: number | undefined },
+  read: (admin: Admin, present: string[]) => Promise<T[]>,
+): BusReader<T> {
   let admin: Promise<Admin> | undefined;
   const timeout = options.requestTimeoutMs ?? 2_000;
   const connect = async (): Promise<Admin> => {
     const { Kafka, logLevel } = await import('kafkajs');
     const kafka = new Kafka({
-      // TLS and SASL as the bus uses them: a lag reader must reach the same cluster.
+      // TLS and SASL as the bus uses them: a reader must reach the same cluster.
       ...kafkaClientOptions({ ...options, clientId: `${options.clientId}-metrics` }),
       connectionTimeout: timeout,
       requestTimeout: timeout,
@@ -74,28 +77,10 @@ export function createKafkaLagReader(options: KafkaLagOptions): BusReader<Partit
       admin ??= connect();
       try {
         const a = await admin;
-        // A topic not created yet is skipped. Ask for the list first: a kafkajs client that was once
-        // asked about a missing topic keeps it in its metadata requests, and every later one fails.
         const existing = new Set(await a.listTopics());
-        const present = options.topics.filter((t) => existing.has(t));
-        const marks = await Promise.all(present.map((t) => a.fetchTopicOffsets(t)));
-        const committed = await Promise.all(
-          options.groups.map((groupId) => a.fetchOffsets({ groupId, topics: present })),
-        );
-        return options.groups.flatMap((group, g) =>
-          present.flatMap((topic, t) => {
-            const offsets = new Map(
-              (committed[g]?.find((c) => c.topic === topic)?.partitions ?? []).map((p) => [
-                p.partition,
-                Number(p.offset),
-              ]),
-            );
-            return (marks[t] ?? []).map((w) => {
-              const done = offsets.get(w.partition) ?? -1;
-              const from = done >= 0 ? done : Number(w.low);
-              return { group, topic, partition: w.partition, lag: Math.max(0, Number(w.high) - from) };
-            });
-          }),
+        return await read(
+          a,
+          options.topics.filter((t) => existing.has(t)),
         );
       } catch (err) {
         const failed = admin;
@@ -110,6 +95,35 @@ export function createKafkaLagReader(options: KafkaLagOptions): BusReader<Partit
       await a?.then((x) => x.disconnect()).catch(() => undefined);
     },
   };
+}
+
+/**
+ * Consumer lag per group and partition: the topic's high watermark minus the group's committed
+ * offset (kafkajs admin `fetchTopicOffsets` + `fetchOffsets`). A partition the group never committed
+ * counts from the low watermark: that is what a new consumer reading from the beginning must do.
+ */
+export function createKafkaLagReader(options: KafkaLagOptions): BusReader<PartitionLag> {
+  return kafkaScrapeReader(options, async (a, present) => {
+    const marks = await Promise.all(present.map((t) => a.fetchTopicOffsets(t)));
+    const committed = await Promise.all(
+      options.groups.map((groupId) => a.fetchOffsets({ groupId, topics: present })),
+    );
+    return options.groups.flatMap((group, g) =>
+      present.flatMap((topic, t) => {
+        const offsets = new Map(
+          (committed[g]?.find((c) => c.topic === topic)?.partitions ?? []).map((p) => [
+            p.partition,
+            Number(p.offset),
+          ]),
+        );
+        return (marks[t] ?? []).map((w) => {
+          const done = offsets.get(w.partition) ?? -1;
+          const from = done >= 0 ? done : Number(w.low);
+          return { group, topic, partition: w.partition, lag: Math.max(0, Number(w.high) - from) };
+        });
+      }),
+    );
+  });
 }
 
 export interface RabbitmqDepthOptions {

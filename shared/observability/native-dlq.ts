@@ -1,13 +1,13 @@
-import type { Admin } from 'kafkajs';
-import { kafkaClientOptions, type KafkaConnection } from '../bus/kafka/connection.ts';
-import type { BusReader } from './bus-lag.ts';
+import type { KafkaConnection } from '../bus/kafka/connection.ts';
+import { kafkaScrapeReader, type BusReader } from './bus-lag.ts';
 
 /**
  * The transports' own dead-letter places, besides the `dead_letters` table: BullMQ's `*-dead-letters`
  * queues, RabbitMQ's `<queue>.dlq`, SQS's `<prefix>-<group>-dlq` and Kafka's `<topic>.dlq`. The core
- * copies a dead letter there only after recording its row, but a broker also moves messages there by
- * itself (a RabbitMQ quorum queue's `x-delivery-limit`, an SQS redrive policy's `maxReceiveCount`),
- * and those have no row: no console or API shows them. `conveyor_native_dlq_messages` and the
+ * copies a dead letter there only after recording its row; a broker's own move (an SQS redrive policy's
+ * `maxReceiveCount`; a RabbitMQ quorum queue's `x-delivery-limit` now routes to `<queue>.undelivered`,
+ * which the consumer records) is kept out of reach of the consumer's limits, but a copy from an older
+ * release, or a purge forgotten, has no row: no console or API shows it. `conveyor_native_dlq_messages` and the
  * Overview count them so that work never sits where no operator looks.
  */
 export type NativeDlqTransport = 'bullmq' | 'kafka' | 'rabbitmq' | 'sqs';
@@ -43,48 +43,14 @@ export interface KafkaTopicSizeOptions extends KafkaConnection {
 /**
  * Retained messages of Kafka topics (kafkajs admin `fetchTopicOffsets`: high − low watermark per
  * partition) — for a dead-letter topic nobody consumes, how many dead letters it holds within its
- * retention. The admin client connects on the first read and again after any failure.
+ * retention.
  */
 export function createKafkaTopicSizeReader(options: KafkaTopicSizeOptions): BusReader<TopicSize> {
-  let admin: Promise<Admin> | undefined;
-  const timeout = options.requestTimeoutMs ?? 2_000;
-  const connect = async (): Promise<Admin> => {
-    const { Kafka, logLevel } = await import('kafkajs');
-    const kafka = new Kafka({
-      ...kafkaClientOptions({ ...options, clientId: `${options.clientId}-metrics` }),
-      connectionTimeout: timeout,
-      requestTimeout: timeout,
-      retry: { retries: 0 },
-      logLevel: logLevel.NOTHING,
-    });
-    const a = kafka.admin();
-    await a.connect();
-    return a;
-  };
-  return {
-    async read() {
-      admin ??= connect();
-      try {
-        const a = await admin;
-        // Ask for the list first: a kafkajs client once asked about a missing topic keeps asking.
-        const existing = new Set(await a.listTopics());
-        const present = options.topics.filter((t) => existing.has(t));
-        const marks = await Promise.all(present.map((t) => a.fetchTopicOffsets(t)));
-        return present.map((topic, i) => ({
-          topic,
-          messages: (marks[i] ?? []).reduce((sum, p) => sum + Math.max(0, Number(p.high) - Number(p.low)), 0),
-        }));
-      } catch (err) {
-        const failed = admin;
-        admin = undefined;
-        await failed?.then((a) => a.disconnect()).catch(() => undefined);
-        throw err;
-      }
-    },
-    async close() {
-      const a = admin;
-      admin = undefined;
-      await a?.then((x) => x.disconnect()).catch(() => undefined);
-    },
-  };
+  return kafkaScrapeReader(options, async (a, present) => {
+    const marks = await Promise.all(present.map((t) => a.fetchTopicOffsets(t)));
+    return present.map((topic, i) => ({
+      topic,
+      messages: (marks[i] ?? []).reduce((sum, p) => sum + Math.max(0, Number(p.high) - Number(p.low)), 0),
+    }));
+  });
 }
