@@ -215,7 +215,7 @@ describe('the command worker on the delivery core', () => {
     // Each hand-back carried the count in the job's progress (one script); BullMQ's own count saw only
     // the completion. The API and the console show ours.
     const job = await r.queue.getJob(orderId);
-    expect(job?.progress).toEqual({ attempt: 3, snoozes: 0 });
+    expect(job?.progress).toEqual({ attempt: 3, snoozes: 0, lastError: 'boom #2' });
     expect(job?.attemptsMade).toBe(1);
     expect(attemptsMadeOf(job!)).toBe(3);
     expect(await createJobLookup([r.queue as Queue]).get(OrdersQueues.commands, orderId)).toMatchObject({

@@ -231,7 +231,7 @@ describe('with a read replica (DATABASE_READ_URL)', () => {
       const trimmed = await request(url(`/v1/orders/${fresh}`));
       expect(trimmed.status).toBe(200);
       expect(trimmed.body).toMatchObject({
-        subjectId: fresh,
+        orderId: fresh,
         customerId: customer,
         totalCents: 2500,
         status: 'completed',
