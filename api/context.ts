@@ -10,7 +10,7 @@ import type { CommandTarget } from './modules.ts';
 import type { ModuleApiFactory } from '../modules/module.ts';
 import type { Metrics } from '../shared/observability/metrics.ts';
 import type { ApiKey } from '../shared/security/api-keys.ts';
-import type { SessionStore } from '../shared/security/sessions.ts';
+import type { ApiSessionStore } from './sessions.ts';
 
 /** Everything the API's routes need; built once in `main.ts`, nothing per request. */
 export interface ApiDeps {
@@ -39,7 +39,8 @@ export interface ApiDeps {
   redrive: Redriver;
   /** This process's metrics: `/metrics`, HTTP timings, the scaling endpoint's queue reads. */
   metrics: Metrics;
-  sessions: SessionStore;
+  /** API sessions, stored under the SHA-256 of their ids (`createApiSessionStore`). */
+  sessions: ApiSessionStore;
   apiKeys: readonly ApiKey[];
 }
 
@@ -57,6 +58,12 @@ export interface ApiEnv {
     respondedWith: Response | undefined;
     /** Who is calling: the API key's id once auth is configured, else `anonymous`. */
     principal: string;
+    /** The scopes the caller's key holds now (a session's too: they are looked up on every request). */
     scopes: readonly string[];
+    /**
+     * Names the API key behind the request (`credentialOf` its hash), the same for a bearer and the
+     * sessions it opened; undefined before auth. A session stores it, not the key's scopes.
+     */
+    credential: string | undefined;
   };
 }

@@ -3,11 +3,12 @@ import {
   authenticate,
   DEV_KEY,
   hasScope,
+  sha256,
   type ApiKey,
   type Principal,
   type Scope,
 } from '../../shared/security/api-keys.ts';
-import type { SessionStore } from '../../shared/security/sessions.ts';
+import { credentialOf, type ApiSessionStore } from '../sessions.ts';
 import type { ModuleDefinition } from '../../modules/module.ts';
 import { MODULES } from '../../modules/registry.ts';
 import { problem } from '../../shared/errors/problem.ts';
@@ -106,7 +107,7 @@ export interface AuthOptions {
   keys: readonly ApiKey[];
   /** Accept the key `dev` with every scope (development with no keys configured). */
   allowDevKey: boolean;
-  sessions: SessionStore;
+  sessions: ApiSessionStore;
   /** Which scope each route needs. @defaultValue the registry's ({@link scopePolicy}) */
   policy?: readonly ScopeRule[];
 }
@@ -115,13 +116,27 @@ const DEV_PRINCIPAL: Principal = { id: DEV_KEY, scopes: ['admin'] };
 
 /**
  * `Authorization: Bearer <key>` (or an `x-session-id` from POST /v1/sessions) → principal and scopes.
+ * A session carries no scopes of its own: it names the key that opened it, and each request takes that
+ * key's scopes as configured now — a key no longer in `API_KEYS` (a revoked one, or the old key of a
+ * rotated id) fails its sessions with 401, a key whose scopes shrank gets 403 where it lost them.
  * Missing/invalid → 401, wrong scope → 403; either way nothing reaches the route.
  */
 export function auth(options: AuthOptions): MiddlewareHandler<ApiEnv> {
   const policy = options.policy ?? scopePolicy();
+  // The keys accepted now, by the credential their sessions name (and by their hash, for bearers).
+  const byCredential = new Map<string, Principal>();
+  const credentialByHash = new Map<string, string>();
+  const accepted: [Buffer, Principal][] = options.keys.map((k) => [k.sha256, { id: k.id, scopes: k.scopes }]);
+  if (options.allowDevKey) accepted.push([sha256(DEV_KEY), DEV_PRINCIPAL]);
+  for (const [hash, principal] of accepted) {
+    const credential = credentialOf(hash);
+    if (!byCredential.has(credential)) byCredential.set(credential, principal); // first entry wins, as for bearers
+    credentialByHash.set(hash.toString('hex'), credential);
+  }
   return async (c, next) => {
     if (c.req.method === 'OPTIONS') return next();
     let principal: Principal | null = null;
+    let credential: string | undefined;
     const header = c.req.header('authorization');
     const sessionId = c.req.header('x-session-id');
     if (header !== undefined) {
@@ -130,10 +145,16 @@ export function auth(options: AuthOptions): MiddlewareHandler<ApiEnv> {
       if (token !== undefined) {
         principal =
           options.allowDevKey && token === DEV_KEY ? DEV_PRINCIPAL : authenticate(options.keys, token);
+        // Only once the key is known good: this lookup by its hash need not be constant-time.
+        if (principal) credential = credentialByHash.get(sha256(token).toString('hex'));
       }
     } else if (sessionId !== undefined) {
       const session = await options.sessions.get(sessionId);
-      if (session) principal = { id: session.principal, scopes: session.scopes };
+      const current = session ? byCredential.get(session.credential) : undefined;
+      if (session && current?.id === session.principal) {
+        principal = current;
+        credential = session.credential;
+      }
     }
     if (!principal) {
       return problemResponse(
@@ -150,6 +171,7 @@ export function auth(options: AuthOptions): MiddlewareHandler<ApiEnv> {
     }
     c.set('principal', principal.id);
     c.set('scopes', principal.scopes);
+    c.set('credential', credential);
     c.set('log', undefined); // the request's logger is (re)made with the principal bound
     await next();
   };
