@@ -3,7 +3,7 @@ import type { JobsOptions } from 'bullmq';
 import { inBatchSpan, startMessageSpan } from '../shared/observability/tracing/spans.ts';
 import { endSpan, injectCarrier, tracingActive } from '../shared/observability/tracing/trace-context.ts';
 import type { CommandQueue } from '../shared/queue/command-queue.ts';
-import { connectionForKey, waitForReplicas } from '../shared/queue/redis.ts';
+import { connectionForKey, waitForReplicas, type Redis } from '../shared/queue/redis.ts';
 import { withDeadline } from '../shared/runtime/deadline.ts';
 
 /** A command to enqueue: its job id (the command's idempotency key) and data. */
@@ -22,6 +22,103 @@ export interface NewJob<Job = unknown> {
 export interface ReplicaWait {
   replicas: number;
   timeoutMs: number;
+  /**
+   * Connections of their own for these writes and their `WAIT` ({@link replicaWriters}). WAIT blocks
+   * the connection it runs on: without them it runs on the queue's connection, and every other
+   * command sent there (probes, queue metrics, reads) waits behind it.
+   */
+  writers?: ReplicaWriters | undefined;
+}
+
+/** One writer connection, leased for one bulk: its queue of the leased name. */
+export interface WriterLease {
+  queue: CommandQueue;
+  /** Gives the connection back; call only once nothing sent on it is still pending. */
+  release(): void;
+}
+
+/**
+ * A small pool of connections for writes that wait for replicas: a bulk leases one, adds its jobs and
+ * runs `WAIT` there, and gives it back once both have returned. One bulk per connection at a time, so
+ * a WAIT covers exactly its own bulk and nothing else ever queues behind it; when every connection is
+ * busy (replicas missing: each holds for up to `REDIS_WAIT_TIMEOUT_MS`) further bulks wait for one,
+ * at most their deadline, and are refused without writing.
+ */
+export interface ReplicaWriters {
+  /** A free connection's queue named `name`; `undefined` if none frees up within `timeoutMs` (or closed). */
+  lease(name: string, timeoutMs: number): Promise<WriterLease | undefined>;
+  /** Closes the queues made on the connections (the connections stay their owner's). */
+  close(): Promise<void>;
+}
+
+/** Every writer connection was busy for the whole wait: nothing was written. */
+export class WritersBusyError extends Error {
+  override readonly name = 'WritersBusyError';
+  constructor(readonly waitedMs: number) {
+    super(`no Redis connection for replica-waited writes freed up within ${waitedMs} ms`);
+  }
+}
+
+/**
+ * The {@link ReplicaWriters} over `connections` (each used by one bulk at a time); `queueFor` makes a
+ * connection's queue of a name, once, on its first lease.
+ * @example const writers = replicaWriters(conns, (c, name) => createCommandQueue(c, prefix, name));
+ */
+export function replicaWriters(
+  connections: readonly Redis[],
+  queueFor: (connection: Redis, name: string) => CommandQueue,
+): ReplicaWriters {
+  interface Writer {
+    connection: Redis;
+    queues: Map<string, CommandQueue>;
+  }
+  const all: Writer[] = connections.map((connection) => ({ connection, queues: new Map() }));
+  const free = [...all];
+  const waiting: ((writer: Writer) => void)[] = [];
+  let closed = false;
+
+  const give = (writer: Writer) => {
+    const next = waiting.shift();
+    if (next) next(writer);
+    else free.push(writer);
+  };
+  const leaseOf = (writer: Writer, name: string): WriterLease => {
+    let queue = writer.queues.get(name);
+    if (!queue) writer.queues.set(name, (queue = queueFor(writer.connection, name)));
+    let released = false;
+    return {
+      queue,
+      release() {
+        if (released) return;
+        released = true;
+        give(writer);
+      },
+    };
+  };
+
+  return {
+    lease(name, timeoutMs) {
+      if (closed) return Promise.resolve(undefined);
+      const writer = free.shift();
+      if (writer) return Promise.resolve(leaseOf(writer, name));
+      return new Promise((resolve) => {
+        const take = (w: Writer) => {
+          clearTimeout(timer);
+          resolve(leaseOf(w, name));
+        };
+        const timer = setTimeout(() => {
+          const at = waiting.indexOf(take);
+          if (at !== -1) waiting.splice(at, 1);
+          resolve(undefined);
+        }, timeoutMs);
+        waiting.push(take);
+      });
+    },
+    async close() {
+      closed = true;
+      for (const writer of all) for (const queue of writer.queues.values()) await queue.close();
+    },
+  };
 }
 
 /** Where and how jobs are added: a module's queue, its command's job name and options. */
@@ -146,26 +243,80 @@ async function addBulkOnce(
   timeoutMs: number,
 ): Promise<{ accepted: Set<string>; error?: unknown }> {
   const { queue, jobName } = target;
+  const wait = target.replicaWait;
+  if (wait?.writers && wait.replicas > 0)
+    return addOnWriter(target, wait, wait.writers, jobs, ids, optionsOf, timeoutMs);
   try {
-    // One job: a single EVALSHA on the connection. addBulk builds an ioredis pipeline, and every
-    // pipeline copies the connection's ~50 BullMQ script commands onto itself (~0.1 ms of CPU each):
-    // at low rates, where most bulks hold one job, that was ~10% of the API's CPU.
-    const only = jobs.length === 1 ? jobs[0]! : undefined;
-    const added: Promise<unknown> = only
-      ? queue.add(jobName, only.data, optionsOf(only, 0))
-      : queue.addBulk(
-          jobs.map((job, i) => ({
-            name: jobName,
-            data: job.data,
-            opts: optionsOf(job, i),
-          })),
-        );
-    await withDeadline(added, timeoutMs);
+    await withDeadline(addJobs(queue, jobName, jobs, optionsOf), timeoutMs);
   } catch (error) {
     const accepted = await withDeadline(jobsThatExist(queue, ids), timeoutMs).catch(() => new Set<string>());
     return replicated(target, accepted, error, timeoutMs);
   }
   return replicated(target, new Set(ids), undefined, timeoutMs);
+}
+
+/** Adds `jobs` to `queue`: one `add` for a lone job, else one `addBulk`. */
+function addJobs(
+  queue: CommandQueue,
+  jobName: string,
+  jobs: readonly NewJob[],
+  optionsOf: (job: NewJob, i: number) => JobsOptions,
+): Promise<unknown> {
+  // One job: a single EVALSHA on the connection. addBulk builds an ioredis pipeline, and every
+  // pipeline copies the connection's ~50 BullMQ script commands onto itself (~0.1 ms of CPU each):
+  // at low rates, where most bulks hold one job, that was ~10% of the API's CPU.
+  const only = jobs.length === 1 ? jobs[0]! : undefined;
+  return only
+    ? queue.add(jobName, only.data, optionsOf(only, 0))
+    : queue.addBulk(jobs.map((job, i) => ({ name: jobName, data: job.data, opts: optionsOf(job, i) })));
+}
+
+/**
+ * {@link addBulkOnce} with replicas to wait for and writer connections: the add and its `WAIT` on a
+ * leased connection of their own (so the WAIT covers that add and blocks nothing else), given back
+ * once every command sent on it has returned, even after a deadline here answered the caller.
+ */
+async function addOnWriter(
+  target: JobTarget,
+  wait: ReplicaWait,
+  writers: ReplicaWriters,
+  jobs: readonly NewJob[],
+  ids: readonly string[],
+  optionsOf: (job: NewJob, i: number) => JobsOptions,
+  timeoutMs: number,
+): Promise<{ accepted: Set<string>; error?: unknown }> {
+  const lease = await writers.lease(target.queue.name, timeoutMs);
+  if (!lease) return { accepted: new Set(), error: new WritersBusyError(timeoutMs) };
+  const sent: Promise<unknown>[] = [];
+  const send = <T>(command: Promise<T>): Promise<T> => {
+    sent.push(command);
+    return command;
+  };
+  try {
+    let accepted = new Set(ids);
+    let error: unknown;
+    try {
+      await withDeadline(send(addJobs(lease.queue, target.jobName, jobs, optionsOf)), timeoutMs);
+    } catch (addError) {
+      error = addError;
+      // A read, on the queue's own connection: the writer's may still be busy with the add.
+      accepted = await withDeadline(jobsThatExist(target.queue, ids), timeoutMs).catch(
+        () => new Set<string>(),
+      );
+    }
+    if (accepted.size === 0) return { accepted, error };
+    try {
+      await withDeadline(
+        send(waitForJobReplicas(lease.queue, [...accepted], wait)),
+        timeoutMs + wait.timeoutMs,
+      );
+    } catch (waitError) {
+      return { accepted: new Set(), error: waitError };
+    }
+    return error === undefined ? { accepted } : { accepted, error };
+  } finally {
+    void Promise.allSettled(sent).then(() => lease.release());
+  }
 }
 
 /** `accepted` once `target.replicaWait` is met for them; none (with the reason) when it is not. */

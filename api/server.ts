@@ -12,9 +12,10 @@ import { connectionNameOf, duplicateClient, whenReady, type Redis } from '../sha
 import { StartupError, type Runtime } from '../shared/runtime/bootstrap.ts';
 import { withDeadline } from '../shared/runtime/deadline.ts';
 import { DEV_KEY, parseApiKeys, type ApiKey } from '../shared/security/api-keys.ts';
-import { createSessionStore } from '../shared/security/sessions.ts';
+import { createApiSessionStore } from './sessions.ts';
 import { createApp } from './app.ts';
 import { createIdempotencyStore } from './idempotency.ts';
+import { replicaWriters, type ReplicaWriters } from './enqueue.ts';
 import type { CommandTarget } from './modules.ts';
 
 export interface ApiServer {
@@ -43,6 +44,40 @@ async function openRequestRedis(rt: Runtime): Promise<Redis> {
     throw new StartupError(`Redis is not reachable: ${(err as Error).message}`, { cause: err });
   }
   return redis;
+}
+
+/** Connections per API process for writes that wait for replicas (see {@link openReplicaWriters}). */
+const REPLICA_WAIT_CONNECTIONS = 4;
+
+/**
+ * REDIS_WAIT_REPLICAS > 0: the connections enqueues that wait for replicas write and `WAIT` on. WAIT
+ * blocks its connection for up to REDIS_WAIT_TIMEOUT_MS; on the runtime's connection, which /readyz
+ * pings and the queue metrics read, a replica missing made every API replica unready at once. These
+ * are not probed: a broken one answers its writes 503, it does not take reads out of service.
+ */
+async function openReplicaWriters(rt: Runtime, metrics: Metrics): Promise<ReplicaWriters | undefined> {
+  const { config, logger, redis, lifecycle } = rt;
+  if (config.redis.waitReplicas <= 0) return undefined;
+  const connectionName = `${connectionNameOf(redis) ?? 'conveyor'}-replica-waits`;
+  const connections = Array.from({ length: REPLICA_WAIT_CONNECTIONS }, () =>
+    duplicateClient(redis, { connectionName }),
+  );
+  const writers = replicaWriters(connections, (connection, name) => {
+    const queue = createCommandQueue(connection, config.redis.queuePrefix, name);
+    queue.on('error', (err) => logger.debug({ err, queue: name }, 'replica-wait queue connection error'));
+    return queue;
+  });
+  lifecycle.defer('api redis replica waits', async () => {
+    await writers.close();
+    for (const c of connections) await c.quit().catch(() => c.disconnect());
+  });
+  connections.forEach((c, i) => metrics.watchRedis(`replica-waits-${i}`, c));
+  try {
+    await withDeadline(Promise.all(connections.map(whenReady)), 15_000);
+  } catch (err) {
+    throw new StartupError(`Redis is not reachable: ${(err as Error).message}`, { cause: err });
+  }
+  return writers;
 }
 
 /**
@@ -100,14 +135,20 @@ export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {})
   const reads = openReadPools(rt, metrics);
   const requestRedis = await openRequestRedis(rt);
   metrics.watchRedis('requests', requestRedis);
+  const writers = await openReplicaWriters(rt, metrics);
   const commandQueues = new Map<string, CommandTarget>(
     MODULES.map((module) => {
       const queue = createCommandQueue(redis, config.redis.queuePrefix, module.name);
       // Without listeners BullMQ prints connection errors; /readyz and 503s already surface them.
       queue.on('error', (err) => logger.debug({ err, queue: module.name }, 'command queue connection error'));
       const jobOptions = commandJobOptions(moduleSettings(config, module.name));
-      // REDIS_WAIT_REPLICAS: a 202 only once the job is on that many replicas too.
-      const replicaWait = { replicas: config.redis.waitReplicas, timeoutMs: config.redis.waitTimeoutMs };
+      // REDIS_WAIT_REPLICAS: a 202 only once the job is on that many replicas too; the add and its
+      // WAIT on a writer connection of their own, never on the one probes and metrics use.
+      const replicaWait = {
+        replicas: config.redis.waitReplicas,
+        timeoutMs: config.redis.waitTimeoutMs,
+        writers,
+      };
       return [module.name, { module, queue, jobName: module.jobName, jobOptions, replicaWait }];
     }),
   );
@@ -130,7 +171,7 @@ export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {})
       }),
       deadLetters: createDeadLetterStore(pool, { reads }),
       redrive: redriver.redrive,
-      sessions: createSessionStore(requestRedis, {
+      sessions: createApiSessionStore(requestRedis, {
         prefix: config.redis.queuePrefix,
         ttlSeconds: config.dashboard.sessionTtlSeconds,
       }),

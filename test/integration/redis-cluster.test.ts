@@ -1,9 +1,16 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { addBulkExactly, ReplicasNotReachedError } from '../../api/enqueue.ts';
+import { addBulkExactly, jobsThatExist, replicaWriters, ReplicasNotReachedError } from '../../api/enqueue.ts';
 import { createOrdersQueue, PLACE_ORDER_JOB } from '../../modules/orders/queue.ts';
 import { createPool } from '../../shared/db/pool.ts';
 import { ALL_QUEUES, bullmqPrefix } from '../../shared/queue/names.ts';
-import { clusterKeySlot, createProducerRedis, isCluster, type Redis } from '../../shared/queue/redis.ts';
+import {
+  clusterKeySlot,
+  createProducerRedis,
+  duplicateClient,
+  isCluster,
+  whenReady,
+  type Redis,
+} from '../../shared/queue/redis.ts';
 import { bootstrap } from '../../shared/runtime/bootstrap.ts';
 import { dropSchema, eventually, testConfig } from '../support/env.ts';
 import { request, sampleOrder } from '../support/http.ts';
@@ -139,6 +146,24 @@ describe('Conveyor on a Redis Cluster', () => {
       expect(missing.accepted.size).toBe(0);
       expect(missing.error).toBeInstanceOf(ReplicasNotReachedError);
       expect(Date.now() - started).toBeLessThan(1_500);
+      // The API's way: the add and its WAIT on a writer connection of their own (the slot's master there).
+      const own = duplicateClient(redis, { connectionName: 'test-wait-writer' });
+      await whenReady(own);
+      const writers = replicaWriters([own], (c) =>
+        createOrdersQueue(c, `${platform.config.redis.queuePrefix}-wait`),
+      );
+      try {
+        const waited = await addBulkExactly(
+          { ...target, replicaWait: { replicas: 1, timeoutMs: 200, writers } },
+          [job('w-3')],
+          2_000,
+        );
+        expect(waited.error).toBeInstanceOf(ReplicasNotReachedError);
+        expect(await jobsThatExist(queue, ['w-3'])).toEqual(new Set(['w-3'])); // kept: a retry dedupes
+      } finally {
+        await writers.close();
+        await own.quit();
+      }
     } finally {
       await queue.obliterate({ force: true });
       await queue.close();
