@@ -8,6 +8,7 @@ import type { Failure } from '../shared/runtime/lifecycle.ts';
 import type { ApiDeps, ApiEnv } from './context.ts';
 import { notFound, onError } from './middleware/errors.ts';
 import { correlation, requireJson } from './middleware/request.ts';
+import { bodyLimit } from './middleware/body-limit.ts';
 import { responseHeaders } from './middleware/headers.ts';
 import { auth } from './middleware/auth.ts';
 import { rateLimit } from './middleware/rate-limit.ts';
@@ -18,6 +19,13 @@ import { healthRoutes } from './routes/health.ts';
 import { httpMetrics, metricsRoutes } from './routes/metrics.ts';
 import { scalingRoutes } from './routes/scaling.ts';
 import { moduleRoutes } from './routes/modules.ts';
+
+/**
+ * The most bytes a request outside `/v1` may carry. Those routes need no key (probes, `/metrics`,
+ * `/openapi.json`) and take no body; under `/v1` the key is checked before any route reads one, and
+ * each route that takes a body has its own limit (`API_BODY_LIMIT_BYTES`, `API_BATCH_BODY_LIMIT_BYTES`).
+ */
+export const UNKEYED_BODY_LIMIT_BYTES = 1_024;
 
 /**
  * The stateless HTTP API: validates, deduplicates and enqueues commands; answers queries from read
@@ -55,6 +63,8 @@ export function createApp(
       cors({ origin: [...deps.config.api.corsOrigins], exposeHeaders: ['x-correlation-id', 'location'] }),
     );
   }
+  const unkeyedLimit = bodyLimit({ maxSize: UNKEYED_BODY_LIMIT_BYTES });
+  app.use('*', (c, next) => (c.req.path.startsWith('/v1/') ? next() : unkeyedLimit(c, next)));
   app.use('/v1/*', requireJson());
   const allowDevKey = deps.apiKeys.length === 0 && deps.config.env !== 'production';
   app.use('/v1/*', auth({ keys: deps.apiKeys, allowDevKey, sessions: deps.sessions }));
@@ -70,6 +80,11 @@ export function createApp(
       perPrincipal: limitsByPrincipal(deps.apiKeys, defaults, allowDevKey),
     }),
   );
+
+  // The core's own routes that take a body (bulk redrive's filter, opening a session); a module's
+  // routes set their own limits.
+  const coreLimit = bodyLimit({ maxSize: deps.config.api.bodyLimitBytes });
+  for (const path of ['/v1/dead-letters/*', '/v1/sessions', '/v1/sessions/*']) app.use(path, coreLimit);
 
   app.route(
     '/',

@@ -1,10 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { Hono, type Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
 import { csrf } from 'hono/csrf';
 import { html } from 'hono/html';
 import { HTTPException } from 'hono/http-exception';
 import { secureHeaders } from 'hono/secure-headers';
 import { sessionGuard } from './auth/guard.ts';
+import type { LoginFailures } from './auth/login-failures.ts';
 import { loginRoutes, logoutRoutes } from './auth/routes.ts';
 import { asConsolePage, boardApiGuard, type Boards } from './bull-board.ts';
 import { BASE_PATH, BOARD_PATH, type DashboardDeps, type DashboardEnv } from './context.ts';
@@ -19,14 +21,22 @@ export interface DashboardAppOptions {
   boards: Boards;
   /** Resolves when Redis and Postgres answer (`/readyz`). */
   ready(): Promise<void>;
+  /** Streaks of failed logins per address (audited as the first failure and a summary). */
+  loginFailures: LoginFailures;
 }
+
+/**
+ * The most bytes any console request may carry (the login form has its own, smaller limit). Forms
+ * and Bull Board's calls are far smaller; anything larger is refused before it is read.
+ */
+export const CONSOLE_BODY_LIMIT_BYTES = 1_048_576;
 
 /**
  * The operators' console, one app under {@link BASE_PATH} with one top bar: the Overview (landing
  * page), Queues (Bull Board at {@link BOARD_PATH}, admin or read-only by role), the unified dead
  * letters, order stories and the audit log, behind a login. Stateless: sessions live in Redis, so any
  * replica serves any operator.
- * @example const app = createDashboardApp(deps, { boards, ready }); serve({ fetch: app.fetch, port: 3001 });
+ * @example const app = createDashboardApp(deps, { boards, ready, loginFailures }); serve({ fetch: app.fetch, port: 3001 });
  */
 export function createDashboardApp(deps: DashboardDeps, options: DashboardAppOptions): Hono<DashboardEnv> {
   const app = new Hono<DashboardEnv>();
@@ -61,6 +71,26 @@ export function createDashboardApp(deps: DashboardDeps, options: DashboardAppOpt
     );
   });
 
+  // Before any route, so no handler, guard or proxy (Bull Board) ever reads an unbounded body. The
+  // login form has a smaller limit of its own (a chunked one is not buffered up to this one first).
+  const consoleLimit = bodyLimit({
+    maxSize: CONSOLE_BODY_LIMIT_BYTES,
+    onError: (c) => {
+      const detail = `The request is over the limit of ${CONSOLE_BODY_LIMIT_BYTES} bytes.`;
+      // The rest of the body is not read: the connection cannot be reused.
+      const headers = { connection: 'close' };
+      if (c.req.path.startsWith(`${BOARD_PATH}/api/`)) return c.json({ error: detail }, 413, headers);
+      return page(c, {
+        title: 'Too large',
+        status: 413,
+        headers,
+        body: html`<h1>Request too large</h1>
+          <p>${detail}</p>`,
+      });
+    },
+  });
+  app.use('*', (c, next) => (c.req.path === `${BASE_PATH}/login` ? next() : consoleLimit(c, next)));
+
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.get('/readyz', async (c) => {
     try {
@@ -81,7 +111,7 @@ export function createDashboardApp(deps: DashboardDeps, options: DashboardAppOpt
   d.use('*', csrf());
   d.get('/favicon.svg', favicon);
   // Order matters: the login routes answer before the session guard; everything after it needs a session.
-  d.route('/', loginRoutes(deps));
+  d.route('/', loginRoutes(deps, { failures: options.loginFailures }));
   d.route('/', logoutRoutes(deps));
   d.use('*', sessionGuard(deps.sessions));
   d.route('/', overviewPages(deps));

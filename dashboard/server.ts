@@ -9,6 +9,7 @@ import { ALL_QUEUES, queueOptions } from '../shared/queue/names.ts';
 import type { Runtime } from '../shared/runtime/bootstrap.ts';
 import { createDashboardApp } from './app.ts';
 import { createCredentials } from './auth/credentials.ts';
+import { createLoginFailures } from './auth/login-failures.ts';
 import { createLoginLimiter } from './auth/login-limiter.ts';
 import { createDashboardSessions } from './auth/sessions.ts';
 import { createBoards } from './bull-board.ts';
@@ -25,6 +26,10 @@ export interface DashboardServer {
 
 /** Login attempts allowed per IP and user name per minute. */
 const LOGIN_ATTEMPTS_PER_MINUTE = 10;
+
+/** A streak of failed logins from one address lasts the limiter's window; its counts are kept an hour. */
+const LOGIN_WINDOW_SECONDS = 60;
+const LOGIN_FAILURES_RETAIN_SECONDS = 3_600;
 
 /**
  * Builds the dashboard from a bootstrapped runtime and listens on `DASHBOARD_PORT`; registers its
@@ -57,7 +62,7 @@ export async function startDashboard(rt: Runtime): Promise<DashboardServer> {
       loginLimiter: createLoginLimiter(redis, {
         prefix,
         points: LOGIN_ATTEMPTS_PER_MINUTE,
-        windowSeconds: 60,
+        windowSeconds: LOGIN_WINDOW_SECONDS,
       }),
       audit: createAuditLog(pool),
       deadLetters: createDeadLetterStore(pool),
@@ -71,6 +76,11 @@ export async function startDashboard(rt: Runtime): Promise<DashboardServer> {
     },
     {
       boards: createBoards(queues),
+      loginFailures: createLoginFailures(redis, {
+        prefix,
+        windowSeconds: LOGIN_WINDOW_SECONDS,
+        retainSeconds: LOGIN_FAILURES_RETAIN_SECONDS,
+      }),
       ready: async () => {
         await Promise.all([redis.ping(), pool.query('SELECT 1')]);
       },

@@ -1,6 +1,7 @@
-import { Hono } from 'hono';
+import { Hono, type Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
 import { z } from 'zod';
-import { AuditActions } from '../../shared/audit/audit-log.ts';
+import { AuditActions, type AuditActor } from '../../shared/audit/audit-log.ts';
 import { actorOf, BASE_PATH, clientIp, type DashboardDeps, type DashboardEnv } from '../context.ts';
 import { page } from '../views/layout.ts';
 import { loginView, logoutView } from '../views/login.ts';
@@ -11,6 +12,7 @@ import {
   sessionToken,
   setSessionCookie,
 } from './guard.ts';
+import type { LoginFailureReason, LoginFailures, LoginFailureStreak } from './login-failures.ts';
 
 const LoginForm = z.object({
   username: z.string().trim().min(1).max(200),
@@ -19,10 +21,86 @@ const LoginForm = z.object({
 
 const BAD_CREDENTIALS = 'Invalid user name or password.';
 
+/**
+ * The most bytes a login form may have. Its fields are at most 200 + 1,024 characters; URL-encoding
+ * multiplies a character by up to 9 (a 4-byte UTF-8 character is 12 `%XX`, but counts as 2 here).
+ */
+export const LOGIN_BODY_LIMIT_BYTES = 16_384;
+
+export interface LoginRoutesOptions {
+  /** Streaks of failed logins per address: the audit log gets the first and a summary. */
+  failures: LoginFailures;
+}
+
+/** The audit row that closes a streak of failed logins: how many, why, and which user names. */
+function streakEntry(who: AuditActor, streak: LoginFailureStreak) {
+  return {
+    ...who,
+    actor: streak.firstUser || who.actor,
+    role: null,
+    userAgent: null, // the request that ended the streak is not the one that began it
+    action: AuditActions.loginFailed,
+    target: streak.firstUser || null,
+    detail: {
+      reason: 'repeated',
+      count: streak.count,
+      badCredentials: streak.badCredentials,
+      rateLimited: streak.rateLimited,
+      users: streak.users,
+      otherUsers: streak.otherUsers,
+      since: streak.since.toISOString(),
+      until: streak.until.toISOString(),
+    },
+  };
+}
+
 /** Public routes: the login form and its POST. */
-export function loginRoutes(deps: DashboardDeps): Hono<DashboardEnv> {
+export function loginRoutes(deps: DashboardDeps, options: LoginRoutesOptions): Hono<DashboardEnv> {
   const app = new Hono<DashboardEnv>();
   const secure = deps.config.env === 'production';
+  const { failures } = options;
+
+  /**
+   * Audits a failed attempt only when it opens a streak of its address (plus the summary of a streak
+   * it ends): a client hammering the login costs a Redis call per attempt, not an audit row. Without
+   * Redis every failure is audited: nothing is lost, the limiter refuses logins anyway.
+   */
+  const recordFailure = async (
+    c: Context<DashboardEnv>,
+    who: AuditActor,
+    user: string,
+    reason: LoginFailureReason,
+  ) => {
+    const ip = clientIp(c);
+    let outcome: Awaited<ReturnType<LoginFailures['fail']>>;
+    try {
+      outcome = await failures.fail(ip, user, reason);
+    } catch (err) {
+      c.get('log').warn({ err }, 'login failures not counted: auditing this one');
+      outcome = { first: true, ended: null };
+    }
+    if (outcome.ended && outcome.ended.count > 1) await deps.audit.record(streakEntry(who, outcome.ended));
+    if (outcome.first) {
+      await deps.audit.record({ ...who, action: AuditActions.loginFailed, target: user, detail: { reason } });
+    }
+    c.get('log')[outcome.first ? 'warn' : 'debug'](
+      { user, ip, reason },
+      reason === 'rate_limited' ? 'dashboard login rate limited' : 'dashboard login failed',
+    );
+  };
+
+  // Checked before anything reads the body: by Content-Length alone, or counted as a chunked body
+  // arrives, and refused past the limit with the form and a 413.
+  const limit = bodyLimit({
+    maxSize: LOGIN_BODY_LIMIT_BYTES,
+    onError: (c) =>
+      page(c, {
+        title: 'Sign in',
+        status: 413,
+        headers: { connection: 'close' },
+        body: loginView({ error: 'The form is too large.' }),
+      }),
+  });
 
   app.get('/login', async (c) => {
     const token = sessionToken(c);
@@ -30,7 +108,7 @@ export function loginRoutes(deps: DashboardDeps): Hono<DashboardEnv> {
     return page(c, { title: 'Sign in', body: loginView() });
   });
 
-  app.post('/login', async (c) => {
+  app.post('/login', limit, async (c) => {
     const parsed = LoginForm.safeParse(await c.req.parseBody());
     if (!parsed.success) {
       return page(c, {
@@ -43,13 +121,7 @@ export function loginRoutes(deps: DashboardDeps): Hono<DashboardEnv> {
     const who = actorOf(c, username);
     const decision = await deps.loginLimiter.consume(clientIp(c), username);
     if (!decision.allowed) {
-      await deps.audit.record({
-        ...who,
-        action: AuditActions.loginFailed,
-        target: username,
-        detail: { reason: 'rate_limited' },
-      });
-      c.get('log').warn({ user: username, ip: who.ip }, 'dashboard login rate limited');
+      await recordFailure(c, who, username, 'rate_limited');
       return page(c, {
         title: 'Sign in',
         status: 429,
@@ -62,13 +134,7 @@ export function loginRoutes(deps: DashboardDeps): Hono<DashboardEnv> {
     }
     const role = deps.credentials.verify(username, password);
     if (!role) {
-      await deps.audit.record({
-        ...who,
-        action: AuditActions.loginFailed,
-        target: username,
-        detail: { reason: 'bad_credentials' },
-      });
-      c.get('log').warn({ user: username, ip: who.ip }, 'dashboard login failed');
+      await recordFailure(c, who, username, 'bad_credentials');
       return page(c, {
         title: 'Sign in',
         status: 401,
@@ -76,6 +142,9 @@ export function loginRoutes(deps: DashboardDeps): Hono<DashboardEnv> {
       });
     }
     await deps.loginLimiter.reset(clientIp(c), username);
+    // A success ends its address's streak of failures: summarized now, not at some later attempt.
+    const streak = await failures.end(clientIp(c));
+    if (streak && streak.count > 1) await deps.audit.record(streakEntry(who, streak));
     // A fresh token on every login (no session fixation); a previous session of this browser ends.
     const previous = sessionToken(c);
     if (previous) await deps.sessions.destroy(previous);

@@ -179,12 +179,19 @@ describe('dashboard authentication', () => {
       expect(r.res.cookies).toEqual([]);
       expect(r.res.text).toContain('Invalid user name or password.');
     }
-    expect(await audit('login.failed', 'mallory')).toEqual([
+    // One address's failures are one streak: its first is audited, the rest counted for its summary.
+    expect(await audit('login.failed', 'root')).toEqual([
       expect.objectContaining({ detail: { reason: 'bad_credentials' } }),
     ]);
+    expect(await audit('login.failed', 'mallory')).toEqual([]);
     expect((await call(`${a}/dashboard/login`, { form: { username: 'root', password: '' } })).status).toBe(
       400,
     );
+    // A success from that address ends the streak: the summary names every user name tried.
+    expect((await login(b, 'watcher', 'viewer pass')).res.status).toBe(303);
+    expect((await audit('login.failed', 'root'))[1]).toMatchObject({
+      detail: { reason: 'repeated', count: 3, badCredentials: 3, users: { root: 2, mallory: 1 } },
+    });
   });
 
   it('gives a viewer the read-only board and refuses its mutating calls on the server', async () => {
@@ -311,11 +318,19 @@ describe('dashboard authentication', () => {
     expect(limited.res.status).toBe(429);
     expect(Number(limited.res.headers.get('retry-after'))).toBeGreaterThan(0);
     expect(limited.cookie).toBe('');
-    expect(await audit('login.failed', 'root')).toContainEqual(
-      expect.objectContaining({ detail: { reason: 'rate_limited' } }),
-    );
     // Another user name from the same address has its own budget.
     expect((await login(b, 'watcher', 'viewer pass')).res.status).toBe(303);
+    // The refusal is counted in the streak's summary, written when that success ended it.
+    expect(await audit('login.failed', 'root')).toContainEqual(
+      expect.objectContaining({
+        detail: expect.objectContaining({
+          reason: 'repeated',
+          count: 11,
+          badCredentials: 10,
+          rateLimited: 1,
+        }),
+      }),
+    );
   });
 });
 
