@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import { context, ROOT_CONTEXT, trace } from '@opentelemetry/api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -28,12 +27,6 @@ import { ownZipkin, type OwnZipkin, type ZipkinSpan } from '../support/zipkin-se
 let zipkin: OwnZipkin;
 let tracing: Tracing;
 let sqs: string;
-
-/** Kafka's consumer passes the trace headers on once .scratch/tracing-kafka.patch is applied. */
-const kafkaPropagates = readFileSync(
-  new URL('../../shared/bus/kafka/subscription.ts', import.meta.url),
-  'utf8',
-).includes('carrierFromHeaders');
 
 function busEnv(kind: BusKind): Record<string, string> {
   return {
@@ -88,126 +81,118 @@ afterAll(async () => {
 });
 
 describe.each<BusKind>(['bullmq', 'rabbitmq', 'sqs', 'kafka'])('one trace per order on %s', (kind) => {
-  it.skipIf(kind === 'kafka' && !kafkaPropagates)(
-    'links POST, enqueue, command job, outbox publish and projection in one trace',
-    async () => {
-      const platform = await startPlatform(testConfig(busEnv(kind)));
-      try {
-        const traceId = hex(16);
-        const callerSpanId = hex(8);
-        const res = await request(`${platform.url}/v1/orders`, {
-          method: 'POST',
-          json: sampleOrder({ customerId: `c-trace-${kind}` }),
-          headers: { traceparent: `00-${traceId}-${callerSpanId}-01` },
-        });
-        expect(res.status).toBe(202);
-        const orderId = res.body.orderId as string;
+  it('links POST, enqueue, command job, outbox publish and projection in one trace', async () => {
+    const platform = await startPlatform(testConfig(busEnv(kind)));
+    try {
+      const traceId = hex(16);
+      const callerSpanId = hex(8);
+      const res = await request(`${platform.url}/v1/orders`, {
+        method: 'POST',
+        json: sampleOrder({ customerId: `c-trace-${kind}` }),
+        headers: { traceparent: `00-${traceId}-${callerSpanId}-01` },
+      });
+      expect(res.status).toBe(202);
+      const orderId = res.body.orderId as string;
 
-        const spans = await traceWith(
-          traceId,
-          [
-            (s) => named(s, 'project projections').length > 0,
-            (s) => named(s, 'post /v1/orders', 'SERVER').length > 0,
-          ],
-          `the ${kind} trace of order ${orderId} up to its projection`,
-        );
-        const server = one(spans, 'post /v1/orders', 'SERVER');
-        expect(server.parentId).toBe(callerSpanId); // the incoming traceparent is honoured
-        const send = one(spans, 'send orders', 'PRODUCER');
-        expect(send.parentId).toBe(server.id);
-        expect(send.tags?.['messaging.message.id']).toBe(orderId);
-        const job = one(spans, 'process orders', 'CONSUMER');
-        expect(job.parentId).toBe(send.id);
-        const write = one(spans, 'write orders');
-        expect(write.parentId).toBe(job.id);
-        const publish = one(spans, 'publish events', 'PRODUCER');
-        expect(publish.parentId).toBe(job.id); // from the outbox row's trace_context
-        expect(publish.tags?.['messaging.system']).toBe(kind);
-        const consume = one(spans, 'process projections', 'CONSUMER');
-        expect(consume.parentId).toBe(publish.id); // from the message's traceparent header
-        expect(consume.tags?.['messaging.system']).toBe(kind);
-        const project = one(spans, 'project projections');
-        expect(project.parentId).toBe(consume.id);
+      const spans = await traceWith(
+        traceId,
+        [
+          (s) => named(s, 'project projections').length > 0,
+          (s) => named(s, 'post /v1/orders', 'SERVER').length > 0,
+        ],
+        `the ${kind} trace of order ${orderId} up to its projection`,
+      );
+      const server = one(spans, 'post /v1/orders', 'SERVER');
+      expect(server.parentId).toBe(callerSpanId); // the incoming traceparent is honoured
+      const send = one(spans, 'send orders', 'PRODUCER');
+      expect(send.parentId).toBe(server.id);
+      expect(send.tags?.['messaging.message.id']).toBe(orderId);
+      const job = one(spans, 'process orders', 'CONSUMER');
+      expect(job.parentId).toBe(send.id);
+      const write = one(spans, 'write orders');
+      expect(write.parentId).toBe(job.id);
+      const publish = one(spans, 'publish events', 'PRODUCER');
+      expect(publish.parentId).toBe(job.id); // from the outbox row's trace_context
+      expect(publish.tags?.['messaging.system']).toBe(kind);
+      const consume = one(spans, 'process projections', 'CONSUMER');
+      expect(consume.parentId).toBe(publish.id); // from the message's traceparent header
+      expect(consume.tags?.['messaging.system']).toBe(kind);
+      const project = one(spans, 'project projections');
+      expect(project.parentId).toBe(consume.id);
 
-        const [row] = (
-          await platform.rt.pool.query<{ trace_context: { traceparent: string } }>(
-            `SELECT trace_context FROM outbox WHERE aggregate_id = $1`,
-            [orderId],
-          )
-        ).rows;
-        expect(row?.trace_context.traceparent).toBe(`00-${traceId}-${job.id}-01`);
-      } finally {
-        await platform.close();
-      }
-    },
-    90_000,
-  );
+      const [row] = (
+        await platform.rt.pool.query<{ trace_context: { traceparent: string } }>(
+          `SELECT trace_context FROM outbox WHERE aggregate_id = $1`,
+          [orderId],
+        )
+      ).rows;
+      expect(row?.trace_context.traceparent).toBe(`00-${traceId}-${job.id}-01`);
+    } finally {
+      await platform.close();
+    }
+  }, 90_000);
 
-  it.skipIf(kind === 'kafka' && !kafkaPropagates)(
-    'keeps an event in its trace through a retry and a redrive',
-    async () => {
-      const config: Config = testConfig(busEnv(kind));
-      const pool: Pool = await migratedPool(config);
-      let bus: EventBus | undefined;
-      let sub: Subscription | undefined;
-      try {
-        bus = await createEventBus(
-          kind,
-          { logger: testLogger(), deadLetters: createPgDeadLetterSink(pool) },
-          config,
-        );
-        await bus.start();
-        let deliveries = 0;
-        sub = await bus.subscribe('projections', (event, delivery) =>
-          inMessageSpan(
-            {
-              operation: 'process',
-              kind: 'consumer',
-              system: delivery.transport,
-              destination: 'projections',
-              messageId: event.eventId,
-              parent: delivery.trace ?? ROOT_CONTEXT,
-            },
-            async () => {
-              deliveries += 1;
-              if (deliveries === 1) throw new Error('downstream is down: retried');
-              if (deliveries === 2) throw new PoisonMessageError('poison: dead-lettered');
-            },
-          ),
-        );
-        const event = placedEvent();
-        const root = trace.getTracer('test').startSpan('order under test', {}, ROOT_CONTEXT);
-        const { traceId, spanId } = root.spanContext();
-        await bus.publish([withCarrier(event, injectCarrier(trace.setSpan(context.active(), root)))]);
-        root.end();
+  it('keeps an event in its trace through a retry and a redrive', async () => {
+    const config: Config = testConfig(busEnv(kind));
+    const pool: Pool = await migratedPool(config);
+    let bus: EventBus | undefined;
+    let sub: Subscription | undefined;
+    try {
+      bus = await createEventBus(
+        kind,
+        { logger: testLogger(), deadLetters: createPgDeadLetterSink(pool) },
+        config,
+      );
+      await bus.start();
+      let deliveries = 0;
+      sub = await bus.subscribe('projections', (event, delivery) =>
+        inMessageSpan(
+          {
+            operation: 'process',
+            kind: 'consumer',
+            system: delivery.transport,
+            destination: 'projections',
+            messageId: event.eventId,
+            parent: delivery.trace ?? ROOT_CONTEXT,
+          },
+          async () => {
+            deliveries += 1;
+            if (deliveries === 1) throw new Error('downstream is down: retried');
+            if (deliveries === 2) throw new PoisonMessageError('poison: dead-lettered');
+          },
+        ),
+      );
+      const event = placedEvent();
+      const root = trace.getTracer('test').startSpan('order under test', {}, ROOT_CONTEXT);
+      const { traceId, spanId } = root.spanContext();
+      await bus.publish([withCarrier(event, injectCarrier(trace.setSpan(context.active(), root)))]);
+      root.end();
 
-        const store = createDeadLetterStore(pool);
-        const dl = await eventually(
-          async () =>
-            (await store.list({ limit: 100 })).find((d) => d.headers[EventHeaders.eventId] === event.eventId),
-          { what: `the dead letter of ${event.eventId}` },
-        );
-        expect(dl.headers['traceparent']).toContain(traceId);
-        await bus.redrive(dl);
-        await eventually(() => deliveries >= 3, { what: 'the redriven delivery' });
+      const store = createDeadLetterStore(pool);
+      const dl = await eventually(
+        async () =>
+          (await store.list({ limit: 100 })).find((d) => d.headers[EventHeaders.eventId] === event.eventId),
+        { what: `the dead letter of ${event.eventId}` },
+      );
+      expect(dl.headers['traceparent']).toContain(traceId);
+      await bus.redrive(dl);
+      await eventually(() => deliveries >= 3, { what: 'the redriven delivery' });
 
-        const spans = await traceWith(
-          traceId,
-          [(s) => named(s, 'process projections', 'CONSUMER').length >= 3],
-          `three deliveries of one event in one ${kind} trace`,
-        );
-        const consumers = named(spans, 'process projections', 'CONSUMER');
-        expect(consumers.map((s) => s.parentId)).toEqual([spanId, spanId, spanId]);
-      } finally {
-        await sub?.close();
-        await bus?.close();
-        await dropSchema(pool, config.database.schema);
-        await pool.end();
-        await cleanup(config);
-      }
-    },
-    90_000,
-  );
+      const spans = await traceWith(
+        traceId,
+        [(s) => named(s, 'process projections', 'CONSUMER').length >= 3],
+        `three deliveries of one event in one ${kind} trace`,
+      );
+      const consumers = named(spans, 'process projections', 'CONSUMER');
+      expect(consumers.map((s) => s.parentId)).toEqual([spanId, spanId, spanId]);
+    } finally {
+      await sub?.close();
+      await bus?.close();
+      await dropSchema(pool, config.database.schema);
+      await pool.end();
+      await cleanup(config);
+    }
+  }, 90_000);
 });
 
 describe('log lines', () => {

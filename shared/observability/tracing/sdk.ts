@@ -1,8 +1,9 @@
 // Types only (erased): the SDK's modules are loaded by the dynamic imports below, when tracing is on.
 import type * as SdkTraceNode from '@opentelemetry/sdk-trace-node';
 import type { Instrumentation } from '@opentelemetry/instrumentation';
-import type { Sampler, SpanExporter } from '@opentelemetry/sdk-trace-node';
+import type { Sampler, SpanExporter, SpanProcessor } from '@opentelemetry/sdk-trace-node';
 import type { TracingSettings } from '../../config/tracing-env.ts';
+import { redactedUrl, redisStatement } from './redact.ts';
 import { setTracingHandle, tracingHandle, type TracingHandle } from './trace-context.ts';
 
 /** The running SDK of a process: flush its spans before exiting, stop it. */
@@ -18,7 +19,9 @@ export interface StartTracingOptions {
 /**
  * Starts the OpenTelemetry SDK from parsed settings: a Node tracer provider (AsyncLocalStorage
  * context, W3C trace-context + baggage propagation) with the sampler, batch span processor and
- * exporter the OTEL_* variables name, and the PostgreSQL instrumentation. Loads the SDK's modules
+ * exporter the OTEL_* variables name, and the PostgreSQL and ioredis instrumentations. No span leaves
+ * with a secret or a payload in it: Redis statements carry the command and the key's prefix only,
+ * PostgreSQL spans the parameterized SQL without its values, server spans the route, not the URL. Loads the SDK's modules
  * only here, so a process with tracing off never loads them. Idempotent per process.
  */
 export async function startTracing(
@@ -41,7 +44,7 @@ export async function startTracing(
       'service.name': settings.serviceName,
     }),
     sampler: createSampler(settings.sampler, node),
-    spanProcessors: [new node.BatchSpanProcessor(exporter, settings.batch)],
+    spanProcessors: [redactingProcessor(), new node.BatchSpanProcessor(exporter, settings.batch)],
   });
   provider.register({
     propagator: new core.CompositePropagator({
@@ -110,12 +113,46 @@ async function loadInstrumentations(names: readonly ('pg' | 'ioredis')[]): Promi
   const list: Instrumentation[] = [];
   if (names.includes('pg')) {
     const { PgInstrumentation } = await import('@opentelemetry/instrumentation-pg');
-    list.push(new PgInstrumentation({ requireParentSpan: true, enhancedDatabaseReporting: false }));
+    // enhancedDatabaseReporting would export every query's parameter values (customer ids, payloads) as
+    // `db.postgresql.values`; off, a span carries the SQL text alone, and our SQL takes values as $n.
+    list.push(
+      new PgInstrumentation({
+        requireParentSpan: true,
+        enhancedDatabaseReporting: false,
+        addSqlCommenterCommentToQueries: false,
+      }),
+    );
   }
   if (names.includes('ioredis')) {
     const { IORedisInstrumentation } = await import('@opentelemetry/instrumentation-ioredis');
-    list.push(new IORedisInstrumentation({ requireParentSpan: true }));
+    // By default every argument of every command is exported: session ids (GET <prefix>:session:<id>),
+    // BullMQ's add script with the whole job. Keep the command and the key's prefix only.
+    list.push(
+      new IORedisInstrumentation({
+        requireParentSpan: true,
+        dbStatementSerializer: (command, args) => redisStatement(command, args),
+      }),
+    );
   }
   registerInstrumentations({ instrumentations: list });
   return list;
+}
+
+/**
+ * Rewrites, as each span ends, what an instrumentation put in it from a client's request: a server
+ * span's `url.full` (@hono/otel's, with the path's ids and the query) becomes its route's template.
+ */
+function redactingProcessor(): SpanProcessor {
+  return {
+    onStart: () => undefined,
+    onEnding: (span) => {
+      const url = span.attributes['url.full'];
+      if (typeof url !== 'string') return;
+      const route = span.attributes['http.route'];
+      span.setAttribute('url.full', redactedUrl(url, typeof route === 'string' ? route : undefined));
+    },
+    onEnd: () => undefined,
+    forceFlush: async () => undefined,
+    shutdown: async () => undefined,
+  };
 }
