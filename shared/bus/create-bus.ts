@@ -49,6 +49,10 @@ export async function createEventBus(kind: BusKind, deps: BusDeps, config: Confi
         snoozeMaxMs: config.bus.snoozeMaxMs,
         shutdownGraceMs: config.workers.shutdownGraceMs,
         recoveryBudgetMs: config.bus.recoveryBudgetMs,
+        // Transactional ids are slots leased in Redis, beside the queues (see kafka/transactional-slot.ts).
+        redisUrl: config.redis.url,
+        redisClusterNodes: config.redis.clusterNodes,
+        redisPrefix: config.redis.queuePrefix,
       });
     }
     case 'rabbitmq': {

@@ -4,8 +4,11 @@
  * Publishing: an idempotent producer (acks = all, one request in flight, so retries neither
  * duplicate nor reorder), message key = order id, so one order's events share a partition and
  * keep their order. With `producer.transactionalId` set, each `publish` call is one Kafka
- * transaction instead (all or nothing; consumers read committed only); the id is made unique per
- * replica (`<id>-<hostname>-<pid>`, see `replicaTransactionalId`) so relays never fence each other.
+ * transaction instead (all or nothing; consumers read committed only). Each relay's producer id is a
+ * slot, `<id>-<n>`: leased in Redis (`kafka/transactional-slot.ts`) or fixed by a StatefulSet ordinal
+ * (`producer.transactionalSlot`), so relays never fence each other and the id of a relay that died
+ * comes back — which is what aborts the transaction it left open (see the slot module). Without Redis
+ * settings or an ordinal the id is per replica (`<id>-<hostname>-<pid>`, see `replicaTransactionalId`).
  *
  * Topics: created at start with `partitions`, `replicationFactor` and `min.insync.replicas`; existing
  * ones replicated less than configured fail the start (see `kafka/topology.ts`). With replication
@@ -47,6 +50,11 @@ import {
 import { KafkaHeaders, kafkaLogCreator, kafkaTopics, ownHeaders } from './kafka/headers.ts';
 import { startKafkaSubscription } from './kafka/subscription.ts';
 import { assertTopicSettings, declareKafkaTopics } from './kafka/topology.ts';
+import {
+  createTransactionalSlotLease,
+  slotTransactionalId,
+  type TransactionalSlotLease,
+} from './kafka/transactional-slot.ts';
 
 export interface KafkaBusConfig extends KafkaConnection {
   /** The events topic; `<topic>.retry` and `<topic>.dlq` are declared next to it. */
@@ -83,12 +91,28 @@ export interface KafkaBusConfig extends KafkaConnection {
     /** Handlers in flight per partition batch (different keys only). @defaultValue 50 */
     maxInFlightPerPartition?: number;
   };
+  /**
+   * Redis of the deployment (`REDIS_URL`, `REDIS_CLUSTER_NODES`, `QUEUE_PREFIX`): where transactional
+   * slots are leased. Without it (and without `producer.transactionalSlot`) a transactional producer's
+   * id is per replica and a crashed relay's open transaction blocks readers until it times out.
+   */
+  redisUrl?: string | undefined;
+  redisClusterNodes?: readonly string[] | undefined;
+  redisPrefix?: string | undefined;
   producer?: {
     /**
      * Publish each batch in one Kafka transaction. The same base for every replica: the producer's id
-     * is `<transactionalId>-<hostname>-<pid>` (see `replicaTransactionalId`).
+     * is `<transactionalId>-<n>`, slot n leased in Redis (`redisUrl`) or `transactionalSlot`; with
+     * neither, `<transactionalId>-<hostname>-<pid>` (see `replicaTransactionalId`).
      */
     transactionalId?: string | undefined;
+    /**
+     * A fixed slot instead of a lease — a StatefulSet's ordinal (`apps.kubernetes.io/pod-index`). Every
+     * relay of one `transactionalId` must then have its own; do not mix with leased relays.
+     */
+    transactionalSlot?: number | undefined;
+    /** How long a leased slot outlives its relay: bounds the stall behind a crashed relay's transaction. @defaultValue 10000 */
+    transactionalLeaseMs?: number | undefined;
     retry?: { retries: number; initialRetryTime: number };
     /** A send (kafkajs' own retries included) that takes longer fails and retires the producer. @defaultValue 60000 */
     sendTimeoutMs?: number;
@@ -122,36 +146,108 @@ export function createKafkaBus(deps: BusDeps, config: KafkaBusConfig): EventBus 
   const topics = kafkaTopics(config.topic);
   assertTopicSettings(config);
   const baseTransactionalId = config.producer?.transactionalId || undefined;
-  let transactionalId: string | undefined;
-  if (baseTransactionalId) {
-    const nth = (transactionalBuses.get(baseTransactionalId) ?? 0) + 1;
-    transactionalBuses.set(baseTransactionalId, nth);
-    transactionalId = replicaTransactionalId(baseTransactionalId, currentReplica(), nth);
-  }
+  const transactional = baseTransactionalId !== undefined;
   const sendTimeoutMs = config.producer?.sendTimeoutMs ?? 60_000;
+  const subscriptions: Subscription[] = [];
+  let starting: Promise<void> | undefined;
+  let closing: Promise<void> | undefined;
+  // A producer runs one transaction at a time: transactional sends queue behind each other.
+  let txQueue: Promise<unknown> = Promise.resolve();
+  /** The connected producer; replaced after a failed send (see `withProducer`), opened by the first send. */
+  let producerReady: Promise<Producer> | undefined;
+  /** The transactional id the current producer uses. */
+  let transactionalId: string | undefined;
   const kafka = new Kafka({
     ...kafkaClientOptions(config),
     logCreator: kafkaLogCreator(deps.logger),
     retry: config.producer?.retry ?? { retries: 5, initialRetryTime: 100 },
   });
   const admin: Admin = kafka.admin();
-  const newProducer = (): Producer =>
+  const newProducer = (id: string | undefined): Producer =>
     kafka.producer({
       idempotent: true,
       maxInFlightRequests: 1,
       allowAutoTopicCreation: false,
       // kafkajs's default partitioner, recording each message's partition for `assertAcknowledged`.
       createPartitioner: pinningPartitioner,
-      ...(transactionalId ? { transactionalId } : {}),
+      ...(id ? { transactionalId: id } : {}),
     });
-  // Replaced after a failed send (see `withProducer`); connected lazily by the first send.
-  let producer: Producer = newProducer();
-  let producerConnected: Promise<void> | undefined;
-  const subscriptions: Subscription[] = [];
-  let starting: Promise<void> | undefined;
-  let closing: Promise<void> | undefined;
-  // A producer runs one transaction at a time: transactional sends queue behind each other.
-  let txQueue: Promise<unknown> = Promise.resolve();
+
+  /**
+   * Initialises a transactional producer (InitProducerId): whoever used its id before is fenced, and
+   * the transaction it left open is aborted now — not at this relay's first send, nor after the
+   * broker's transaction timeout.
+   */
+  async function initTransactions(p: Producer): Promise<void> {
+    const tx = await p.transaction();
+    await tx.abort();
+  }
+
+  // Where this bus's transactional id comes from: a fixed slot, a leased one, or the replica.
+  let lease: TransactionalSlotLease | undefined;
+  let fixedTransactionalId: string | undefined;
+  if (baseTransactionalId !== undefined) {
+    const slot = config.producer?.transactionalSlot;
+    if (slot !== undefined) {
+      if (!Number.isInteger(slot) || slot < 0)
+        throw new RangeError(`transactional slot ${slot} is not an ordinal`);
+      fixedTransactionalId = slotTransactionalId(baseTransactionalId, slot);
+    } else if (config.redisUrl) {
+      lease = createTransactionalSlotLease({
+        base: baseTransactionalId,
+        redisUrl: config.redisUrl,
+        redisClusterNodes: config.redisClusterNodes,
+        redisPrefix: config.redisPrefix ?? 'conveyor',
+        leaseMs: config.producer?.transactionalLeaseMs ?? 10_000,
+        logger: deps.logger,
+        async fence(id) {
+          const p = newProducer(id);
+          try {
+            await p.connect();
+            await initTransactions(p);
+          } finally {
+            await p.disconnect().catch(() => undefined);
+          }
+        },
+        // The slot may be someone else's now: no further send on it (the next takes a slot again).
+        onLost: (id) =>
+          retireProducer(producerReady, () =>
+            log.warn({ transactionalId: id }, 'kafka transactional slot lost; the producer is replaced'),
+          ),
+      });
+    } else {
+      const nth = (transactionalBuses.get(baseTransactionalId) ?? 0) + 1;
+      transactionalBuses.set(baseTransactionalId, nth);
+      fixedTransactionalId = replicaTransactionalId(baseTransactionalId, currentReplica(), nth);
+      log.warn(
+        { transactionalId: fixedTransactionalId },
+        'kafka transactional id per replica (no Redis for a slot lease, no slot given): a relay that dies inside a transaction blocks readers until the broker times it out',
+      );
+    }
+  }
+
+  async function openProducer(): Promise<Producer> {
+    const id = lease ? await lease.acquire() : fixedTransactionalId;
+    const p = newProducer(id);
+    try {
+      await p.connect();
+      if (id) await initTransactions(p);
+    } catch (err) {
+      await p.disconnect().catch(() => undefined);
+      throw err;
+    }
+    transactionalId = id;
+    return p;
+  }
+
+  /** Drops the producer `ready` if it is still the current one: the next send opens a new one. */
+  function retireProducer(ready: Promise<Producer> | undefined, logIt: () => void): void {
+    if (!ready || producerReady !== ready || closing) return;
+    producerReady = undefined;
+    logIt();
+    // Sends still in flight on the retired producer fail too; their callers retry (at least once).
+    void ready.then((p) => p.disconnect()).catch(() => undefined);
+  }
 
   /**
    * Runs `fn` with the current producer; when it fails, that producer is retired and the next send
@@ -165,22 +261,17 @@ export function createKafkaBus(deps: BusDeps, config: KafkaBusConfig): EventBus 
   async function withProducer(fn: (p: Producer) => Promise<void>): Promise<void> {
     // After close() a send would connect a producer nobody disconnects (and keep the process alive).
     if (closing) throw new Error('kafka bus is closed');
-    const current = producer;
+    const ready = (producerReady ??= openProducer());
     try {
-      producerConnected ??= current.connect();
       await withDeadline(
-        producerConnected.then(() => fn(current)),
+        ready.then((p) => fn(p)),
         sendTimeoutMs,
         () => new Error(`kafka send did not finish within ${sendTimeoutMs} ms`),
       );
     } catch (err) {
-      if (producer === current && !closing) {
-        producer = newProducer();
-        producerConnected = undefined;
-        // Sends still in flight on the retired producer fail too; their callers retry (at least once).
-        log.warn({ err }, 'kafka send failed; the producer is replaced by a new one for the next send');
-        void current.disconnect().catch(() => undefined);
-      }
+      retireProducer(ready, () =>
+        log.warn({ err }, 'kafka send failed; the producer is replaced by a new one for the next send'),
+      );
       throw err;
     }
   }
@@ -188,7 +279,7 @@ export function createKafkaBus(deps: BusDeps, config: KafkaBusConfig): EventBus 
   async function send(topic: string, messages: Message[]): Promise<void> {
     // Every send is checked against what the brokers acknowledged: kafkajs can resolve a send that
     // left some partitions out when a broker died during it (see `assertAcknowledged`).
-    if (!transactionalId) {
+    if (!transactional) {
       await withProducer(async (p) =>
         assertAcknowledged(topic, messages, await p.send({ topic, messages, acks: -1 })),
       );
@@ -291,9 +382,19 @@ export function createKafkaBus(deps: BusDeps, config: KafkaBusConfig): EventBus 
         for (const sub of subscriptions.toReversed()) {
           await sub.close().catch((err: unknown) => log.error({ err }, 'kafka subscription close failed'));
         }
-        await producer
-          .disconnect()
-          .catch((err: unknown) => log.error({ err }, 'kafka producer disconnect failed'));
+        // Transactional sends queue on txQueue: let the last one end before the producer goes.
+        let clean = await withDeadline(
+          txQueue.then(() => true),
+          config.shutdownGraceMs ?? 10_000,
+        ).catch(() => false);
+        await producerReady
+          ?.then((p) => p.disconnect())
+          .catch((err: unknown) => {
+            clean = false;
+            log.error({ err }, 'kafka producer disconnect failed');
+          });
+        // After the producer: a slot freed earlier could be fenced under a send still running.
+        await lease?.release(clean);
         await admin.disconnect().catch((err: unknown) => log.error({ err }, 'kafka admin disconnect failed'));
       })()),
   };

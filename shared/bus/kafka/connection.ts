@@ -48,8 +48,11 @@ export function currentReplica(): ReplicaIdentity {
 }
 
 /**
- * The transactional id one producer of one replica uses: `<base>-<hostname>-<pid>`, plus `-<n>` for
- * the n-th transactional bus of the same process (tests run several).
+ * The fallback transactional id of one producer of one replica — used only when the bus has neither
+ * Redis to lease a slot nor a fixed slot (see `transactional-slot.ts`): `<base>-<hostname>-<pid>`, plus
+ * `-<n>` for the n-th transactional bus of the same process (tests run several). A Deployment's
+ * replacement pod has a new host name, so this id never comes back after a crash: the transaction a
+ * killed relay left open then blocks read-committed consumers until the broker times it out.
  *
  * Two producers sharing a transactional id fence each other: the second `InitProducerId` bumps the
  * epoch and every transaction of the first fails with PRODUCER_FENCED from then on. Every relay
