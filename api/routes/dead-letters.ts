@@ -2,9 +2,14 @@ import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import type { Context } from 'hono';
 import type { AuditActor } from '../../shared/audit/audit-log.ts';
-import { createDeadLetterActions } from '../../shared/dead-letters/actions.ts';
+import { createDeadLetterActions, type ItemResult } from '../../shared/dead-letters/actions.ts';
 import type { DeadLetterRecord } from '../../shared/dead-letters/dead-letter.ts';
-import { DependencyUnavailableError, NotFoundError, ValidationError } from '../../shared/errors/domain.ts';
+import {
+  DependencyUnavailableError,
+  NotFoundError,
+  StateConflictError,
+  ValidationError,
+} from '../../shared/errors/domain.ts';
 import type { ApiDeps, ApiEnv } from '../context.ts';
 import { DeadLetterSchema, ProblemSchema, problemResponses } from '../schemas.ts';
 
@@ -67,7 +72,11 @@ const redrive = createRoute({
       },
     },
     404: {
-      description: 'No pending dead letter with this id',
+      description: 'No dead letter with this id',
+      content: { 'application/problem+json': { schema: ProblemSchema } },
+    },
+    409: {
+      description: 'The dead letter was already handled (redriven or discarded): nothing done',
       content: { 'application/problem+json': { schema: ProblemSchema } },
     },
     ...problemResponses,
@@ -94,7 +103,11 @@ const discard = createRoute({
       },
     },
     404: {
-      description: 'No pending dead letter with this id',
+      description: 'No dead letter with this id',
+      content: { 'application/problem+json': { schema: ProblemSchema } },
+    },
+    409: {
+      description: 'The dead letter was already handled (redriven or discarded): nothing done',
       content: { 'application/problem+json': { schema: ProblemSchema } },
     },
     ...problemResponses,
@@ -106,6 +119,10 @@ const ItemResultSchema = z
     id: z.string(),
     status: z.enum(['redriven', 'discarded', 'not_found', 'not_pending', 'skipped', 'failed']),
     error: z.string().optional(),
+    handled: z
+      .enum(['redriven', 'discarded'])
+      .optional()
+      .describe('How a `not_pending` dead letter was already handled'),
   })
   .openapi('DeadLetterActionResult');
 
@@ -167,6 +184,17 @@ function apiActor(c: Context<ApiEnv>): AuditActor {
   };
 }
 
+/** Why a single action did nothing: 404 for an id no dead letter has, 409 for one already handled. */
+function notActionable(result: ItemResult): Error {
+  if (result.status === 'not_pending') {
+    return new StateConflictError(
+      'dead_letter.not_pending',
+      `dead letter ${result.id} was already ${result.handled ?? 'handled'}: nothing done`,
+    );
+  }
+  return new NotFoundError(`no dead letter ${result.id}`);
+}
+
 export function deadLetterRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
   const app = new OpenAPIHono<ApiEnv>();
   const actions = createDeadLetterActions({
@@ -216,7 +244,7 @@ export function deadLetterRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
     const { id } = c.req.valid('param');
     const result = await actions.redrive(id, apiActor(c));
     if (result.status === 'failed') throw new DependencyUnavailableError(`the origin of dead letter ${id}`);
-    if (result.status !== 'redriven') throw new NotFoundError(`no pending dead letter ${id}`);
+    if (result.status !== 'redriven') throw notActionable(result);
     return c.json({ id, status: 'redriven' as const }, 202);
   });
 
@@ -225,7 +253,7 @@ export function deadLetterRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
     // The body is optional: without a JSON content type the validated body is `{}`.
     const body = c.req.valid('json');
     const result = await actions.discard(id, apiActor(c), body.reason);
-    if (result.status !== 'discarded') throw new NotFoundError(`no pending dead letter ${id}`);
+    if (result.status !== 'discarded') throw notActionable(result);
     return c.json({ id, status: 'discarded' as const }, 200);
   });
 

@@ -127,6 +127,10 @@ export const EnvSchema = z.object({
   KAFKA_SESSION_TIMEOUT_MS: int(6_000).default(30_000),
   KAFKA_PARTITIONS_CONSUMED_CONCURRENTLY: int(1).default(3),
   KAFKA_TRANSACTIONAL_ID: z.string().default(''),
+  /** A fixed transactional slot (`<id>-<n>`, e.g. a StatefulSet pod index) instead of one leased in Redis. */
+  KAFKA_TRANSACTIONAL_SLOT: int(0).optional(),
+  /** How long a leased transactional slot outlives a relay that died: bounds readers' stall behind its open transaction. */
+  KAFKA_TRANSACTIONAL_LEASE_MS: int(1_000).default(10_000),
   /** Replication factor of the topics we create (events, retry, DLQ); unset = the broker's default. */
   KAFKA_REPLICATION_FACTOR: int(1).optional(),
   /** `min.insync.replicas` of the topics we create; with acks=-1 a write needs this many replicas. Unset = broker default. */
@@ -298,6 +302,8 @@ function buildConfig(env: Env, moduleEnv: Readonly<Record<string, unknown>>) {
         },
         producer: {
           transactionalId: env.KAFKA_TRANSACTIONAL_ID || undefined,
+          transactionalSlot: env.KAFKA_TRANSACTIONAL_SLOT,
+          transactionalLeaseMs: env.KAFKA_TRANSACTIONAL_LEASE_MS,
           retry: { retries: 5, initialRetryTime: 100 },
         },
       },
@@ -371,6 +377,23 @@ function deepFreeze<T>(value: T): T {
 }
 
 /**
+ * Settings that are each valid but cannot work together (README: "Running at scale"), each named with
+ * why — refused at start instead of failing on first use.
+ */
+function unsupportedCombinations(env: Env): string[] {
+  const problems: string[] = [];
+  if (env.EVENT_BUS === 'sqs' && env.REDIS_CLUSTER_NODES !== undefined) {
+    // The SQS bus keeps its subscription-group registry on a plain client to REDIS_URL: against a
+    // cluster every publish, which reads the registry, fails with MOVED.
+    problems.push(
+      'EVENT_BUS=sqs with REDIS_CLUSTER_NODES: the SQS bus is not supported on a Redis Cluster yet ' +
+        '(its group registry uses REDIS_URL); unset REDIS_CLUSTER_NODES or use EVENT_BUS=bullmq, kafka or rabbitmq',
+    );
+  }
+  return problems;
+}
+
+/**
  * Parses an environment (normally `process.env`) into a frozen {@link Config}.
  * @throws {ConfigError} naming every bad variable.
  * @example const config = loadConfig(process.env);
@@ -385,6 +408,8 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
   if (!parsed.success || !modules.success) {
     throw new ConfigError(issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`));
   }
+  const conflicts = unsupportedCombinations(parsed.data);
+  if (conflicts.length > 0) throw new ConfigError(conflicts);
   return deepFreeze(buildConfig(parsed.data, modules.data));
 }
 

@@ -23,6 +23,8 @@ export interface ItemResult {
   status: ItemStatus;
   /** Why a redrive failed (`failed` only); the dead letter is pending again. */
   error?: string;
+  /** How it was already handled (`not_pending` only): the API answers 409 for it, not 404. */
+  handled?: 'redriven' | 'discarded';
 }
 
 /** Which pending dead letters a bulk redrive sends back: every given criterion must match. */
@@ -74,6 +76,10 @@ const CLAIM_SQL = `
    WHERE id = $1 AND status = 'pending'
   RETURNING *`;
 
+function handledAs(status: string): Pick<ItemResult, 'handled'> {
+  return status === 'redriven' || status === 'discarded' ? { handled: status } : {};
+}
+
 function describe(dl: DeadLetterRecord): Record<string, unknown> {
   return { transport: dl.transport, origin: dl.origin, kind: dl.kind, subjectId: dl.subjectId };
 }
@@ -104,8 +110,11 @@ export function createDeadLetterActions(deps: DeadLetterActionsDeps): DeadLetter
     });
   }
 
+  /** Not claimed: no such dead letter, or one already handled (and how), read from the primary. */
   async function notClaimed(id: string): Promise<ItemResult> {
-    return { id, status: (await store.get(id)) ? 'not_pending' : 'not_found' };
+    const dl = await store.get(id);
+    if (!dl) return { id, status: 'not_found' };
+    return { id, status: 'not_pending', ...handledAs(dl.status) };
   }
 
   async function redrive(
@@ -180,9 +189,10 @@ export function createDeadLetterActions(deps: DeadLetterActionsDeps): DeadLetter
       [[...ids]],
     );
     const status = new Map(rows.map((r) => [r.id, r.status]));
-    return ids.map((id) => {
+    return ids.map((id): ItemResult => {
       const s = status.get(id);
-      return { id, status: s === undefined ? 'not_found' : s === 'pending' ? 'skipped' : 'not_pending' };
+      if (s === undefined) return { id, status: 'not_found' };
+      return s === 'pending' ? { id, status: 'skipped' } : { id, status: 'not_pending', ...handledAs(s) };
     });
   }
 

@@ -86,13 +86,13 @@ describe('dead-letter actions over the API', () => {
     expect(res.body).toEqual({ id: dl.id, status: 'discarded' });
     expect(await statusOf(dl.id)).toEqual({ status: 'discarded', resolved_by: 'ops' });
     expect(await ordersDlq.getJob(dl.id)).toBeUndefined();
-    // Once handled, neither a second discard nor a redrive does anything.
+    // Once handled, neither a second discard nor a redrive does anything: 409, it exists.
     expect(
       (await request(url(`/v1/dead-letters/${dl.id}/discard`), { method: 'POST', headers: auth })).status,
-    ).toBe(404);
+    ).toBe(409);
     expect(
       (await request(url(`/v1/dead-letters/${dl.id}/redrive`), { method: 'POST', headers: auth })).status,
-    ).toBe(404);
+    ).toBe(409);
     expect(await orders.getJob(dl.messageKey!)).toBeUndefined();
 
     const audit = await request<{ entries: Record<string, unknown>[] }>(
@@ -110,6 +110,38 @@ describe('dead-letter actions over the API', () => {
       ip: '127.0.0.1',
       detail: { transport: 'bullmq', origin: 'orders', reason: 'duplicate of a manual refund' },
     });
+  });
+
+  // Issue #20: a dead letter that exists but was already handled answered 404, as if unknown.
+  it('answers 409 for a dead letter already handled, naming how, and 404 only for an unknown id', async () => {
+    const dl = await commandDeadLetter();
+    // Handled by someone else already (as a redrive from the console leaves it).
+    await platform.rt.pool.query(
+      `UPDATE dead_letters SET status = 'redriven', resolved_at = now(), resolved_by = 'alice' WHERE id = $1`,
+      [dl.id],
+    );
+
+    const again = await request(url(`/v1/dead-letters/${dl.id}/redrive`), { method: 'POST', headers: auth });
+    expect(again.status).toBe(409);
+    expect(again.body).toMatchObject({ status: 409, code: 'dead_letter.not_pending' });
+    expect(again.body.detail).toContain('already redriven');
+    // Nothing was sent again, nothing changed on the row.
+    expect(await orders.getJob(dl.messageKey!)).toBeUndefined();
+    expect(await statusOf(dl.id)).toEqual({ status: 'redriven', resolved_by: 'alice' });
+
+    const discard = await request(url(`/v1/dead-letters/${dl.id}/discard`), {
+      method: 'POST',
+      headers: auth,
+    });
+    expect(discard.status).toBe(409);
+    expect(discard.body.detail).toContain('already redriven');
+
+    const unknown = await request(url('/v1/dead-letters/bullmq-orders-never-was/redrive'), {
+      method: 'POST',
+      headers: auth,
+    });
+    expect(unknown.status).toBe(404);
+    expect(unknown.body).toMatchObject({ code: 'resource.not_found' });
   });
 
   it('redrives many by filter and ids, answering one result per id', async () => {
@@ -149,7 +181,7 @@ describe('dead-letter actions over the API', () => {
       { id: a.id, status: 'redriven' },
       { id: b.id, status: 'redriven' },
       { id: event.id, status: 'redriven' },
-      { id: done.id, status: 'not_pending' },
+      { id: done.id, status: 'not_pending', handled: 'redriven' },
       { id: 'bullmq-orders-missing', status: 'not_found' },
       { id: kafka.id, status: 'skipped' }, // pending, but not on the requested transport
     ]);

@@ -1,5 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomUUID } from 'node:crypto';
 import { createOrdersQueue, type OrdersQueue } from '../../modules/orders/queue.ts';
+import { createCommandQueue } from '../../shared/queue/command-queue.ts';
+import { commandQueues } from '../../shared/queue/names.ts';
 import { eventually, testConfig } from '../support/env.ts';
 import { request, sampleOrder } from '../support/http.ts';
 import { startPlatform, type Platform } from '../support/platform.ts';
@@ -32,6 +35,7 @@ describe('load shedding', () => {
     expect(accepted).toBeGreaterThanOrEqual(5);
     expect(shed.headers.get('retry-after')).toMatch(/^\d+$/);
     expect(shed.body).toMatchObject({ status: 503, code: 'service.overloaded' });
+    expect(shed.body.detail).toBe('the orders backlog is over its ceiling; retry later');
     const counts = await queue.getJobCounts('waiting', 'delayed', 'prioritized');
     expect(Object.values(counts).reduce((a, b) => a + b, 0)).toBe(accepted);
     const batch = await request(`${platform.url}/v1/orders/batch`, {
@@ -39,5 +43,41 @@ describe('load shedding', () => {
       json: { orders: [sampleOrder()] },
     });
     expect(batch.status).toBe(503);
+  });
+
+  // Issue #20: a refund shed by load answered "the orders backlog is over its ceiling". Each command
+  // module sheds on its own queue's backlog, and says which.
+  it('sheds a refund on the refunds backlog and names refunds, not orders', async () => {
+    const refunds = createCommandQueue(
+      platform.rt.redis,
+      platform.config.redis.queuePrefix,
+      commandQueues('refunds').commands,
+    );
+    try {
+      // Five refunds waiting (no worker runs): the refunds backlog is at API_MAX_BACKLOG.
+      await refunds.addBulk(
+        Array.from({ length: 5 }, () => ({ name: 'filler', data: {}, opts: { jobId: randomUUID() } })),
+      );
+      const shed = await eventually(
+        async () => {
+          const res = await request(`${platform.url}/v1/orders/${randomUUID()}/refunds`, {
+            method: 'POST',
+            json: { amountCents: 100 },
+          });
+          return res.status === 503 ? res : undefined;
+        },
+        { what: 'a refund shed by load', intervalMs: 100 },
+      );
+      expect(shed.headers.get('retry-after')).toMatch(/^\d+$/);
+      expect(shed.body).toMatchObject({
+        status: 503,
+        code: 'service.overloaded',
+        detail: 'the refunds backlog is over its ceiling; retry later',
+      });
+      expect(JSON.stringify(shed.body)).not.toContain('orders backlog');
+    } finally {
+      await refunds.obliterate({ force: true });
+      await refunds.close();
+    }
   });
 });

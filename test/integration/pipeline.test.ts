@@ -141,7 +141,7 @@ describe('order pipeline', () => {
     expect(redrive.status).toBe(202);
     const done = await statusOf(orderId, 'completed');
     expect(done.correlationId).toBe(dl!.correlation_id);
-    expect((await request(url(`/v1/dead-letters/${dl!.id}/redrive`), { method: 'POST' })).status).toBe(404);
+    expect((await request(url(`/v1/dead-letters/${dl!.id}/redrive`), { method: 'POST' })).status).toBe(409);
     const [row] = await query('SELECT status FROM dead_letters WHERE id = $1', [dl!.id]);
     expect(row?.status).toBe('redriven');
     expect(await query('SELECT 1 FROM orders WHERE order_id = $1', [orderId])).toHaveLength(1);

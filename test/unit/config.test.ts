@@ -46,4 +46,23 @@ describe('config', () => {
     const problems = (error as ConfigError).problems.join('\n');
     for (const name of ['PORT', 'EVENT_BUS', 'REDIS_URL', 'WORKER_KINDS']) expect(problems).toContain(name);
   });
+
+  // Issue #20: the SQS bus keeps its group registry on REDIS_URL, so on a Redis Cluster every publish
+  // failed with MOVED — admitted at start before. Each setting is fine alone; together they are refused.
+  it('refuses EVENT_BUS=sqs with REDIS_CLUSTER_NODES, naming both', () => {
+    const cluster = { REDIS_CLUSTER_NODES: '127.0.0.1:7000,127.0.0.1:7001' };
+    expect(() => loadConfig({ EVENT_BUS: 'sqs' })).not.toThrow();
+    expect(() => loadConfig({ ...cluster, EVENT_BUS: 'bullmq' })).not.toThrow();
+    let error: unknown;
+    try {
+      loadConfig({ ...cluster, EVENT_BUS: 'sqs' });
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    const problems = (error as ConfigError).problems;
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(/EVENT_BUS=sqs/);
+    expect(problems[0]).toMatch(/REDIS_CLUSTER_NODES/);
+  });
 });

@@ -186,14 +186,24 @@ export function orderQueryRoutes(ctx: ModuleApiContext): void {
   /**
    * Orders by id, wherever they are: the read model on the read replica (when configured); else the
    * primary's read model, then its write model (decided, not yet projected — its job may already be
-   * trimmed from Redis); else the queue (waiting or in progress). Only an id none of them knows is
-   * missing: an accepted order never reads as 404, however far the replica lags.
+   * trimmed from Redis); else the queue (waiting or in progress); else the primary once more. Only an
+   * id none of them knows is missing: an accepted order never reads as 404, however far the replica
+   * lags. The last read closes the window between the first two: an order decided after the write
+   * model was read may have its job removed (`removeOnComplete`, `ORDERS_KEEP_COMPLETED_SECONDS=0`)
+   * before the queue is read — but a job leaves Redis only after its decision committed, so the
+   * primary, read after the queue missed it, has it.
    */
   async function lookUp(ids: readonly string[]): Promise<Map<string, OrderView>> {
     const groups = await reads.byIds(ids, (v: OrderView) => v.orderId, findOrders, fromPrimary);
     const found = new Set(groups.flatMap((g) => g.rows.map((v) => v.orderId)));
-    const queued = await fromQueue(ids.filter((id) => !found.has(id)));
+    const unknown = ids.filter((id) => !found.has(id));
+    const queued = await fromQueue(unknown);
     if (queued.length > 0) groups.push({ pool: reads.primary, rows: queued });
+    const inQueue = new Set(queued.map((v) => v.orderId));
+    const gone = unknown.filter((id) => !inQueue.has(id));
+    // Decided since the first read (or never accepted: then this costs one more miss).
+    const decided = gone.length > 0 ? await fromPrimary(reads.primary, gone) : [];
+    if (decided.length > 0) groups.push({ pool: reads.primary, rows: decided });
     const extended = await Promise.all(groups.map((g) => withExtensions('order', g.pool, g.rows)));
     return new Map(extended.flat().map((v) => [v.orderId, v]));
   }

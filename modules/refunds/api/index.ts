@@ -12,6 +12,7 @@ import { requestLogAt } from '../../../api/log.ts';
 import { bodyLimit } from '../../../api/middleware/body-limit.ts';
 import type { ModuleApiContext, ResourceExtension } from '../../../api/modules.ts';
 import { ProblemSchema, problemResponses } from '../../../api/schemas.ts';
+import type { Pool } from '../../../shared/db/pool.ts';
 import { DependencyUnavailableError, StateConflictError } from '../../../shared/errors/domain.ts';
 import { attemptsMadeOf, lastErrorOf } from '../../../shared/queue/job-delivery.ts';
 import { OrderNotFoundError } from '../../orders/errors.ts';
@@ -208,20 +209,28 @@ function routes(ctx: ModuleApiContext): void {
     };
   }
 
+  /** The primary's read model, then its write model (decided, not yet projected). */
+  async function fromPrimary(primary: Pool, ids: readonly string[]): Promise<RefundView[]> {
+    const projected = await findRefunds(primary, ids);
+    return projected.length > 0 ? projected : findDecidedRefunds(primary, ids);
+  }
+
   app.openapi(getRefund, async (c) => {
     const { refundId } = c.req.valid('param');
     // The read model on the replica (if any), then on the primary, then the write model, then the
-    // queue: replica lag never turns an accepted refund into a 404.
+    // queue, then the primary once more: replica lag never turns an accepted refund into a 404, nor
+    // does its job leaving Redis (removeOnComplete) between the write-model read and the queue read —
+    // a job is removed only after its decision committed, so the last read finds that decision.
     const groups = await deps.reads.byIds(
       [refundId],
       (r: RefundView) => r.refundId,
       findRefunds,
-      async (primary, ids) => {
-        const projected = await findRefunds(primary, ids);
-        return projected.length > 0 ? projected : findDecidedRefunds(primary, ids);
-      },
+      fromPrimary,
     );
-    const found = groups.flatMap((g) => g.rows)[0] ?? (await fromQueue(refundId));
+    const found =
+      groups.flatMap((g) => g.rows)[0] ??
+      (await fromQueue(refundId)) ??
+      (await fromPrimary(pool, [refundId]))[0];
     if (!found) throw new RefundNotFoundError(refundId);
     return c.json(found, 200);
   });
