@@ -2,8 +2,9 @@ import type { Redis } from '../../shared/queue/redis.ts';
 
 import {
   BREAKER_STALE_MS,
-  BreakerReportSchema,
   breakersKey,
+  isStaleReport,
+  parseBreakerReport,
   type BreakerReport,
 } from '../../shared/resilience/breaker-reports.ts';
 
@@ -20,21 +21,23 @@ export interface BreakerStatus {
 
 const RANK = { closed: 0, 'half-open': 1, open: 2 } as const;
 
-/** Reads the breakers the workers reported; malformed and stale fields are ignored. */
-export async function readBreakers(redis: Redis, prefix: string, now = Date.now()): Promise<BreakerStatus[]> {
+/**
+ * Reads the breakers the workers reported; malformed and stale fields are ignored, so a replica that
+ * died without a clean shutdown (its field not removed) stops counting after `staleMs` — the
+ * reporters' sweep then removes its field from Redis.
+ */
+export async function readBreakers(
+  redis: Redis,
+  prefix: string,
+  now = Date.now(),
+  staleMs = BREAKER_STALE_MS,
+): Promise<BreakerStatus[]> {
   const fields = await redis.hgetall(breakersKey(prefix));
   const byBreaker = new Map<string, BreakerStatus>();
   for (const [field, raw] of Object.entries(fields)) {
     const breaker = field.split('/')[0] ?? field;
-    let report: BreakerReport;
-    try {
-      const parsed = BreakerReportSchema.safeParse(JSON.parse(raw));
-      if (!parsed.success) continue;
-      report = parsed.data;
-    } catch {
-      continue;
-    }
-    if (now - Date.parse(report.reportedAt) > BREAKER_STALE_MS) continue;
+    const report = parseBreakerReport(raw);
+    if (!report || isStaleReport(report, now, staleMs)) continue;
     const since = new Date(report.since);
     const status = byBreaker.get(breaker) ?? {
       breaker,
