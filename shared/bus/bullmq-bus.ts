@@ -75,8 +75,7 @@ export function isBullmqEventQueue(name: string): boolean {
  * The Redis set of the groups that ever subscribed under `prefix`: every publish fans out to their
  * queues (and always to the default group's). A group stays registered after its consumers close, so
  * its queue keeps what is published while none runs (a durable subscription, like a RabbitMQ queue or
- * a Kafka consumer group). To retire a group: `SREM <prefix>:event-groups <group>`, then obliterate
- * its queue `events.<group>`.
+ * a Kafka consumer group). To retire a group: `npm run groups:retire -- <group>` (shared/bus/retire-group.ts).
  */
 export function bullmqGroupsKey(prefix: string): string {
   return `${prefix}:event-groups`;

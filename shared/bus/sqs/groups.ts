@@ -12,6 +12,11 @@ export interface GroupRegistry {
   register(group: string): Promise<void>;
   /** Every registered group (the default group need not be: publishes always include it). */
   groups(): Promise<string[]>;
+  /**
+   * Removes `group`: publishes that read the registry afterwards no longer send to its queue. Whether
+   * it was registered. Part of retiring a group (shared/bus/retire-group.ts), which then deletes its queues.
+   */
+  unregister(group: string): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -26,7 +31,8 @@ export interface RedisGroupRegistryOptions {
 /**
  * The Redis set `<QUEUE_PREFIX>:sqs-event-groups:<queue prefix>` of the groups whose queues publishes
  * fill. A group stays registered after its consumers stop, so its queue keeps what is published while
- * none runs (a durable subscription). To retire one: `SREM` it, then delete its two queues.
+ * none runs (a durable subscription). To retire one: `npm run groups:retire -- <group>`
+ * (shared/bus/retire-group.ts: unregisters it, then deletes its two queues).
  */
 export function sqsGroupsKey(redisPrefix: string, queuePrefix: string, fifo: boolean): string {
   return `${redisPrefix}:sqs-event-groups:${queuePrefix}${fifo ? '.fifo' : ''}`;
@@ -53,6 +59,9 @@ export function createRedisGroupRegistry(options: RedisGroupRegistryOptions): Gr
     },
     async groups() {
       return connection().smembers(options.key);
+    },
+    async unregister(group) {
+      return (await connection().srem(options.key, group)) > 0;
     },
     async close() {
       const r = redis;
