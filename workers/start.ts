@@ -104,6 +104,7 @@ export async function startWorkers(
           outboxRetentionHours: config.workers.outbox.retentionHours,
           auditRetentionDays: config.retention.auditDays,
           deadLetterRetentionDays: config.retention.deadLetterDays,
+          inboxRetentionHours: config.retention.inboxHours,
         },
       );
       lifecycle.defer('retention', () => pruner.close());

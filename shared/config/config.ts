@@ -100,6 +100,8 @@ export const EnvSchema = z.object({
   OUTBOX_POLL_INTERVAL_MS: int(50).default(5_000),
   /** How long published outbox rows are kept so read models can be rebuilt from them. */
   OUTBOX_RETENTION_HOURS: int(0).default(168),
+  /** How long the projections' inbox remembers an event after it occurred: the exactly-once window (h); 0 = forever. */
+  INBOX_RETENTION_HOURS: int(0).default(168),
 
   EVENT_BUS: z.enum(['bullmq', 'kafka', 'rabbitmq', 'sqs']).default('bullmq'),
   PROJECTIONS_CONCURRENCY: int(1).default(50),
@@ -343,6 +345,7 @@ function buildConfig(env: Env, moduleEnv: Readonly<Record<string, unknown>>) {
     },
     retention: {
       auditDays: env.AUDIT_RETENTION_DAYS,
+      inboxHours: env.INBOX_RETENTION_HOURS,
       deadLetterDays: env.DEAD_LETTER_RETENTION_DAYS,
     },
     dashboard: {

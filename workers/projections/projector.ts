@@ -84,45 +84,107 @@ export async function loadEventCatalog(
   );
 }
 
-/** Records event ids in the inbox; returns those seen for the first time (the ones to apply). */
-export async function claimInbox(
-  client: PoolClient,
-  consumer: string,
-  eventIds: readonly string[],
-): Promise<Set<string>> {
-  const { rows } = await client.query<{ event_id: string }>({
-    name: 'conveyor-claim-inbox',
-    text: `INSERT INTO projection_inbox (consumer, event_id) SELECT $1, unnest($2::uuid[])
-           ON CONFLICT DO NOTHING RETURNING event_id`,
-    values: [consumer, [...eventIds].sort()],
-  });
-  return new Set(rows.map((r) => r.event_id));
+/** What the inbox says about a batch of events. */
+export interface InboxClaim {
+  /** Seen for the first time: the ones to apply. */
+  fresh: Set<string>;
+  /**
+   * Not in the inbox, but older than its horizon (`projection_history.inbox_horizon`): the inbox may have
+   * pruned their row, so it cannot tell whether they were applied. Never applied, never recorded.
+   */
+  forgotten: Map<string, { occurredAt: string; horizon: string }>;
 }
 
 /**
- * Applies a batch of events in one transaction: inbox first (events seen before are skipped), then
- * each module's projection with the fresh events of its types.
- * @returns how many events were fresh.
+ * Records events in the inbox; returns those seen for the first time and those it can no longer judge.
+ * The horizon is read in the same statement as the claim, after the caller took the rebuild lock
+ * (shared): the pruner waits for that lock (exclusive, once) after it moves the horizon and before it
+ * deletes a row below it, so a claim either ran before any such delete or sees the new horizon.
+ */
+export async function claimInbox(
+  client: PoolClient,
+  consumer: string,
+  events: readonly Pick<EventEnvelope, 'eventId' | 'occurredAt'>[],
+  options: { ignoreHorizon?: boolean } = {},
+): Promise<InboxClaim> {
+  const sorted = [...events].sort((a, b) => (a.eventId < b.eventId ? -1 : a.eventId > b.eventId ? 1 : 0));
+  const { rows } = await client.query<{ event_id: string; occurred_at: Date | null; horizon: Date | null }>({
+    name: 'conveyor-claim-inbox-horizon',
+    text: `WITH h AS (
+             SELECT CASE WHEN $4::boolean THEN '-infinity'::timestamptz
+                         ELSE coalesce((SELECT inbox_horizon FROM projection_history), '-infinity') END AS before),
+           e AS (SELECT id, at FROM unnest($2::uuid[], $3::timestamptz[]) AS e(id, at)),
+           claimed AS (
+             INSERT INTO projection_inbox (consumer, event_id, occurred_at)
+             SELECT $1, e.id, e.at FROM e, h WHERE e.at >= h.before ORDER BY e.id
+             ON CONFLICT DO NOTHING RETURNING event_id)
+           SELECT event_id::text, NULL::timestamptz AS occurred_at, NULL::timestamptz AS horizon FROM claimed
+           UNION ALL
+           SELECT e.id::text, e.at, h.before FROM e, h
+            WHERE e.at < h.before
+              AND NOT EXISTS (SELECT 1 FROM projection_inbox i WHERE i.consumer = $1 AND i.event_id = e.id)`,
+    values: [
+      consumer,
+      sorted.map((e) => e.eventId),
+      sorted.map((e) => e.occurredAt),
+      options.ignoreHorizon ?? false,
+    ],
+  });
+  const claim: InboxClaim = { fresh: new Set(), forgotten: new Map() };
+  for (const r of rows) {
+    if (r.horizon) {
+      claim.forgotten.set(r.event_id, {
+        occurredAt: r.occurred_at!.toISOString(),
+        horizon: r.horizon.toISOString(),
+      });
+    } else claim.fresh.add(r.event_id);
+  }
+  return claim;
+}
+
+/** The outcome of {@link applyEvents}. */
+export interface AppliedEvents {
+  /** How many events were fresh (applied). */
+  applied: number;
+  /** Events refused because the inbox's horizon passed them: dead-letter them, never apply them. */
+  refused: Map<string, PoisonMessageError>;
+}
+
+/**
+ * Applies a batch of events in one transaction: inbox first (events seen before are skipped, events
+ * older than the inbox's horizon and not in it are refused), then each module's projection with the
+ * fresh events of its types. `ignoreHorizon` is for the rebuild, which has emptied the inbox and the
+ * read models itself.
  */
 export async function applyEvents(
   client: PoolClient,
   consumer: string,
   events: readonly EventEnvelope[],
   catalog: EventCatalog,
-): Promise<number> {
+  options: { ignoreHorizon?: boolean } = {},
+): Promise<AppliedEvents> {
   // Shared with other projector batches, exclusive for a rebuild: live projection waits while the
   // read models are rebuilt (events queue up in the bus), then resumes; the inbox dedupes the overlap.
+  // The inbox pruner takes it exclusively too, once, between moving the horizon and deleting below it.
   await client.query('SELECT pg_advisory_xact_lock_shared($1)', [REBUILD_LOCK_ID]);
   const unique = [...new Map(events.map((e) => [e.eventId, e])).values()];
-  const fresh = await claimInbox(
-    client,
-    consumer,
-    unique.map((e) => e.eventId),
-  );
+  const { fresh, forgotten } = await claimInbox(client, consumer, unique, options);
   for (const { projector, events: own } of catalog.route(unique.filter((e) => fresh.has(e.eventId)))) {
     await projector.projection.apply(client, own);
   }
-  return fresh.size;
+  const refused = new Map<string, PoisonMessageError>();
+  for (const [eventId, { occurredAt, horizon }] of forgotten) {
+    refused.set(
+      eventId,
+      new PoisonMessageError(
+        `event ${eventId} occurred at ${occurredAt}, before the projections' inbox horizon ${horizon} ` +
+          '(its retention): the inbox may have pruned its record, so applying it could count it twice. ' +
+          'Refused, not applied: a redrive is refused again. Discard this dead letter if its effect is in the ' +
+          'read models; if not, `npm run projections:rebuild` replays it while the outbox still holds it.',
+      ),
+    );
+  }
+  return { applied: fresh.size, refused };
 }
 
 export interface ProjectorOptions {
@@ -146,7 +208,11 @@ export function createProjector(options: ProjectorOptions): { handle: EventHandl
   const log = options.logger.child({ component: 'projector', consumer });
   // Each event's span (its own parent: the publish span of its message) rides with it into the batch;
   // the batch's transaction gets a span of its own linked to all of them.
-  const batcher = createBatcher<{ event: EventEnvelope; context?: Context | undefined }, void>({
+  // A batch settles each event with its refusal, if the inbox's horizon passed it (then it is dead-lettered).
+  const batcher = createBatcher<
+    { event: EventEnvelope; context?: Context | undefined },
+    PoisonMessageError | undefined
+  >({
     maxSize: options.batchSize,
     maxWaitMs: options.batchWaitMs,
     run: (items) =>
@@ -159,9 +225,11 @@ export function createProjector(options: ProjectorOptions): { handle: EventHandl
           async () => {
             const known = await catalog;
             const events = batch.map((i) => i.event);
-            await withTransaction(options.pool, (client) => applyEvents(client, consumer, events, known));
+            const { refused } = await withTransaction(options.pool, (client) =>
+              applyEvents(client, consumer, events, known),
+            );
             await options.afterCommit?.(batch.length);
-            return batch.map(() => undefined);
+            return batch.map((i) => refused.get(i.event.eventId));
           },
         ),
       ),
@@ -169,7 +237,10 @@ export function createProjector(options: ProjectorOptions): { handle: EventHandl
   async function project(event: EventEnvelope, delivery: Delivery, span?: Span): Promise<void> {
     // Poison (unknown type, bad payload) is thrown here, before batching: dead-lettered at once.
     const checked = (await catalog).check(event);
-    await batcher.submit(span ? { event: checked, context: context.active() } : { event: checked });
+    const refusal = await batcher.submit(
+      span ? { event: checked, context: context.active() } : { event: checked },
+    );
+    if (refusal) throw refusal;
     log.info(
       {
         correlationId: event.correlationId,
