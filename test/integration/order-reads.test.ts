@@ -33,7 +33,7 @@ async function placeDecidedAndTrimmed(body: Record<string, unknown>): Promise<st
   const orderId = res.body.orderId as string;
   await eventually(
     async () =>
-      (await platform.rt.pool.query('SELECT 1 FROM orders WHERE order_id = $1', [orderId])).rowCount,
+      (await platform.rt.pool.query('SELECT 1 FROM orders WHERE order_id = $1', [orderId])).rowCount === 1,
     { what: `order ${orderId} decided in the write model` },
   );
   await eventually(async () => (await orders.getJob(orderId))?.finishedOn, { what: 'its job finished' });

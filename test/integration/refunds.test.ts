@@ -337,11 +337,19 @@ describe('refunds (bus-independent rules)', () => {
       error: expect.stringMatching(/invalid command for queue refunds/),
     });
 
-    // Its dead-letter event projected too, before the rebuild is compared with the live read models.
+    // Its dead-letter event projected too — every event in the outbox is, before the rebuild is compared with
+    // the live read models. (A probe must answer false, not 0, to be polled again: `eventually` stops on 0.)
     await eventually(
       async () =>
-        (await platform.rt.pool.query(`SELECT 1 FROM refund_view WHERE status = 'dead_lettered'`)).rowCount,
-      { what: 'the dead-lettered refund in the read model' },
+        (await platform.rt.pool.query(`SELECT 1 FROM refund_view WHERE status = 'dead_lettered'`)).rowCount! >
+          0 &&
+        (
+          await platform.rt.pool.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM outbox x WHERE NOT EXISTS
+               (SELECT 1 FROM projection_inbox i WHERE i.consumer = 'projections' AND i.event_id = x.event_id)`,
+          )
+        ).rows[0]!.n === 0,
+      { what: 'every event, the dead-lettered refund included, in the read models' },
     );
     const snapshot = () =>
       platform.rt.pool
