@@ -133,6 +133,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     labelNames: ['origin', 'verdict'],
     registers,
   });
+  const verdictChildren = new Map<string, { inc(): void }>();
   const breaker = new Gauge({
     name: 'conveyor_circuit_breaker_state',
     help: 'Circuit breaker state: 0 closed, 1 half-open, 2 open',
@@ -184,7 +185,11 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       return detach;
     },
     countVerdict(verdict, origin) {
-      verdicts.inc({ origin, verdict });
+      // Once per delivery: the labelled child is looked up once, not its labels hashed every time.
+      const key = `${origin}\u0000${verdict}`;
+      let child = verdictChildren.get(key);
+      if (!child) verdictChildren.set(key, (child = verdicts.labels({ origin, verdict })));
+      child.inc();
     },
     setCircuitBreakerState(name, state) {
       breaker.set({ breaker: name }, CIRCUIT_VALUES[state]);

@@ -30,6 +30,7 @@ import {
   extractContext,
   injectCarrier,
   parseCarrier,
+  tracingActive,
   type TraceCarrier,
 } from '../../shared/observability/tracing/trace-context.ts';
 import { inBatchSpan, startMessageSpan } from '../../shared/observability/tracing/spans.ts';
@@ -266,15 +267,18 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
    * every retry, and after a redrive (which re-adds the job with its options).
    */
   async function process(job: Job, token?: string): Promise<unknown> {
-    const started = startMessageSpan({
-      operation: 'process',
-      kind: 'consumer',
-      system: 'bullmq',
-      destination: queues.commands,
-      messageId: job.id,
-      parent: parseCarrier(job.opts.telemetry?.metadata),
-      attributes: { 'messaging.bullmq.job.attempt': deliveryStateOf(job).attempt },
-    });
+    // Tracing off: not even the span's arguments are computed (the job's state is parsed from its progress).
+    const started = tracingActive()
+      ? startMessageSpan({
+          operation: 'process',
+          kind: 'consumer',
+          system: 'bullmq',
+          destination: queues.commands,
+          messageId: job.id,
+          parent: parseCarrier(job.opts.telemetry?.metadata),
+          attributes: { 'messaging.bullmq.job.attempt': deliveryStateOf(job).attempt },
+        })
+      : undefined;
     let handled: Handled;
     try {
       handled = started

@@ -173,8 +173,8 @@ export function createEventConsumer(deps: EventConsumerDeps): EventConsumer {
     const subjects: (string | null)[] = events.map(() => null);
     const results = await Promise.allSettled(
       events.map(async (item, index) => {
-        const { headers } = jobMessage(item);
-        const body = (item as Partial<BullmqEventJob> | null)?.body;
+        // The happy path reads only the body and the trace headers (jobMessage copies the bytes: dead letters only).
+        const { body, headers } = (item ?? {}) as Partial<BullmqEventJob>;
         const event = decodeEvent(typeof body === 'string' ? body : undefined);
         subjects[index] = event.key;
         await deps.handler(event, { attempt: 1, transport: 'bullmq', trace: carrierFromHeaders(headers) });
