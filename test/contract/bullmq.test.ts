@@ -268,7 +268,9 @@ describe('BullMQ bus: an adapter of the delivery core', () => {
       expect(dl).toMatchObject({
         id: t.deadLetterIdOf(event.eventId),
         attempts: 3,
-        error: 'projection refused',
+        // The row's error starts with the handler's; the table may come back between the full record's
+        // failure and its fallback, which records the row alone and says so after it.
+        error: expect.stringMatching(/^projection refused/),
         subjectId: event.key,
       });
       const done = await eventually(
