@@ -43,12 +43,7 @@ export async function createEventBus(kind: BusKind, deps: BusDeps, config: Confi
       const { createKafkaBus } = await import('./kafka-bus.ts');
       return createKafkaBus(deps, {
         ...config.bus.kafka,
-        maxAttempts: config.bus.maxAttempts,
-        backoffMs: config.bus.backoffMs,
-        snoozeMs: config.bus.snoozeMs,
-        snoozeMaxMs: config.bus.snoozeMaxMs,
-        shutdownGraceMs: config.workers.shutdownGraceMs,
-        recoveryBudgetMs: config.bus.recoveryBudgetMs,
+        ...deliverySettings(config),
         // Transactional ids are slots leased in Redis, beside the queues (see kafka/transactional-slot.ts).
         redisUrl: config.redis.url,
         redisClusterNodes: config.redis.clusterNodes,
@@ -63,15 +58,10 @@ export async function createEventBus(kind: BusKind, deps: BusDeps, config: Confi
       const { createSqsBus } = await import('./sqs-bus.ts');
       return createSqsBus(deps, {
         ...config.bus.sqs,
-        maxAttempts: config.bus.maxAttempts,
-        backoffMs: config.bus.backoffMs,
-        snoozeMs: config.bus.snoozeMs,
-        snoozeMaxMs: config.bus.snoozeMaxMs,
+        ...deliverySettings(config),
         // The group registry lives beside BullMQ's, under the deployment's prefix.
         redisUrl: config.redis.url,
         redisPrefix: config.redis.queuePrefix,
-        shutdownGraceMs: config.workers.shutdownGraceMs,
-        recoveryBudgetMs: config.bus.recoveryBudgetMs,
       });
     }
   }
@@ -82,8 +72,12 @@ export async function createEventBus(kind: BusKind, deps: BusDeps, config: Confi
  * whoever deletes its topology must name (its delay queues follow the backoff and snooze settings).
  */
 export function rabbitmqSettings(config: Config) {
+  return { ...config.bus.rabbitmq, ...deliverySettings(config) };
+}
+
+/** What every broker bus takes from the delivery settings (the delivery core's policy) and the process's lifecycle. */
+function deliverySettings(config: Config) {
   return {
-    ...config.bus.rabbitmq,
     maxAttempts: config.bus.maxAttempts,
     backoffMs: config.bus.backoffMs,
     snoozeMs: config.bus.snoozeMs,
