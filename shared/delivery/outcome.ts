@@ -1,4 +1,5 @@
 import { DomainError, PoisonMessageError } from '../errors/domain.ts';
+import { asError } from '../runtime/lifecycle.ts';
 import { isOutage } from './outage.ts';
 
 export { PoisonMessageError };
@@ -37,10 +38,6 @@ export type Outcome =
   | { kind: 'snooze'; error: Error; delayMs?: number | undefined }
   | { kind: 'cancel'; error: Error }
   | { kind: 'poison'; error: Error };
-
-export function asError(err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err));
-}
 
 /**
  * The typed outcome of whatever a handler threw (nothing thrown: `done`). A dependency outage

@@ -11,7 +11,7 @@ import {
   type Inbound,
   type TransportActions,
 } from '../../shared/delivery/core.ts';
-import { asError, PoisonMessageError, SnoozeDelivery } from '../../shared/delivery/outcome.ts';
+import { PoisonMessageError, SnoozeDelivery } from '../../shared/delivery/outcome.ts';
 import type { Verdict } from '../../shared/delivery/policy.ts';
 import type { Logger } from '../../shared/observability/logger.ts';
 import {
@@ -24,7 +24,7 @@ import {
 } from '../../shared/queue/job-delivery.ts';
 import { commandQueues, queueOptions } from '../../shared/queue/names.ts';
 import { createWorkerRedis } from '../../shared/queue/redis.ts';
-import { fatalOrLog, type OnFatal } from '../../shared/runtime/lifecycle.ts';
+import { asError, fatalOrLog, type OnFatal } from '../../shared/runtime/lifecycle.ts';
 import {
   endSpan,
   extractContext,

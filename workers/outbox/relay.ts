@@ -4,7 +4,7 @@ import type { EventBus } from '../../shared/bus/event-bus.ts';
 import { backoffDelayMs } from '../../shared/bus/codec.ts';
 import type { Pool } from '../../shared/db/pool.ts';
 import type { Logger } from '../../shared/observability/logger.ts';
-import { fatalOrLog, superviseLoop, type OnFatal } from '../../shared/runtime/lifecycle.ts';
+import { asError, fatalOrLog, superviseLoop, type OnFatal } from '../../shared/runtime/lifecycle.ts';
 import { inBatchSpan, startMessageSpan } from '../../shared/observability/tracing/spans.ts';
 import {
   endSpan,
@@ -13,7 +13,6 @@ import {
   tracingActive,
   withCarrier,
 } from '../../shared/observability/tracing/trace-context.ts';
-import { asError } from '../../shared/delivery/outcome.ts';
 import { isRefusedForGood, outboxDeadLetter, refusalOf } from '../../shared/delivery/refusal.ts';
 import {
   claimBatch,

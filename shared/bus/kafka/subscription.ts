@@ -2,11 +2,11 @@ import type { EachBatchPayload, Kafka, KafkaMessage, Message } from 'kafkajs';
 import type { DeadLetterSink, NewDeadLetter } from '../../dead-letters/dead-letter.ts';
 import { createDeliveryCore, type DeliveryCoreDeps, type Inbound } from '../../delivery/core.ts';
 import { deadLetterId } from '../../delivery/dead-letter.ts';
-import { asError, classify, type Outcome } from '../../delivery/outcome.ts';
+import { classify, type Outcome } from '../../delivery/outcome.ts';
 import type { EventEnvelope } from '../../domain/events.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { carrierFromHeaders } from '../../observability/tracing/trace-context.ts';
-import { fatalOrLog, type OnFatal } from '../../runtime/lifecycle.ts';
+import { asError, fatalOrLog, type OnFatal } from '../../runtime/lifecycle.ts';
 import { decodeEvent, EventHeaders } from '../codec.ts';
 import type { EventHandler, Subscription } from '../event-bus.ts';
 import {

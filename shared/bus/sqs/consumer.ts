@@ -11,12 +11,12 @@ import {
 } from '@aws-sdk/client-sqs';
 import type { NewDeadLetter } from '../../dead-letters/dead-letter.ts';
 import type { DeliveryCore, Inbound } from '../../delivery/core.ts';
-import { asError, PoisonMessageError, type Outcome } from '../../delivery/outcome.ts';
+import { PoisonMessageError, type Outcome } from '../../delivery/outcome.ts';
 import type { DeliveryState, Verdict } from '../../delivery/policy.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { carrierFromHeaders } from '../../observability/tracing/trace-context.ts';
 import { pause } from '../../runtime/deadline.ts';
-import { fatalOrLog, superviseLoop, type OnFatal } from '../../runtime/lifecycle.ts';
+import { asError, fatalOrLog, superviseLoop, type OnFatal } from '../../runtime/lifecycle.ts';
 import { backoffDelayMs, decodeEvent, EventHeaders } from '../codec.ts';
 import type { EventHandler } from '../event-bus.ts';
 import { isPermanentSqsError, isQueueMissing, isRefusedMessage } from './client.ts';
