@@ -11,6 +11,7 @@ import type { ModuleApiFactory } from '../modules/module.ts';
 import type { Metrics } from '../shared/observability/metrics.ts';
 import type { ApiKey } from '../shared/security/api-keys.ts';
 import type { ApiSessionStore } from './sessions.ts';
+import type { Tenant } from '../shared/fairness/tenants.ts';
 
 /** Everything the API's routes need; built once in `main.ts`, nothing per request. */
 export interface ApiDeps {
@@ -65,5 +66,10 @@ export interface ApiEnv {
      * sessions it opened; undefined before auth. A session stores it, not the key's scopes.
      */
     credential: string | undefined;
+    /**
+     * Who the request's commands are for, for fairness (shared/fairness): the key's tenant, or the
+     * sub-tenant its `Conveyor-Tenant` header names when the key may. Set by auth with the principal.
+     */
+    tenant: Tenant;
   };
 }

@@ -5,6 +5,8 @@ import { endSpan, injectCarrier, tracingActive } from '../shared/observability/t
 import type { CommandQueue } from '../shared/queue/command-queue.ts';
 import { connectionForKey, waitForReplicas, type Redis } from '../shared/queue/redis.ts';
 import { withDeadline } from '../shared/runtime/deadline.ts';
+import type { FairQueue } from '../shared/fairness/fair-queue.ts';
+import type { Tenant } from '../shared/fairness/tenants.ts';
 
 /** A command to enqueue: its job id (the command's idempotency key) and data. */
 export interface NewJob<Job = unknown> {
@@ -12,6 +14,8 @@ export interface NewJob<Job = unknown> {
   data: Job;
   /** The trace context the job was asked for in (the coalescer keeps each request's); default: the active one. */
   context?: Context | undefined;
+  /** Who it is for: its turn in the queue, in-flight limit and backlog quota (with `JobTarget.fair`). */
+  tenant?: Tenant | undefined;
 }
 
 /**
@@ -128,6 +132,11 @@ export interface JobTarget {
   jobOptions: JobsOptions;
   /** Absent or 0 replicas: a job is accepted once its master has it. */
   replicaWait?: ReplicaWait | undefined;
+  /**
+   * Fair execution between tenants (shared/fairness): jobs with a `tenant` are admitted first, and
+   * added held (delayed by `fair.holdMs`) when their turn has not come. Absent: FIFO, as BullMQ.
+   */
+  fair?: { queue: FairQueue; holdMs: number } | undefined;
 }
 
 /** `WAIT` returned fewer replicas than `REDIS_WAIT_REPLICAS` within `REDIS_WAIT_TIMEOUT_MS`. */

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { MODULES } from '../../modules/registry.ts';
 import { queueSettingsOf, queueSettingsShape } from '../../modules/settings.ts';
 import { assertValidModules } from '../../modules/validate.ts';
+import { parseTenantPolicies, tenantDirectory } from '../fairness/tenants.ts';
 import { TracingEnvShape, tracingSettings } from './tracing-env.ts';
 
 /**
@@ -189,6 +190,35 @@ export const EnvSchema = z.object({
   /** Reads (GET, HEAD) per API key per window, a budget of their own, unless the key's entry says otherwise. */
   RATE_LIMIT_READ_MAX: int(1).default(1_000),
 
+  /** Fair execution between tenants (shared/fairness): commands take turns across tenants instead of FIFO. */
+  FAIRNESS: bool.default(true),
+  /** Jobs kept in a command queue's BullMQ wait list; more wait their tenant's turn. Small = fairer, large = fewer idle workers. */
+  FAIRNESS_DEPTH: int(1).default(100),
+  /** A command waiting for its turn runs anyway after this many hours (a safety net: turns come long before). */
+  FAIRNESS_HOLD_HOURS: int(1).max(8_760).default(168),
+  /** How often every command worker tops its queue up and gives back slots of workers that died (ms). */
+  FAIRNESS_DISPATCH_INTERVAL_MS: int(10).default(250),
+  /** Tenants named in the per-tenant metrics (the largest backlogs); the rest are summed as "other". */
+  FAIRNESS_METRICS_TOP: int(1).max(100).default(10),
+  /** Per-tenant settings: <tenant>:<setting>=<value>[;…] comma-separated; see shared/fairness/tenants.ts. */
+  TENANTS: z
+    .string()
+    .default('')
+    .transform((raw, ctx) => {
+      try {
+        return parseTenantPolicies(raw);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: (err as Error).message });
+        return z.NEVER;
+      }
+    }),
+  /** A tenant's share of the workers unless TENANTS says otherwise. */
+  TENANT_WEIGHT: int(1).max(1_000).default(1),
+  /** A tenant's commands handed to workers and not yet decided, across replicas, unless TENANTS says otherwise; 0 = no limit. */
+  TENANT_MAX_IN_FLIGHT: int(0).default(0),
+  /** A tenant's commands waiting for their turn before the API answers 429, unless TENANTS says otherwise; 0 = no quota. */
+  TENANT_BACKLOG_QUOTA: int(0).default(250_000),
+
   /** Audit log rows older than this are pruned (days); 0 = keep forever. */
   AUDIT_RETENTION_DAYS: int(0).default(90),
   /** Dead letters already handled (redriven or discarded) are pruned this long after handling (days); 0 = forever. Pending ones are never pruned. */
@@ -337,6 +367,20 @@ function buildConfig(env: Env, moduleEnv: Readonly<Record<string, unknown>>) {
     chaos: {
       killAfterPublish: env.CHAOS_KILL_AFTER_PUBLISH,
       killAfterProjectionCommit: env.CHAOS_KILL_AFTER_PROJECTION_COMMIT,
+    },
+    /** Fair execution between tenants and each tenant's share and bounds (shared/fairness). */
+    fairness: {
+      enabled: env.FAIRNESS,
+      depth: env.FAIRNESS_DEPTH,
+      holdMs: env.FAIRNESS_HOLD_HOURS * 3_600_000,
+      dispatchIntervalMs: env.FAIRNESS_DISPATCH_INTERVAL_MS,
+      metricsTop: env.FAIRNESS_METRICS_TOP,
+      tenants: tenantDirectory(env.TENANTS, {
+        weight: env.TENANT_WEIGHT,
+        maxInFlight: env.TENANT_MAX_IN_FLIGHT,
+        backlogQuota: env.TENANT_BACKLOG_QUOTA,
+        subTenants: false,
+      }),
     },
     rateLimiting: {
       windowMs: env.RATE_LIMIT_WINDOW_MS,

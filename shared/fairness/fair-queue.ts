@@ -1,0 +1,427 @@
+import type { Redis } from '../queue/redis.ts';
+import type { Tenant } from './tenants.ts';
+
+/**
+ * Fair execution for one module's command queue: commands take their turn across tenants in weighted
+ * round-robin order instead of FIFO over everything, on open-source BullMQ.
+ *
+ * How: BullMQ keeps executing every command (locks, retries, stalled recovery, events). What changes is
+ * how a job reaches its wait list. The API asks {@link FairQueue.admit} first, in one script per bulk:
+ * a tenant with nothing waiting, under its in-flight limit, while the wait list is shorter than
+ * `depth`, goes straight in (`direct`: added as today). Otherwise the job is added *held* — a BullMQ
+ * delayed job whose delay is `holdMs` — and its id is appended to its tenant's list. Workers call
+ * {@link FairQueue.dispatch} whenever jobs finish (and on a timer): one script that releases their
+ * in-flight slots and tops the wait list up to `depth`, taking from the tenants in turn — a tenant of
+ * weight w takes w in a row — and promoting each chosen job the way BullMQ's `promote` does.
+ *
+ * So the wait list never holds more than about `depth` jobs, in round-robin order, and a tenant that
+ * posts one command waits behind at most those, not behind a flood. Every key lives under the queue's
+ * BullMQ prefix (on a cluster its hash tag), so both scripts run in the queue's slot.
+ *
+ * Safety: a held job is a BullMQ job from the start (its id deduplicates, its state is `delayed`, the
+ * API's status reads work), and its id is registered *before* it is added, so no job is ever held
+ * without a turn coming; an id whose add never arrived is dropped after `pendingGraceMs`. Should the
+ * lists themselves be lost, BullMQ runs a held job by itself once its hold expires. A tenant's
+ * in-flight slots are released by the worker that finished the job; a worker killed between finishing
+ * and releasing leaves a slot taken, which the sweep (part of the periodic dispatch) gives back by
+ * reading the job's own state.
+ */
+export interface FairQueue {
+  readonly queue: string;
+  /**
+   * Decides, per job in order, how it enters the queue; run it (on the connection that will add the
+   * jobs) before adding them, and add `held` ones with `delay: holdMs`.
+   * - `direct`: add it as usual.
+   * - `held`: add it with the hold delay; its turn promotes it.
+   * - `over-quota`: its tenant's backlog quota is full: do not add it (answer 429).
+   * - `exists`: a job of that id is already there (a retried request): adding it again is a no-op.
+   */
+  admit(client: Redis, jobs: readonly FairJob[]): Promise<Admission[]>;
+  /** Releases `finished` jobs' slots and tops the wait list up; see {@link DispatchResult}. */
+  dispatch(
+    client: Redis,
+    finished: readonly string[],
+    options?: { sweep?: boolean },
+  ): Promise<DispatchResult>;
+  /** The tenants with the most commands waiting (at most `top`), and the rest summed. */
+  backlog(client: Redis, top: number): Promise<FairBacklog>;
+}
+
+export type Admission = 'direct' | 'held' | 'over-quota' | 'exists';
+
+export interface FairJob {
+  id: string;
+  tenant: Tenant;
+}
+
+export interface DispatchResult {
+  /** Jobs moved into the wait list by this call. */
+  promoted: number;
+  /** Tenants still waiting for a turn (eligible, not at their in-flight limit). */
+  waitingTenants: number;
+}
+
+export interface TenantBacklog {
+  tenant: string;
+  /** Its commands waiting for their turn. */
+  waiting: number;
+  /** When its oldest waiting command was accepted (ms since the epoch); null with none waiting. */
+  oldestAt: number | null;
+  /** Its commands handed to the workers and not yet decided (tracked only for tenants with a limit). */
+  inFlight: number;
+  /** Its commands handed to the workers since the counters began (monotonic). */
+  started: number;
+  weight: number;
+  maxInFlight: number;
+  /** At its in-flight limit with commands waiting. */
+  blocked: boolean;
+}
+
+export interface FairBacklog {
+  tenants: TenantBacklog[];
+  /** Every other tenant with commands waiting, summed. */
+  others: { tenants: number; waiting: number; oldestAt: number | null; started: number };
+  /** Commands handed to the workers since the counters began, every tenant. */
+  startedTotal: number;
+}
+
+export interface FairSettings {
+  /** The wait list is topped up to this many jobs; more wait their turn. */
+  depth: number;
+  /** A held job's delay: BullMQ runs it by itself after this long should its turn never come. */
+  holdMs: number;
+  /** How long a registered id whose job is not there yet keeps its place (its add is on its way). */
+  pendingGraceMs?: number;
+}
+
+/** BullMQ's keys of a queue and ours beside them, all under `jobPrefix` (`<bullmq prefix>:<queue>:`). */
+function keysOf(jobPrefix: string) {
+  const fair = `${jobPrefix}fair:`;
+  return {
+    fair,
+    list: [
+      `${jobPrefix}wait`, // 1
+      `${fair}ring`, // 2 tenants with commands waiting and room in flight, in turn order
+      `${fair}backlog`, // 3 zset tenant → commands waiting
+      `${fair}policy`, // 4 hash tenant → "weight|maxInFlight"
+      `${fair}owner`, // 5 hash job id → tenant, for jobs counted in flight
+      `${fair}started`, // 6 hash tenant → commands handed to workers ("*": all)
+      `${fair}blocked`, // 7 set of tenants at their in-flight limit with commands waiting
+      `${jobPrefix}meta`, // 8
+      `${jobPrefix}active`, // 9
+      `${jobPrefix}paused`, // 10
+      `${jobPrefix}delayed`, // 11
+      `${jobPrefix}marker`, // 12
+      `${jobPrefix}events`, // 13
+      `${fair}credit`, // 14 hash tenant → turns left in its current go
+    ],
+  };
+}
+
+const ADMIT = `
+local fp, jp, now, depth = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local rcall = redis.call
+local paused = rcall('HEXISTS', KEYS[8], 'paused') == 1
+local waiting = rcall('LLEN', paused and KEYS[10] or KEYS[1])
+local out = {}
+local i = 5
+local all = 0
+while i <= #ARGV do
+  local t, weight, max, quota, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+  i = i + 5
+  local heldKey = fp .. 'held:' .. t
+  local runKey = fp .. 'run:' .. t
+  rcall('HSET', KEYS[4], t, weight .. '|' .. max)
+  local held = rcall('LLEN', heldKey)
+  local before = held
+  local running = 0
+  if max > 0 then running = rcall('ZCARD', runKey) end
+  local direct = 0
+  for k = 1, n do
+    local id = ARGV[i]
+    i = i + 1
+    if rcall('EXISTS', jp .. id) == 1 then
+      out[#out + 1] = 3
+    elseif held == 0 and waiting < depth and (max == 0 or running < max) then
+      waiting = waiting + 1
+      direct = direct + 1
+      out[#out + 1] = 0
+      if max > 0 then
+        running = running + 1
+        rcall('ZADD', runKey, now, id)
+        rcall('HSET', KEYS[5], id, t)
+      end
+    elseif quota > 0 and held >= quota then
+      out[#out + 1] = 2
+    else
+      rcall('RPUSH', heldKey, now .. '|' .. id)
+      held = held + 1
+      out[#out + 1] = 1
+    end
+  end
+  if direct > 0 then
+    rcall('HINCRBY', KEYS[6], t, direct)
+    all = all + direct
+  end
+  if held > before then
+    rcall('ZADD', KEYS[3], held, t)
+    if before == 0 then
+      if max > 0 and running >= max then rcall('SADD', KEYS[7], t) else rcall('RPUSH', KEYS[2], t) end
+    end
+  end
+end
+if all > 0 then rcall('HINCRBY', KEYS[6], '*', all) end
+return out
+`;
+
+const DISPATCH = `
+local fp, jp, now, depth, grace = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local sweep = ARGV[6] == '1'
+local rcall = redis.call
+local policies = {}
+local function policyOf(t)
+  local p = policies[t]
+  if not p then
+    local raw = rcall('HGET', KEYS[4], t) or '1|0'
+    local bar = string.find(raw, '|', 1, true)
+    p = { tonumber(string.sub(raw, 1, bar - 1)), tonumber(string.sub(raw, bar + 1)) }
+    policies[t] = p
+  end
+  return p[1], p[2]
+end
+local function unblockIfRoom(t)
+  if rcall('SISMEMBER', KEYS[7], t) == 1 then
+    local _, max = policyOf(t)
+    if max == 0 or rcall('ZCARD', fp .. 'run:' .. t) < max then
+      rcall('SREM', KEYS[7], t)
+      rcall('RPUSH', KEYS[2], t)
+    end
+  end
+end
+-- Finished jobs give their tenant's slot back.
+for k = 7, #ARGV do
+  local id = ARGV[k]
+  local t = rcall('HGET', KEYS[5], id)
+  if t then
+    rcall('HDEL', KEYS[5], id)
+    rcall('ZREM', fp .. 'run:' .. t, id)
+    unblockIfRoom(t)
+  end
+end
+-- The sweep: a slot whose job finished (or is gone) without being given back — its worker died.
+if sweep then
+  for _, t in ipairs(rcall('SMEMBERS', KEYS[7])) do
+    local runKey = fp .. 'run:' .. t
+    for _, id in ipairs(rcall('ZRANGE', runKey, 0, -1)) do
+      local jobKey = jp .. id
+      if rcall('EXISTS', jobKey) == 0 or rcall('HEXISTS', jobKey, 'finishedOn') == 1 then
+        rcall('ZREM', runKey, id)
+        rcall('HDEL', KEYS[5], id)
+      end
+    end
+    unblockIfRoom(t)
+  end
+end
+-- Top the wait list up to depth, tenants in turn (as BullMQ's getTargetQueueList: not while paused).
+local meta = rcall('HMGET', KEYS[8], 'paused', 'concurrency', 'opts.maxLenEvents')
+if meta[1] then return { 0, rcall('LLEN', KEYS[2]) } end
+local maxEvents = meta[3] or 10000
+local budget = depth - rcall('LLEN', KEYS[1])
+local promoted = 0
+local deferred = 0
+local startedBy = {}
+local guard = budget + rcall('LLEN', KEYS[2]) + 16
+while budget > 0 and guard > 0 do
+  guard = guard - 1
+  local t = rcall('LINDEX', KEYS[2], 0)
+  if not t then break end
+  local weight, max = policyOf(t)
+  local heldKey = fp .. 'held:' .. t
+  local runKey = fp .. 'run:' .. t
+  if max > 0 and rcall('ZCARD', runKey) >= max then
+    rcall('LPOP', KEYS[2])
+    rcall('SADD', KEYS[7], t)
+    rcall('HDEL', KEYS[14], t)
+  else
+    local entry = rcall('LPOP', heldKey)
+    local rotate = false
+    if entry then
+      local bar = string.find(entry, '|', 1, true)
+      local at = tonumber(string.sub(entry, 1, bar - 1))
+      local id = string.sub(entry, bar + 1)
+      if rcall('ZREM', KEYS[11], id) == 1 then
+        -- BullMQ's promote (promote-9.lua): into the wait list, its event, no delay left.
+        rcall('LPUSH', KEYS[1], id)
+        rcall('XADD', KEYS[13], 'MAXLEN', '~', maxEvents, '*', 'event', 'waiting', 'jobId', id, 'prev', 'delayed')
+        rcall('HSET', jp .. id, 'delay', 0)
+        if max > 0 then
+          rcall('ZADD', runKey, now, id)
+          rcall('HSET', KEYS[5], id, t)
+        end
+        startedBy[t] = (startedBy[t] or 0) + 1
+        promoted = promoted + 1
+        budget = budget - 1
+        local credit = tonumber(rcall('HGET', KEYS[14], t) or weight) - 1
+        if credit <= 0 then
+          rcall('HDEL', KEYS[14], t)
+          rotate = true
+        else
+          rcall('HSET', KEYS[14], t, credit)
+        end
+      elseif rcall('EXISTS', jp .. id) == 0 and now - at < grace then
+        -- Registered, its add not arrived yet: it keeps its place and the turn moves on.
+        rcall('LPUSH', heldKey, entry)
+        rotate = true
+        deferred = deferred + 1
+      end
+      -- Otherwise it was promoted by other means (its hold ran out, an operator) or is gone: dropped.
+    end
+    local left = rcall('LLEN', heldKey)
+    if left == 0 then
+      rcall('LPOP', KEYS[2])
+      rcall('ZREM', KEYS[3], t)
+      rcall('HDEL', KEYS[14], t)
+    else
+      rcall('ZADD', KEYS[3], left, t)
+      if rotate then rcall('LMOVE', KEYS[2], KEYS[2], 'LEFT', 'RIGHT') end
+    end
+    if deferred > 0 and deferred >= rcall('LLEN', KEYS[2]) then break end
+  end
+end
+if promoted > 0 then
+  local maxed = meta[2] and rcall('LLEN', KEYS[9]) >= tonumber(meta[2])
+  if not maxed then rcall('ZADD', KEYS[12], 0, '0') end
+  for t, n in pairs(startedBy) do rcall('HINCRBY', KEYS[6], t, n) end
+  rcall('HINCRBY', KEYS[6], '*', promoted)
+end
+return { promoted, rcall('LLEN', KEYS[2]) }
+`;
+
+const BACKLOG = `
+local fp, top = ARGV[1], tonumber(ARGV[2])
+local rcall = redis.call
+local function oldest(t)
+  local entry = rcall('LINDEX', fp .. 'held:' .. t, 0)
+  if not entry then return -1 end
+  return tonumber(string.sub(entry, 1, string.find(entry, '|', 1, true) - 1))
+end
+local ranked = rcall('ZREVRANGE', KEYS[3], 0, -1, 'WITHSCORES')
+local out = {}
+local others, othersWaiting, othersOldest, topStarted = 0, 0, -1, 0
+for i = 1, #ranked, 2 do
+  local t, waiting = ranked[i], tonumber(ranked[i + 1])
+  if (i + 1) / 2 <= top then
+    local started = tonumber(rcall('HGET', KEYS[6], t) or 0)
+    topStarted = topStarted + started
+    out[#out + 1] = { t, waiting, oldest(t), rcall('ZCARD', fp .. 'run:' .. t), started,
+      rcall('HGET', KEYS[4], t) or '1|0', rcall('SISMEMBER', KEYS[7], t) }
+  else
+    others = others + 1
+    othersWaiting = othersWaiting + waiting
+    local at = oldest(t)
+    if at >= 0 and (othersOldest < 0 or at < othersOldest) then othersOldest = at end
+  end
+end
+local all = tonumber(rcall('HGET', KEYS[6], '*') or 0)
+return { out, { others, othersWaiting, othersOldest, all - topStarted }, all }
+`;
+
+type ScriptClient = Redis & {
+  fairAdmit?: (...args: (string | number)[]) => Promise<number[]>;
+  fairDispatch?: (...args: (string | number)[]) => Promise<[number, number]>;
+  fairBacklog?: (...args: (string | number)[]) => Promise<unknown>;
+};
+
+/** The scripts on `client`, defined once per connection (ioredis then sends EVALSHA, loading on NOSCRIPT). */
+function scripts(client: Redis): Required<Pick<ScriptClient, 'fairAdmit' | 'fairDispatch' | 'fairBacklog'>> {
+  const c = client as ScriptClient;
+  if (!c.fairAdmit) {
+    const keys = keysOf('').list.length;
+    client.defineCommand('fairAdmit', { numberOfKeys: keys, lua: ADMIT });
+    client.defineCommand('fairDispatch', { numberOfKeys: keys, lua: DISPATCH });
+    client.defineCommand('fairBacklog', { numberOfKeys: keys, lua: BACKLOG });
+  }
+  return c as Required<Pick<ScriptClient, 'fairAdmit' | 'fairDispatch' | 'fairBacklog'>>;
+}
+
+const CODES: readonly Admission[] = ['direct', 'held', 'over-quota', 'exists'];
+
+/**
+ * The {@link FairQueue} of the BullMQ queue whose job keys start with `jobPrefix` (BullMQ's
+ * `queue.toKey('')`, e.g. `conveyor:orders:`; on a cluster `{conveyor:orders}:orders:`).
+ * @example const fair = createFairQueue('orders', queue.toKey(''), { depth: 100, holdMs: 7 * 86_400_000 });
+ */
+export function createFairQueue(queue: string, jobPrefix: string, settings: FairSettings): FairQueue {
+  const { fair, list } = keysOf(jobPrefix);
+  const grace = settings.pendingGraceMs ?? 60_000;
+  return {
+    queue,
+    async admit(client, jobs) {
+      if (jobs.length === 0) return [];
+      // One group per tenant, in first-seen order; answers come back in the jobs' own order.
+      const groups = new Map<string, { tenant: FairJob['tenant']; at: number[] }>();
+      jobs.forEach((job, at) => {
+        const group = groups.get(job.tenant.id);
+        if (group) group.at.push(at);
+        else groups.set(job.tenant.id, { tenant: job.tenant, at: [at] });
+      });
+      const args: (string | number)[] = [fair, jobPrefix, Date.now(), settings.depth];
+      const order: number[] = [];
+      for (const { tenant, at } of groups.values()) {
+        const p = tenant.policy;
+        args.push(tenant.id, p.weight, p.maxInFlight, p.backlogQuota, at.length);
+        for (const i of at) {
+          args.push(jobs[i]!.id);
+          order.push(i);
+        }
+      }
+      const codes = await scripts(client).fairAdmit(...list, ...args);
+      const out = new Array<Admission>(jobs.length);
+      codes.forEach((code, k) => (out[order[k]!] = CODES[code] ?? 'direct'));
+      return out;
+    },
+    async dispatch(client, finished, options) {
+      const [promoted, waitingTenants] = await scripts(client).fairDispatch(
+        ...list,
+        fair,
+        jobPrefix,
+        Date.now(),
+        settings.depth,
+        grace,
+        options?.sweep ? '1' : '0',
+        ...finished,
+      );
+      return { promoted, waitingTenants };
+    },
+    async backlog(client, top) {
+      const raw = (await scripts(client).fairBacklog(...list, fair, top)) as [
+        [string, number, number, number, number, string, number][],
+        [number, number, number, number],
+        number,
+      ];
+      const [rows, others, all] = raw;
+      return {
+        tenants: rows.map(([tenant, waiting, oldestAt, inFlight, started, policy, blocked]) => {
+          const [weight = '1', max = '0'] = policy.split('|');
+          return {
+            tenant,
+            waiting: Number(waiting),
+            oldestAt: Number(oldestAt) >= 0 ? Number(oldestAt) : null,
+            inFlight: Number(inFlight),
+            started: Number(started),
+            weight: Number(weight),
+            maxInFlight: Number(max),
+            blocked: Number(blocked) === 1,
+          };
+        }),
+        others: {
+          tenants: Number(others[0]),
+          waiting: Number(others[1]),
+          oldestAt: Number(others[2]) >= 0 ? Number(others[2]) : null,
+          started: Number(others[3]),
+        },
+        startedTotal: Number(all),
+      };
+    },
+  };
+}
