@@ -230,6 +230,7 @@ local budget = depth - rcall('LLEN', KEYS[1])
 local promoted = 0
 local deferred = 0
 local startedBy = {}
+local counted = {}
 local guard = budget + rcall('LLEN', KEYS[2]) + 16
 while budget > 0 and guard > 0 do
   guard = guard - 1
@@ -261,12 +262,16 @@ while budget > 0 and guard > 0 do
         startedBy[t] = (startedBy[t] or 0) + 1
         promoted = promoted + 1
         budget = budget - 1
-        local credit = tonumber(rcall('HGET', KEYS[14], t) or weight) - 1
-        if credit <= 0 then
-          rcall('HDEL', KEYS[14], t)
+        if weight == 1 then
           rotate = true
         else
-          rcall('HSET', KEYS[14], t, credit)
+          local credit = tonumber(rcall('HGET', KEYS[14], t) or weight) - 1
+          if credit <= 0 then
+            rcall('HDEL', KEYS[14], t)
+            rotate = true
+          else
+            rcall('HSET', KEYS[14], t, credit)
+          end
         end
       elseif rcall('EXISTS', jp .. id) == 0 and now - at < grace then
         -- Registered, its add not arrived yet: it keeps its place and the turn moves on.
@@ -278,16 +283,18 @@ while budget > 0 and guard > 0 do
     end
     local left = rcall('LLEN', heldKey)
     if left == 0 then
+      counted[t] = nil
       rcall('LPOP', KEYS[2])
       rcall('ZREM', KEYS[3], t)
       rcall('HDEL', KEYS[14], t)
     else
-      rcall('ZADD', KEYS[3], left, t)
+      counted[t] = left
       if rotate then rcall('LMOVE', KEYS[2], KEYS[2], 'LEFT', 'RIGHT') end
     end
     if deferred > 0 and deferred >= rcall('LLEN', KEYS[2]) then break end
   end
 end
+for t, left in pairs(counted) do rcall('ZADD', KEYS[3], left, t) end
 if promoted > 0 then
   local maxed = meta[2] and rcall('LLEN', KEYS[9]) >= tonumber(meta[2])
   if not maxed then rcall('ZADD', KEYS[12], 0, '0') end
