@@ -67,7 +67,10 @@ export function createApp(
   app.use('*', (c, next) => (c.req.path.startsWith('/v1/') ? next() : unkeyedLimit(c, next)));
   app.use('/v1/*', requireJson());
   const allowDevKey = deps.apiKeys.length === 0 && deps.config.env !== 'production';
-  app.use('/v1/*', auth({ keys: deps.apiKeys, allowDevKey, sessions: deps.sessions }));
+  app.use(
+    '/v1/*',
+    auth({ keys: deps.apiKeys, allowDevKey, sessions: deps.sessions, tenants: deps.config.fairness.tenants }),
+  );
   const limits = deps.config.rateLimiting;
   const defaults = { writes: limits.maxRequests, reads: limits.maxReadRequests };
   app.use(

@@ -5,7 +5,8 @@ import { endSpan, injectCarrier, tracingActive } from '../shared/observability/t
 import type { CommandQueue } from '../shared/queue/command-queue.ts';
 import { connectionForKey, waitForReplicas, type Redis } from '../shared/queue/redis.ts';
 import { withDeadline } from '../shared/runtime/deadline.ts';
-import type { FairQueue } from '../shared/fairness/fair-queue.ts';
+import { TenantQuotaExceededError } from '../shared/errors/domain.ts';
+import type { Admission, FairJob, FairQueue } from '../shared/fairness/fair-queue.ts';
 import type { Tenant } from '../shared/fairness/tenants.ts';
 
 /** A command to enqueue: its job id (the command's idempotency key) and data. */
@@ -168,8 +169,28 @@ export async function waitForJobReplicas(
   if (reached < wait.replicas) throw new ReplicasNotReachedError(wait.replicas, reached);
 }
 
-/** Puts one job into Redis; resolves only once Redis has it (or already had that job id). */
+/**
+ * Puts one job into Redis; resolves only once Redis has it (or already had that job id). Rejects with
+ * a {@link TenantQuotaExceededError} (429) when its tenant's backlog quota is full, else with why it
+ * may not be stored (503).
+ */
 export type Enqueue = (job: NewJob) => Promise<void>;
+
+/** What {@link addBulkExactly} did with each job. */
+export interface BulkResult {
+  /** The ids Redis has (or already had): answer these accepted. */
+  accepted: Set<string>;
+  /** Why the others (not in `accepted` nor in `refused`) may not be stored (answer 503). */
+  error?: unknown;
+  /**
+   * Jobs not added on purpose, each with its own answer: a {@link TenantQuotaExceededError} (429) for
+   * a job whose tenant's backlog quota is full. Absent when none was refused.
+   */
+  refused?: Map<string, Error>;
+}
+
+/** Retry-After of a backlog quota's 429: the tenant's backlog drains at its share of the workers. */
+export const QUOTA_RETRY_AFTER_SECONDS = 5;
 
 /**
  * Which of `ids` have a job in the queue, in one round trip (a pipeline of EXISTS on the job hashes).
@@ -197,12 +218,18 @@ export async function jobsThatExist(queue: CommandQueue, ids: readonly string[])
  * `target.replicaWait`, a job counts as accepted only once that many replicas have it too
  * ({@link waitForJobReplicas}); when they do not in time, none is (the jobs may still be kept: a
  * retry with the same job ids is a no-op for those).
+ *
+ * With `target.fair`, jobs that carry a `tenant` are first admitted ({@link FairQueue.admit}) on the
+ * connection that then adds them: those whose turn has not come are added held (delayed by
+ * `fair.holdMs`, promoted on their turn), and those whose tenant's backlog quota is full are not
+ * added at all but `refused` with a {@link TenantQuotaExceededError}. When admission itself fails,
+ * nothing is added (never a job that skipped it) and every job gets that error.
  */
 export async function addBulkExactly(
   target: JobTarget,
   jobs: readonly NewJob[],
   timeoutMs: number,
-): Promise<{ accepted: Set<string>; error?: unknown }> {
+): Promise<BulkResult> {
   const { queue, jobOptions } = target;
   const ids = jobs.map((j) => j.id);
   // Tracing on: one producer span per job, a child of its request's span; its context travels in the
@@ -228,56 +255,139 @@ export async function addBulkExactly(
   const lone = spans?.length === 1 ? spans[0] : undefined;
   const result = lone
     ? // One job: its Redis command is a child of its own producer span.
-      await context.with(lone.context, () => addBulkOnce(target, jobs, ids, optionsOf, timeoutMs))
+      await context.with(lone.context, () => addBulkOnce(target, jobs, optionsOf, timeoutMs))
     : spans
       ? await inBatchSpan(
           `send ${queue.name} batch`,
           jobs.length > 1 ? spans : [],
           (s) => s?.context,
           { 'messaging.system': 'bullmq', 'messaging.destination.name': queue.name },
-          () => addBulkOnce(target, jobs, ids, optionsOf, timeoutMs),
+          () => addBulkOnce(target, jobs, optionsOf, timeoutMs),
         )
-      : await addBulkOnce(target, jobs, ids, optionsOf, timeoutMs);
+      : await addBulkOnce(target, jobs, optionsOf, timeoutMs);
   spans?.forEach((s, i) => {
-    if (s) endSpan(s.span, result.accepted.has(ids[i]!) ? undefined : (result.error ?? 'not accepted'));
+    if (s)
+      endSpan(
+        s.span,
+        result.accepted.has(ids[i]!)
+          ? undefined
+          : (result.refused?.get(ids[i]!) ?? result.error ?? 'not accepted'),
+      );
   });
   return result;
 }
 
+/** A job as it is added: its options (held ones delayed by the hold). */
+interface Outgoing {
+  job: NewJob;
+  opts: JobsOptions;
+}
+
+/** What admission decided: the jobs to add, in order, and those refused. */
+interface Admitted {
+  add: Outgoing[];
+  refused?: Map<string, Error>;
+}
+
+/** Every job as it goes today, no Redis call: no `target.fair`, or no job with a tenant. */
+const asToday = (jobs: readonly NewJob[], optionsOf: (job: NewJob, i: number) => JobsOptions): Admitted => ({
+  add: jobs.map((job, i) => ({ job, opts: optionsOf(job, i) })),
+});
+
+/** The fair queue `jobs` must be admitted to: `target.fair` when any of them carries a tenant. */
+const fairnessOf = (target: JobTarget, jobs: readonly NewJob[]): JobTarget['fair'] =>
+  target.fair && jobs.some((job) => job.tenant) ? target.fair : undefined;
+
+/**
+ * Admits `jobs` on `client` (the connection that then adds them: the script runs before their add,
+ * and a replica `WAIT` there covers its writes too). Jobs without a tenant go as today. A job id met
+ * twice in one bulk is admitted once and takes that answer both times.
+ * @throws whatever the admission call throws (then nothing may be added).
+ */
+async function admit(
+  fair: NonNullable<JobTarget['fair']>,
+  queueName: string,
+  client: Promise<Redis>,
+  jobs: readonly NewJob[],
+  optionsOf: (job: NewJob, i: number) => JobsOptions,
+): Promise<Admitted> {
+  const asked = new Map<string, FairJob>();
+  for (const job of jobs)
+    if (job.tenant && !asked.has(job.id)) asked.set(job.id, { id: job.id, tenant: job.tenant });
+  const fairJobs = [...asked.values()];
+  const answers = await fair.queue.admit(await client, fairJobs);
+  const how = new Map<string, Admission>(fairJobs.map((j, k) => [j.id, answers[k] ?? 'direct']));
+  const add: Outgoing[] = [];
+  let refused: Map<string, Error> | undefined;
+  jobs.forEach((job, i) => {
+    const admission = job.tenant ? how.get(job.id) : 'direct';
+    if (admission === 'over-quota' && job.tenant) {
+      (refused ??= new Map()).set(
+        job.id,
+        new TenantQuotaExceededError({
+          tenant: job.tenant.id,
+          limit: job.tenant.policy.backlogQuota,
+          queue: queueName,
+          retryAfterSeconds: QUOTA_RETRY_AFTER_SECONDS,
+        }),
+      );
+      return;
+    }
+    const opts = optionsOf(job, i);
+    add.push({ job, opts: admission === 'held' ? { ...opts, delay: fair.holdMs } : opts });
+  });
+  return refused ? { add, refused } : { add };
+}
+
+/** `result` with `refused` added when there is any. */
+const withRefused = (result: BulkResult, refused: Map<string, Error> | undefined): BulkResult =>
+  refused ? { ...result, refused } : result;
+
 async function addBulkOnce(
   target: JobTarget,
   jobs: readonly NewJob[],
-  ids: readonly string[],
   optionsOf: (job: NewJob, i: number) => JobsOptions,
   timeoutMs: number,
-): Promise<{ accepted: Set<string>; error?: unknown }> {
+): Promise<BulkResult> {
   const { queue, jobName } = target;
   const wait = target.replicaWait;
   if (wait?.writers && wait.replicas > 0)
-    return addOnWriter(target, wait, wait.writers, jobs, ids, optionsOf, timeoutMs);
+    return addOnWriter(target, wait, wait.writers, jobs, optionsOf, timeoutMs);
+  const started = Date.now();
+  const fair = fairnessOf(target, jobs);
+  let admitted: Admitted;
   try {
-    await withDeadline(addJobs(queue, jobName, jobs, optionsOf), timeoutMs);
+    admitted = fair
+      ? await withDeadline(admit(fair, queue.name, queue.client, jobs, optionsOf), timeoutMs)
+      : asToday(jobs, optionsOf);
   } catch (error) {
-    const accepted = await withDeadline(jobsThatExist(queue, ids), timeoutMs).catch(() => new Set<string>());
-    return replicated(target, accepted, error, timeoutMs);
+    return { accepted: new Set(), error };
   }
-  return replicated(target, new Set(ids), undefined, timeoutMs);
+  const { add, refused } = admitted;
+  if (add.length === 0) return withRefused({ accepted: new Set() }, refused);
+  const added = add.map((o) => o.job.id);
+  // Admission and add share the bulk's deadline.
+  const left = Math.max(1, timeoutMs - (Date.now() - started));
+  try {
+    await withDeadline(addJobs(queue, jobName, add), left);
+  } catch (error) {
+    const accepted = await withDeadline(jobsThatExist(queue, added), timeoutMs).catch(
+      () => new Set<string>(),
+    );
+    return withRefused(await replicated(target, accepted, error, timeoutMs), refused);
+  }
+  return withRefused(await replicated(target, new Set(added), undefined, timeoutMs), refused);
 }
 
 /** Adds `jobs` to `queue`: one `add` for a lone job, else one `addBulk`. */
-function addJobs(
-  queue: CommandQueue,
-  jobName: string,
-  jobs: readonly NewJob[],
-  optionsOf: (job: NewJob, i: number) => JobsOptions,
-): Promise<unknown> {
+function addJobs(queue: CommandQueue, jobName: string, jobs: readonly Outgoing[]): Promise<unknown> {
   // One job: a single EVALSHA on the connection. addBulk builds an ioredis pipeline, and every
   // pipeline copies the connection's ~50 BullMQ script commands onto itself (~0.1 ms of CPU each):
   // at low rates, where most bulks hold one job, that was ~10% of the API's CPU.
   const only = jobs.length === 1 ? jobs[0]! : undefined;
   return only
-    ? queue.add(jobName, only.data, optionsOf(only, 0))
-    : queue.addBulk(jobs.map((job, i) => ({ name: jobName, data: job.data, opts: optionsOf(job, i) })));
+    ? queue.add(jobName, only.job.data, only.opts)
+    : queue.addBulk(jobs.map(({ job, opts }) => ({ name: jobName, data: job.data, opts })));
 }
 
 /**
@@ -290,10 +400,9 @@ async function addOnWriter(
   wait: ReplicaWait,
   writers: ReplicaWriters,
   jobs: readonly NewJob[],
-  ids: readonly string[],
   optionsOf: (job: NewJob, i: number) => JobsOptions,
   timeoutMs: number,
-): Promise<{ accepted: Set<string>; error?: unknown }> {
+): Promise<BulkResult> {
   const lease = await writers.lease(target.queue.name, timeoutMs);
   if (!lease) return { accepted: new Set(), error: new WritersBusyError(timeoutMs) };
   const sent: Promise<unknown>[] = [];
@@ -302,27 +411,45 @@ async function addOnWriter(
     return command;
   };
   try {
-    let accepted = new Set(ids);
+    const started = Date.now();
+    const fair = fairnessOf(target, jobs);
+    let admitted: Admitted;
+    try {
+      // On the leased connection: its WAIT then covers the admission's writes as well as the add.
+      admitted = fair
+        ? await withDeadline(
+            send(admit(fair, target.queue.name, lease.queue.client, jobs, optionsOf)),
+            timeoutMs,
+          )
+        : asToday(jobs, optionsOf);
+    } catch (admitError) {
+      return { accepted: new Set(), error: admitError };
+    }
+    const { add, refused } = admitted;
+    if (add.length === 0) return withRefused({ accepted: new Set() }, refused);
+    const added = add.map((o) => o.job.id);
+    let accepted = new Set(added);
     let error: unknown;
     try {
-      await withDeadline(send(addJobs(lease.queue, target.jobName, jobs, optionsOf)), timeoutMs);
+      const left = Math.max(1, timeoutMs - (Date.now() - started));
+      await withDeadline(send(addJobs(lease.queue, target.jobName, add)), left);
     } catch (addError) {
       error = addError;
       // A read, on the queue's own connection: the writer's may still be busy with the add.
-      accepted = await withDeadline(jobsThatExist(target.queue, ids), timeoutMs).catch(
+      accepted = await withDeadline(jobsThatExist(target.queue, added), timeoutMs).catch(
         () => new Set<string>(),
       );
     }
-    if (accepted.size === 0) return { accepted, error };
+    if (accepted.size === 0) return withRefused({ accepted, error }, refused);
     try {
       await withDeadline(
         send(waitForJobReplicas(lease.queue, [...accepted], wait)),
         timeoutMs + wait.timeoutMs,
       );
     } catch (waitError) {
-      return { accepted: new Set(), error: waitError };
+      return withRefused({ accepted: new Set(), error: waitError }, refused);
     }
-    return error === undefined ? { accepted } : { accepted, error };
+    return withRefused(error === undefined ? { accepted } : { accepted, error }, refused);
   } finally {
     void Promise.allSettled(sent).then(() => lease.release());
   }
@@ -334,7 +461,7 @@ async function replicated(
   accepted: Set<string>,
   error: unknown,
   timeoutMs: number,
-): Promise<{ accepted: Set<string>; error?: unknown }> {
+): Promise<BulkResult> {
   const wait = target.replicaWait;
   if (!wait || wait.replicas <= 0 || accepted.size === 0)
     return error === undefined ? { accepted } : { accepted, error };
@@ -374,7 +501,9 @@ interface Pending {
  * Coalesces concurrent single-job enqueues into one `queue.addBulk` (one Redis pipeline) per
  * event-loop turn (or `maxWaitMs`), at most `maxBatch` jobs each. Every caller still awaits its own
  * job: the promise resolves only after Redis has it, and a bulk that failed part-way rejects exactly
- * the callers whose jobs Redis does not have (never a false 202, never a false 503). Job ids are kept, so
+ * the callers whose jobs Redis does not have (never a false 202, never a false 503); a job refused on
+ * purpose (its tenant's backlog quota full, see {@link addBulkExactly}) rejects its caller alone with
+ * its {@link TenantQuotaExceededError}, the rest of the bulk unaffected. Job ids are kept, so
  * BullMQ's dedupe by job id (idempotency-derived order ids) works as with `queue.add`.
  * @example const enqueue = coalescingEnqueue({ queue, jobName, jobOptions }, { maxBatch: 256, maxWaitMs: 0, timeoutMs: 2_000, maxInFlight: 1 }); await enqueue({ id, data });
  */
@@ -407,11 +536,11 @@ export function coalescingEnqueue(target: JobTarget, options: CoalescingOptions)
       target,
       items.map((p) => p.job),
       options.timeoutMs,
-    ).then(({ accepted, error }) => {
+    ).then(({ accepted, error, refused }) => {
       settled();
       for (const p of items) {
         if (accepted.has(p.job.id)) p.resolve();
-        else p.reject(error);
+        else p.reject(refused?.get(p.job.id) ?? error);
       }
     });
   }

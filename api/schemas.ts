@@ -20,8 +20,27 @@ export const ProblemSchema = z
       .enum(['reads', 'writes'])
       .optional()
       .describe('429: the budget that is exhausted; reads (GET, HEAD) and writes are counted apart'),
-    limit: z.number().int().optional().describe("429: that budget's requests per window"),
+    limit: z
+      .number()
+      .int()
+      .optional()
+      .describe("429: that budget's requests per window; with `quota`, the quota's commands"),
     windowSeconds: z.number().int().optional().describe('429: the window, in seconds'),
+    tenant: z
+      .string()
+      .optional()
+      .describe('429 tenant.quota_exceeded: the tenant whose backlog quota is full'),
+    quota: z
+      .enum(['backlog'])
+      .optional()
+      .describe(
+        "429 tenant.quota_exceeded: the tenant's quota that is full (its commands waiting for their turn)",
+      ),
+    retryAfterSeconds: z
+      .number()
+      .int()
+      .optional()
+      .describe('Seconds to wait before retrying (the Retry-After header; kept in a batch item too)'),
   })
   .openapi('Problem', {
     description:
@@ -155,11 +174,15 @@ export const DeadLetterSchema = z
 const problemContent = { 'application/problem+json': { schema: ProblemSchema } } as const;
 const header = (description: string) => ({ description, schema: { type: 'integer' as const } });
 
-/** The answer of every `/v1` route whose budget (reads or writes) is exhausted. */
+/**
+ * The answer of every `/v1` route whose budget (reads or writes) is exhausted, and of a command whose
+ * tenant's backlog quota is full (`tenant.quota_exceeded`, Retry-After only).
+ */
 export const tooManyRequests = {
-  description: 'Rate limit: the API key used its read (GET, HEAD) or write budget of the window',
+  description:
+    "Rate limit: the API key used its read (GET, HEAD) or write budget of the window (code rate_limit.exceeded); or, for a command, its tenant's backlog quota is full (code tenant.quota_exceeded: nothing was enqueued)",
   headers: {
-    'Retry-After': header('Seconds until the window resets'),
+    'Retry-After': header('Seconds until the window resets (rate limit), or to wait (tenant quota)'),
     'RateLimit-Limit': header('Requests of this budget per window'),
     'RateLimit-Remaining': header('Requests of this budget left in the window'),
     'RateLimit-Reset': header('Seconds until the window resets'),
@@ -172,9 +195,12 @@ export const tooManyRequests = {
 } as const;
 
 export const problemResponses = {
-  400: { description: 'Invalid request', content: problemContent },
+  400: { description: 'Invalid request (or a malformed Conveyor-Tenant header)', content: problemContent },
   401: { description: 'Missing or invalid API key', content: problemContent },
-  403: { description: "The key lacks the route's scope", content: problemContent },
+  403: {
+    description: "The key lacks the route's scope, or names a sub-tenant (Conveyor-Tenant) it may not",
+    content: problemContent,
+  },
   415: { description: 'Body is not JSON', content: problemContent },
   429: tooManyRequests,
   503: { description: 'Redis or Postgres unavailable', content: problemContent },

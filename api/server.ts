@@ -1,6 +1,7 @@
 import { serve } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
 import { createRuntimeRedriver } from '../shared/dead-letters/runtime-redriver.ts';
+import { createFairQueue } from '../shared/fairness/fair-queue.ts';
 import { createDeadLetterStore } from '../shared/dead-letters/store.ts';
 import { createPool } from '../shared/db/pool.ts';
 import { createReadPools, replicaLag, type ReadPools } from '../shared/db/read-pools.ts';
@@ -149,7 +150,19 @@ export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {})
         timeoutMs: config.redis.waitTimeoutMs,
         writers,
       };
-      return [module.name, { module, queue, jobName: module.jobName, jobOptions, replicaWait }];
+      // FAIRNESS: a command with a tenant takes its turn among the tenants (shared/fairness); the
+      // fair queue's keys live beside the BullMQ queue's, under its prefix (and hash tag).
+      const { fairness } = config;
+      const fair = fairness.enabled
+        ? {
+            queue: createFairQueue(module.name, queue.toKey(''), {
+              depth: fairness.depth,
+              holdMs: fairness.holdMs,
+            }),
+            holdMs: fairness.holdMs,
+          }
+        : undefined;
+      return [module.name, { module, queue, jobName: module.jobName, jobOptions, replicaWait, fair }];
     }),
   );
   const moduleApis = await Promise.all(MODULES.map(async (m) => ({ name: m.name, api: await m.api() })));

@@ -55,7 +55,8 @@ export type Idempotent = (
 ) => Promise<Response>;
 
 /**
- * Stripe-style Idempotency-Key handling for command routes, scoped per principal: the same key with
+ * Stripe-style Idempotency-Key handling for command routes, scoped per tenant (the API key, or the
+ * sub-tenant it posts for: two customers of one platform may use the same key): the same key with
  * the same body replays the first response (`idempotent-replayed: true`), with another body → 422,
  * while the first is in flight → 409. Knows nothing of what the work does.
  * @example const idempotent = createIdempotent({ store: deps.idempotency, redisCall }); return idempotent(c, body, async (seed) => ({ status: 202, body: {}, headers: {} }));
@@ -69,7 +70,8 @@ export function createIdempotent(deps: { store: IdempotencyStore; redisCall: Red
         { path: 'Idempotency-Key', message: '1-255 visible ASCII characters' },
       ]);
     }
-    const scope = c.get('principal');
+    // A key's own tenant is its id, so keys without sub-tenants keep their scope (and derived ids).
+    const scope = c.get('tenant')?.id ?? c.get('principal');
     let response: IdempotentAnswer;
     if (key === undefined) {
       response = await work(null);

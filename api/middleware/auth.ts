@@ -12,6 +12,7 @@ import { credentialOf, type ApiSessionStore } from '../sessions.ts';
 import type { ModuleDefinition } from '../../modules/module.ts';
 import { MODULES } from '../../modules/registry.ts';
 import { problem } from '../../shared/errors/problem.ts';
+import type { TenantDirectory } from '../../shared/fairness/tenants.ts';
 import type { ApiEnv } from '../context.ts';
 import { problemResponse } from './errors.ts';
 
@@ -110,7 +111,12 @@ export interface AuthOptions {
   sessions: ApiSessionStore;
   /** Which scope each route needs. @defaultValue the registry's ({@link scopePolicy}) */
   policy?: readonly ScopeRule[];
+  /** Each request's tenant, for fairness: its key's, or the sub-tenant `Conveyor-Tenant` names (`TENANTS`). */
+  tenants: TenantDirectory;
 }
+
+/** The header a key allowed sub-tenants (`TENANTS: <key>:sub_tenants=on`) names the one a request is for with. */
+export const TENANT_HEADER = 'conveyor-tenant';
 
 const DEV_PRINCIPAL: Principal = { id: DEV_KEY, scopes: ['admin'] };
 
@@ -120,6 +126,9 @@ const DEV_PRINCIPAL: Principal = { id: DEV_KEY, scopes: ['admin'] };
  * key's scopes as configured now — a key no longer in `API_KEYS` (a revoked one, or the old key of a
  * rotated id) fails its sessions with 401, a key whose scopes shrank gets 403 where it lost them.
  * Missing/invalid → 401, wrong scope → 403; either way nothing reaches the route.
+ * Then the request's tenant (`c.get('tenant')`): the key's id, or `<key id>/<sub>` from a
+ * `Conveyor-Tenant: <sub>` header when the key may name sub-tenants — 400 `tenant.invalid` for a
+ * malformed one, 403 `tenant.forbidden` when the key may not. The development key's tenant is `dev`.
  */
 export function auth(options: AuthOptions): MiddlewareHandler<ApiEnv> {
   const policy = options.policy ?? scopePolicy();
@@ -169,7 +178,13 @@ export function auth(options: AuthOptions): MiddlewareHandler<ApiEnv> {
     if (scope !== null && !hasScope(principal, scope)) {
       return problemResponse(c, problem(403, 'auth.forbidden', `this key lacks the scope "${scope}"`));
     }
+    const tenant = options.tenants.resolve(principal.id, c.req.header(TENANT_HEADER));
+    if ('error' in tenant) {
+      const code = tenant.status === 400 ? 'tenant.invalid' : 'tenant.forbidden';
+      return problemResponse(c, problem(tenant.status, code, tenant.error));
+    }
     c.set('principal', principal.id);
+    c.set('tenant', tenant);
     c.set('scopes', principal.scopes);
     c.set('credential', credential);
     c.set('log', undefined); // the request's logger is (re)made with the principal bound

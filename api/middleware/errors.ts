@@ -1,6 +1,11 @@
 import type { Context, ErrorHandler, NotFoundHandler } from 'hono';
 import { HTTPException } from 'hono/http-exception';
-import { DomainError, DependencyUnavailableError, OverloadedError } from '../../shared/errors/domain.ts';
+import {
+  DomainError,
+  DependencyUnavailableError,
+  OverloadedError,
+  TenantQuotaExceededError,
+} from '../../shared/errors/domain.ts';
 import { problem, PROBLEM_CONTENT_TYPE, toProblem, type Problem } from '../../shared/errors/problem.ts';
 import type { ApiEnv } from '../context.ts';
 import { requestLog } from '../log.ts';
@@ -30,7 +35,11 @@ export const onError: ErrorHandler<ApiEnv> = (err, c) => {
   }
   if (err instanceof DomainError) {
     const headers: Record<string, string> = {};
-    if (err instanceof DependencyUnavailableError || err instanceof OverloadedError) {
+    if (
+      err instanceof DependencyUnavailableError ||
+      err instanceof OverloadedError ||
+      err instanceof TenantQuotaExceededError
+    ) {
       headers['retry-after'] = String(err.retryAfterSeconds);
     }
     if (err.status >= 500 && c.get('rootLog')) requestLog(c).warn({ err }, 'request failed: dependency');

@@ -85,6 +85,44 @@ export class OverloadedError extends DomainError {
   }
 }
 
+/** Which of a tenant's quotas a command ran into; only the backlog has one today. */
+export type TenantQuota = 'backlog';
+
+/**
+ * A tenant's backlog quota is full (`TENANT_BACKLOG_QUOTA`, or `backlog_quota` of its `TENANTS` entry):
+ * that many of its commands already wait for their turn in the queue. Answered 429 with Retry-After;
+ * the command was not enqueued. Other tenants are not affected.
+ */
+export class TenantQuotaExceededError extends DomainError {
+  readonly code = 'tenant.quota_exceeded';
+  readonly status = 429;
+  /** The tenant whose quota is full (`<key id>` or `<key id>/<sub-tenant>`). */
+  readonly tenant: string;
+  readonly quota: TenantQuota;
+  /** The quota: the most of its commands that may wait for their turn. */
+  readonly limit: number;
+  /** The queue (a module's command queue) the command was for; absent: not named. */
+  readonly queue: string | undefined;
+  readonly retryAfterSeconds: number;
+  constructor(options: {
+    tenant: string;
+    limit: number;
+    quota?: TenantQuota;
+    queue?: string | undefined;
+    retryAfterSeconds?: number;
+  }) {
+    const queue = options.queue === undefined ? '' : ` ${options.queue}`;
+    super(
+      `tenant ${options.tenant} is at its backlog quota: ${options.limit} of its commands already wait for their turn in the${queue} queue; this one was not accepted, retry later`,
+    );
+    this.tenant = options.tenant;
+    this.quota = options.quota ?? 'backlog';
+    this.limit = options.limit;
+    this.queue = options.queue;
+    this.retryAfterSeconds = options.retryAfterSeconds ?? 5;
+  }
+}
+
 /** A command or event that can never be processed: never retried, dead-lettered at once. */
 export class PoisonMessageError extends Error {
   override readonly name = 'PoisonMessageError';

@@ -1,4 +1,10 @@
-import { DomainError, ValidationError, type FieldError } from './domain.ts';
+import {
+  DomainError,
+  TenantQuotaExceededError,
+  ValidationError,
+  type FieldError,
+  type TenantQuota,
+} from './domain.ts';
 
 /** RFC 9457 problem details, with the extension members the API uses. */
 export interface Problem {
@@ -14,10 +20,16 @@ export interface Problem {
   limitBytes?: number;
   /** 429: which of the key's budgets was exhausted. */
   budget?: 'reads' | 'writes';
-  /** 429: that budget's requests per window. */
+  /** 429: that budget's requests per window; or, with `quota`, the quota's commands. */
   limit?: number;
   /** 429: the window, in seconds. */
   windowSeconds?: number;
+  /** 429 `tenant.quota_exceeded`: the tenant whose quota is full. */
+  tenant?: string;
+  /** 429 `tenant.quota_exceeded`: which of its quotas (`backlog`). */
+  quota?: TenantQuota;
+  /** Seconds to wait before retrying; the same as the response's Retry-After (kept in a batch item too). */
+  retryAfterSeconds?: number;
 }
 
 const titles: Record<number, string> = {
@@ -70,12 +82,24 @@ export function problem(
   };
 }
 
-/** Maps any thrown value to a problem; unknown errors become a 500 with no internals leaked. */
+/**
+ * Maps any thrown value to a problem; unknown errors become a 500 with no internals leaked. Also what a
+ * batch answers for one item it refused, e.g. `{ error: toProblem(refused.get(id)) }` for a
+ * {@link TenantQuotaExceededError} (429 naming the tenant, the quota and its limit).
+ */
 export function toProblem(err: unknown, instance?: string): Problem {
   if (err instanceof DomainError) {
     return problem(err.status, err.code, err.message, {
       ...(instance ? { instance } : {}),
       ...(err instanceof ValidationError ? { errors: err.errors } : {}),
+      ...(err instanceof TenantQuotaExceededError
+        ? {
+            tenant: err.tenant,
+            quota: err.quota,
+            limit: err.limit,
+            retryAfterSeconds: err.retryAfterSeconds,
+          }
+        : {}),
     });
   }
   return problem(500, 'internal', 'an unexpected error occurred', instance ? { instance } : {});
