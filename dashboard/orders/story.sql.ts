@@ -23,6 +23,8 @@ export interface OrderRecord {
   acceptedAt: Date;
   /** The API key that posted it; null for a foreign producer's job (or an order from before the column). */
   acceptedBy: string | null;
+  /** Who it was for (fairness): the key's id or `<key id>/<sub-tenant>`; null when its job named none. */
+  tenant: string | null;
   decidedAt: Date;
 }
 
@@ -30,7 +32,7 @@ export async function findOrder(pool: Pool, orderId: string): Promise<OrderRecor
   const { rows } = await pool.query<OrderRecord>(
     `SELECT order_id AS "orderId", customer_id AS "customerId", currency, total_cents::float8 AS "totalCents",
             items, status, reason, attempts, correlation_id AS "correlationId",
-            accepted_at AS "acceptedAt", accepted_by AS "acceptedBy", decided_at AS "decidedAt"
+            accepted_at AS "acceptedAt", accepted_by AS "acceptedBy", tenant, decided_at AS "decidedAt"
        FROM orders WHERE order_id = $1::uuid`,
     [orderId],
   );

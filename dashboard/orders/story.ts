@@ -42,6 +42,11 @@ export interface OrderStory {
   acceptedAt: Date | null;
   /** The API key that posted it (write model, else the job); null when a foreign producer enqueued it. */
   acceptedBy: string | null;
+  /**
+   * Who it was for, for fairness: the key's id, or `<key id>/<sub-tenant>` when the key named one
+   * (write model, else the job); null when its job named none (a foreign producer's, or from before).
+   */
+  tenant: string | null;
   customerId: string | null;
   /** Latest decision in the write model. */
   order: OrderRecord | null;
@@ -73,6 +78,7 @@ export interface OrderStoriesDeps {
 const JobData = z.looseObject({
   acceptedAt: z.iso.datetime().optional(),
   acceptedBy: z.string().optional(),
+  tenant: z.string().optional(),
   correlationId: z.string().optional(),
   order: z.looseObject({ customerId: z.string().optional() }).optional(),
 });
@@ -101,14 +107,22 @@ const ACTION_TITLES: Record<string, string> = {
   'dead_letter.discard': 'Discarded by an operator',
 };
 
+/** "key shop", "key shop, for tenant shop/acme", "tenant shop/acme" or nothing: who posted it, for whom. */
+function acceptedFor(s: Pick<OrderStory, 'acceptedBy' | 'tenant'>): string | null {
+  const key = s.acceptedBy ? `key ${s.acceptedBy}` : null;
+  const tenant = s.tenant && s.tenant !== s.acceptedBy ? `tenant ${s.tenant}` : null;
+  return key && tenant ? `${key}, for ${tenant}` : (key ?? tenant);
+}
+
 function timeline(s: Omit<OrderStory, 'timeline'>, base: string): Moment[] {
   const out: Moment[] = [];
+  const who = acceptedFor(s);
   if (s.acceptedAt)
     out.push({
       at: s.acceptedAt,
       kind: 'accepted',
       tone: 'info',
-      title: s.acceptedBy ? `Accepted by the API (key ${s.acceptedBy}) and queued` : 'Accepted and queued',
+      title: who ? `Accepted by the API (${who}) and queued` : 'Accepted and queued',
       detail: s.correlationId ? `correlation id ${s.correlationId}` : undefined,
     });
   if (s.job?.processedAt)
@@ -255,6 +269,7 @@ export function createOrderStories(deps: OrderStoriesDeps, basePath: string): Or
         correlationId: order?.correlationId ?? jobData?.correlationId ?? events[0]?.correlationId ?? null,
         acceptedAt,
         acceptedBy: order?.acceptedBy ?? jobData?.acceptedBy ?? null,
+        tenant: order?.tenant ?? jobData?.tenant ?? null,
         customerId: order?.customerId ?? jobData?.order?.customerId ?? null,
         order,
         view,

@@ -187,6 +187,18 @@ function summary(s: OrderStory): Html {
           : html`<span class="muted">a producer enqueueing directly</span>`
       }
     </dd>
+    <dt>Tenant</dt>
+    <dd data-testid="tenant">
+      ${
+        s.tenant
+          ? html`<code>${s.tenant}</code>${
+                s.acceptedBy && s.tenant.startsWith(`${s.acceptedBy}/`)
+                  ? html` <span class="muted">(a sub-tenant of key ${s.acceptedBy})</span>`
+                  : ''
+              }`
+          : html`<span class="muted">not recorded (its job named none)</span>`
+      }
+    </dd>
     <dt>Correlation id</dt>
     <dd data-testid="correlation-id"><code>${s.correlationId ?? '—'}</code></dd>
     <dt>Decision</dt>

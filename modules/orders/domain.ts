@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { CorrelationIdSchema, IdSchema } from '../../shared/domain/ids.ts';
 import { freeText } from '../../shared/domain/text.ts';
+import { TenantIdSchema } from '../tenant.ts';
 
 export const OrderItemSchema = z.strictObject({
   sku: IdSchema.describe('Stock keeping unit'),
@@ -31,6 +32,11 @@ export const OrderJobSchema = z.strictObject({
    * foreign producer may set: no NUL, noncharacter or lone surrogate (see shared/domain/text.ts).
    */
   acceptedBy: freeText({ max: 128 }).optional(),
+  /**
+   * Who the order is for, for fairness (shared/fairness): the accepting key's id, or `<key id>/<sub>`
+   * when the key named a sub-tenant. Absent for jobs from before it existed and foreign producers'.
+   */
+  tenant: TenantIdSchema.optional(),
   order: PlaceOrderSchema,
 });
 export type OrderJob = z.infer<typeof OrderJobSchema>;

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { TypedEvent } from '../../shared/domain/events.ts';
+import { TenantIdSchema } from '../tenant.ts';
 import { OrderItemSchema } from './domain.ts';
 
 /** The orders module's event types, past tense. */
@@ -17,6 +18,8 @@ const OrderSnapshot = {
   items: z.array(OrderItemSchema),
   attempts: z.number().int().min(0),
   acceptedAt: z.iso.datetime(),
+  /** Who the order was for (its job's `tenant`); absent in events from before it, and for jobs without one. */
+  tenant: TenantIdSchema.optional(),
 };
 
 export const OrderPlacedPayload = z.object({ ...OrderSnapshot, completedAt: z.iso.datetime() });
@@ -34,6 +37,8 @@ export const OrderDeadLetteredPayload = z.object({
   items: z.array(OrderItemSchema).nullable(),
   attempts: z.number().int().min(0),
   acceptedAt: z.iso.datetime().nullable(),
+  /** As in the other order events: absent when the job had none (or was malformed). */
+  tenant: TenantIdSchema.optional(),
   deadLetteredAt: z.iso.datetime(),
   error: z.string(),
   deadLetterId: z.string(),

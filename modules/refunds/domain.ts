@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { CorrelationIdSchema } from '../../shared/domain/ids.ts';
 import { freeText } from '../../shared/domain/text.ts';
 import { DomainError } from '../../shared/errors/domain.ts';
+import { TenantIdSchema } from '../tenant.ts';
 
 /** What a producer posts to `POST /v1/orders/{orderId}/refunds`. */
 export const RequestRefundSchema = z.strictObject({
@@ -23,6 +24,11 @@ export const RefundJobSchema = z.strictObject({
   orderId: z.uuid(),
   correlationId: CorrelationIdSchema,
   requestedAt: z.iso.datetime(),
+  /**
+   * Who the refund is for, for fairness (shared/fairness): the requesting key's id, or `<key id>/<sub>`
+   * when the key named a sub-tenant. Absent for jobs from before it existed and foreign producers'.
+   */
+  tenant: TenantIdSchema.optional(),
   refund: RequestRefundSchema,
 });
 export type RefundJob = z.infer<typeof RefundJobSchema>;

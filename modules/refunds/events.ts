@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { TypedEvent } from '../../shared/domain/events.ts';
+import { TenantIdSchema } from '../tenant.ts';
 
 /** The refunds module's event types. Their key is the order id (ordered with the order's events). */
 export const RefundEventTypes = {
@@ -15,6 +16,8 @@ const RefundSnapshot = {
   reason: z.string().nullable(),
   attempts: z.number().int().min(0),
   requestedAt: z.iso.datetime(),
+  /** Who the refund was for (its job's `tenant`); absent in events from before it, and for jobs without one. */
+  tenant: TenantIdSchema.optional(),
 };
 
 export const RefundCompletedPayload = z.object({
@@ -38,6 +41,8 @@ export const RefundDeadLetteredPayload = z.object({
   reason: z.string().nullable(),
   attempts: z.number().int().min(0),
   requestedAt: z.iso.datetime().nullable(),
+  /** As in the other refund events: absent when the job had none (or was malformed). */
+  tenant: TenantIdSchema.optional(),
   error: z.string(),
   deadLetterId: z.string(),
   deadLetteredAt: z.iso.datetime(),

@@ -1,8 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { createRoute } from '@hono/zod-openapi';
 import { PlaceOrderSchema, type OrderJob, type PlaceOrder } from '../domain.ts';
-import { DependencyUnavailableError, ValidationError } from '../../../shared/errors/domain.ts';
-import { fieldErrors, problem, type Problem } from '../../../shared/errors/problem.ts';
+import {
+  DependencyUnavailableError,
+  TenantQuotaExceededError,
+  ValidationError,
+} from '../../../shared/errors/domain.ts';
+import { fieldErrors, problem, toProblem, type Problem } from '../../../shared/errors/problem.ts';
 import type { ModuleApiContext } from '../../../api/modules.ts';
 import {
   createIdempotent,
@@ -11,7 +15,7 @@ import {
   idempotencyResponses,
 } from '../../../api/edge/idempotent.ts';
 import { loadShedding } from '../../../api/edge/load-shedding.ts';
-import { addBulkExactly, coalescingEnqueue } from '../../../api/enqueue.ts';
+import { addBulkExactly, coalescingEnqueue, type NewJob } from '../../../api/enqueue.ts';
 import { requestLog, requestLogAt } from '../../../api/log.ts';
 import { bodyLimit } from '../../../api/middleware/body-limit.ts';
 import {
@@ -72,14 +76,16 @@ const placeBatch = createRoute({
   },
 });
 
+/** An order's job; `tenant` is who it is for (fairness: the key's id, or `<key id>/<sub-tenant>`). */
 function toJob(
   orderId: string,
   order: PlaceOrder,
   correlationId: string,
   acceptedAt: string,
   acceptedBy: string,
+  tenant: string,
 ): OrderJob {
-  return { orderId, correlationId, acceptedAt, acceptedBy, order };
+  return { orderId, correlationId, acceptedAt, acceptedBy, tenant, order };
 }
 
 /**
@@ -109,10 +115,20 @@ export function orderCommandRoutes(ctx: ModuleApiContext): void {
     return idempotent(c, order, async (seed) => {
       const orderId = seed ? derivedId(seed) : randomUUID();
       const correlationId = c.get('correlationId');
-      const job = toJob(orderId, order, correlationId, new Date().toISOString(), c.get('principal'));
+      const tenant = c.get('tenant');
+      const job = toJob(
+        orderId,
+        order,
+        correlationId,
+        new Date().toISOString(),
+        c.get('principal'),
+        tenant.id,
+      );
       try {
-        await enqueue({ id: orderId, data: job });
-      } catch {
+        await enqueue({ id: orderId, data: job, tenant });
+      } catch (err) {
+        // The tenant's backlog quota is full: 429 with Retry-After, and nothing was enqueued.
+        if (err instanceof TenantQuotaExceededError) throw err;
         // 503: the job may or may not be in Redis (a bulk that failed or timed out after some writes).
         // A retry with the same Idempotency-Key maps to the same job id; one without may enqueue twice.
         throw new DependencyUnavailableError('redis');
@@ -137,8 +153,9 @@ export function orderCommandRoutes(ctx: ModuleApiContext): void {
     return idempotent(c, orders, async (seed) => {
       const correlationId = c.get('correlationId');
       const acceptedAt = new Date().toISOString();
+      const tenant = c.get('tenant');
       const results: ({ orderId: string; status: 'queued' } | { error: Problem })[] = [];
-      const jobs: { id: string; data: OrderJob }[] = [];
+      const jobs: NewJob<OrderJob>[] = [];
       orders.forEach((raw, index) => {
         const parsed = PlaceOrderSchema.safeParse(raw);
         if (!parsed.success) {
@@ -152,36 +169,46 @@ export function orderCommandRoutes(ctx: ModuleApiContext): void {
         const orderId = seed ? derivedId(seed, String(index)) : randomUUID();
         jobs.push({
           id: orderId,
-          data: toJob(orderId, parsed.data, correlationId, acceptedAt, c.get('principal')),
+          data: toJob(orderId, parsed.data, correlationId, acceptedAt, c.get('principal'), tenant.id),
+          tenant,
         });
         results.push({ orderId, status: 'queued' });
       });
-      // One addBulk; if Redis fails part-way, each item is answered by whether its job is stored.
-      const { accepted, error } =
-        jobs.length > 0
-          ? await addBulkExactly(commands, jobs, timeoutMs)
-          : { accepted: new Set<string>(), error: undefined };
-      if (jobs.length > 0 && accepted.size === 0) throw new DependencyUnavailableError('redis');
-      const answers = results.map((r) =>
-        'orderId' in r && !accepted.has(r.orderId)
-          ? {
+      // One addBulk; if Redis fails part-way, each item is answered by whether its job is stored. Items
+      // refused on purpose (the tenant's backlog quota) are answered with their own problem (429).
+      const {
+        accepted,
+        error,
+        refused = new Map<string, Error>(),
+      } = jobs.length > 0 ? await addBulkExactly(commands, jobs, timeoutMs) : { accepted: new Set<string>() };
+      const failed = jobs.length - accepted.size - refused.size;
+      if (jobs.length > 0 && accepted.size === 0) {
+        // Nothing stored: the whole request is the 503 (Redis) or, when every job was refused, the 429.
+        const refusal = refused.values().next().value;
+        throw failed === 0 && refusal ? refusal : new DependencyUnavailableError('redis');
+      }
+      const answers = results.map((r) => {
+        if (!('orderId' in r) || accepted.has(r.orderId)) return r;
+        const refusal = refused.get(r.orderId);
+        return refusal
+          ? { error: toProblem(refusal) }
+          : {
               error: problem(
                 503,
                 'dependency.unavailable',
                 'redis is unavailable; this order was not accepted, retry it',
               ),
-            }
-          : r,
-      );
+            };
+      });
       const notAccepted = jobs.length - accepted.size;
-      if (notAccepted > 0) {
+      if (failed > 0) {
         requestLog(c).warn(
-          { err: error, accepted: accepted.size, notAccepted },
+          { err: error, accepted: accepted.size, notAccepted: failed },
           'order batch partly enqueued',
         );
       }
       requestLogAt(c, 'info')?.info(
-        { accepted: accepted.size, rejected: orders.length - accepted.size },
+        { accepted: accepted.size, refused: refused.size, rejected: orders.length - accepted.size },
         'order batch accepted',
       );
       // A partial answer is not remembered under the Idempotency-Key: a retry with the key runs again,

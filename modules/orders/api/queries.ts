@@ -32,7 +32,15 @@ import {
 
 /** The query routes, their schemas carrying what other modules add to orders and totals. */
 function queryRoutes(ctx: ModuleApiContext) {
-  const Order = OrderViewSchema.extend(extendedShape(ctx.extensions('order'))).openapi('Order');
+  const Order = OrderViewSchema.extend({
+    tenant: z
+      .string()
+      .nullable()
+      .describe(
+        'Who the order is for: the API key that posted it, or <key id>/<sub-tenant> when the key named one with the Conveyor-Tenant header; null for orders from before tenants, or enqueued by a foreign producer without one',
+      ),
+    ...extendedShape(ctx.extensions('order')),
+  }).openapi('Order');
   const CustomerOrders = CustomerOrdersSchema.extend({
     totals: z.array(TotalsSchema.extend(extendedShape(ctx.extensions('customer-totals')))),
     orders: z.array(Order),
@@ -163,6 +171,7 @@ export function orderQueryRoutes(ctx: ModuleApiContext): void {
           acceptedAt: parsed.data.acceptedAt,
           completedAt: null,
           updatedAt: null,
+          tenant: parsed.data.tenant ?? null,
         };
         return view;
       }),

@@ -13,13 +13,15 @@ export interface OrderView {
   acceptedAt: string | null;
   completedAt: string | null;
   updatedAt: string | null;
+  /** Who it was for (fairness): the key's id or `<key id>/<sub-tenant>`; null when its job named none. */
+  tenant: string | null;
 }
 
 const ORDER_VIEW_COLUMNS = `order_id AS "orderId", customer_id AS "customerId", currency, total_cents AS "totalCents",
   items, status, attempts, last_error AS "lastError", correlation_id AS "correlationId",
   to_char(accepted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "acceptedAt",
   to_char(completed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "completedAt",
-  to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "updatedAt"`;
+  to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "updatedAt", tenant`;
 
 /** Many orders in ONE query (never a loop of single reads: the brief's N+1 pitfall). */
 export async function findOrders(pool: Pool, ids: readonly string[]): Promise<OrderView[]> {
@@ -44,7 +46,7 @@ export async function findDecidedOrders(pool: Pool, ids: readonly string[]): Pro
             items, status, attempts, reason AS "lastError", correlation_id AS "correlationId",
             ${iso('accepted_at')} AS "acceptedAt",
             CASE WHEN status = 'dead_lettered' THEN NULL ELSE ${iso('decided_at')} END AS "completedAt",
-            NULL AS "updatedAt"
+            NULL AS "updatedAt", tenant
        FROM orders WHERE order_id = ANY($1::uuid[])`,
     [ids],
   );

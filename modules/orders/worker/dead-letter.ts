@@ -46,6 +46,7 @@ export async function orderDeadLettered(
         correlationId: cmd.correlationId,
         acceptedAt: order.acceptedAt,
         acceptedBy: order.acceptedBy ?? null,
+        tenant: order.tenant ?? null,
       },
     ]);
     if (written.size === 0) return [];
@@ -66,6 +67,7 @@ export async function orderDeadLettered(
         items: order?.order.items ?? null,
         attempts: cmd.attempts,
         acceptedAt: order?.acceptedAt ?? null,
+        ...(order?.tenant === undefined ? {} : { tenant: order.tenant }),
         deadLetteredAt: cmd.at.toISOString(),
         error: reason,
         deadLetterId: cmd.deadLetterId,

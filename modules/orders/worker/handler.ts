@@ -49,6 +49,8 @@ export function planOrder(
     items: job.order.items,
     attempts: attempt,
     acceptedAt: job.acceptedAt,
+    // In the events only when the job names one (events stay as they were for jobs without).
+    ...(job.tenant === undefined ? {} : { tenant: job.tenant }),
   };
   const row: OrderRow = {
     ...base,
@@ -56,6 +58,7 @@ export function planOrder(
     reason: decision.kind === 'reject' ? decision.reason : null,
     correlationId: job.correlationId,
     acceptedBy: job.acceptedBy ?? null,
+    tenant: job.tenant ?? null,
   };
   const meta = {
     eventId: randomUUID(),

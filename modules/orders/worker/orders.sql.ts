@@ -15,17 +15,24 @@ export interface OrderRow {
   acceptedAt: string;
   /** The API key that posted it (`principal`); null for a foreign producer's job. */
   acceptedBy: string | null;
+  /** Who it was for (the job's `tenant`: the key, or `<key>/<sub-tenant>`); null when the job named none. */
+  tenant: string | null;
 }
 
-/** Upserts orders from parameters $1..$11 ({@link orderColumns}); returns the ids actually written. */
+/**
+ * Upserts orders from parameters $1..$12 ({@link orderColumns}); returns the ids actually written. A
+ * redriven order keeps the tenant its dead-lettered row has (one written before the column existed
+ * takes the job's).
+ */
 const UPSERT_ORDERS = `INSERT INTO orders (order_id, customer_id, currency, total_cents, items, status, reason, attempts,
-                         correlation_id, accepted_at, accepted_by)
+                         correlation_id, accepted_at, accepted_by, tenant)
      SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::jsonb[], $6::text[], $7::text[],
-                          $8::int[], $9::text[], $10::timestamptz[], $11::text[])
+                          $8::int[], $9::text[], $10::timestamptz[], $11::text[], $12::text[])
      ON CONFLICT (order_id) DO UPDATE
        SET customer_id = EXCLUDED.customer_id, currency = EXCLUDED.currency, total_cents = EXCLUDED.total_cents,
            items = EXCLUDED.items, status = EXCLUDED.status, reason = EXCLUDED.reason, attempts = EXCLUDED.attempts,
-           correlation_id = EXCLUDED.correlation_id, decided_at = now()
+           correlation_id = EXCLUDED.correlation_id, tenant = COALESCE(orders.tenant, EXCLUDED.tenant),
+           decided_at = now()
        WHERE orders.status = 'dead_lettered' AND EXCLUDED.status <> 'dead_lettered'
      RETURNING order_id`;
 
@@ -41,6 +48,7 @@ const orderColumns = (rows: readonly OrderRow[]) => [
   rows.map((r) => r.correlationId),
   rows.map((r) => r.acceptedAt),
   rows.map((r) => r.acceptedBy),
+  rows.map((r) => r.tenant),
 ];
 
 /**
@@ -71,8 +79,8 @@ export async function decideOrders(
     name: 'conveyor-decide-orders',
     text: `WITH written AS (${UPSERT_ORDERS}), appended AS (
        INSERT INTO outbox (${OUTBOX_COLUMNS})
-       SELECT e.* FROM unnest($12::uuid[], $13::text[], $14::int[], $15::text[], $16::text[], $17::jsonb[],
-                              $18::jsonb[])
+       SELECT e.* FROM unnest($13::uuid[], $14::text[], $15::int[], $16::text[], $17::text[], $18::jsonb[],
+                              $19::jsonb[])
                     AS e(event_id, event_type, event_version, aggregate_id, correlation_id, envelope, trace_context)
         WHERE e.aggregate_id::uuid IN (SELECT order_id FROM written)
      )

@@ -14,6 +14,7 @@ function toView(e: OrderEvent): OrderViewRow {
         correlationId: e.correlationId,
         completedAt: e.payload.completedAt,
         updatedAt: e.occurredAt,
+        tenant: e.payload.tenant ?? null,
       };
     case OrderEventTypes.rejected:
       return {
@@ -23,6 +24,7 @@ function toView(e: OrderEvent): OrderViewRow {
         correlationId: e.correlationId,
         completedAt: e.payload.rejectedAt,
         updatedAt: e.occurredAt,
+        tenant: e.payload.tenant ?? null,
       };
     case OrderEventTypes.deadLettered:
       return {
@@ -32,6 +34,7 @@ function toView(e: OrderEvent): OrderViewRow {
         correlationId: e.correlationId,
         completedAt: null,
         updatedAt: e.occurredAt,
+        tenant: e.payload.tenant ?? null,
       };
   }
 }

@@ -20,6 +20,8 @@ export interface OrderViewRow {
   acceptedAt: string | null;
   completedAt: string | null;
   updatedAt: string;
+  /** Who the order was for (its events' `tenant`); null when they name none. */
+  tenant: string | null;
 }
 
 export interface StatsDelta {
@@ -58,9 +60,10 @@ export async function applyReadModels(
     name: 'conveyor-apply-read-models',
     text: `WITH views AS (
        INSERT INTO order_view (order_id, customer_id, currency, total_cents, items, status, attempts, last_error,
-                               correlation_id, accepted_at, completed_at, updated_at)
+                               correlation_id, accepted_at, completed_at, updated_at, tenant)
        SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::jsonb[], $6::text[], $7::int[],
-                            $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::timestamptz[])
+                            $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::timestamptz[],
+                            $25::text[])
        ON CONFLICT (order_id) DO UPDATE
          SET customer_id = COALESCE(EXCLUDED.customer_id, order_view.customer_id),
              currency = COALESCE(EXCLUDED.currency, order_view.currency),
@@ -69,7 +72,8 @@ export async function applyReadModels(
              status = EXCLUDED.status, attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error,
              correlation_id = EXCLUDED.correlation_id,
              accepted_at = COALESCE(EXCLUDED.accepted_at, order_view.accepted_at),
-             completed_at = EXCLUDED.completed_at, updated_at = EXCLUDED.updated_at
+             completed_at = EXCLUDED.completed_at, updated_at = EXCLUDED.updated_at,
+             tenant = COALESCE(EXCLUDED.tenant, order_view.tenant)
          WHERE order_view.status = 'dead_lettered'
      ), daily AS (
        INSERT INTO daily_stats_shards AS s (day, currency, completed_count, rejected_count, dead_lettered_count,
@@ -116,6 +120,7 @@ export async function applyReadModels(
       customerValues.map((v) => v.rejected),
       customerValues.map((v) => v.revenueCents),
       randomInt(STATS_SHARDS),
+      rows.map((r) => r.tenant),
     ],
   });
 }

@@ -163,14 +163,23 @@ function routes(ctx: ModuleApiContext): void {
       await checkRefundable(orderId);
       const refundId = seed ? derivedId(seed) : randomUUID();
       const correlationId = c.get('correlationId');
+      const tenant = c.get('tenant');
       const job: RefundJob = {
         refundId,
         orderId,
         correlationId,
         requestedAt: new Date().toISOString(),
+        tenant: tenant.id,
         refund,
       };
-      const { accepted } = await addBulkExactly(commands, [{ id: refundId, data: job }], timeoutMs);
+      const { accepted, refused } = await addBulkExactly(
+        commands,
+        [{ id: refundId, data: job, tenant }],
+        timeoutMs,
+      );
+      // Refused on purpose (the tenant's backlog quota: 429 with Retry-After), else Redis failed (503).
+      const refusal = refused?.get(refundId);
+      if (refusal) throw refusal;
       if (!accepted.has(refundId)) throw new DependencyUnavailableError('redis');
       requestLogAt(c, 'info')?.info({ orderId, refundId, jobId: refundId }, 'refund accepted');
       return {

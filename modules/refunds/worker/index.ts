@@ -62,8 +62,8 @@ export const refundsWorker: ModuleWorkerFactory = {
         if (job) {
           const written = await client.query(
             `INSERT INTO refunds (refund_id, order_id, amount_cents, reason, status, detail, attempts, correlation_id,
-                                  requested_at)
-             VALUES ($1, $2, $3, $4, 'dead_lettered', $5, $6, $7, $8)
+                                  requested_at, tenant)
+             VALUES ($1, $2, $3, $4, 'dead_lettered', $5, $6, $7, $8, $9)
              ON CONFLICT (refund_id) DO NOTHING RETURNING refund_id`,
             [
               job.refundId,
@@ -74,6 +74,7 @@ export const refundsWorker: ModuleWorkerFactory = {
               cmd.attempts,
               cmd.correlationId,
               job.requestedAt,
+              job.tenant ?? null,
             ],
           );
           if (written.rowCount === 0) return []; // decided before: it stays so
@@ -94,6 +95,7 @@ export const refundsWorker: ModuleWorkerFactory = {
               reason: job?.refund.reason ?? null,
               attempts: cmd.attempts,
               requestedAt: job?.requestedAt ?? null,
+              ...(job?.tenant === undefined ? {} : { tenant: job.tenant }),
               error,
               deadLetterId: cmd.deadLetterId,
               deadLetteredAt: cmd.at.toISOString(),

@@ -55,13 +55,15 @@ export async function decideAndWriteRefund(
     const status = decision.kind === 'complete' ? 'completed' : 'rejected';
     const code = decision.kind === 'reject' ? decision.code : null;
     const detail = decision.kind === 'reject' ? decision.reason : null;
+    // A redriven refund keeps the tenant its dead-lettered row has (one from before the column takes the job's).
     const written = await client.query(
       `INSERT INTO refunds (refund_id, order_id, amount_cents, currency, customer_id, reason, status, code, detail,
-                            attempts, correlation_id, requested_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                            attempts, correlation_id, requested_at, tenant)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
        ON CONFLICT (refund_id) DO UPDATE
          SET currency = EXCLUDED.currency, customer_id = EXCLUDED.customer_id, status = EXCLUDED.status,
-             code = EXCLUDED.code, detail = EXCLUDED.detail, attempts = EXCLUDED.attempts, decided_at = now()
+             code = EXCLUDED.code, detail = EXCLUDED.detail, attempts = EXCLUDED.attempts,
+             tenant = COALESCE(refunds.tenant, EXCLUDED.tenant), decided_at = now()
          WHERE refunds.status = 'dead_lettered'
        RETURNING refund_id`,
       [
@@ -77,6 +79,7 @@ export async function decideAndWriteRefund(
         attempt,
         job.correlationId,
         job.requestedAt,
+        job.tenant ?? null,
       ],
     );
     if (written.rowCount === 0) return { status: 'duplicate', refundId: job.refundId };
@@ -94,6 +97,8 @@ export async function decideAndWriteRefund(
       reason: job.refund.reason ?? null,
       attempts: attempt,
       requestedAt: job.requestedAt,
+      // In the events only when the job names one (events stay as they were for jobs without).
+      ...(job.tenant === undefined ? {} : { tenant: job.tenant }),
     };
     const event: EventEnvelope =
       decision.kind === 'complete'
