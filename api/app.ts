@@ -99,7 +99,11 @@ export function createApp(
     }),
   );
   app.route('/', metricsRoutes(deps.metrics));
-  const queues = deps.metrics.watchQueues({ connection: deps.redis, prefix: deps.config.redis.queuePrefix });
+  const queues = deps.metrics.watchQueues({
+    connection: deps.redis,
+    prefix: deps.config.redis.queuePrefix,
+    tenantsTop: deps.config.fairness.metricsTop,
+  });
   app.route('/', scalingRoutes({ queues, timeoutMs: deps.config.redis.commandTimeoutMs }));
   moduleRoutes(app, deps);
   app.route('/', deadLetterRoutes(deps));

@@ -14,6 +14,7 @@ import { auditPages } from './routes/audit.ts';
 import { deadLetterPages } from './routes/dead-letters.ts';
 import { orderPages } from './routes/orders.ts';
 import { overviewPages } from './routes/overview.ts';
+import { tenantPages } from './routes/tenants.ts';
 import { favicon } from './views/favicon.ts';
 import { page } from './views/layout.ts';
 
@@ -33,9 +34,9 @@ export const CONSOLE_BODY_LIMIT_BYTES = 1_048_576;
 
 /**
  * The operators' console, one app under {@link BASE_PATH} with one top bar: the Overview (landing
- * page), Queues (Bull Board at {@link BOARD_PATH}, admin or read-only by role), the unified dead
- * letters, order stories and the audit log, behind a login. Stateless: sessions live in Redis, so any
- * replica serves any operator.
+ * page), Queues (Bull Board at {@link BOARD_PATH}, admin or read-only by role), Tenants (who waits
+ * for a turn in each command queue), the unified dead letters, order stories and the audit log, behind
+ * a login. Stateless: sessions live in Redis, so any replica serves any operator.
  * @example const app = createDashboardApp(deps, { boards, ready, loginFailures }); serve({ fetch: app.fetch, port: 3001 });
  */
 export function createDashboardApp(deps: DashboardDeps, options: DashboardAppOptions): Hono<DashboardEnv> {
@@ -115,6 +116,7 @@ export function createDashboardApp(deps: DashboardDeps, options: DashboardAppOpt
   d.route('/', logoutRoutes(deps));
   d.use('*', sessionGuard(deps.sessions));
   d.route('/', overviewPages(deps));
+  d.route('/', tenantPages(deps));
   d.route('/', deadLetterPages(deps));
   d.route('/', orderPages(deps));
   d.route('/', auditPages(deps));

@@ -12,6 +12,7 @@ import type { DashboardSession, DashboardSessions } from './auth/sessions.ts';
 import type { RedriveOutcomes } from './dead-letters/outcome.ts';
 import type { OrderStories } from './orders/story.ts';
 import type { OverviewSource } from './overview/overview.ts';
+import type { TenantsSource } from './overview/tenants.ts';
 
 /** Where the dashboard is mounted; every page, Bull Board included, lives below it. */
 export const BASE_PATH = '/dashboard';
@@ -33,6 +34,8 @@ export interface DashboardDeps {
   actions: DeadLetterActions;
   /** The Overview's numbers: queue depths, bus lag, outbox, dead letters, throughput, breakers. */
   overview: OverviewSource;
+  /** Each command queue's tenants waiting for their turn (fairness). */
+  tenants: TenantsSource;
   /** An order's whole story from the write model, outbox, inbox, dead letters and audit log. */
   stories: OrderStories;
   /** What happened to a dead letter after its last redrive. */

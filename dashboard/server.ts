@@ -18,6 +18,7 @@ import { createRedriveOutcomes } from './dead-letters/outcome.ts';
 import { createJobLookup } from './jobs.ts';
 import { createOrderStories } from './orders/story.ts';
 import { createOverviewSource } from './overview/overview.ts';
+import { createTenantsSource } from './overview/tenants.ts';
 
 export interface DashboardServer {
   port: number;
@@ -49,12 +50,14 @@ export async function startDashboard(rt: Runtime): Promise<DashboardServer> {
   const jobs = createJobLookup(queues);
   const outcomes = createRedriveOutcomes({ pool, jobs });
   const overview = createOverviewSource({ config, pool, redis });
+  const tenants = createTenantsSource({ config, redis });
   const app = createDashboardApp(
     {
       config,
       logger: log,
       pool,
       overview,
+      tenants,
       outcomes,
       stories: createOrderStories({ pool, jobs, outcomes }, BASE_PATH),
       sessions: createDashboardSessions(redis, { prefix, ttlSeconds: config.dashboard.sessionTtlSeconds }),
@@ -113,6 +116,7 @@ export async function startDashboard(rt: Runtime): Promise<DashboardServer> {
       });
       clearTimeout(force);
       await overview.close();
+      await tenants.close();
       await redriver.close();
       for (const q of queues.toReversed()) await q.close().catch(() => undefined);
     })());

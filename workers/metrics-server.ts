@@ -81,7 +81,8 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
 }
 
 /**
- * Registers the scrape-time sources a worker process reports: BullMQ queue depths, its pool and
+ * Registers the scrape-time sources a worker process reports: BullMQ queue depths and the per-tenant
+ * fairness of the command queues (the `FAIRNESS_METRICS_TOP` largest backlogs), its pool and
  * Redis connection, the outbox backlog where the relay runs, and the bus's lag where projections run
  * (Kafka consumer-group lag, RabbitMQ or SQS queue depth, by `EVENT_BUS`).
  */
@@ -91,7 +92,11 @@ export function watchWorkerSources(
   kinds: readonly WorkerKind[],
 ): void {
   const { config, pool, redis } = deps;
-  metrics.watchQueues({ connection: redis, prefix: config.redis.queuePrefix });
+  metrics.watchQueues({
+    connection: redis,
+    prefix: config.redis.queuePrefix,
+    tenantsTop: config.fairness.metricsTop,
+  });
   metrics.watchPgPool('main', pool);
   metrics.watchRedis('main', redis);
   if (kinds.includes('outbox')) metrics.watchOutbox(() => outboxBacklog(pool));

@@ -18,12 +18,16 @@ export const ScalingSchema = z
     queue: z.string().openapi({ example: 'orders' }),
     backlog: count.openapi({
       description:
-        'waiting + prioritized: runnable jobs no worker has taken yet. KEDA metrics-api `valueLocation: backlog`.',
+        'waiting + prioritized + held: runnable jobs no worker has taken yet. KEDA metrics-api `valueLocation: backlog`.',
     }),
     waiting: count,
     prioritized: count,
+    held: count.openapi({
+      description:
+        "Commands waiting their tenant's turn (fairness), kept by BullMQ as delayed jobs with a long hold: runnable, in the backlog",
+    }),
     delayed: count.openapi({
-      description: 'Not runnable yet (retry backoff, delayed jobs): not in the backlog',
+      description: 'Not runnable yet (retry backoff, delayed jobs), held ones excepted: not in the backlog',
     }),
     active: count,
     failed: count,
@@ -41,7 +45,8 @@ const scaling = createRoute({
   summary: 'Queue depth for autoscalers (KEDA metrics-api scaler)',
   description:
     'Read by the KEDA `metrics-api` scaler with `valueLocation: backlog`. Counts come from BullMQ at request ' +
-    'time: the wait list, the prioritized sorted set, delayed, active and failed jobs. Needs the `scaling:read` scope.',
+    'time: the wait list, the prioritized sorted set, the commands held for their tenant\'s turn, delayed, active and ' +
+    'failed jobs. Needs the `scaling:read` scope.',
   request: {
     params: z.object({
       queue: z

@@ -17,7 +17,11 @@ import {
   type NativeDlqTransport,
   type TopicSize,
 } from '../../shared/observability/native-dlq.ts';
-import { createQueueStatsReader, type QueueStats } from '../../shared/observability/queue-stats.ts';
+import {
+  createQueueStatsReader,
+  type QueueStats,
+  type QueueTenants,
+} from '../../shared/observability/queue-stats.ts';
 import { MODULES } from '../../modules/registry.ts';
 import { commandQueues, isDeadLetterQueue, QueueNames, type QueueName } from '../../shared/queue/names.ts';
 import type { Redis } from '../../shared/queue/redis.ts';
@@ -59,6 +63,14 @@ export interface QueueOverview extends QueueStats {
   role: 'command' | 'events' | 'dead-letter';
   /** For a dead-letter queue: the queue its dead letters come from. */
   origin: string | null;
+  /** A command queue's tenants waiting their turn (fairness; details on the Tenants page); else null. */
+  tenants: TenantsSummary | null;
+}
+
+/** How many tenants have commands waiting their turn, and the one with the most. */
+export interface TenantsSummary {
+  waiting: number;
+  largest: { tenant: string; waiting: number } | null;
 }
 
 /** What KEDA reads and would ask for now. */
@@ -305,6 +317,16 @@ function findingsOf(o: Omit<Overview, 'findings' | 'level'>): Finding[] {
   return out.sort((a, b) => (a.level === b.level ? 0 : a.level === 'unhealthy' ? -1 : 1));
 }
 
+/** A fair queue's tenants read with `top` 1, for the Overview's queue row. */
+function tenantsSummary({ tenants }: QueueTenants): TenantsSummary | null {
+  if (!tenants) return null;
+  const largest = tenants.tenants[0];
+  return {
+    waiting: tenants.tenants.length + tenants.others.tenants,
+    largest: largest ? { tenant: largest.tenant, waiting: largest.waiting } : null,
+  };
+}
+
 /** A native dead-letter place the bus reader measured, before the table is asked about it. */
 type NativeCount = Omit<NativeDeadLetters, 'recorded' | 'recordedWhat'>;
 
@@ -492,7 +514,8 @@ export function createOverviewSource(deps: OverviewDeps): OverviewSource {
   return {
     async read() {
       const [queueStats, outbox, deadLetters, recent, breakers, busState] = await Promise.all([
-        sourced(async () => Promise.all((await queues.list()).map((q) => queues.read(q)))),
+        // The largest tenant of each command queue comes with its counts (one read, not two).
+        sourced(async () => Promise.all((await queues.list()).map((q) => queues.readTenants(q, 1)))),
         sourced(() => outboxBacklog(pool)),
         sourced(() => pendingDeadLetters(pool)),
         sourced(() => activity(pool)),
@@ -502,7 +525,14 @@ export function createOverviewSource(deps: OverviewDeps): OverviewSource {
       const depth: Sourced<{ label: string; value: number }[]> | null =
         busState === null ? null : busState.ok ? { ok: true, value: busState.value.rows } : busState;
       const queueRows: Sourced<QueueOverview[]> = queueStats.ok
-        ? { ok: true, value: queueStats.value.map((s) => ({ ...s, ...roleOf(s.queue) })) }
+        ? {
+            ok: true,
+            value: queueStats.value.map((r) => ({
+              ...r.stats,
+              ...roleOf(r.stats.queue),
+              tenants: tenantsSummary(r),
+            })),
+          }
         : queueStats;
       const counted: NativeCount[] = [
         ...(queueRows.ok ? bullmqCopies(queueRows.value) : []),
@@ -514,7 +544,7 @@ export function createOverviewSource(deps: OverviewDeps): OverviewSource {
           : { ok: true, value: await accountFor(counted, deadLetters) };
       const backlogOf = (name: QueueName): Sourced<number> =>
         queueStats.ok
-          ? { ok: true, value: queueStats.value.find((s) => s.queue === name)?.backlog ?? 0 }
+          ? { ok: true, value: queueStats.value.find((r) => r.stats.queue === name)?.stats.backlog ?? 0 }
           : queueStats;
       const commandScaling: Record<string, Sourced<Scaling>> = {};
       for (const m of modules) {

@@ -26,7 +26,7 @@ export interface ScalerTarget {
 export const ORDERS_SCALER: ScalerTarget = {
   scaledObject: 'conveyor-worker-orders',
   manifest: 'deploy/base/keda-orders.yaml',
-  metric: 'orders backlog (waiting + prioritized jobs)',
+  metric: 'orders backlog (waiting + prioritized + held jobs)',
   targetValue: 200,
   activationValue: 0,
   minReplicas: 1,
@@ -46,7 +46,7 @@ export const COMMAND_SCALERS: Readonly<Record<string, ScalerTarget>> = Object.fr
           ...ORDERS_SCALER,
           scaledObject: `conveyor-worker-${m.name}`,
           manifest: 'deploy/base/modules.yaml',
-          metric: `${m.name} backlog (waiting + prioritized jobs)`,
+          metric: `${m.name} backlog (waiting + prioritized + held jobs)`,
           targetValue: scalerTargetOf(m),
         },
   ]),

@@ -98,11 +98,12 @@ const PAGE_STYLE = `
 `;
 
 /** The top bar's sections. */
-export type NavKey = 'overview' | 'queues' | 'dead-letters' | 'orders' | 'audit';
+export type NavKey = 'overview' | 'queues' | 'tenants' | 'dead-letters' | 'orders' | 'audit';
 
 const NAV: readonly { key: NavKey; href: string; label: string }[] = [
   { key: 'overview', href: BASE_PATH, label: 'Overview' },
   { key: 'queues', href: `${BOARD_PATH}/`, label: 'Queues' },
+  { key: 'tenants', href: `${BASE_PATH}/tenants`, label: 'Tenants' },
   { key: 'dead-letters', href: `${BASE_PATH}/dead-letters`, label: 'Dead letters' },
   { key: 'orders', href: `${BASE_PATH}/orders`, label: 'Orders' },
   { key: 'audit', href: `${BASE_PATH}/audit`, label: 'Audit log' },
@@ -148,7 +149,7 @@ export function timeTag(d: Date | null | undefined, precise = false): Html {
 }
 
 /**
- * The shared top bar: Overview, Queues (Bull Board), Dead letters, Orders, Audit log, the signed-in
+ * The shared top bar: Overview, Queues (Bull Board), Tenants, Dead letters, Orders, Audit log, the signed-in
  * operator and Log out (a POST with the session's CSRF token). `skipTo` is the id of the content.
  */
 export function topBar(session: DashboardSession, current: NavKey | undefined, skipTo = 'content'): Html {

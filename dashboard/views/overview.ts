@@ -192,7 +192,7 @@ function workRow(q: QueueOverview, o: Overview): Html {
     scaling = scalingCell(o.bus.scaling);
   }
   return html`<tr data-queue="${q.queue}">
-    <td>${queueName(q)}${q.paused ? html` <span class="badge warn">paused</span>` : ''}</td>
+    <td>${queueName(q)}${q.paused ? html` <span class="badge warn">paused</span>` : ''}${tenantsLine(q)}</td>
     <td class="num" data-testid="backlog-${q.queue}">${n(q.backlog)}</td>
     <td class="num">${q.backlog > 0 ? formatDuration(q.oldestWaitingAgeSeconds) : '—'}</td>
     <td class="num">${n(q.delayed)}</td>
@@ -202,6 +202,20 @@ function workRow(q: QueueOverview, o: Overview): Html {
     <td>${failure}</td>
     <td>${scaling}</td>
   </tr>`;
+}
+
+/** Under a command queue's name: its tenants waiting their turn, linked to the Tenants page. */
+function tenantsLine(q: QueueOverview): Html {
+  const t = q.tenants;
+  if (!t || t.waiting === 0) return html``;
+  return html`<div class="small muted" data-testid="tenants-${q.queue}">
+    <a href="${BASE_PATH}/tenants"
+      >tenants waiting:
+      ${n(t.waiting)}${
+        t.largest ? html`, largest backlog: ${t.largest.tenant} (${n(t.largest.waiting)})` : ''
+      }</a
+    >
+  </div>`;
 }
 
 /** A failed set holds work nothing retries and no dead letter shows: never a quiet zero-like number. */

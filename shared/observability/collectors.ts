@@ -12,7 +12,13 @@ import {
   type SqsDepthOptions,
   type SqsQueueDepth,
 } from './bus-lag.ts';
-import { createQueueStatsReader, type QueueStatsOptions, type QueueStatsReader } from './queue-stats.ts';
+import {
+  createQueueStatsReader,
+  type QueueStatsOptions,
+  type QueueStatsReader,
+  type QueueTenants,
+} from './queue-stats.ts';
+import { createTenantThroughputMeter, type TenantThroughput } from './tenant-throughput.ts';
 import { withDeadline } from '../runtime/deadline.ts';
 import { isDeadLetterQueue } from '../queue/names.ts';
 import {
@@ -44,6 +50,21 @@ export interface ReplicaReadCounters {
   fallback(reason: 'miss' | 'error'): void;
 }
 
+/**
+ * The `tenant` label of the tenants the per-tenant metrics do not name, summed. Parentheses are not
+ * allowed in a tenant id (an API key id, or `<key id>/<sub>`), so no tenant can be mistaken for it.
+ */
+export const OTHER_TENANTS = '(other)';
+
+/** {@link Collectors.watchQueues}'s options: the queue reader's, and how many tenants to name. */
+export interface WatchQueuesOptions extends QueueStatsOptions {
+  /**
+   * Tenants named per command queue in the `conveyor_tenant_*` metrics (the largest backlogs; the
+   * rest are {@link OTHER_TENANTS}): `FAIRNESS_METRICS_TOP`. @defaultValue 10
+   */
+  tenantsTop?: number;
+}
+
 /** What a pg `Pool` exposes about its clients. */
 export interface PoolCounts {
   readonly totalCount: number;
@@ -63,8 +84,14 @@ export interface Collectors {
    * registered BullMQ event group's `events.<group>` queue, unless `queues` is given; the copies in
    * the `*-dead-letters` queues are also `conveyor_native_dlq_messages{transport="bullmq"}`. Returns
    * the reader (the scaling endpoint shares it).
+   *
+   * Per command queue with fairness, in the same read (`FairQueue.backlog`): the `tenantsTop` tenants
+   * with the most commands waiting their turn, and the rest as `tenant="(other)"` —
+   * `conveyor_tenant_backlog`, `_oldest_wait_seconds`, `_in_flight` (tenants with a limit),
+   * `_throughput` (started per second between this process's reads) — and
+   * `conveyor_fairness_started_total`. A tenant that leaves the top loses its series at once.
    */
-  watchQueues(options: QueueStatsOptions): QueueStatsReader;
+  watchQueues(options: WatchQueuesOptions): QueueStatsReader;
   watchOutbox(read: () => Promise<OutboxBacklog>): void;
   watchPgPool(name: string, pool: PoolCounts): void;
   watchRedis(name: string, redis: Pick<Redis, 'status'>): void;
@@ -143,14 +170,14 @@ export function createCollectors(registry: Registry, timeoutMs: number): Collect
   let queueReader: QueueStatsReader | undefined;
   const queueJobs = new Gauge({
     name: 'conveyor_queue_jobs',
-    help: 'BullMQ jobs by queue and state (waiting, prioritized, delayed, active, failed, completed, waiting-children)',
+    help: 'BullMQ jobs by queue and state (waiting, prioritized, held: waiting their tenant turn, delayed: other delayed jobs, active, failed, completed, waiting-children)',
     labelNames: ['queue', 'state'],
     registers,
     collect: () => refresh('queues'),
   });
   const oldestWaiting = new Gauge({
     name: 'conveyor_queue_oldest_waiting_age_seconds',
-    help: 'Age of the oldest job waiting to run (wait list tail or next prioritized), 0 when none waits',
+    help: 'Age of the oldest job waiting to run (wait list tail, next prioritized, or oldest held for its tenant turn), 0 when none waits',
     labelNames: ['queue'],
     registers,
     collect: () => refresh('queues'),
@@ -162,6 +189,73 @@ export function createCollectors(registry: Registry, timeoutMs: number): Collect
     registers,
     collect: () => refresh('queues'),
   });
+
+  // Per-tenant fairness: bounded by the top N per command queue plus one "(other)" series each.
+  const tenantBacklog = new Gauge({
+    name: 'conveyor_tenant_backlog',
+    help: 'Commands waiting their turn in a command queue, per tenant: the FAIRNESS_METRICS_TOP tenants with the most, and tenant="(other)" for the rest summed',
+    labelNames: ['queue', 'tenant'],
+    registers,
+    collect: () => refresh('queues'),
+  });
+  const tenantOldestWait = new Gauge({
+    name: 'conveyor_tenant_oldest_wait_seconds',
+    help: 'How long the oldest command waiting its turn has waited, per tenant as conveyor_tenant_backlog names them ("(other)": the oldest of the rest); 0 when none waits',
+    labelNames: ['queue', 'tenant'],
+    registers,
+    collect: () => refresh('queues'),
+  });
+  const tenantInFlight = new Gauge({
+    name: 'conveyor_tenant_in_flight',
+    help: 'Commands handed to the workers and not yet decided, for the tenants conveyor_tenant_backlog names that have an in-flight limit (max_in_flight)',
+    labelNames: ['queue', 'tenant'],
+    registers,
+    collect: () => refresh('queues'),
+  });
+  const tenantThroughput = new Gauge({
+    name: 'conveyor_tenant_throughput',
+    help: 'Commands handed to the workers per second, per tenant as conveyor_tenant_backlog names them, between two reads of the monotonic counters in Redis (at least 5 s apart); a tenant new to the top counts in "(other)" until the next read',
+    labelNames: ['queue', 'tenant'],
+    registers,
+    collect: () => refresh('queues'),
+  });
+  const fairStarted = new Counter({
+    name: 'conveyor_fairness_started_total',
+    help: 'Commands handed to the workers through a command queue fair queue (straight in, or at their turn), read from its counter in Redis',
+    labelNames: ['queue'],
+    registers,
+    collect: () => refresh('queues'),
+  });
+  const tenantGauges = [tenantBacklog, tenantOldestWait, tenantInFlight, tenantThroughput];
+  /** Replaces every per-tenant series with one read's (a tenant out of the top keeps none). */
+  function setTenants(read: readonly QueueTenants[], rates: ReadonlyMap<string, TenantThroughput | null>) {
+    tenantGauges.forEach((g) => g.reset());
+    fairStarted.reset();
+    for (const { stats, tenants, at } of read) {
+      if (!tenants) continue;
+      const queue = stats.queue;
+      const age = (oldestAt: number | null) => (oldestAt === null ? 0 : Math.max(0, (at - oldestAt) / 1_000));
+      for (const t of tenants.tenants) {
+        const labels = { queue, tenant: t.tenant };
+        tenantBacklog.set(labels, t.waiting);
+        tenantOldestWait.set(labels, age(t.oldestAt));
+        if (t.maxInFlight > 0) tenantInFlight.set(labels, t.inFlight);
+      }
+      const other = { queue, tenant: OTHER_TENANTS };
+      tenantBacklog.set(other, tenants.others.waiting);
+      tenantOldestWait.set(other, age(tenants.others.oldestAt));
+      const rate = rates.get(queue);
+      if (rate) {
+        for (const t of tenants.tenants) {
+          const r = rate.tenants.get(t.tenant);
+          if (r !== undefined) tenantThroughput.set({ queue, tenant: t.tenant }, r);
+        }
+        tenantThroughput.set(other, rate.others);
+      }
+      // The counter is Redis's, shared by every process: exported as read (a reset is a new counter).
+      fairStarted.inc({ queue }, tenants.startedTotal);
+    }
+  }
 
   const kafkaLag = new Gauge({
     name: 'conveyor_kafka_consumer_group_lag',
@@ -249,15 +343,22 @@ export function createCollectors(registry: Registry, timeoutMs: number): Collect
   let replicaCounters: ReplicaReadCounters | undefined;
 
   return {
-    watchQueues(opts) {
+    watchQueues({ tenantsTop = 10, ...opts }) {
       if (queueReader) return queueReader;
       const reader = createQueueStatsReader(opts);
       queueReader = reader;
       const copies = dlqSeries('bullmq');
+      const meter = createTenantThroughputMeter();
+      const clearAll = () => {
+        [queueJobs, oldestWaiting, queuePaused, ...tenantGauges].forEach((g) => g.reset());
+        fairStarted.reset();
+        copies.clear();
+      };
       addSource(
         'queues',
         async () => {
-          const all = await Promise.all((await reader.list()).map((q) => reader.read(q)));
+          const read = await Promise.all((await reader.list()).map((q) => reader.readTenants(q, tenantsTop)));
+          const all = read.map((r) => r.stats);
           return () => {
             // Reset first: a retired event group's queue must not keep its last values.
             [queueJobs, oldestWaiting, queuePaused].forEach((g) => g.reset());
@@ -269,6 +370,7 @@ export function createCollectors(registry: Registry, timeoutMs: number): Collect
                   messages:
                     s.waiting +
                     s.prioritized +
+                    s.held +
                     s.delayed +
                     s.active +
                     s.failed +
@@ -276,10 +378,12 @@ export function createCollectors(registry: Registry, timeoutMs: number): Collect
                     s.waitingChildren,
                 })),
             );
-            for (const s of all) {
+            for (const { stats: s, tenants } of read) {
               const states = {
                 waiting: s.waiting,
                 prioritized: s.prioritized,
+                // Only where a fair queue can hold commands (the command queues).
+                ...(tenants ? { held: s.held } : {}),
                 delayed: s.delayed,
                 active: s.active,
                 failed: s.failed,
@@ -291,12 +395,14 @@ export function createCollectors(registry: Registry, timeoutMs: number): Collect
               oldestWaiting.set({ queue: s.queue }, s.oldestWaitingAgeSeconds);
               queuePaused.set({ queue: s.queue }, s.paused ? 1 : 0);
             }
+            // Measured here, in the commit: a read that timed out never moves the meter's baseline.
+            const rates = new Map<string, TenantThroughput | null>();
+            for (const r of read)
+              if (r.tenants) rates.set(r.stats.queue, meter.observe(r.stats.queue, r.tenants, r.at));
+            setTenants(read, rates);
           };
         },
-        () => {
-          [queueJobs, oldestWaiting, queuePaused].forEach((g) => g.reset());
-          copies.clear();
-        },
+        clearAll,
         () => reader.close(),
       );
       return reader;

@@ -9,7 +9,9 @@ export type {
   PoolCounts,
   ReplicaLagSample,
   ReplicaReadCounters,
+  WatchQueuesOptions,
 } from './collectors.ts';
+export { OTHER_TENANTS } from './collectors.ts';
 
 /** Circuit-breaker states as the `conveyor_circuit_breaker_state` gauge encodes them: 0, 1, 2. */
 export type CircuitState = 'closed' | 'half-open' | 'open';
@@ -72,7 +74,7 @@ const MISNAMED_DEFAULTS = [
  * one process — tests, the all-in-one `main.ts` — never collide).
  * @example
  * const metrics = createMetrics();
- * metrics.watchQueues({ connection: redis, prefix: config.redis.queuePrefix });
+ * metrics.watchQueues({ connection: redis, prefix: config.redis.queuePrefix, tenantsTop: config.fairness.metricsTop });
  * app.get('/metrics', async (c) => c.body(await metrics.render(), 200, { 'content-type': metrics.contentType }));
  */
 export function createMetrics(options: MetricsOptions = {}): Metrics {
