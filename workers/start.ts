@@ -149,6 +149,16 @@ export async function startWorkers(
         snoozeMs: config.bus.snoozeMs,
         snoozeMaxMs: config.bus.snoozeMaxMs,
         shutdownGraceMs: config.workers.shutdownGraceMs,
+        // Fair execution between tenants (FAIRNESS): this worker gives slots back and tops the queue up.
+        ...(config.fairness.enabled
+          ? {
+              fairness: {
+                depth: config.fairness.depth,
+                holdMs: config.fairness.holdMs,
+                dispatchIntervalMs: config.fairness.dispatchIntervalMs,
+              },
+            }
+          : {}),
       },
     );
     metrics?.instrumentWorker(worker.worker, module.name);

@@ -13,6 +13,7 @@ import {
 } from '../../shared/delivery/core.ts';
 import { PoisonMessageError, SnoozeDelivery } from '../../shared/delivery/outcome.ts';
 import type { Verdict } from '../../shared/delivery/policy.ts';
+import { createFairQueue } from '../../shared/fairness/fair-queue.ts';
 import type { Logger } from '../../shared/observability/logger.ts';
 import {
   activeJobActions,
@@ -41,6 +42,7 @@ import {
   recordCommandDeadLetter,
   type CommandDeadLetterDeps,
 } from './dead-letter.ts';
+import { createFairDispatcher, type FairDispatcher } from './fair-dispatch.ts';
 
 export interface CommandWorkerConfig extends CommandQueueSettings {
   redisUrl: string;
@@ -58,6 +60,12 @@ export interface CommandWorkerConfig extends CommandQueueSettings {
   snoozeMs?: number;
   /** Longest such delay. @defaultValue the smaller of `backoffMaxMs` and 30 s */
   snoozeMaxMs?: number;
+  /**
+   * Fair execution between tenants (shared/fairness, `config.fairness`): this worker gives finished
+   * jobs' in-flight slots back and tops the wait list up to `depth`, in turn over the tenants, as jobs
+   * finish and every `dispatchIntervalMs`. Absent: off (the queue is FIFO, as BullMQ's).
+   */
+  fairness?: { depth: number; holdMs: number; dispatchIntervalMs: number } | undefined;
 }
 
 export interface CommandWorkerDeps {
@@ -78,6 +86,20 @@ export interface CommandWorkerDeps {
 export interface CommandWorker {
   readonly worker: Worker;
   close(): Promise<void>;
+}
+
+/** The tenant a job's data names (`tenant`, set by the API; absent from older and foreign jobs). */
+function tenantOf(job: Job): string | undefined {
+  const data: unknown = job.data;
+  if (typeof data !== 'object' || data === null) return undefined;
+  const tenant = (data as { tenant?: unknown }).tenant;
+  return typeof tenant === 'string' ? tenant : undefined;
+}
+
+/** A job's log fields: its id and queue, and its tenant when it names one. */
+function jobFields(job: Job, queue: string): Record<string, unknown> {
+  const tenant = tenantOf(job);
+  return tenant === undefined ? { jobId: job.id, queue } : { jobId: job.id, queue, tenant };
 }
 
 /** How a processed job leaves the processor, once the core's verdict is carried out. */
@@ -161,7 +183,7 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
   function inbound(
     job: Job,
     actions: TransportActions,
-    fields: Record<string, unknown> = { jobId: job.id, queue: queues.commands },
+    fields: Record<string, unknown> = jobFields(job, queues.commands),
     built: { deadLetterId?: string | undefined } = {},
   ): Inbound {
     return {
@@ -197,7 +219,7 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
     // While the dependency's breaker is open: how long the whole queue holds off.
     let holdQueueMs = 0;
     const done: Handled['done'] = {};
-    const fields: Record<string, unknown> = { jobId: job.id, queue: queues.commands };
+    const fields = jobFields(job, queues.commands);
     const message = inbound(
       job,
       {
@@ -264,21 +286,27 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
   /**
    * The job's consumer span, a child of the producer span whose context the API put into the job's
    * options (`telemetry.metadata`, BullMQ's own field): the same job — and so the same trace — on
-   * every retry, and after a redrive (which re-adds the job with its options).
+   * every retry, and after a redrive (which re-adds the job with its options). It names the job's
+   * tenant (`conveyor.tenant`) when the job does.
    */
   async function process(job: Job, token?: string): Promise<unknown> {
     // Tracing off: not even the span's arguments are computed (the job's state is parsed from its progress).
-    const started = tracingActive()
-      ? startMessageSpan({
-          operation: 'process',
-          kind: 'consumer',
-          system: 'bullmq',
-          destination: queues.commands,
-          messageId: job.id,
-          parent: parseCarrier(job.opts.telemetry?.metadata),
-          attributes: { 'messaging.bullmq.job.attempt': deliveryStateOf(job).attempt },
-        })
-      : undefined;
+    let started: ReturnType<typeof startMessageSpan>;
+    if (tracingActive()) {
+      const tenant = tenantOf(job);
+      started = startMessageSpan({
+        operation: 'process',
+        kind: 'consumer',
+        system: 'bullmq',
+        destination: queues.commands,
+        messageId: job.id,
+        parent: parseCarrier(job.opts.telemetry?.metadata),
+        attributes: {
+          'messaging.bullmq.job.attempt': deliveryStateOf(job).attempt,
+          ...(tenant !== undefined ? { 'conveyor.tenant': tenant } : {}),
+        },
+      });
+    }
     let handled: Handled;
     try {
       handled = started
@@ -310,6 +338,31 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
     stalledInterval: config.stalledIntervalMs ?? 30_000,
   });
 
+  // Fair execution: every job that finished for good gives its tenant's in-flight slot back, and its
+  // place in the wait list to the next tenant's turn (shared/fairness, workers/commands/fair-dispatch.ts).
+  const fairness = config.fairness;
+  const dispatcher: FairDispatcher | undefined = fairness
+    ? createFairDispatcher(
+        {
+          // The queue's own key prefix (`<bullmq prefix>:<queue>:`, under its hash tag on a cluster),
+          // the one the API admits jobs under.
+          fair: createFairQueue(queues.commands, worker.toKey(''), {
+            depth: fairness.depth,
+            holdMs: fairness.holdMs,
+          }),
+          client: connection,
+          logger: log,
+        },
+        { depth: fairness.depth, intervalMs: fairness.dispatchIntervalMs },
+      )
+    : undefined;
+  if (dispatcher) {
+    // Done, cancelled and dead-lettered jobs all complete; a hand-back (retry, snooze) keeps its slot.
+    worker.on('completed', (job) => {
+      if (job.id) dispatcher.finished(job.id);
+    });
+  }
+
   const settling = new Set<Promise<void>>();
   worker.on('error', (err) => log.error({ err }, 'command worker error'));
   const failedLog = log.child({ queue: queues.commands });
@@ -317,13 +370,13 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
     // What BullMQ failed for good by itself (stalled too often, or its own attempts used up after
     // hand-backs Redis refused) is dead-lettered through the core, never left in `failed`.
     if (!failedForGood(job, err)) return;
-    const done = deadLetterFailedJob(
-      coreFor(job),
-      job,
-      err,
-      (actions) => inbound(job, actions),
-      failedLog,
-    ).finally(() => settling.delete(done));
+    const done = deadLetterFailedJob(coreFor(job), job, err, (actions) => inbound(job, actions), failedLog)
+      .then(() => {
+        // Dead-lettered and removed: its slot is free. Sent back to be dead-lettered by the processor
+        // (marked in its progress), it is still in flight: its completion gives the slot back.
+        if (dispatcher && job.id && !pendingDeadLetterOf(job)) dispatcher.finished(job.id);
+      })
+      .finally(() => settling.delete(done));
     settling.add(done);
   });
   runSupervised(component, worker, connection, onFatal, () => closing !== undefined);
@@ -345,6 +398,8 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
         await batcher.drain();
         await Promise.allSettled([...settling]);
         await handler.close?.();
+        // The slots of jobs that finished during the shutdown go back before the connection quits.
+        await dispatcher?.close(Math.min(config.shutdownGraceMs, 2_000));
         await dlq.close();
         await connection.quit().catch(() => connection.disconnect());
       })()),
