@@ -149,16 +149,14 @@ export async function startWorkers(
         snoozeMs: config.bus.snoozeMs,
         snoozeMaxMs: config.bus.snoozeMaxMs,
         shutdownGraceMs: config.workers.shutdownGraceMs,
-        // Fair execution between tenants (FAIRNESS): this worker gives slots back and tops the queue up.
-        ...(config.fairness.enabled
-          ? {
-              fairness: {
-                depth: config.fairness.depth,
-                holdMs: config.fairness.holdMs,
-                dispatchIntervalMs: config.fairness.dispatchIntervalMs,
-              },
-            }
-          : {}),
+        // Fair execution between tenants: this worker gives slots back and tops the queue up. With
+        // FAIRNESS=false the API holds nothing; the periodic call still lets in what was held before.
+        fairness: {
+          depth: config.fairness.depth,
+          holdMs: config.fairness.holdMs,
+          dispatchIntervalMs: config.fairness.dispatchIntervalMs,
+          leftoversOnly: !config.fairness.enabled,
+        },
       },
     );
     metrics?.instrumentWorker(worker.worker, module.name);

@@ -64,8 +64,11 @@ export interface CommandWorkerConfig extends CommandQueueSettings {
    * Fair execution between tenants (shared/fairness, `config.fairness`): this worker gives finished
    * jobs' in-flight slots back and tops the wait list up to `depth`, in turn over the tenants, as jobs
    * finish and every `dispatchIntervalMs`. Absent: off (the queue is FIFO, as BullMQ's).
+   * `leftoversOnly` (FAIRNESS=false): the API holds nothing, so only the periodic call runs — it lets
+   * in what was held before fairness was turned off, at `depth` per call and at once when it fills.
    */
-  fairness?: { depth: number; holdMs: number; dispatchIntervalMs: number } | undefined;
+  fairness?:
+    { depth: number; holdMs: number; dispatchIntervalMs: number; leftoversOnly?: boolean } | undefined;
 }
 
 export interface CommandWorkerDeps {
@@ -356,10 +359,11 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
         { depth: fairness.depth, intervalMs: fairness.dispatchIntervalMs },
       )
     : undefined;
-  if (dispatcher) {
+  const releasing = dispatcher && !fairness?.leftoversOnly ? dispatcher : undefined;
+  if (releasing) {
     // Done, cancelled and dead-lettered jobs all complete; a hand-back (retry, snooze) keeps its slot.
     worker.on('completed', (job) => {
-      if (job.id) dispatcher.finished(job.id);
+      if (job.id) releasing.finished(job.id);
     });
   }
 
@@ -374,7 +378,7 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
       .then(() => {
         // Dead-lettered and removed: its slot is free. Sent back to be dead-lettered by the processor
         // (marked in its progress), it is still in flight: its completion gives the slot back.
-        if (dispatcher && job.id && !pendingDeadLetterOf(job)) dispatcher.finished(job.id);
+        if (releasing && job.id && !pendingDeadLetterOf(job)) releasing.finished(job.id);
       })
       .finally(() => settling.delete(done));
     settling.add(done);

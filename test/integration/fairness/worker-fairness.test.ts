@@ -168,7 +168,12 @@ async function startCountingPayment(delayMs: number) {
 }
 
 /** The command worker in this process, with fairness as `config.fairness` says (the defaults). */
-function inProcessWorker(config: Config, pool: Pool, clusterNodes?: readonly string[]): OrderWorker {
+function inProcessWorker(
+  config: Config,
+  pool: Pool,
+  clusterNodes?: readonly string[],
+  leftoversOnly = false,
+): OrderWorker {
   const { depth, holdMs, dispatchIntervalMs } = config.fairness;
   return createOrderWorker(
     { pool, logger: testLogger() },
@@ -178,7 +183,7 @@ function inProcessWorker(config: Config, pool: Pool, clusterNodes?: readonly str
       queuePrefix: config.redis.queuePrefix,
       ...config.workers.orders,
       shutdownGraceMs: 5_000,
-      fairness: { depth, holdMs, dispatchIntervalMs },
+      fairness: { depth, holdMs, dispatchIntervalMs, leftoversOnly },
     },
   );
 }
@@ -270,6 +275,33 @@ describe('fair execution in the command worker (one process)', () => {
       expect(spans.map((s) => s.attributes['conveyor.tenant'])).toEqual(['traced', 'traced']);
     } finally {
       await tracing.shutdown();
+    }
+  });
+});
+
+describe('fairness turned off (FAIRNESS=false) with commands still held from before', () => {
+  it('the workers still let every held command in: none waits out its hold', async () => {
+    const config = loadConfig(isolatedEnv({ FAIRNESS_DEPTH: '10' }));
+    const pool = await migratedPool(config);
+    const client = new Redis(config.redis.url, { maxRetriesPerRequest: null });
+    const p = producer(config, client);
+    const jobs = ordersOf(tenant('before'), 300);
+    expect(count(await post(p, tenant('before'), jobs), 'held')).toBe(290);
+    // What workers/start.ts gives a worker when FAIRNESS=false: the periodic call only.
+    const worker = inProcessWorker(config, pool, undefined, true);
+    try {
+      await eventually(async () => (await decided(pool, idsOf(jobs))) === jobs.length, {
+        what: 'all 300 held orders decided',
+        timeoutMs: 30_000,
+      });
+      await expectDecidedOnce(pool, idsOf(jobs));
+    } finally {
+      await worker.close();
+      await dropFairKeys(client, p.queue).catch(() => undefined);
+      await p.queue.close();
+      client.disconnect();
+      await pool.end();
+      await cleanup(config);
     }
   });
 });
