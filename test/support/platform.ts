@@ -54,6 +54,21 @@ export async function cleanup(config: Config): Promise<void> {
       await q.obliterate({ force: true }).catch(() => undefined);
       await q.close();
     }
+    // The fair queues' keys beside them (shared/fairness): BullMQ's obliterate knows only its own.
+    const fairKeys: string[] = [];
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(
+        cursor,
+        'MATCH',
+        `${config.redis.queuePrefix}:*:fair:*`,
+        'COUNT',
+        1000,
+      );
+      cursor = next;
+      fairKeys.push(...keys);
+    } while (cursor !== '0');
+    if (fairKeys.length > 0) await redis.del(...fairKeys);
     await dropSchema(pool, config.database.schema).catch(() => undefined);
     if (config.bus.kind === 'rabbitmq') {
       const topology = rabbitmqTopology(rabbitmqSettings(config));
