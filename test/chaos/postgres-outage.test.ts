@@ -176,12 +176,16 @@ describe('chaos: PostgreSQL stops for 60 s mid-drain, default retry settings, ev
   }, 120_000);
 
   it('costs no attempt: nothing dead-lettered or stranded, read models and /v1/stats agree exactly', async () => {
-    // One at a time: the first API creates the schema while the others wait for it (migrations).
-    for (const d of deployments) {
-      d.api = await startApi(d.env, procs);
-      d.workers = await startWorkers(d.env, 'orders,refunds,outbox', {}, procs);
-      d.projections = await startWorkers(d.env, 'projections', {}, procs);
-    }
+    // Every process at once: each migrates its schema itself as it starts, serialized on an advisory
+    // lock (shared/db/migrate.ts), so none needs another to be up first. Each is kept as soon as it is
+    // up, so afterAll stops it even when another one fails to start.
+    await Promise.all(
+      deployments.flatMap((d) => [
+        startApi(d.env, procs).then((p) => (d.api = p)),
+        startWorkers(d.env, 'orders,refunds,outbox', {}, procs).then((p) => (d.workers = p)),
+        startWorkers(d.env, 'projections', {}, procs).then((p) => (d.projections = p)),
+      ]),
+    );
     await Promise.all(
       deployments.map(async (d) => {
         d.accepted = await placeBatch(d.api!.url, makeOrders(ORDERS_PER_BUS, `pg-${d.bus}`));

@@ -80,39 +80,6 @@ async function cleanupSqs(config: SqsBusConfig): Promise<void> {
   }
 }
 
-for (const fifo of [false, true]) {
-  const cfg = (ctx: BusContractContext) => busConfig(ctx.config, fifo);
-  describeBusContract(fifo ? 'sqs (FIFO queues)' : 'sqs', async (ctx) => createSqsBus(ctx, cfg(ctx)), {
-    // Standard queues: SQS may reorder, and up to `prefetch` handlers run at once. FIFO: a message
-    // group (= order id) is handled one message after the other, retries included.
-    ordersPerKey: fifo,
-    // FIFO: MessageDeduplicationId = event id, so a re-publish within 5 minutes is dropped by SQS.
-    dedupesRepublished: fifo,
-    // After `shutdownGraceMs` close() hands a hung handler's message back: another consumer takes it.
-    closeAbandonsInFlight: true,
-    async publishRaw(ctx, body, headers) {
-      // A foreign producer: a plain SendMessage, no codec, straight to the projections queue.
-      await withSqsClient(target, async (client) => {
-        await client.send(
-          new SendMessageCommand({
-            QueueUrl: await queueUrlOf(client, sqsGroupQueues(cfg(ctx)).queue),
-            MessageBody: body.toString('utf8'),
-            MessageAttributes: Object.fromEntries(
-              Object.entries(headers).map(([k, v]) => [k, { DataType: 'String', StringValue: v }]),
-            ),
-            ...(fifo ? { MessageGroupId: 'foreign', MessageDeduplicationId: randomUUID() } : {}),
-          }),
-        );
-      });
-    },
-    async transportDeadLetters(ctx) {
-      const messages = await peekQueue(target, sqsGroupQueues(cfg(ctx)).dlq);
-      return messages.map((m) => ({ payload: Buffer.from(m.Body ?? '', 'utf8'), headers: headersOf(m) }));
-    },
-    cleanup: (ctx) => cleanupSqs(cfg(ctx)),
-  });
-}
-
 describe('queue names', () => {
   it('derives SQS-valid, distinct names for every group name the buses accept', () => {
     const names = ['projections', 'audit', 'a.b', 'a_b', 'x'.repeat(100), `${'x'.repeat(99)}.`];
@@ -133,7 +100,57 @@ describe('queue names', () => {
   });
 });
 
-describe('SQS bus specifics', () => {
+/**
+ * A group of cases that runs beside the file's other groups, its own cases one after the other. The
+ * cases mostly wait on SQS — whole-second delays and visibility timeouts, long polls, a consumer's
+ * close — not on the CPU, and each isolates itself by queue prefix and schema, so the groups may
+ * overlap; the cases of one group may not, as they share their hooks' state (the contract's `ctx`).
+ * Two suites because suites pass `concurrent` down: the outer one runs beside its siblings, the inner
+ * one keeps its own cases sequential. Vitest overlaps only adjacent concurrent siblings: keep the
+ * groups next to each other (a plain `describe` between them would run them in two waves).
+ */
+function sideBySide(name: string, cases: () => void): void {
+  describe.concurrent(name, () => {
+    describe.sequential('one case at a time', cases);
+  });
+}
+
+for (const fifo of [false, true]) {
+  const cfg = (ctx: BusContractContext) => busConfig(ctx.config, fifo);
+  sideBySide(fifo ? 'FIFO queues' : 'standard queues', () =>
+    describeBusContract(fifo ? 'sqs (FIFO queues)' : 'sqs', async (ctx) => createSqsBus(ctx, cfg(ctx)), {
+      // Standard queues: SQS may reorder, and up to `prefetch` handlers run at once. FIFO: a message
+      // group (= order id) is handled one message after the other, retries included.
+      ordersPerKey: fifo,
+      // FIFO: MessageDeduplicationId = event id, so a re-publish within 5 minutes is dropped by SQS.
+      dedupesRepublished: fifo,
+      // After `shutdownGraceMs` close() hands a hung handler's message back: another consumer takes it.
+      closeAbandonsInFlight: true,
+      async publishRaw(ctx, body, headers) {
+        // A foreign producer: a plain SendMessage, no codec, straight to the projections queue.
+        await withSqsClient(target, async (client) => {
+          await client.send(
+            new SendMessageCommand({
+              QueueUrl: await queueUrlOf(client, sqsGroupQueues(cfg(ctx)).queue),
+              MessageBody: body.toString('utf8'),
+              MessageAttributes: Object.fromEntries(
+                Object.entries(headers).map(([k, v]) => [k, { DataType: 'String', StringValue: v }]),
+              ),
+              ...(fifo ? { MessageGroupId: 'foreign', MessageDeduplicationId: randomUUID() } : {}),
+            }),
+          );
+        });
+      },
+      async transportDeadLetters(ctx) {
+        const messages = await peekQueue(target, sqsGroupQueues(cfg(ctx)).dlq);
+        return messages.map((m) => ({ payload: Buffer.from(m.Body ?? '', 'utf8'), headers: headersOf(m) }));
+      },
+      cleanup: (ctx) => cleanupSqs(cfg(ctx)),
+    }),
+  );
+}
+
+sideBySide('SQS bus specifics', () => {
   let config: Config;
   let pool: Pool;
   let sqsConfig: SqsBusConfig;
