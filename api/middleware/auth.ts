@@ -33,6 +33,8 @@ export interface ScopeRule {
 const CORE_RULES: readonly ScopeRule[] = [
   { access: 'read', pattern: '/v1/scaling', scope: 'scaling:read', owner: 'core' },
   { access: 'any', pattern: '/v1/sessions', scope: null, owner: 'core' }, // any authenticated caller
+  // Any key: the route answers 404 unless the batch is the caller's and the key holds its module's read scope.
+  { access: 'read', pattern: '/v1/batches', scope: null, owner: 'core' },
 ];
 
 const segments = (path: string) => path.split('/').filter(Boolean);

@@ -37,6 +37,8 @@ export const OrderJobSchema = z.strictObject({
    * when the key named a sub-tenant. Absent for jobs from before it existed and foreign producers'.
    */
   tenant: TenantIdSchema.optional(),
+  /** The batch it was posted in (POST /v1/orders/batch): its decision is counted there (shared/batches). */
+  batchId: z.uuid().optional(),
   order: PlaceOrderSchema,
 });
 export type OrderJob = z.infer<typeof OrderJobSchema>;

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { createRoute } from '@hono/zod-openapi';
+import { createRoute, z } from '@hono/zod-openapi';
 import { PlaceOrderSchema, type OrderJob, type PlaceOrder } from '../domain.ts';
 import {
   DependencyUnavailableError,
@@ -18,6 +18,7 @@ import { loadShedding } from '../../../api/edge/load-shedding.ts';
 import { addBulkExactly, coalescingEnqueue, type NewJob } from '../../../api/enqueue.ts';
 import { requestLog, requestLogAt } from '../../../api/log.ts';
 import { bodyLimit } from '../../../api/middleware/body-limit.ts';
+import { createBatchOpener } from '../../../api/routes/batches.ts';
 import {
   AcceptedOrderSchema,
   BatchBody,
@@ -67,8 +68,19 @@ const placeBatch = createRoute({
   },
   responses: {
     202: {
-      description: 'One result per input order, in order',
-      content: { 'application/json': { schema: BatchResultSchema } },
+      description:
+        'One result per input order, in order, and the batch id of those accepted (progress at `Location`)',
+      headers: { Location: { schema: { type: 'string' } } },
+      content: {
+        'application/json': {
+          schema: BatchResultSchema.extend({
+            batchId: z.uuid().optional().openapi({
+              description:
+                'GET /v1/batches/{batchId}: its progress; `batch.completed` once every accepted order is decided. Absent only if it could not be recorded (retry with the same Idempotency-Key).',
+            }),
+          }),
+        },
+      },
     },
     ...problemResponses,
     ...idempotencyResponses,
@@ -76,7 +88,10 @@ const placeBatch = createRoute({
   },
 });
 
-/** An order's job; `tenant` is who it is for (fairness: the key's id, or `<key id>/<sub-tenant>`). */
+/**
+ * An order's job; `tenant` is who it is for (fairness: the key's id, or `<key id>/<sub-tenant>`);
+ * `batchId` the batch it was posted in, if any.
+ */
 function toJob(
   orderId: string,
   order: PlaceOrder,
@@ -84,8 +99,17 @@ function toJob(
   acceptedAt: string,
   acceptedBy: string,
   tenant: string,
+  batchId?: string,
 ): OrderJob {
-  return { orderId, correlationId, acceptedAt, acceptedBy, tenant, order };
+  return {
+    orderId,
+    correlationId,
+    acceptedAt,
+    acceptedBy,
+    tenant,
+    ...(batchId === undefined ? {} : { batchId }),
+    order,
+  };
 }
 
 /**
@@ -98,6 +122,7 @@ export function orderCommandRoutes(ctx: ModuleApiContext): void {
   const { config } = deps;
   const shedIfOverloaded = loadShedding(commands.queue, { maxBacklog: config.api.maxBacklog, redisCall });
   const idempotent = createIdempotent({ store: deps.idempotency, redisCall });
+  const batches = createBatchOpener(deps.pool, 'orders');
   // Concurrent POST /v1/orders share one Redis pipeline per event-loop turn.
   const enqueue = coalescingEnqueue(commands, {
     maxBatch: MAX_COALESCED_JOBS,
@@ -154,6 +179,8 @@ export function orderCommandRoutes(ctx: ModuleApiContext): void {
       const correlationId = c.get('correlationId');
       const acceptedAt = new Date().toISOString();
       const tenant = c.get('tenant');
+      // Same Idempotency-Key, same batch (and the same order ids): a retry completes the same batch.
+      const batchId = batches.idFor(seed);
       const results: ({ orderId: string; status: 'queued' } | { error: Problem })[] = [];
       const jobs: NewJob<OrderJob>[] = [];
       orders.forEach((raw, index) => {
@@ -169,7 +196,15 @@ export function orderCommandRoutes(ctx: ModuleApiContext): void {
         const orderId = seed ? derivedId(seed, String(index)) : randomUUID();
         jobs.push({
           id: orderId,
-          data: toJob(orderId, parsed.data, correlationId, acceptedAt, c.get('principal'), tenant.id),
+          data: toJob(
+            orderId,
+            parsed.data,
+            correlationId,
+            acceptedAt,
+            c.get('principal'),
+            tenant.id,
+            batchId,
+          ),
           tenant,
         });
         results.push({ orderId, status: 'queued' });
@@ -211,9 +246,17 @@ export function orderCommandRoutes(ctx: ModuleApiContext): void {
         { accepted: accepted.size, refused: refused.size, rejected: orders.length - accepted.size },
         'order batch accepted',
       );
+      // The batch is what was accepted: its total is counted once the jobs are stored.
+      const opened = await batches.open(c, batchId, accepted.size);
       // A partial answer is not remembered under the Idempotency-Key: a retry with the key runs again,
-      // and the derived order ids make the stored jobs dedupe while the missing ones are added.
-      return { status: 202, body: { orders: answers }, headers: {}, remember: notAccepted === 0 };
+      // and the derived order ids make the stored jobs dedupe while the missing ones are added (and
+      // the batch's total grows to them). Nor is one whose batch could not be recorded.
+      return {
+        status: 202,
+        body: opened ? { orders: answers, batchId: opened.batchId } : { orders: answers },
+        headers: opened ? opened.headers : {},
+        remember: notAccepted === 0 && opened !== undefined,
+      };
     }) as never;
   });
 }

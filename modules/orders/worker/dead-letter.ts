@@ -5,6 +5,7 @@ import type { PoolClient } from '../../../shared/db/pool.ts';
 import type { EventEnvelope } from '../../../shared/domain/events.ts';
 import { OrderJobSchema, orderTotalCents } from '../domain.ts';
 import { OrderEventTypes } from '../events.ts';
+import { recordBatchDecisions } from '../../../shared/batches/store.ts';
 import { upsertOrders } from './orders.sql.ts';
 
 /** The order id and correlation id of an order job's data, even a malformed one. */
@@ -32,6 +33,9 @@ export async function orderDeadLettered(
   if (!orderId) return [];
   const order = parsed.success ? parsed.data : null;
   const reason = cmd.error.message.slice(0, 1_000);
+  // The batch it was posted in, even from data that fails the schema (that may be why it is here).
+  const loose = (cmd.data ?? {}) as { batchId?: unknown };
+  const batchId = order ? order.batchId : isUuid(loose.batchId) ? loose.batchId : undefined;
   if (order) {
     const written = await upsertOrders(client, [
       {
@@ -51,6 +55,9 @@ export async function orderDeadLettered(
     ]);
     if (written.size === 0) return [];
   }
+  // Counted once per order (a decided one stays so: shared/batches), in the dead letter's transaction.
+  if (batchId)
+    await recordBatchDecisions(client, 'orders', [{ batchId, itemId: orderId, outcome: 'dead_lettered' }]);
   return [
     {
       eventId: randomUUID(),

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { runWithIsolation, type Settled } from '../../../shared/batch.ts';
-import type { Pool } from '../../../shared/db/pool.ts';
+import { recordBatchDecisions, type BatchDecision } from '../../../shared/batches/store.ts';
+import { withTransaction, type Pool } from '../../../shared/db/pool.ts';
 import type { EventEnvelope } from '../../../shared/domain/events.ts';
 import type { Command } from '../../module.ts';
 import { OrderEventTypes } from '../events.ts';
@@ -101,11 +102,24 @@ export function createOrderHandler(deps: OrderHandlerDeps) {
     const decided = plans
       .flatMap((p) => (p ? [p] : []))
       .sort((a, b) => (a.row.orderId < b.row.orderId ? -1 : a.row.orderId > b.row.orderId ? 1 : 0));
-    const written = await decideOrders(
-      deps.pool,
-      decided.map((p) => p.row),
-      decided.map((p) => p.event),
-    );
+    const rows = decided.map((p) => p.row);
+    const events = decided.map((p) => p.event);
+    const batchOf = new Map<string, string>();
+    for (const cmd of cmds) if (cmd.job.batchId) batchOf.set(cmd.job.orderId, cmd.job.batchId);
+    // Orders of a batch are counted there in the same transaction (exactly once per order, and the
+    // batch completes in the transaction that decides its last order); the rest keep the one-statement write.
+    const written =
+      batchOf.size === 0
+        ? await decideOrders(deps.pool, rows, events)
+        : await withTransaction(deps.pool, async (client) => {
+            const ids = await decideOrders(client, rows, events);
+            const counted: BatchDecision[] = rows.flatMap((r) => {
+              const batchId = batchOf.get(r.orderId);
+              return batchId && ids.has(r.orderId) ? [{ batchId, itemId: r.orderId, outcome: r.status }] : [];
+            });
+            await recordBatchDecisions(client, 'orders', counted);
+            return ids;
+          });
     if (written.size > 0) deps.onOutboxAppended?.();
     return plans.map((p, i): OrderOutcome => {
       const orderId = cmds[i]!.job.orderId;

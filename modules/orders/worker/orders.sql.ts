@@ -66,11 +66,12 @@ export async function upsertOrders(client: PoolClient, rows: readonly OrderRow[]
  * The order worker's whole write in one statement — orders upserted as in {@link upsertOrders}, and the
  * event of each order actually written appended to the outbox — so it is atomic without BEGIN/COMMIT:
  * one round trip per batch instead of four. `events[i]` belongs to `rows[i]` (its key is the order id).
- * A named (prepared) statement: Postgres parses and plans it once per connection.
+ * A named (prepared) statement: Postgres parses and plans it once per connection. On a client, it is
+ * part of the caller's transaction (a batch's decisions are counted in the same one: shared/batches).
  * @returns the ids actually written.
  */
 export async function decideOrders(
-  pool: Pool,
+  pool: Pool | PoolClient,
   rows: readonly OrderRow[],
   events: readonly EventEnvelope[],
 ): Promise<Set<string>> {
