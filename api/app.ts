@@ -19,6 +19,9 @@ import { healthRoutes } from './routes/health.ts';
 import { httpMetrics, metricsRoutes } from './routes/metrics.ts';
 import { scalingRoutes } from './routes/scaling.ts';
 import { moduleRoutes } from './routes/modules.ts';
+import type { OutcomeHub } from './results/hub.ts';
+import { createResults, type ResultsSettings } from './results/index.ts';
+import { batchRoutes } from './routes/batches.ts';
 
 /**
  * The most bytes a request outside `/v1` may carry. Those routes need no key (probes, `/metrics`,
@@ -31,11 +34,16 @@ export const UNKEYED_BODY_LIMIT_BYTES = 1_024;
  * The stateless HTTP API: validates, deduplicates and enqueues commands; answers queries from read
  * models. Nothing in process memory that another replica needs.
  * `options.failure` (the process lifecycle's) turns `/healthz` into 503 once a component failed.
+ * `options.results` (the process's outcome hub): `Prefer: wait` on every module's command POST and
+ * GET, and `GET <command>/events` (api/results); absent, neither.
  * @example const app = createApp(deps, { failure: lifecycle.failure }); serve({ fetch: app.fetch, port: 3000 });
  */
 export function createApp(
   deps: ApiDeps,
-  options: { failure?: () => Failure | undefined } = {},
+  options: {
+    failure?: () => Failure | undefined;
+    results?: { hub: OutcomeHub; settings?: Partial<ResultsSettings> };
+  } = {},
 ): OpenAPIHono<ApiEnv> {
   const app = new OpenAPIHono<ApiEnv>({
     defaultHook: (result) => {
@@ -60,7 +68,10 @@ export function createApp(
   if (deps.config.api.corsOrigins.length > 0) {
     app.use(
       '/v1/*',
-      cors({ origin: [...deps.config.api.corsOrigins], exposeHeaders: ['x-correlation-id', 'location'] }),
+      cors({
+        origin: [...deps.config.api.corsOrigins],
+        exposeHeaders: ['x-correlation-id', 'location', 'content-location', 'preference-applied'],
+      }),
     );
   }
   const unkeyedLimit = bodyLimit({ maxSize: UNKEYED_BODY_LIMIT_BYTES });
@@ -105,7 +116,19 @@ export function createApp(
     tenantsTop: deps.config.fairness.metricsTop,
   });
   app.route('/', scalingRoutes({ queues, timeoutMs: deps.config.redis.commandTimeoutMs }));
+  // Results: the wait middleware runs before any module's handler (after auth and rate limits: a wait
+  // is a request like any other); the stream routes once the modules registered their resources.
+  const results = options.results
+    ? createResults(app, {
+        hub: options.results.hub,
+        logger: deps.logger,
+        settings: options.results.settings ?? {},
+      })
+    : undefined;
+  if (results) app.use('/v1/*', results.middleware);
   moduleRoutes(app, deps);
+  results?.mountStreams();
+  app.route('/', batchRoutes(deps));
   app.route('/', deadLetterRoutes(deps));
   app.route('/', auditRoutes(deps));
   app.route('/', sessionRoutes(deps));

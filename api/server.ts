@@ -18,10 +18,38 @@ import { createApp } from './app.ts';
 import { createIdempotencyStore } from './idempotency.ts';
 import { replicaWriters, type ReplicaWriters } from './enqueue.ts';
 import type { CommandTarget } from './modules.ts';
+import { openOutcomeHub, type OutcomeHub } from './results/hub.ts';
+import type { ResultsSettings } from './results/index.ts';
 
 export interface ApiServer {
   port: number;
+  /** This process's outcome hub (`Prefer: wait`, lifecycle streams): its listeners, its connection. */
+  outcomes: OutcomeHub;
   close(): Promise<void>;
+}
+
+/** The results settings (`config.results`: RESULTS_*), with the caller's overrides on top. */
+function resultsSettings(config: Runtime['config'], overrides: Partial<ResultsSettings> = {}) {
+  return { ...config.results, ...overrides };
+}
+
+/**
+ * The process's outcome hub: one subscriber connection on every module's steps channel (api/results),
+ * closed with the API.
+ */
+async function openHub(rt: Runtime): Promise<OutcomeHub> {
+  try {
+    return await withDeadline(
+      openOutcomeHub(rt.redis, {
+        prefix: rt.config.redis.queuePrefix,
+        modules: MODULES.map((m) => m.name),
+        logger: rt.logger,
+      }),
+      15_000,
+    );
+  } catch (err) {
+    throw new StartupError(`Redis is not reachable: ${(err as Error).message}`, { cause: err });
+  }
 }
 
 /**
@@ -114,7 +142,10 @@ function openReadPools(rt: Runtime, metrics: Metrics): ReadPools {
 }
 
 /** Builds the API from a bootstrapped runtime and listens; registers its cleanups on the lifecycle. */
-export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {}): Promise<ApiServer> {
+export async function startApi(
+  rt: Runtime,
+  options: { metrics?: Metrics; results?: Partial<ResultsSettings> } = {},
+): Promise<ApiServer> {
   const { config, logger, pool, redis, lifecycle } = rt;
   // Keys first: a bad entry stops the start before any connection is opened.
   let apiKeys: ApiKey[];
@@ -137,6 +168,8 @@ export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {})
   const requestRedis = await openRequestRedis(rt);
   metrics.watchRedis('requests', requestRedis);
   const writers = await openReplicaWriters(rt, metrics);
+  const outcomes = await openHub(rt);
+  lifecycle.defer('api results hub', () => outcomes.close());
   const commandQueues = new Map<string, CommandTarget>(
     MODULES.map((module) => {
       const queue = createCommandQueue(redis, config.redis.queuePrefix, module.name);
@@ -192,7 +225,10 @@ export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {})
       metrics,
     },
     // One process, one liveness: a failed worker in the all-in-one process turns this /healthz 503 too.
-    { failure: lifecycle.failure },
+    {
+      failure: lifecycle.failure,
+      results: { hub: outcomes, settings: resultsSettings(config, options.results) },
+    },
   );
 
   const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
@@ -204,10 +240,12 @@ export async function startApi(rt: Runtime, options: { metrics?: Metrics } = {})
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
+      // Waiters answer and streams end first: an open stream would hold server.close() open.
+      await outcomes.close();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await redriver.close();
       for (const { queue } of commandQueues.values()) await queue.close();
     })());
   lifecycle.defer('api', close);
-  return { port, close };
+  return { port, outcomes, close };
 }

@@ -57,6 +57,12 @@ export interface ModuleDefinition {
    * module or core rule claims needs `admin`.
    */
   paths: readonly string[];
+  /**
+   * The command (job) id an event of this module is about, for the projector's `projected` step of
+   * the results stream (api/results): e.g. a refund event is keyed by its order but is about its
+   * refund. @defaultValue the event's `key`
+   */
+  commandIdOf?(event: EventEnvelope): string | undefined;
   /** Its HTTP routes, loaded by the API process. */
   api(): Promise<ModuleApiFactory>;
   /** Its command handler and projection, loaded by worker processes. */
@@ -177,4 +183,37 @@ export interface ModuleApiFactory {
   routes(ctx: ModuleApiContext): void;
   /** Fields this module adds to other modules' resources (e.g. refunds add `refundedCents` to an order). */
   extensions?: ResourceExtensions;
+}
+
+/**
+ * One command as its GET answers it, with what the core's results need (`Prefer: wait`, the lifecycle
+ * stream; api/results): a module's command GET gives this to {@link CommandResource.read}.
+ */
+export interface CommandView {
+  /** The resource exactly as its GET answers it (200). */
+  body: Record<string, unknown>;
+  /** `queued`, `processing`, or a final status (`completed`, `rejected`, `dead_lettered`…). */
+  status: string;
+  /** Decided for good: nothing will change it but a redrive. */
+  final: boolean;
+  /** Attempts that ended (a running one is not counted; a decided command's include the deciding one). */
+  attempts: number;
+  /** The last failure, while it is not decided (what its next retry is for). */
+  lastError: string | null;
+  /** The read model has it (its projection ran). */
+  projected: boolean;
+}
+
+/**
+ * A module's command resource, registered by its HTTP side (`registerCommandResource` in
+ * api/results): the core answers `Prefer: wait` on its command POSTs (whose `202 Location` matches
+ * `path`) and on its GET, and serves `GET <path>/events` (Server-Sent Events of its lifecycle).
+ */
+export interface CommandResource {
+  /** The module whose queue holds the command (its hub channel). */
+  module: string;
+  /** Its GET, Hono style with one parameter, the command (job) id: `/v1/orders/:orderId`. */
+  path: string;
+  /** The command by id as its GET answers it, or undefined when nobody knows it. */
+  read(id: string): Promise<CommandView | undefined>;
 }

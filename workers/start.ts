@@ -1,4 +1,5 @@
 import { createEventBus } from '../shared/bus/create-bus.ts';
+import { createOutcomePublisher } from '../shared/results/wire.ts';
 import { createPgDeadLetterSink } from '../shared/dead-letters/dead-letter.ts';
 import type { Runtime } from '../shared/runtime/bootstrap.ts';
 import type { Metrics } from '../shared/observability/metrics.ts';
@@ -73,6 +74,10 @@ export async function startWorkers(
         catalog: await loadEventCatalog(),
         ...config.workers.projections,
         afterCommit: chaosKill(rt, config.chaos.killAfterProjectionCommit, 'projection-commit'),
+        // `projected` steps for open lifecycle streams and waits (api/results), after each commit.
+        outcomes: createOutcomePublisher(rt.redis, config.redis.queuePrefix, (err) =>
+          logger.debug({ err }, 'results step not published'),
+        ),
       });
       const sub = await bus.subscribe(PROJECTOR_CONSUMER, projector.handle);
       lifecycle.defer('projections', async () => {

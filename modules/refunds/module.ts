@@ -21,6 +21,8 @@ export const refundsModule: ModuleDefinition = {
   // 202 it got. No refunds:* scopes for producers to learn and operators to hand out.
   scopes: { write: 'orders:write', read: 'orders:read' },
   paths: ['/v1/orders/:orderId/refunds', '/v1/refunds'],
+  // Refund events are keyed by their order: the refund they are about is in the payload.
+  commandIdOf: (event) => (typeof event.payload.refundId === 'string' ? event.payload.refundId : undefined),
   api: async () => (await import('./api/index.ts')).refundsApi,
   worker: async () => (await import('./worker/index.ts')).refundsWorker,
 };

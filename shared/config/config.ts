@@ -190,6 +190,14 @@ export const EnvSchema = z.object({
   /** Reads (GET, HEAD) per API key per window, a budget of their own, unless the key's entry says otherwise. */
   RATE_LIMIT_READ_MAX: int(1).default(1_000),
 
+  /** Longest `Prefer: wait` honoured (seconds); a longer one waits this long. */
+  RESULTS_WAIT_MAX_SECONDS: int(1).max(300).default(30),
+  /** A comment line on each open lifecycle stream this often, so proxies keep it open (ms). */
+  RESULTS_HEARTBEAT_MS: int(100).default(15_000),
+  /** Open lifecycle streams per API process; past it 503 with Retry-After. */
+  RESULTS_MAX_STREAMS: int(0).default(10_000),
+  /** How long a stream stays open after the final step for `projected` (ms). */
+  RESULTS_PROJECTED_WAIT_MS: int(0).default(30_000),
   /** Fair execution between tenants (shared/fairness): commands take turns across tenants instead of FIFO. */
   FAIRNESS: bool.default(true),
   /** Jobs kept in a command queue's BullMQ wait list; more wait their tenant's turn. Small = fairer, large = fewer idle workers. */
@@ -367,6 +375,13 @@ function buildConfig(env: Env, moduleEnv: Readonly<Record<string, unknown>>) {
     chaos: {
       killAfterPublish: env.CHAOS_KILL_AFTER_PUBLISH,
       killAfterProjectionCommit: env.CHAOS_KILL_AFTER_PROJECTION_COMMIT,
+    },
+    /** Results without polling (api/results): `Prefer: wait` and the lifecycle streams. */
+    results: {
+      waitMaxSeconds: env.RESULTS_WAIT_MAX_SECONDS,
+      heartbeatMs: env.RESULTS_HEARTBEAT_MS,
+      maxStreams: env.RESULTS_MAX_STREAMS,
+      projectedWaitMs: env.RESULTS_PROJECTED_WAIT_MS,
     },
     /** Fair execution between tenants and each tenant's share and bounds (shared/fairness). */
     fairness: {

@@ -10,6 +10,12 @@ export interface FairDispatcher {
   /** `jobId` finished for good (completed, or failed for good): its slot is given back by the next call. */
   finished(jobId: string): void;
   /**
+   * A job was taken from the wait list: top it up again (coalesced like the rest), so the next jobs
+   * are waiting when slots free up — BullMQ then hands them over with the finish of the last, in the
+   * same call, instead of the worker going idle until a dispatch wakes it.
+   */
+  taken(): void;
+  /**
    * Stops the timer, waits (at most `waitMs`) for a call in flight, then gives back, in one last call,
    * the slots of jobs that finished since. Call it before the connection quits.
    */
@@ -99,6 +105,9 @@ export function createFairDispatcher(
   return {
     finished(jobId) {
       done.add(jobId);
+      request();
+    },
+    taken() {
       request();
     },
     async close(waitMs) {

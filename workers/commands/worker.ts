@@ -43,6 +43,7 @@ import {
   type CommandDeadLetterDeps,
 } from './dead-letter.ts';
 import { createFairDispatcher, type FairDispatcher } from './fair-dispatch.ts';
+import { createOutcomePublisher, type OutcomeStep } from '../../shared/results/wire.ts';
 
 export interface CommandWorkerConfig extends CommandQueueSettings {
   redisUrl: string;
@@ -146,6 +147,12 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
     ...(deps.onOutboxAppended ? { onOutboxAppended: deps.onOutboxAppended } : {}),
   };
   const sink = createPgDeadLetterSink(deps.pool);
+  // The results hub's steps (api/results): one PUBLISH per micro-batch (what settles in one turn),
+  // after what it tells committed; API replicas re-read the command's state when told.
+  const outcomes = createOutcomePublisher(connection, config.queuePrefix, (err) =>
+    log.debug({ err }, 'results step not published'),
+  );
+  const step = (s: OutcomeStep) => outcomes.publish(module.name, s);
   const batcher = createBatcher({
     maxSize: config.batchSize,
     maxWaitMs: config.batchWaitMs,
@@ -246,6 +253,7 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
 
     let verdict: Verdict;
     const pending = pendingDeadLetterOf(job);
+    if (!pending && job.id) step({ id: job.id, step: 'started', attempt });
     if (pending) {
       // BullMQ failed it by itself and its dead letter could not be recorded then: record it now.
       verdict = await core.settle(message, { kind: 'poison', error: pending });
@@ -287,6 +295,33 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
   }
 
   /**
+   * Tells the results hub what a carried-out verdict means for the command: decided (done, cancelled
+   * or dead-lettered: all committed by now) or retried with its error; a snooze (no attempt used) says
+   * nothing — the command is waiting as before.
+   */
+  function publishVerdict(id: string, verdict: Verdict, value: unknown): void {
+    switch (verdict.action) {
+      case 'ack': {
+        let status = 'cancelled';
+        if (!verdict.cancelled) {
+          try {
+            status = handler.statusOf(value);
+          } catch {
+            status = 'completed';
+          }
+        }
+        return step({ id, step: 'decided', status });
+      }
+      case 'dead-letter':
+        return step({ id, step: 'decided', status: 'dead_lettered' });
+      case 'retry':
+        return step({ id, step: 'retried', attempt: verdict.nextAttempt - 1, error: verdict.error.message });
+      case 'snooze':
+        return;
+    }
+  }
+
+  /**
    * The job's consumer span, a child of the producer span whose context the API put into the job's
    * options (`telemetry.metadata`, BullMQ's own field): the same job — and so the same trace — on
    * every retry, and after a redrive (which re-adds the job with its options). It names the job's
@@ -321,6 +356,7 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
       throw err;
     }
     const { verdict, done, rateLimited } = handled;
+    if (job.id) publishVerdict(job.id, verdict, done.value);
     if (started) {
       // A snooze or park is flow control; a retry or dead letter is this attempt failing.
       const failed = verdict.action === 'retry' || verdict.action === 'dead-letter';
@@ -365,6 +401,8 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
     worker.on('completed', (job) => {
       if (job.id) releasing.finished(job.id);
     });
+    // Refill as jobs are taken, not only as they finish: the wait list stays ahead of the workers.
+    worker.on('active', () => releasing.taken());
   }
 
   const settling = new Set<Promise<void>>();
@@ -379,6 +417,8 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
         // Dead-lettered and removed: its slot is free. Sent back to be dead-lettered by the processor
         // (marked in its progress), it is still in flight: its completion gives the slot back.
         if (releasing && job.id && !pendingDeadLetterOf(job)) releasing.finished(job.id);
+        if (job.id && !pendingDeadLetterOf(job))
+          step({ id: job.id, step: 'decided', status: 'dead_lettered' });
       })
       .finally(() => settling.delete(done));
     settling.add(done);
@@ -405,6 +445,7 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
         // The slots of jobs that finished during the shutdown go back before the connection quits.
         await dispatcher?.close(Math.min(config.shutdownGraceMs, 2_000));
         await dlq.close();
+        await outcomes.flush();
         await connection.quit().catch(() => connection.disconnect());
       })()),
   };

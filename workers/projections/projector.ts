@@ -1,4 +1,5 @@
 import type { ModuleDefinition, ModuleProjection } from '../../modules/module.ts';
+import { batchEventsProjector } from '../../shared/batches/events.ts';
 import { MODULES } from '../../modules/registry.ts';
 import { createBatcher, runWithIsolation } from '../../shared/batch.ts';
 import { context, ROOT_CONTEXT, type Context, type Span } from '@opentelemetry/api';
@@ -8,6 +9,7 @@ import { withTransaction, type Pool, type PoolClient } from '../../shared/db/poo
 import type { EventEnvelope } from '../../shared/domain/events.ts';
 import { PoisonMessageError } from '../../shared/errors/domain.ts';
 import type { Logger } from '../../shared/observability/logger.ts';
+import type { OutcomePublisher } from '../../shared/results/wire.ts';
 
 export const PROJECTOR_CONSUMER = 'projections';
 /** Advisory lock serializing read-model rebuilds against live projection batches. */
@@ -15,7 +17,7 @@ export const REBUILD_LOCK_ID = 727_274_002;
 
 /** A module's projection with the declaration that says which events are its own. */
 export interface ModuleProjector {
-  module: Pick<ModuleDefinition, 'name' | 'events'>;
+  module: Pick<ModuleDefinition, 'name' | 'events' | 'commandIdOf'>;
   projection: ModuleProjection;
 }
 
@@ -77,11 +79,13 @@ export function createEventCatalog(projectors: readonly ModuleProjector[]): Even
 export async function loadEventCatalog(
   modules: readonly ModuleDefinition[] = MODULES,
 ): Promise<EventCatalog> {
-  return createEventCatalog(
-    await Promise.all(
+  return createEventCatalog([
+    // The core's own events (batch.completed): declared, nothing to apply.
+    batchEventsProjector,
+    ...(await Promise.all(
       modules.map(async (module) => ({ module, projection: (await module.worker()).projection })),
-    ),
-  );
+    )),
+  ]);
 }
 
 /** What the inbox says about a batch of events. */
@@ -197,6 +201,27 @@ export interface ProjectorOptions {
   batchWaitMs: number;
   /** Test hook: called after a batch's transaction commits, before the bus acks (chaos tests kill here). */
   afterCommit?: (count: number) => Promise<void> | void;
+  /**
+   * The results hub's publisher (api/results): after each batch committed, a `projected` step per
+   * event's command (one PUBLISH per module and batch). Absent: the API's streams find the projection
+   * on their own heartbeat instead.
+   */
+  outcomes?: OutcomePublisher;
+}
+
+/** Tells the results hub which commands a committed batch projected: one step per event, per its module. */
+function publishProjected(
+  outcomes: OutcomePublisher,
+  catalog: EventCatalog,
+  events: readonly EventEnvelope[],
+) {
+  for (const { projector, events: own } of catalog.route(events)) {
+    const { module } = projector;
+    for (const event of own) {
+      const id = module.commandIdOf ? module.commandIdOf(event) : event.key;
+      if (id) outcomes.publish(module.name, { id, step: 'projected' });
+    }
+  }
 }
 
 /** The idempotent projection consumer of every module, as an {@link EventHandler} any bus can drive. */
@@ -228,6 +253,7 @@ export function createProjector(options: ProjectorOptions): { handle: EventHandl
             const { refused } = await withTransaction(options.pool, (client) =>
               applyEvents(client, consumer, events, known),
             );
+            if (options.outcomes) publishProjected(options.outcomes, known, events);
             await options.afterCommit?.(batch.length);
             return batch.map((i) => refused.get(i.event.eventId));
           },

@@ -5,6 +5,8 @@ import { ValidationError } from '../../../shared/errors/domain.ts';
 import { OrderNotFoundError } from '../errors.ts';
 import { extend, extendedShape, type ModuleApiContext } from '../../../api/modules.ts';
 import type { Pool } from '../../../shared/db/pool.ts';
+import { registerCommandResource } from '../../../api/results/registry.ts';
+import type { CommandView } from '../../module.ts';
 import { attemptsMadeOf, lastErrorOf } from '../../../shared/queue/job-delivery.ts';
 import {
   customerOrders,
@@ -217,6 +219,18 @@ export function orderQueryRoutes(ctx: ModuleApiContext): void {
     return new Map(extended.flat().map((v) => [v.orderId, v]));
   }
 
+  // `Prefer: wait` on POST /v1/orders and this GET, and GET /v1/orders/{orderId}/events (api/results):
+  // the core reads an order exactly as this GET does.
+  registerCommandResource(app, {
+    module: ctx.commands.module.name,
+    path: '/v1/orders/:orderId',
+    read: async (id) => {
+      if (!isUuid(id)) return undefined;
+      const order = (await lookUp([id])).get(id);
+      return order && orderCommandView(order);
+    },
+  });
+
   app.openapi(getOrder, async (c) => {
     const { orderId } = c.req.valid('param');
     const order = (await lookUp([orderId])).get(orderId);
@@ -291,4 +305,18 @@ export function orderQueryRoutes(ctx: ModuleApiContext): void {
     });
     return c.json(body, 200);
   });
+}
+
+const FINAL_ORDER_STATUSES: ReadonlySet<string> = new Set(['completed', 'rejected', 'dead_lettered']);
+
+/** An order as the core's results see it: its GET body, final or not, projected once `updatedAt` is set. */
+function orderCommandView(order: OrderView): CommandView {
+  return {
+    body: order as unknown as Record<string, unknown>,
+    status: order.status,
+    final: FINAL_ORDER_STATUSES.has(order.status),
+    attempts: order.attempts,
+    lastError: order.lastError,
+    projected: order.updatedAt !== null,
+  };
 }

@@ -16,7 +16,8 @@ import type { Pool } from '../../../shared/db/pool.ts';
 import { DependencyUnavailableError, StateConflictError } from '../../../shared/errors/domain.ts';
 import { attemptsMadeOf, lastErrorOf } from '../../../shared/queue/job-delivery.ts';
 import { OrderNotFoundError } from '../../orders/errors.ts';
-import type { ModuleApiFactory } from '../../module.ts';
+import { registerCommandResource } from '../../../api/results/registry.ts';
+import type { CommandView, ModuleApiFactory } from '../../module.ts';
 import { RefundJobSchema, RefundNotFoundError, RequestRefundSchema, type RefundJob } from '../domain.ts';
 import {
   findDecidedRefunds,
@@ -224,22 +225,40 @@ function routes(ctx: ModuleApiContext): void {
     return projected.length > 0 ? projected : findDecidedRefunds(primary, ids);
   }
 
-  app.openapi(getRefund, async (c) => {
-    const { refundId } = c.req.valid('param');
-    // The read model on the replica (if any), then on the primary, then the write model, then the
-    // queue, then the primary once more: replica lag never turns an accepted refund into a 404, nor
-    // does its job leaving Redis (removeOnComplete) between the write-model read and the queue read —
-    // a job is removed only after its decision committed, so the last read finds that decision.
+  /**
+   * A refund by id: the read model on the replica (if any), then on the primary, then the write model,
+   * then the queue, then the primary once more — replica lag never turns an accepted refund into a 404,
+   * nor does its job leaving Redis (removeOnComplete) between the write-model read and the queue read:
+   * a job is removed only after its decision committed, so the last read finds that decision.
+   */
+  async function lookUp(refundId: string): Promise<RefundView | undefined> {
     const groups = await deps.reads.byIds(
       [refundId],
       (r: RefundView) => r.refundId,
       findRefunds,
       fromPrimary,
     );
-    const found =
+    return (
       groups.flatMap((g) => g.rows)[0] ??
       (await fromQueue(refundId)) ??
-      (await fromPrimary(pool, [refundId]))[0];
+      (await fromPrimary(pool, [refundId]))[0]
+    );
+  }
+
+  // `Prefer: wait` on the refund POST and this GET, and GET /v1/refunds/{refundId}/events (api/results).
+  registerCommandResource(app, {
+    module: commands.module.name,
+    path: '/v1/refunds/:refundId',
+    read: async (id) => {
+      if (!z.uuid().safeParse(id).success) return undefined;
+      const refund = await lookUp(id);
+      return refund && refundCommandView(refund);
+    },
+  });
+
+  app.openapi(getRefund, async (c) => {
+    const { refundId } = c.req.valid('param');
+    const found = await lookUp(refundId);
     if (!found) throw new RefundNotFoundError(refundId);
     return c.json(found, 200);
   });
@@ -250,6 +269,22 @@ function routes(ctx: ModuleApiContext): void {
     const refunds = byOrder.get(orderId) ?? [];
     return c.json({ orderId, refunds }, 200);
   });
+}
+
+const FINAL_REFUND_STATUSES: ReadonlySet<string> = new Set(['completed', 'rejected', 'dead_lettered']);
+
+/** A refund as the core's results see it: its GET body; projected once `updatedAt` is set. */
+function refundCommandView(refund: RefundView): CommandView {
+  const final = FINAL_REFUND_STATUSES.has(refund.status);
+  return {
+    body: refund as unknown as Record<string, unknown>,
+    status: refund.status,
+    final,
+    attempts: refund.attempts,
+    // Until decided, `detail` is the last failure (after, the decision's reason).
+    lastError: final ? null : refund.detail,
+    projected: refund.updatedAt !== null,
+  };
 }
 
 const refundSummary = z.object({
