@@ -1,9 +1,10 @@
 import type { ModuleDefinition } from './module.ts';
 import { ordersModule } from './orders/module.ts';
 import { refundsModule } from './refunds/module.ts';
+import { webhooksModule } from './webhooks/module.ts';
 
 /**
  * Every command module this deployment runs, in dependency order (a module's migrations may build on
  * those above it). The core learns about modules only here: to add one, add its folder and one line.
  */
-export const MODULES: readonly ModuleDefinition[] = [ordersModule, refundsModule];
+export const MODULES: readonly ModuleDefinition[] = [ordersModule, refundsModule, webhooksModule];

@@ -190,6 +190,26 @@ export const EnvSchema = z.object({
   /** Reads (GET, HEAD) per API key per window, a budget of their own, unless the key's entry says otherwise. */
   RATE_LIMIT_READ_MAX: int(1).default(1_000),
 
+  /** AES-256-GCM key (32 bytes, base64) of webhook endpoints' secrets at rest; required in production. */
+  WEBHOOKS_SECRET_KEY: z
+    .string()
+    .refine(
+      (v) => Buffer.from(v, 'base64').length === 32,
+      'must be 32 random bytes in base64 (openssl rand -base64 32)',
+    )
+    .optional(),
+  /** Address ranges a webhook destination may resolve to although private/loopback/link-local; unset = none in production, loopback otherwise. */
+  WEBHOOKS_ALLOWED_CIDRS: commaSeparated.optional(),
+  /** Bound on one delivery attempt, connect and answer (ms). */
+  WEBHOOKS_TIMEOUT_MS: int(100).default(10_000),
+  /** Most of a receiver's answer read (bytes). */
+  WEBHOOKS_MAX_RESPONSE_BYTES: int(0).default(65_536),
+  /** Deliveries of one endpoint in progress at once, across every worker. */
+  WEBHOOKS_ENDPOINT_MAX_IN_FLIGHT: int(1).default(10),
+  /** How long the previous secret still signs after a rotation (s). */
+  WEBHOOKS_ROTATION_GRACE_SECONDS: int(0).default(86_400),
+  /** How long finished delivery records are kept (days). */
+  WEBHOOKS_DELIVERY_RETENTION_DAYS: int(1).default(7),
   /** Longest `Prefer: wait` honoured (seconds); a longer one waits this long. */
   RESULTS_WAIT_MAX_SECONDS: int(1).max(300).default(30),
   /** A comment line on each open lifecycle stream this often, so proxies keep it open (ms). */
@@ -375,6 +395,16 @@ function buildConfig(env: Env, moduleEnv: Readonly<Record<string, unknown>>) {
     chaos: {
       killAfterPublish: env.CHAOS_KILL_AFTER_PUBLISH,
       killAfterProjectionCommit: env.CHAOS_KILL_AFTER_PROJECTION_COMMIT,
+    },
+    /** The webhooks module (modules/webhooks): secrets at rest, destinations, bounds. */
+    webhooks: {
+      secretKey: env.WEBHOOKS_SECRET_KEY,
+      allowedCidrs: env.WEBHOOKS_ALLOWED_CIDRS,
+      timeoutMs: env.WEBHOOKS_TIMEOUT_MS,
+      maxResponseBytes: env.WEBHOOKS_MAX_RESPONSE_BYTES,
+      endpointMaxInFlight: env.WEBHOOKS_ENDPOINT_MAX_IN_FLIGHT,
+      rotationGraceSeconds: env.WEBHOOKS_ROTATION_GRACE_SECONDS,
+      deliveryRetentionDays: env.WEBHOOKS_DELIVERY_RETENTION_DAYS,
     },
     /** Results without polling (api/results): `Prefer: wait` and the lifecycle streams. */
     results: {

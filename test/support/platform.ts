@@ -14,6 +14,7 @@ import { deleteRabbitmqTopology } from '../../shared/bus/rabbitmq/admin.ts';
 import { sqsGroupsKey } from '../../shared/bus/sqs/groups.ts';
 import { deleteSqsTopology } from '../../shared/bus/sqs/admin.ts';
 import { PROJECTOR_CONSUMER } from '../../workers/projections/projector.ts';
+import { WEBHOOKS_GROUP } from '../../modules/webhooks/worker/fan-out.ts';
 
 export interface Platform {
   rt: Runtime;
@@ -49,7 +50,8 @@ export async function cleanup(config: Config): Promise<void> {
   const redis = new Redis(config.redis.url, { maxRetriesPerRequest: null });
   const pool = createPool({ ...config.database, poolMax: 1 });
   try {
-    for (const name of ALL_QUEUES) {
+    // Every queue, and the webhooks group's event queue (the projectors' is `events`).
+    for (const name of [...ALL_QUEUES, `events.${WEBHOOKS_GROUP}`]) {
       const q = new Queue(name, { connection: redis, prefix: config.redis.queuePrefix });
       await q.obliterate({ force: true }).catch(() => undefined);
       await q.close();
@@ -72,14 +74,16 @@ export async function cleanup(config: Config): Promise<void> {
     await dropSchema(pool, config.database.schema).catch(() => undefined);
     if (config.bus.kind === 'rabbitmq') {
       const topology = rabbitmqTopology(rabbitmqSettings(config));
-      await deleteRabbitmqTopology(config.bus.rabbitmq.url, topology, [PROJECTOR_CONSUMER]).catch(
-        () => undefined,
-      );
+      await deleteRabbitmqTopology(config.bus.rabbitmq.url, topology, [
+        PROJECTOR_CONSUMER,
+        WEBHOOKS_GROUP,
+      ]).catch(() => undefined);
     }
     if (config.bus.kind === 'sqs') {
       const { sqs } = config.bus;
       await deleteSqsTopology({ endpoint: sqs.endpoint, region: sqs.region }, sqs, [
         PROJECTOR_CONSUMER,
+        WEBHOOKS_GROUP,
       ]).catch(() => undefined);
       await redis
         .del(sqsGroupsKey(config.redis.queuePrefix, sqs.queuePrefix, sqs.fifo))
@@ -95,7 +99,12 @@ export async function cleanup(config: Config): Promise<void> {
       await admin.connect().catch(() => undefined);
       const topic = config.bus.kafka.topic;
       await admin.deleteTopics({ topics: [topic, `${topic}.retry`, `${topic}.dlq`] }).catch(() => undefined);
-      await admin.deleteGroups([config.bus.kafka.consumer.groupId]).catch(() => undefined);
+      await admin
+        .deleteGroups([
+          config.bus.kafka.consumer.groupId,
+          `${config.bus.kafka.consumer.groupId}.${WEBHOOKS_GROUP}`,
+        ])
+        .catch(() => undefined);
       await admin.disconnect().catch(() => undefined);
     }
   } finally {

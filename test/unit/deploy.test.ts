@@ -182,6 +182,7 @@ describe('deploy/ manifests', () => {
         'conveyor-worker-outbox',
         'conveyor-worker-projections',
         'conveyor-worker-refunds',
+        'conveyor-worker-webhooks',
       ]);
       for (const d of deployments) {
         const [c, ...more] = containersOf(d);
@@ -219,7 +220,7 @@ describe('deploy/ manifests', () => {
         at(containersOf(named(resources, 'Deployment', name)!)[0], 'ports', 0, 'containerPort');
       expect(port('conveyor-api')).toBe(Number(config.PORT));
       expect(port('conveyor-dashboard')).toBe(Number(config.DASHBOARD_PORT));
-      for (const kind of ['orders', 'outbox', 'projections', 'refunds'])
+      for (const kind of ['orders', 'outbox', 'projections', 'refunds', 'webhooks'])
         expect(port(`conveyor-worker-${kind}`)).toBe(Number(config.METRICS_PORT));
     });
 
