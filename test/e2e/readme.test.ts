@@ -65,6 +65,16 @@ describe('README', () => {
     expect(out).toContain('"code":"request.invalid"');
     expect(out).toContain('"orderCount"');
     expect(out).toContain('"deadLetters"');
+    // Results without polling: a wait answered with the final state, the lifecycle stream to its end.
+    expect(out).toMatch(/HTTP\/1\.1 201 Created/);
+    expect(out).toMatch(/preference-applied: wait=10/i);
+    expect(out).toContain('event: completed');
+    expect(out).toContain('id: projected');
+    // Batches and webhooks.
+    expect(out).toMatch(/"batchId":"[0-9a-f-]{36}"/);
+    expect(out).toMatch(/"module":"orders","total":2/);
+    expect(out).toMatch(/"secret":"whsec_/);
+    expect(out).toMatch(/^204$/m);
     const orderId = /^([0-9a-f-]{36})$/m.exec(out)?.[1];
     expect(orderId).toBeDefined();
     // The example order flows through the whole pipeline.
