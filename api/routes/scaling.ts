@@ -45,7 +45,7 @@ const scaling = createRoute({
   summary: 'Queue depth for autoscalers (KEDA metrics-api scaler)',
   description:
     'Read by the KEDA `metrics-api` scaler with `valueLocation: backlog`. Counts come from BullMQ at request ' +
-    'time: the wait list, the prioritized sorted set, the commands held for their tenant\'s turn, delayed, active and ' +
+    "time: the wait list, the prioritized sorted set, the commands held for their tenant's turn, delayed, active and " +
     'failed jobs. Needs the `scaling:read` scope.',
   request: {
     params: z.object({

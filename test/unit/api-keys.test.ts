@@ -152,7 +152,14 @@ describe('API keys', () => {
       'refunds:write',
     ]);
     // This build's registry declares no refunds:* scope, so keys cannot hold one.
-    expect(SCOPES).toEqual(['scaling:read', 'admin', 'orders:write', 'orders:read', 'webhooks:write', 'webhooks:read']);
+    expect(SCOPES).toEqual([
+      'scaling:read',
+      'admin',
+      'orders:write',
+      'orders:read',
+      'webhooks:write',
+      'webhooks:read',
+    ]);
     expect(() => parseApiKeys(`r:refunds:read:${hex}`)).toThrow(/unknown scope "refunds:read"/);
 
     // Scope names keep API_KEYS parseable; two modules may not claim one path with different scopes.
