@@ -88,7 +88,11 @@ export const USAGE = `npm run bench -- [options]
   --platform-env K=V,...  extra environment for the platform's processes (e.g. ORDERS_CONCURRENCY=200)
   --skip-baselines, --skip-api-rates
   --scaling               the scaling scenario instead: CPU-limited replicas and KEDA's rule replayed
-                          (npm run bench -- --scaling --help)`;
+                          (npm run bench -- --scaling --help)
+  --fairness              the fairness scenario instead: a noisy neighbour with and without FAIRNESS,
+                          weighted tenants (npm run bench -- --fairness --help)
+  --results               the results-without-polling scenario instead: memory per open wait/stream,
+                          latency with open streams, webhook throughput (npm run bench -- --results --help)`;
 
 /**
  * Parses `argv` (without node and script) into {@link BenchOptions}.

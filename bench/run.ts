@@ -56,6 +56,14 @@ async function main(): Promise<number> {
     const { scalingMain } = await import('./scaling/main.ts');
     return scalingMain(process.argv.slice(2));
   }
+  if (process.argv.includes('--fairness')) {
+    const { fairnessMain } = await import('./fairness/main.ts');
+    return fairnessMain(process.argv.slice(2));
+  }
+  if (process.argv.includes('--results')) {
+    const { resultsMain } = await import('./results-bench/main.ts');
+    return resultsMain(process.argv.slice(2));
+  }
   if (process.argv.includes('--help')) {
     process.stdout.write(`${USAGE}\n`);
     return 0;
