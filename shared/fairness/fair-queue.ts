@@ -114,6 +114,7 @@ function keysOf(jobPrefix: string) {
       `${jobPrefix}marker`, // 12
       `${jobPrefix}events`, // 13
       `${fair}credit`, // 14 hash tenant → turns left in its current go
+      `${fair}fresh`, // 15 set of tenants that just began waiting: their first promotion goes to the front
     ],
   };
 }
@@ -166,7 +167,14 @@ while i <= #ARGV do
   if held > before then
     rcall('ZADD', KEYS[3], held, t)
     if before == 0 then
-      if max > 0 and running >= max then rcall('SADD', KEYS[7], t) else rcall('RPUSH', KEYS[2], t) end
+      if max > 0 and running >= max then
+        rcall('SADD', KEYS[7], t)
+      else
+        rcall('RPUSH', KEYS[2], t)
+        -- Its first promotion goes to the front, unless this bulk also put some of its own straight in
+        -- (they would be overtaken by their own later ones).
+        if direct == 0 then rcall('SADD', KEYS[15], t) end
+      end
     end
   end
 end
@@ -251,8 +259,11 @@ while budget > 0 and guard > 0 do
       local at = tonumber(string.sub(entry, 1, bar - 1))
       local id = string.sub(entry, bar + 1)
       if rcall('ZREM', KEYS[11], id) == 1 then
-        -- BullMQ's promote (promote-9.lua): into the wait list, its event, no delay left.
-        rcall('LPUSH', KEYS[1], id)
+        -- BullMQ's promote (promote-9.lua): into the wait list, its event, no delay left. A tenant
+        -- that just began waiting goes to the end workers take from next (as a start-time fair queue
+        -- gives a newly active flow the current time): one order of a quiet producer does not queue
+        -- behind the depth of a flood's. Its later ones take their place at the back.
+        if rcall('SREM', KEYS[15], t) == 1 then rcall('RPUSH', KEYS[1], id) else rcall('LPUSH', KEYS[1], id) end
         rcall('XADD', KEYS[13], 'MAXLEN', '~', maxEvents, '*', 'event', 'waiting', 'jobId', id, 'prev', 'delayed')
         rcall('HSET', jp .. id, 'delay', 0)
         if max > 0 then
@@ -285,6 +296,7 @@ while budget > 0 and guard > 0 do
     if left == 0 then
       counted[t] = nil
       rcall('LPOP', KEYS[2])
+      rcall('SREM', KEYS[15], t)
       rcall('ZREM', KEYS[3], t)
       rcall('HDEL', KEYS[14], t)
     else

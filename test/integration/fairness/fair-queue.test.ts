@@ -90,13 +90,33 @@ describe('fair queue (Lua on real Redis, executed by a real BullMQ worker)', () 
     await fair.dispatch(client, []);
     await eventually(() => order.length === 203, { timeoutMs: 20_000 });
     await worker.close();
-    // The 4 direct ones first (FIFO among themselves), then A, B, C in turn while B and C have commands.
-    expect(order.slice(0, 4)).toEqual(['a-0', 'a-1', 'a-2', 'a-3']);
+    // A's in its own order; B and C each just began waiting, so their first goes to the front.
+    expect(order.filter((id) => id.startsWith('a-')).slice(0, 4)).toEqual(['a-0', 'a-1', 'a-2', 'a-3']);
     const firstB = order.indexOf('b-0');
     expect(firstB).toBeLessThan(4 + 4 + 3);
     expect(order.indexOf('b-1')).toBeLessThan(4 + 4 + 6);
     expect(order.indexOf('c-0')).toBeLessThan(4 + 4 + 3);
     expect(new Set(order).size).toBe(203);
+  });
+
+  it("puts a tenant that just began waiting at the front of the wait list: one quiet order skips the flood's depth", async () => {
+    const { queue, fair } = fresh(5);
+    await post(fair, queue, client, tenant('flood'), range('f', 50)); // 5 direct, 45 held
+    await client.del(queue.toKey('wait'));
+    await fair.dispatch(client, []); // the wait list: 5 of the flood again
+    await post(fair, queue, client, tenant('quiet'), ['q-0', 'q-1']); // held: the list is full
+    // A worker takes two: room for two more, one turn each (the flood's turn came first).
+    await client.rpop(queue.toKey('wait'));
+    await client.rpop(queue.toKey('wait'));
+    await fair.dispatch(client, []);
+    // Taken next (BullMQ takes from the right end): the quiet tenant's first, not behind the flood's 4.
+    expect(await client.lindex(queue.toKey('wait'), -1)).toBe('q-0');
+    expect(await client.llen(queue.toKey('wait'))).toBe(5);
+    await client.rpop(queue.toKey('wait'));
+    await client.rpop(queue.toKey('wait'));
+    await fair.dispatch(client, []);
+    // Its second waits its turn at the back like anyone's.
+    expect(await client.lrange(queue.toKey('wait'), 0, 1)).toContain('q-1');
   });
 
   it('gives weights their share: 3:1 while both have commands waiting', async () => {
