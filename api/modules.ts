@@ -8,6 +8,12 @@ import type { RedisCall } from './edge/redis-call.ts';
 /** A module's command queue as the API enqueues into it. */
 export interface CommandTarget extends JobTarget {
   module: ModuleDefinition;
+  /**
+   * The same queue on a connection of its own, for big bulks (a batch route's `addBulkExactly`): a
+   * 1,000-job pipeline and its admission then never sit in front of a single command's round trips on
+   * the shared connection. Absent: use the target itself.
+   */
+  bulk?: JobTarget | undefined;
 }
 
 /**

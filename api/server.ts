@@ -170,6 +170,14 @@ export async function startApi(
   const writers = await openReplicaWriters(rt, metrics);
   const outcomes = await openHub(rt);
   lifecycle.defer('api results hub', () => outcomes.close());
+  // Batch routes' bulks on a connection of their own (CommandTarget.bulk).
+  const bulkRedis = duplicateClient(redis, {
+    connectionName: `${connectionNameOf(redis) ?? 'conveyor'}-bulk`,
+  });
+  lifecycle.defer('api redis bulk', async () => {
+    await bulkRedis.quit().catch(() => bulkRedis.disconnect());
+  });
+  metrics.watchRedis('bulk', bulkRedis);
   const commandQueues = new Map<string, CommandTarget>(
     MODULES.map((module) => {
       const queue = createCommandQueue(redis, config.redis.queuePrefix, module.name);
@@ -195,7 +203,12 @@ export async function startApi(
             holdMs: fairness.holdMs,
           }
         : undefined;
-      return [module.name, { module, queue, jobName: module.jobName, jobOptions, replicaWait, fair }];
+      const bulkQueue = createCommandQueue(bulkRedis, config.redis.queuePrefix, module.name);
+      bulkQueue.on('error', (err) =>
+        logger.debug({ err, queue: module.name }, 'bulk queue connection error'),
+      );
+      const target = { queue, jobName: module.jobName, jobOptions, replicaWait, fair };
+      return [module.name, { module, ...target, bulk: { ...target, queue: bulkQueue } }];
     }),
   );
   const moduleApis = await Promise.all(MODULES.map(async (m) => ({ name: m.name, api: await m.api() })));
@@ -244,7 +257,10 @@ export async function startApi(
       await outcomes.close();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await redriver.close();
-      for (const { queue } of commandQueues.values()) await queue.close();
+      for (const { queue, bulk } of commandQueues.values()) {
+        await queue.close();
+        await bulk?.queue.close();
+      }
     })());
   lifecycle.defer('api', close);
   return { port, outcomes, close };

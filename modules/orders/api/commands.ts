@@ -215,7 +215,9 @@ export function orderCommandRoutes(ctx: ModuleApiContext): void {
         accepted,
         error,
         refused = new Map<string, Error>(),
-      } = jobs.length > 0 ? await addBulkExactly(commands, jobs, timeoutMs) : { accepted: new Set<string>() };
+      } = jobs.length > 0
+        ? await addBulkExactly(commands.bulk ?? commands, jobs, timeoutMs)
+        : { accepted: new Set<string>() };
       const failed = jobs.length - accepted.size - refused.size;
       if (jobs.length > 0 && accepted.size === 0) {
         // Nothing stored: the whole request is the 503 (Redis) or, when every job was refused, the 429.
