@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { execFile } from 'node:child_process';
 import { copyFile, mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -22,11 +23,20 @@ export async function compileForReplicas(): Promise<string> {
       cwd: ROOT,
     },
   );
-  const migrations = join(ROOT, 'shared/db/migrations');
-  const target = join(outDir, 'shared/db/migrations');
-  await mkdir(target, { recursive: true });
-  for (const file of (await readdir(migrations)).filter((f) => f.endsWith('.sql'))) {
-    await copyFile(join(migrations, file), join(target, file));
+  // The core's migrations and every module's, as the Dockerfile copies them.
+  const modules = (await readdir(join(ROOT, 'modules'), { withFileTypes: true })).filter((d) =>
+    d.isDirectory(),
+  );
+  const folders = [
+    'shared/db/migrations',
+    ...modules.map((d) => `modules/${d.name}/migrations`).filter((f) => existsSync(join(ROOT, f))),
+  ];
+  for (const folder of folders) {
+    const target = join(outDir, folder);
+    await mkdir(target, { recursive: true });
+    for (const file of (await readdir(join(ROOT, folder))).filter((f) => f.endsWith('.sql'))) {
+      await copyFile(join(ROOT, folder, file), join(target, file));
+    }
   }
   return outDir;
 }
