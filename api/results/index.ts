@@ -103,8 +103,6 @@ export function createResults(
   ): Promise<CommandView | undefined> {
     return new Promise((resolve) => {
       let done = false;
-      let reading = false;
-      let again = false;
       const finish = (view: CommandView | undefined) => {
         if (done) return;
         done = true;
@@ -115,13 +113,7 @@ export function createResults(
       };
       const onAbort = () => finish(undefined);
       const signals = [signal, hub.closing];
-      const check = () => {
-        if (done) return;
-        if (reading) {
-          again = true;
-          return;
-        }
-        reading = true;
+      const reread = oneReadAtATime(() =>
         resource
           .read(id)
           .then((view) => {
@@ -129,14 +121,10 @@ export function createResults(
             // Unknown: nothing to wait for (the route answers 404, or its own status).
             else if (!view) finish(undefined);
           })
-          .catch((err: unknown) => log.debug({ err, id }, 'results: reading a waited command failed'))
-          .finally(() => {
-            reading = false;
-            if (again) {
-              again = false;
-              check();
-            }
-          });
+          .catch((err: unknown) => log.debug({ err, id }, 'results: reading a waited command failed')),
+      );
+      const check = () => {
+        if (!done) reread();
       };
       const unwatch = hub.watch(resource.module, id, (step) => {
         if (!step || step.step === 'decided') check();
@@ -194,8 +182,6 @@ export function createResults(
     const encoder = new TextEncoder();
     let finalSince: number | undefined;
     let closed = false;
-    let reading = false;
-    let again = false;
     let controller!: ReadableStreamDefaultController<Uint8Array>;
     streams++;
 
@@ -216,24 +202,14 @@ export function createResults(
       if (view.final && view.projected) return end(true);
       if (view.final) finalSince ??= Date.now();
     };
-    const check = () => {
-      if (closed) return;
-      if (reading) {
-        again = true;
-        return;
-      }
-      reading = true;
+    const reread = oneReadAtATime(() =>
       resource
         .read(id)
         .then((view) => view && emit(view))
-        .catch((err: unknown) => log.debug({ err, id }, 'results: reading a streamed command failed'))
-        .finally(() => {
-          reading = false;
-          if (again) {
-            again = false;
-            check();
-          }
-        });
+        .catch((err: unknown) => log.debug({ err, id }, 'results: reading a streamed command failed')),
+    );
+    const check = () => {
+      if (!closed) reread();
     };
     const unwatch = hub.watch(resource.module, id, (step) => {
       if (step?.step === 'retried') errors.set(step.attempt, step.error);
@@ -343,4 +319,28 @@ function setHeader(c: Context<ApiEnv>, name: string, value: string): void {
     c.res = undefined;
     c.res = res;
   }
+}
+
+/**
+ * `read` one at a time: a call while one runs asks for exactly one more after it (the state may have
+ * changed since that read began), however many calls came meanwhile.
+ */
+function oneReadAtATime(read: () => Promise<unknown>): () => void {
+  let reading = false;
+  let again = false;
+  const run = (): void => {
+    if (reading) {
+      again = true;
+      return;
+    }
+    reading = true;
+    void read().finally(() => {
+      reading = false;
+      if (again) {
+        again = false;
+        run();
+      }
+    });
+  };
+  return run;
 }
