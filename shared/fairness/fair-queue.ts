@@ -220,9 +220,14 @@ end
 if sweep then
   for _, t in ipairs(rcall('SMEMBERS', KEYS[7])) do
     local runKey = fp .. 'run:' .. t
-    for _, id in ipairs(rcall('ZRANGE', runKey, 0, -1)) do
+    local slots = rcall('ZRANGE', runKey, 0, -1, 'WITHSCORES')
+    for k = 1, #slots, 2 do
+      local id, since = slots[k], tonumber(slots[k + 1])
       local jobKey = jp .. id
-      if rcall('EXISTS', jobKey) == 0 or rcall('HEXISTS', jobKey, 'finishedOn') == 1 then
+      -- A job not there yet may be on its way (admitted straight in, its add not arrived): only past
+      -- the grace is a missing job taken for gone.
+      local gone = rcall('EXISTS', jobKey) == 0 and now - since >= grace
+      if gone or rcall('HEXISTS', jobKey, 'finishedOn') == 1 then
         rcall('ZREM', runKey, id)
         rcall('HDEL', KEYS[5], id)
       end

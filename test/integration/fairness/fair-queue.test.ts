@@ -159,6 +159,25 @@ describe('fair queue (Lua on real Redis, executed by a real BullMQ worker)', () 
     expect(await client.lrange(queue.toKey('wait'), 0, -1)).toContain('k-1');
   });
 
+  it('does not sweep the slot of a job admitted straight in whose add has not arrived yet', async () => {
+    const { queue, fair } = fresh(50, 300);
+    const limited = tenant('limited', { maxInFlight: 1 });
+    // Admitted, not added yet (the API adds right after): s-0 straight in, s-1 waits (at the limit).
+    expect(
+      await fair.admit(client, [
+        { id: 's-0', tenant: limited },
+        { id: 's-1', tenant: limited },
+      ]),
+    ).toEqual(['direct', 'held']);
+    await queue.add('cmd', {}, { jobId: 's-1', delay: HOLD_MS });
+    // A sweep now would let s-1 in beside s-0: two in flight for a limit of one.
+    expect((await fair.dispatch(client, [], { sweep: true })).promoted).toBe(0);
+    // s-0's add never comes: past the grace its slot is taken for gone.
+    await eventually(async () => (await fair.dispatch(client, [], { sweep: true })).promoted === 1, {
+      timeoutMs: 5_000,
+    });
+  });
+
   it('refuses past the backlog quota, and a retried job id is not held twice', async () => {
     const { queue, fair } = fresh(1);
     const quota = tenant('q', { backlogQuota: 2 });
