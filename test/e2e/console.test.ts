@@ -506,9 +506,11 @@ describe('the Overview’s KEDA numbers', () => {
     const docs = parseAllDocuments(readFileSync(join(ROOT, s.manifest), 'utf8')).map(
       (d) => d.toJS() as unknown,
     );
-    const so = docs.find(
-      (d) => (d as { kind?: string; metadata?: { name?: string } })?.kind === 'ScaledObject',
-    ) as {
+    // The ScaledObject of this scaler by name: deploy/base/modules.yaml holds one per module.
+    const so = docs.find((d) => {
+      const doc = d as { kind?: string; metadata?: { name?: string } };
+      return doc?.kind === 'ScaledObject' && doc.metadata?.name === s.scaledObject;
+    }) as {
       metadata: { name: string };
       spec: {
         minReplicaCount: number;
