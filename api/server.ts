@@ -1,7 +1,7 @@
 import { serve } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
 import { createRuntimeRedriver } from '../shared/dead-letters/runtime-redriver.ts';
-import { createFairQueue } from '../shared/fairness/fair-queue.ts';
+import { fairTarget } from '../shared/fairness/fair-queue.ts';
 import { createDeadLetterStore } from '../shared/dead-letters/store.ts';
 import { createPool } from '../shared/db/pool.ts';
 import { createReadPools, replicaLag, type ReadPools } from '../shared/db/read-pools.ts';
@@ -193,16 +193,7 @@ export async function startApi(
       };
       // FAIRNESS: a command with a tenant takes its turn among the tenants (shared/fairness); the
       // fair queue's keys live beside the BullMQ queue's, under its prefix (and hash tag).
-      const { fairness } = config;
-      const fair = fairness.enabled
-        ? {
-            queue: createFairQueue(module.name, queue.toKey(''), {
-              depth: fairness.depth,
-              holdMs: fairness.holdMs,
-            }),
-            holdMs: fairness.holdMs,
-          }
-        : undefined;
+      const fair = fairTarget(config.fairness, module.name, queue.toKey(''));
       const bulkQueue = createCommandQueue(bulkRedis, config.redis.queuePrefix, module.name);
       bulkQueue.on('error', (err) =>
         logger.debug({ err, queue: module.name }, 'bulk queue connection error'),

@@ -417,35 +417,57 @@ export function createFairQueue(queue: string, jobPrefix: string, settings: Fair
       );
       return { promoted, waitingTenants };
     },
-    async backlog(client, top) {
-      const raw = (await scripts(client).fairBacklog(...list, fair, top)) as [
-        [string, number, number, number, number, string, number][],
-        [number, number, number, number],
-        number,
-      ];
-      const [rows, others, all] = raw;
-      return {
-        tenants: rows.map(([tenant, waiting, oldestAt, inFlight, started, policy, blocked]) => {
-          const [weight = '1', max = '0'] = policy.split('|');
-          return {
-            tenant,
-            waiting: Number(waiting),
-            oldestAt: Number(oldestAt) >= 0 ? Number(oldestAt) : null,
-            inFlight: Number(inFlight),
-            started: Number(started),
-            weight: Number(weight),
-            maxInFlight: Number(max),
-            blocked: Number(blocked) === 1,
-          };
-        }),
-        others: {
-          tenants: Number(others[0]),
-          waiting: Number(others[1]),
-          oldestAt: Number(others[2]) >= 0 ? Number(others[2]) : null,
-          started: Number(others[3]),
-        },
-        startedTotal: Number(all),
-      };
-    },
+    backlog: (client, top) => readFairBacklog(client, jobPrefix, top),
   };
+}
+
+/**
+ * {@link FairQueue.backlog} of the queue whose job keys start with `jobPrefix`, for readers that
+ * neither admit nor dispatch (metrics, the scaling endpoint, the console): no settings needed.
+ */
+export async function readFairBacklog(client: Redis, jobPrefix: string, top: number): Promise<FairBacklog> {
+  const { fair, list } = keysOf(jobPrefix);
+  const raw = (await scripts(client).fairBacklog(...list, fair, top)) as [
+    [string, number, number, number, number, string, number][],
+    [number, number, number, number],
+    number,
+  ];
+  const [rows, others, all] = raw;
+  return {
+    tenants: rows.map(([tenant, waiting, oldestAt, inFlight, started, policy, blocked]) => {
+      const [weight = '1', max = '0'] = policy.split('|');
+      return {
+        tenant,
+        waiting: Number(waiting),
+        oldestAt: Number(oldestAt) >= 0 ? Number(oldestAt) : null,
+        inFlight: Number(inFlight),
+        started: Number(started),
+        weight: Number(weight),
+        maxInFlight: Number(max),
+        blocked: Number(blocked) === 1,
+      };
+    }),
+    others: {
+      tenants: Number(others[0]),
+      waiting: Number(others[1]),
+      oldestAt: Number(others[2]) >= 0 ? Number(others[2]) : null,
+      started: Number(others[3]),
+    },
+    startedTotal: Number(all),
+  };
+}
+
+/**
+ * The fair queue of a command queue as producers use it (`JobTarget.fair`), from the configuration's
+ * `fairness`; undefined with FAIRNESS off (FIFO, as BullMQ's).
+ * @example const fair = fairTarget(config.fairness, 'orders', queue.toKey(''));
+ */
+export function fairTarget(
+  fairness: { enabled: boolean; depth: number; holdMs: number },
+  queue: string,
+  jobPrefix: string,
+): { queue: FairQueue; holdMs: number } | undefined {
+  if (!fairness.enabled) return undefined;
+  const { depth, holdMs } = fairness;
+  return { queue: createFairQueue(queue, jobPrefix, { depth, holdMs }), holdMs };
 }

@@ -1,7 +1,7 @@
 import { Queue, type Job } from 'bullmq';
 import { bullmqGroupQueue, bullmqGroupsKey } from '../bus/bullmq-bus.ts';
 import { isGroupName } from '../bus/event-bus.ts';
-import { createFairQueue, type FairBacklog, type FairQueue } from '../fairness/fair-queue.ts';
+import { readFairBacklog, type FairBacklog } from '../fairness/fair-queue.ts';
 import type { Redis } from '../queue/redis.ts';
 import { ALL_QUEUES, COMMAND_QUEUES, queueOptions, type QueueName } from '../queue/names.ts';
 
@@ -120,7 +120,6 @@ export function createQueueStatsReader(options: QueueStatsOptions): QueueStatsRe
   const now = options.now ?? Date.now;
   const fairQueues = options.fairQueues ?? COMMAND_QUEUES;
   const handles = new Map<QueueName, Queue>();
-  const fair = new Map<QueueName, FairQueue>();
   const handle = (name: QueueName): Queue => {
     let q = handles.get(name);
     if (!q) {
@@ -129,19 +128,9 @@ export function createQueueStatsReader(options: QueueStatsOptions): QueueStatsRe
     }
     return q;
   };
-  /** The fair queue of a command queue; its settings play no part in `backlog()`, the only call made. */
-  const fairOf = (name: QueueName): FairQueue | undefined => {
-    if (!fairQueues.includes(name)) return undefined;
-    let f = fair.get(name);
-    if (!f) {
-      f = createFairQueue(name, handle(name).toKey(''), { depth: 1, holdMs: 1 });
-      fair.set(name, f);
-    }
-    return f;
-  };
   async function readTenants(name: QueueName, top: number): Promise<QueueTenants> {
     const q = handle(name);
-    const f = fairOf(name);
+    const fair = fairQueues.includes(name);
     const [counts, waitingTail, nextPrioritized, paused, tenants] = await Promise.all([
       q.getJobCounts(
         'waiting',
@@ -155,7 +144,9 @@ export function createQueueStatsReader(options: QueueStatsOptions): QueueStatsRe
       q.getWaiting(0, 0),
       q.getPrioritized(0, 0),
       q.isPaused(),
-      f ? f.backlog(options.connection, Math.max(0, Math.floor(top))) : Promise.resolve(null),
+      fair
+        ? readFairBacklog(options.connection, q.toKey(''), Math.max(0, Math.floor(top)))
+        : Promise.resolve(null),
     ]);
     const at = now();
     const n = (state: string) => counts[state] ?? 0;
@@ -204,7 +195,6 @@ export function createQueueStatsReader(options: QueueStatsOptions): QueueStatsRe
       (closing ??= (async () => {
         await Promise.allSettled([...handles.values()].map((q) => q.close()));
         handles.clear();
-        fair.clear();
       })()),
   };
 }

@@ -5,7 +5,7 @@ import type { Config } from '../../../shared/config/config.ts';
 import type { Pool } from '../../../shared/db/pool.ts';
 import { createPgDeadLetterSink } from '../../../shared/dead-letters/dead-letter.ts';
 import type { EventEnvelope } from '../../../shared/domain/events.ts';
-import { createFairQueue, type FairQueue } from '../../../shared/fairness/fair-queue.ts';
+import { fairTarget, type FairQueue } from '../../../shared/fairness/fair-queue.ts';
 import type { Tenant } from '../../../shared/fairness/tenants.ts';
 import type { Logger } from '../../../shared/observability/logger.ts';
 import {
@@ -152,22 +152,13 @@ export function startFanOut(
   );
   const queue = createCommandQueue(redis, config.redis.queuePrefix, 'webhooks');
   queue.on('error', (err) => log.debug({ err }, 'webhooks queue connection error'));
-  const { fairness } = config;
   const handler = createFanOut({
     pool,
     logger: log,
     queue,
     jobName,
     jobOptions: commandJobOptions(deps.settings),
-    fair: fairness.enabled
-      ? {
-          queue: createFairQueue('webhooks', queue.toKey(''), {
-            depth: fairness.depth,
-            holdMs: fairness.holdMs,
-          }),
-          holdMs: fairness.holdMs,
-        }
-      : undefined,
+    fair: fairTarget(config.fairness, 'webhooks', queue.toKey('')),
     endpointMaxInFlight: deps.endpointMaxInFlight,
   });
   let closed = false;
