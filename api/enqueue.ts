@@ -197,24 +197,73 @@ export const QUOTA_RETRY_AFTER_SECONDS = 5;
  * After a failed `addBulk` — a pipeline, not a transaction, so Redis may have stored some of its jobs
  * before it failed (e.g. `maxmemory` reached under `noeviction`) — this tells which requests were in
  * fact accepted. EXISTS is a read: Redis still answers it when it refuses writes for memory.
+ * @throws when any id got no answer (see {@link settleJobsThatExist}, which asks again).
  */
 export async function jobsThatExist(queue: CommandQueue, ids: readonly string[]): Promise<Set<string>> {
-  if (ids.length === 0) return new Set();
+  const { present, answered } = await askWhichExist(queue, ids);
+  const silent = ids.find((id) => !answered.has(id));
+  if (silent !== undefined) throw new Error(`no answer whether job ${silent} exists`);
+  return present;
+}
+
+/** One EXISTS round: the ids Redis answered for (`answered`) and those of them it holds (`present`). */
+async function askWhichExist(
+  queue: CommandQueue,
+  ids: readonly string[],
+): Promise<{ present: Set<string>; answered: Set<string> }> {
+  const present = new Set<string>();
+  const answered = new Set<string>();
+  if (ids.length === 0) return { present, answered };
   const client = await queue.client;
   const replies = await client.pipeline(ids.map((id) => ['exists', queue.toKey(id)])).exec();
   if (!replies) throw new Error('pipeline aborted');
-  const present = new Set<string>();
   replies.forEach(([err, n], i) => {
-    if (err) throw err;
+    if (err) return;
+    answered.add(ids[i]!);
     if (n === 1) present.add(ids[i]!);
   });
-  return present;
+  return { present, answered };
+}
+
+/**
+ * {@link jobsThatExist}, asking again — while the connection is up, for up to `patienceMs` — about
+ * the ids that got no answer. A reply can be lost without Redis being down: on a starved process (a
+ * loaded machine) the event loop runs the per-command timers (`REDIS_COMMAND_TIMEOUT_MS`) before it
+ * reads the replies that arrived meanwhile, so a command Redis answered at once fails as "Command
+ * timed out". The add's replies are lost the same way, so this check must hold out: a job it cannot
+ * see is answered 503 although stored, and a client retrying without an Idempotency-Key then places
+ * the order twice.
+ * @returns the ids Redis holds, and those it never answered for (`unknown`).
+ */
+export async function settleJobsThatExist(
+  queue: CommandQueue,
+  ids: readonly string[],
+  patienceMs: number,
+): Promise<{ present: Set<string>; unknown: string[] }> {
+  const present = new Set<string>();
+  let unknown = [...new Set(ids)];
+  const until = Date.now() + patienceMs;
+  for (let round = 0; unknown.length > 0; round++) {
+    try {
+      const answer = await withDeadline(askWhichExist(queue, unknown), Math.max(1, patienceMs));
+      for (const id of answer.present) present.add(id);
+      unknown = unknown.filter((id) => !answer.answered.has(id));
+    } catch {
+      // Nothing answered this round (no connection, the pipeline aborted): ask again while patient.
+    }
+    // The clock is read after the round's I/O: a stall of the loop alone does not end the patience
+    // early. A connection that is down answers nothing more (the 503 of a Redis outage stays prompt).
+    if (unknown.length === 0 || Date.now() >= until || (await queue.client).status !== 'ready') break;
+    await new Promise((r) => setTimeout(r, Math.min(25 * 2 ** round, 500)));
+  }
+  return { present, unknown };
 }
 
 /**
  * Adds `jobs` with one `addBulk` and answers, per job, whether Redis has it. A failed bulk is
- * followed by {@link jobsThatExist}, so the jobs it did store count as accepted; the others (and
- * all of them, when even that check fails) are rejected with the bulk's error. With
+ * followed by {@link settleJobsThatExist} (asking again for up to `timeoutMs` about jobs it got no
+ * answer for), so the jobs it did store count as accepted; the others (and those Redis never answered
+ * for) are rejected with the bulk's error. With
  * `target.replicaWait`, a job counts as accepted only once that many replicas have it too
  * ({@link waitForJobReplicas}); when they do not in time, none is (the jobs may still be kept: a
  * retry with the same job ids is a no-op for those).
@@ -371,9 +420,7 @@ async function addBulkOnce(
   try {
     await withDeadline(addJobs(queue, jobName, add), left);
   } catch (error) {
-    const accepted = await withDeadline(jobsThatExist(queue, added), timeoutMs).catch(
-      () => new Set<string>(),
-    );
+    const { present: accepted } = await settleJobsThatExist(queue, added, timeoutMs);
     return withRefused(await replicated(target, accepted, error, timeoutMs), refused);
   }
   return withRefused(await replicated(target, new Set(added), undefined, timeoutMs), refused);
@@ -435,10 +482,9 @@ async function addOnWriter(
       await withDeadline(send(addJobs(lease.queue, target.jobName, add)), left);
     } catch (addError) {
       error = addError;
-      // A read, on the queue's own connection: the writer's may still be busy with the add.
-      accepted = await withDeadline(jobsThatExist(target.queue, added), timeoutMs).catch(
-        () => new Set<string>(),
-      );
+      // On the writer's connection, behind the add: an add that missed its deadline may still be on
+      // its way, and a read on another connection could overtake it (a stored job answered 503).
+      ({ present: accepted } = await settleJobsThatExist(lease.queue, added, timeoutMs));
     }
     if (accepted.size === 0) return withRefused({ accepted, error }, refused);
     try {

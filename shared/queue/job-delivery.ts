@@ -131,16 +131,58 @@ export async function handBackJob(
   // `scripts` is protected: the element access keeps it type-checked against BullMQ's declarations.
   await job['scripts'].moveToDelayed(job.id, Date.now(), Math.max(0, Math.round(delayMs)), token, {
     skipAttempt: true,
-    fieldsToUpdate: { progress: JSON.stringify(progress) },
+    fieldsToUpdate: { progress: JSON.stringify(progress), [STALLED_COUNTER]: 0 },
   });
 }
 
-/** The primitives of the job a processor holds: ack = the processor returns (BullMQ completes it); hand back = {@link handBackJob}. */
+/**
+ * BullMQ's count of a job's stalls (the job hash's `stc`), which fails the job by itself past
+ * `maxStalledCount`. BullMQ only ever adds to it, over the job's whole life; a hand-back sets it back
+ * to 0 in its own script, and {@link clearStalls} does when a delivery otherwise came back. So it
+ * counts stalls in a row of deliveries that never came back — a job that kills its workers — and not
+ * the stalls of live workers a loaded machine starves past their locks, which a job snoozed through
+ * a long outage would otherwise collect one by one until it was dead-lettered ("job stalled more
+ * than allowable limit") through no fault of its own.
+ */
+const STALLED_COUNTER = 'stc';
+
+/**
+ * The primitives of the job a processor holds: ack = the processor returns (BullMQ completes it); hand
+ * back = {@link handBackJob}. Either way the delivery came back, so the job's stall count is cleared
+ * ({@link clearStalls}) where a hand-back does not already do it: on an ack of a job that stalled
+ * before, and on a hand-back refused because the lock was lost meanwhile (a starved worker: the
+ * stalled check took the job back while it still ran).
+ */
 export function activeJobActions(job: Job, token: string | undefined): TransportActions {
   return {
-    ack: () => Promise.resolve(),
-    handBack: (delayMs, next, _why, error) => handBackJob(job, token, delayMs, next, error),
+    ack: async () => {
+      if (job.stalledCounter > 0) await clearStalls(job).catch(() => undefined);
+    },
+    async handBack(delayMs, next, _why, error) {
+      try {
+        await handBackJob(job, token, delayMs, next, error);
+      } catch (err) {
+        await clearStalls(job).catch(() => undefined);
+        throw err;
+      }
+    },
   };
+}
+
+/** Sets a job's stall count to 0 if the job still exists (never recreating the hash of a removed job). */
+const CLEAR_STALLS = `if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], '${STALLED_COUNTER}', 0) end return 0`;
+
+/**
+ * Sets the job's stall count ({@link STALLED_COUNTER}) back to 0: its delivery came back, whatever
+ * became of it, so the worker did not die on it — even when the stalled check took the job back
+ * meanwhile (a starved worker) and its hand-back or completion is refused for the lost lock.
+ */
+export async function clearStalls(job: Job): Promise<void> {
+  if (!job.id) return;
+  // `queue` is protected: the element access keeps it type-checked against BullMQ's declarations.
+  const queue = job['queue'];
+  const client = await queue.client;
+  await client.eval(CLEAR_STALLS, 1, queue.toKey(job.id));
 }
 
 /**

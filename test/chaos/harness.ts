@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { rabbitmqSettings } from '../../shared/bus/create-bus.ts';
 import { OrdersQueues } from '../../modules/orders/queue.ts';
 import { Queue } from 'bullmq';
@@ -66,7 +67,8 @@ export async function startWorkers(
         throw new Error(`workers (${kinds}) exited:\n${proc.lines.slice(-20).join('\n')}`);
       return logRecords(proc).some((l) => l.msg === 'workers started');
     },
-    { timeoutMs: 60_000, what: `workers (${kinds}) to start` },
+    // Patient: a scenario starts a dozen processes at once, and on a loaded machine each takes long to boot.
+    { timeoutMs: 120_000, what: `workers (${kinds}) to start` },
   );
   return proc;
 }
@@ -81,7 +83,7 @@ export async function startApi(env: Env, procs?: (Proc | undefined)[]): Promise<
       if (proc.port === undefined) return false;
       return (await fetch(`http://127.0.0.1:${proc.port}/readyz`)).status === 200;
     },
-    { timeoutMs: 60_000, what: 'the api to become ready' },
+    { timeoutMs: 120_000, what: 'the api to become ready' },
   );
   return Object.assign(proc, { url: `http://127.0.0.1:${proc.port}` });
 }
@@ -109,21 +111,42 @@ export function makeOrders(n: number, tag: string): PlaceOrder[] {
   }));
 }
 
-/** Posts orders through `POST /v1/orders/batch` (≤1,000 a request); returns the accepted ids. */
-export async function placeBatch(apiUrl: string, orders: readonly PlaceOrder[]): Promise<string[]> {
+/**
+ * Posts orders through `POST /v1/orders/batch` (≤1,000 a request); returns the accepted ids.
+ * `retryUnavailableMs` > 0: each request carries an Idempotency-Key and, answered 503 in whole or in
+ * part (Redis slow to answer on a loaded machine), is sent again with the same key for that long — as
+ * a client should: the derived order ids make the stored jobs dedupe and the missing ones join.
+ */
+export async function placeBatch(
+  apiUrl: string,
+  orders: readonly PlaceOrder[],
+  { retryUnavailableMs = 0 }: { retryUnavailableMs?: number } = {},
+): Promise<string[]> {
   const ids: string[] = [];
   for (let i = 0; i < orders.length; i += 1_000) {
     const chunk = orders.slice(i, i + 1_000);
-    const res = await request<{ orders: { orderId?: string }[] }>(`${apiUrl}/v1/orders/batch`, {
-      method: 'POST',
-      json: { orders: chunk },
-    });
-    if (res.status !== 202)
-      throw new Error(`batch answered ${res.status}: ${JSON.stringify(res.body).slice(0, 500)}`);
-    const accepted = res.body.orders.flatMap((o) => (o.orderId ? [o.orderId] : []));
-    if (accepted.length !== chunk.length)
-      throw new Error(`batch accepted ${accepted.length} of ${chunk.length}`);
-    ids.push(...accepted);
+    const key = retryUnavailableMs > 0 ? randomUUID() : undefined;
+    const until = Date.now() + retryUnavailableMs;
+    for (let attempt = 1; ; attempt++) {
+      const res = await request<{ orders: { orderId?: string }[] }>(`${apiUrl}/v1/orders/batch`, {
+        method: 'POST',
+        json: { orders: chunk },
+        ...(key ? { headers: { 'idempotency-key': key } } : {}),
+      });
+      const accepted =
+        res.status === 202 ? res.body.orders.flatMap((o) => (o.orderId ? [o.orderId] : [])) : [];
+      const unavailable = res.status === 503 || (res.status === 202 && accepted.length !== chunk.length);
+      if (unavailable && key && Date.now() < until) {
+        await new Promise((r) => setTimeout(r, Math.min(250 * attempt, 2_000)));
+        continue;
+      }
+      if (res.status !== 202)
+        throw new Error(`batch answered ${res.status}: ${JSON.stringify(res.body).slice(0, 500)}`);
+      if (accepted.length !== chunk.length)
+        throw new Error(`batch accepted ${accepted.length} of ${chunk.length}`);
+      ids.push(...accepted);
+      break;
+    }
   }
   return ids;
 }

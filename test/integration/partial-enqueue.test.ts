@@ -5,6 +5,7 @@ import { coalescingEnqueue } from '../../api/enqueue.ts';
 import type { OrderJob } from '../../modules/orders/domain.ts';
 import { createOrdersQueue, PLACE_ORDER_JOB, type OrdersQueue } from '../../modules/orders/queue.ts';
 import { commandJobOptions } from '../../shared/queue/command-queue.ts';
+import { createProducerRedis } from '../../shared/queue/redis.ts';
 import { testConfig } from '../support/env.ts';
 import { request } from '../support/http.ts';
 import { startPlatform, type Platform } from '../support/platform.ts';
@@ -120,5 +121,60 @@ describe('a Redis that fills up in the middle of an enqueue', () => {
     expect(resolved.length).toBeGreaterThan(0);
     expect(resolved.length).toBeLessThan(jobs.length);
     expect(await storedJobIds(queue)).toEqual(new Set(resolved));
+  });
+
+  it('answers a coalesced enqueue 202 when its job was stored, though its process was starved', async () => {
+    // A loaded machine: the API's event loop blocked again and again while its bulk and the check
+    // after it are in flight, longer than the per-command timeout. Redis answers at once, but the
+    // command timers run before the replies are read: both the add and the check "time out".
+    const starved = createProducerRedis({ url: redis.url, commandTimeoutMs: 100 }, 'starved-api');
+    const starvedQueue = createOrdersQueue(starved, platform.config.redis.queuePrefix);
+    await starvedQueue.waitUntilReady();
+    await queue.drain();
+    const enqueue = coalescingEnqueue(
+      {
+        queue: starvedQueue,
+        jobName: PLACE_ORDER_JOB,
+        jobOptions: commandJobOptions({ attempts: 1, backoffMs: 10, keepCompletedSeconds: 0 }),
+      },
+      { maxBatch: 256, maxWaitMs: 0, timeoutMs: 5_000, maxInFlight: 1 },
+    );
+    const jobs: OrderJob[] = Array.from({ length: 300 }, (_, i) => ({
+      orderId: randomUUID(),
+      correlationId: `corr-starved-${i}`,
+      acceptedAt: new Date().toISOString(),
+      order: fatOrder(`c-starved-${i}`),
+    }));
+    // For 1.5 s, every command sent on the API's connection is followed, in the same turn, by 250 ms
+    // of busy JavaScript (the check phase): the next turn's timers phase, on a fresh clock, runs the
+    // command's 100 ms timer before its poll phase reads what Redis answered meanwhile — as when a
+    // process is descheduled in the middle of its JavaScript.
+    const starveUntil = Date.now() + 1_500;
+    let busyTurn = false;
+    const send = starved.sendCommand.bind(starved);
+    starved.sendCommand = (...args: Parameters<typeof send>) => {
+      if (!busyTurn && Date.now() < starveUntil) {
+        busyTurn = true;
+        setImmediate(() => {
+          const busyUntil = Date.now() + 250;
+          while (Date.now() < busyUntil) {
+            /* a starved process: no timer, no socket read */
+          }
+          busyTurn = false;
+        });
+      }
+      return send(...args);
+    };
+    try {
+      const outcomes = await Promise.allSettled(jobs.map((job) => enqueue({ id: job.orderId, data: job })));
+      const resolved = jobs.filter((_, i) => outcomes[i]!.status === 'fulfilled').map((j) => j.orderId);
+      // Every job was stored, so every caller hears so: no 503 for an accepted job.
+      const stored = await storedJobIds(queue);
+      expect({ stored: stored.size, resolved: resolved.length }).toEqual({ stored: 300, resolved: 300 });
+      expect(stored).toEqual(new Set(resolved));
+    } finally {
+      await starvedQueue.close();
+      starved.disconnect();
+    }
   });
 });
