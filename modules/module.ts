@@ -7,6 +7,7 @@ import type { Logger } from '../shared/observability/logger.ts';
 import type { TraceCarrier } from '../shared/observability/tracing/trace-context.ts';
 import type { BreakerState } from '../shared/resilience/circuit-breaker.ts';
 import type { ModuleApiContext, ResourceExtensions } from '../api/modules.ts';
+import type { CommandSummary } from '../shared/search/query.ts';
 
 /**
  * The contract between Conveyor's core and a command module. A module is one folder under `modules/`
@@ -63,6 +64,11 @@ export interface ModuleDefinition {
    * refund. @defaultValue the event's `key`
    */
   commandIdOf?(event: EventEnvelope): string | undefined;
+  /**
+   * Its commands may be cancelled while not yet decided: the core serves `POST <path>/cancel`
+   * (api/routes/cancel.ts) and bulk cancels through shared/commands/cancel.ts. Absent: not cancellable.
+   */
+  cancel?: CancellableCommands;
   /** Its HTTP routes, loaded by the API process. */
   api(): Promise<ModuleApiFactory>;
   /** Its command handler and projection, loaded by worker processes. */
@@ -216,4 +222,56 @@ export interface CommandResource {
   path: string;
   /** The command by id as its GET answers it, or undefined when nobody knows it. */
   read(id: string): Promise<CommandView | undefined>;
+}
+
+/**
+ * A module's cancellable commands (shared/commands/cancel.ts drives the cancel: the job's removal from
+ * the queue and the module's write in one PostgreSQL transaction, so exactly one of the cancel and the
+ * worker's decision wins).
+ */
+export interface CancellableCommands {
+  /** Its command resource's GET, Hono style with one id parameter (`/v1/orders/:orderId`); cancel is `POST <path>/cancel`. */
+  path: string;
+  /** The write side of a cancel, loaded on demand by the processes that cancel (API, bulk runner). */
+  load(): Promise<CommandCancellation>;
+}
+
+/** A command to cancel, as its job holds it (read before the job is removed). */
+export interface CancelledCommand {
+  /** The command (job) id. */
+  id: string;
+  /** The job data, unchecked: the module parses it. */
+  data: unknown;
+  /** Attempts that ended before the cancel (ours: BullMQ's `attemptsMade` does not count our retries). */
+  attempts: number;
+  at: Date;
+  /** Who cancels (the audit actor: API key id or console user). */
+  actor: string;
+  reason: string | null;
+}
+
+/** What a cancel's write did: the cancelled row and its events, or nothing because a row was there. */
+export type CancelWrite =
+  | {
+      written: true;
+      summary: CommandSummary;
+      /** The module's `<aggregate>.cancelled` event(s), appended to the outbox by the core in the same transaction. */
+      events: EventEnvelope[];
+      /** The batch the command was posted in (shared/batches counts it as decided). */
+      batchId?: string | undefined;
+    }
+  | { written: false; existing: CommandSummary };
+
+/** The module side of a cancel. */
+export interface CommandCancellation {
+  /** Whether `id` can name one of its commands (e.g. a UUID); anything else is unknown (404). */
+  isId(id: string): boolean;
+  /**
+   * Inside the cancel's transaction: writes the command's `cancelled` row from its job data unless the
+   * write model already has a row for it (decided, or cancelled before), whose state it then returns.
+   * Throws a `StateConflictError` when the job data is not a command of the module (it will be dead-lettered).
+   */
+  cancel(client: PoolClient, command: CancelledCommand): Promise<CancelWrite>;
+  /** The write model's row of a command (decided or cancelled); undefined when there is none. */
+  find(db: Pool | PoolClient, id: string): Promise<CommandSummary | undefined>;
 }

@@ -22,6 +22,7 @@ export const BatchProgressSchema = z
     completed: z.number().int(),
     rejected: z.number().int(),
     deadLettered: z.number().int(),
+    cancelled: z.number().int(),
     /** Accepted and not decided yet. */
     pending: z.number().int(),
     createdAt: z.string(),
@@ -121,7 +122,7 @@ export function batchRoutes(
     if (!batch || batch.total === null || !(admin || theirs)) {
       throw new NotFoundError(`no batch ${id}`);
     }
-    const decided = batch.completed + batch.rejected + batch.deadLettered;
+    const decided = batch.completed + batch.rejected + batch.deadLettered + batch.cancelled;
     return c.json(
       {
         id: batch.id,
@@ -131,6 +132,7 @@ export function batchRoutes(
         completed: batch.completed,
         rejected: batch.rejected,
         deadLettered: batch.deadLettered,
+        cancelled: batch.cancelled,
         pending: Math.max(0, batch.total - decided),
         createdAt: batch.createdAt,
         completedAt: batch.completedAt,

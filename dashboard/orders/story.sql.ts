@@ -16,7 +16,7 @@ export interface OrderRecord {
   currency: string;
   totalCents: number;
   items: unknown;
-  status: 'completed' | 'rejected' | 'dead_lettered';
+  status: 'completed' | 'rejected' | 'dead_lettered' | 'cancelled';
   reason: string | null;
   attempts: number;
   correlationId: string;

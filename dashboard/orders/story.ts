@@ -91,13 +91,14 @@ function eventTitle(type: string): string {
     completed: 'completed',
     rejected: 'rejected',
     dead_lettered: 'dead-lettered',
+    cancelled: 'cancelled',
   };
   return `${aggregate.charAt(0).toUpperCase()}${aggregate.slice(1)} ${words[what] ?? what.replaceAll('_', ' ')} (${type})`;
 }
 
 function eventTone(type: string): Moment['tone'] {
   if (type.endsWith('.dead_lettered')) return 'bad';
-  if (type.endsWith('.rejected')) return 'warn';
+  if (type.endsWith('.rejected') || type.endsWith('.cancelled')) return 'warn';
   return 'ok';
 }
 

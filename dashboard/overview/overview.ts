@@ -173,8 +173,9 @@ export const THRESHOLDS = {
 const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
 
 /** How a decision event ended its command: `<aggregate>.rejected`, `.dead_lettered`, anything else done. */
-export function outcomeOf(eventType: string): 'completed' | 'rejected' | 'dead_lettered' {
+export function outcomeOf(eventType: string): 'completed' | 'rejected' | 'dead_lettered' | 'cancelled' {
   if (eventType.endsWith('.dead_lettered')) return 'dead_lettered';
+  if (eventType.endsWith('.cancelled')) return 'cancelled';
   if (eventType.endsWith('.rejected')) return 'rejected';
   return 'completed';
 }
@@ -185,7 +186,7 @@ export function moduleTotals(
   m: Pick<CommandModule, 'eventTypes'>,
 ): { decided: number; deadLettered: number; byOutcome: Record<ReturnType<typeof outcomeOf>, number[]> } {
   const zeros = () => Array.from({ length: a.published.length }, () => 0);
-  const byOutcome = { completed: zeros(), rejected: zeros(), dead_lettered: zeros() };
+  const byOutcome = { completed: zeros(), rejected: zeros(), dead_lettered: zeros(), cancelled: zeros() };
   for (const type of m.eventTypes) {
     const series = byOutcome[outcomeOf(type)];
     (a.appended[type] ?? []).forEach((n, i) => (series[i] = (series[i] ?? 0) + n));

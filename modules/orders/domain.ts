@@ -19,7 +19,14 @@ export const PlaceOrderSchema = z.strictObject({
 export type PlaceOrder = z.infer<typeof PlaceOrderSchema>;
 export type OrderItem = z.infer<typeof OrderItemSchema>;
 
-export const OrderStatusSchema = z.enum(['queued', 'processing', 'completed', 'rejected', 'dead_lettered']);
+export const OrderStatusSchema = z.enum([
+  'queued',
+  'processing',
+  'completed',
+  'rejected',
+  'dead_lettered',
+  'cancelled',
+]);
 export type OrderStatus = z.infer<typeof OrderStatusSchema>;
 
 /** The BullMQ job data of queue `orders` (the command). Foreign producers must send this shape. */

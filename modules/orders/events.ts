@@ -8,6 +8,7 @@ export const OrderEventTypes = {
   placed: 'order.placed',
   rejected: 'order.rejected',
   deadLettered: 'order.dead_lettered',
+  cancelled: 'order.cancelled',
 } as const;
 
 const OrderSnapshot = {
@@ -44,11 +45,21 @@ export const OrderDeadLetteredPayload = z.object({
   deadLetterId: z.string(),
 });
 
+/** Cancelled before it was decided (POST /v1/orders/{id}/cancel): never executed. */
+export const OrderCancelledPayload = z.object({
+  ...OrderSnapshot,
+  cancelledAt: z.iso.datetime(),
+  /** Who cancelled it: the API key's id, or the console user. */
+  cancelledBy: z.string(),
+  reason: z.string().nullable(),
+});
+
 /** Payload schemas by type and version: the module declaration's `events`. */
 export const orderEvents = {
   [OrderEventTypes.placed]: { 1: OrderPlacedPayload },
   [OrderEventTypes.rejected]: { 1: OrderRejectedPayload },
   [OrderEventTypes.deadLettered]: { 1: OrderDeadLetteredPayload },
+  [OrderEventTypes.cancelled]: { 1: OrderCancelledPayload },
 } as const;
 
 export type OrderPlacedEvent = TypedEvent<typeof OrderEventTypes.placed, typeof OrderPlacedPayload>;
@@ -57,5 +68,6 @@ export type OrderDeadLetteredEvent = TypedEvent<
   typeof OrderEventTypes.deadLettered,
   typeof OrderDeadLetteredPayload
 >;
+export type OrderCancelledEvent = TypedEvent<typeof OrderEventTypes.cancelled, typeof OrderCancelledPayload>;
 /** An event of this module whose payload the projector has checked. */
-export type OrderEvent = OrderPlacedEvent | OrderRejectedEvent | OrderDeadLetteredEvent;
+export type OrderEvent = OrderPlacedEvent | OrderRejectedEvent | OrderDeadLetteredEvent | OrderCancelledEvent;

@@ -14,6 +14,11 @@ export const ordersModule: ModuleDefinition = {
   queueDefaults: {},
   scopes: { write: 'orders:write', read: 'orders:read' },
   paths: ['/v1/orders', '/v1/customers', '/v1/stats'],
+  // POST /v1/orders/{orderId}/cancel while the order is not decided (api/routes/cancel.ts).
+  cancel: {
+    path: '/v1/orders/:orderId',
+    load: async () => (await import('./cancel.ts')).orderCancellation,
+  },
   api: async () => (await import('./api/index.ts')).ordersApi,
   worker: async () => (await import('./worker/index.ts')).ordersWorker,
 };

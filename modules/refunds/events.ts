@@ -7,6 +7,7 @@ export const RefundEventTypes = {
   completed: 'refund.completed',
   rejected: 'refund.rejected',
   deadLettered: 'refund.dead_lettered',
+  cancelled: 'refund.cancelled',
 } as const;
 
 const RefundSnapshot = {
@@ -48,13 +49,25 @@ export const RefundDeadLetteredPayload = z.object({
   deadLetteredAt: z.iso.datetime(),
 });
 
+/** Cancelled before it was decided (POST /v1/refunds/{id}/cancel): never executed. */
+export const RefundCancelledPayload = z.object({
+  ...RefundSnapshot,
+  cancelledAt: z.iso.datetime(),
+  /** Who cancelled it: the API key's id, or the console user. */
+  cancelledBy: z.string(),
+  /** Why it was cancelled (the refund's own reason is `reason`). */
+  cancelReason: z.string().nullable(),
+});
+
 export const refundEvents = {
   [RefundEventTypes.completed]: { 1: RefundCompletedPayload },
   [RefundEventTypes.rejected]: { 1: RefundRejectedPayload },
   [RefundEventTypes.deadLettered]: { 1: RefundDeadLetteredPayload },
+  [RefundEventTypes.cancelled]: { 1: RefundCancelledPayload },
 } as const;
 
 export type RefundEvent =
   | TypedEvent<typeof RefundEventTypes.completed, typeof RefundCompletedPayload>
   | TypedEvent<typeof RefundEventTypes.rejected, typeof RefundRejectedPayload>
-  | TypedEvent<typeof RefundEventTypes.deadLettered, typeof RefundDeadLetteredPayload>;
+  | TypedEvent<typeof RefundEventTypes.deadLettered, typeof RefundDeadLetteredPayload>
+  | TypedEvent<typeof RefundEventTypes.cancelled, typeof RefundCancelledPayload>;

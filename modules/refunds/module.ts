@@ -22,6 +22,11 @@ export const refundsModule: ModuleDefinition = {
   scopes: { write: 'orders:write', read: 'orders:read' },
   paths: ['/v1/orders/:orderId/refunds', '/v1/refunds'],
   // Refund events are keyed by their order: the refund they are about is in the payload.
+  // POST /v1/refunds/{refundId}/cancel while the refund is not decided (api/routes/cancel.ts).
+  cancel: {
+    path: '/v1/refunds/:refundId',
+    load: async () => (await import('./cancel.ts')).refundCancellation,
+  },
   commandIdOf: (event) => (typeof event.payload.refundId === 'string' ? event.payload.refundId : undefined),
   api: async () => (await import('./api/index.ts')).refundsApi,
   worker: async () => (await import('./worker/index.ts')).refundsWorker,

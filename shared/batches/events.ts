@@ -20,6 +20,8 @@ export const BatchCompletedV1 = z.object({
   completed: z.number().int().min(0),
   rejected: z.number().int().min(0),
   deadLettered: z.number().int().min(0),
+  /** Items cancelled before they were decided; absent in events from before cancel existed. */
+  cancelled: z.number().int().min(0).optional(),
   createdAt: z.iso.datetime({ offset: true }),
   completedAt: z.iso.datetime({ offset: true }),
 });

@@ -4,8 +4,8 @@ import { insertOutbox } from '../db/outbox.sql.ts';
 import type { EventEnvelope } from '../domain/events.ts';
 import { BatchEventTypes, type BatchCompleted } from './events.ts';
 
-/** What decided a batch item: the three final states the batch counts. */
-export type BatchOutcome = 'completed' | 'rejected' | 'dead_lettered';
+/** What decided a batch item: the final states the batch counts (a cancelled item is decided too). */
+export type BatchOutcome = 'completed' | 'rejected' | 'dead_lettered' | 'cancelled';
 
 /** One decided item of a batch (its job data named `batchId`). */
 export interface BatchDecision {
@@ -25,6 +25,8 @@ export interface BatchProgress {
   completed: number;
   rejected: number;
   deadLettered: number;
+  /** Items cancelled before they were decided (shared/commands/cancel.ts). */
+  cancelled: number;
   createdAt: string;
   completedAt: string | null;
 }
@@ -39,6 +41,7 @@ interface BatchRow {
   completed: number;
   rejected: number;
   dead_lettered: number;
+  cancelled: number;
   created_at: Date;
   completed_at: Date | null;
 }
@@ -52,6 +55,7 @@ const progressOf = (r: BatchRow): BatchProgress => ({
   completed: r.completed,
   rejected: r.rejected,
   deadLettered: r.dead_lettered,
+  cancelled: r.cancelled,
   createdAt: r.created_at.toISOString(),
   completedAt: r.completed_at ? r.completed_at.toISOString() : null,
 });
@@ -68,7 +72,7 @@ async function completeReady(client: PoolClient, ids: readonly string[]): Promis
   const done = await client.query<BatchRow>(
     `UPDATE batches SET completed_at = clock_timestamp()
       WHERE batch_id = ANY($1::uuid[]) AND completed_at IS NULL AND total IS NOT NULL
-        AND completed + rejected + dead_lettered >= total
+        AND completed + rejected + dead_lettered + cancelled >= total
       RETURNING *`,
     [ids],
   );
@@ -83,6 +87,7 @@ async function completeReady(client: PoolClient, ids: readonly string[]): Promis
       completed: p.completed,
       rejected: p.rejected,
       deadLettered: p.deadLettered,
+      cancelled: p.cancelled,
       createdAt: p.createdAt,
       completedAt: p.completedAt ?? new Date().toISOString(),
     };
@@ -167,6 +172,7 @@ export async function recordBatchDecisions(
     completed: number;
     rejected: number;
     dead_lettered: number;
+    cancelled: number;
     undead: number;
   }>(
     `WITH recorded AS (
@@ -180,6 +186,7 @@ export async function recordBatchDecisions(
             count(*) FILTER (WHERE outcome = 'completed')::int AS completed,
             count(*) FILTER (WHERE outcome = 'rejected')::int AS rejected,
             count(*) FILTER (WHERE outcome = 'dead_lettered')::int AS dead_lettered,
+            count(*) FILTER (WHERE outcome = 'cancelled')::int AS cancelled,
             count(*) FILTER (WHERE redecided)::int AS undead
        FROM recorded GROUP BY batch_id ORDER BY batch_id`,
     [sorted.map((d) => d.batchId), sorted.map((d) => d.itemId), sorted.map((d) => d.outcome)],
@@ -188,11 +195,11 @@ export async function recordBatchDecisions(
   const rows = counted.rows;
   // A batch the API has not recorded yet is created here (its total NULL until the API records it).
   await client.query(
-    `INSERT INTO batches AS b (batch_id, module, completed, rejected, dead_lettered)
-     SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::int[]) ORDER BY 1
+    `INSERT INTO batches AS b (batch_id, module, completed, rejected, dead_lettered, cancelled)
+     SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::int[], $6::int[]) ORDER BY 1
      ON CONFLICT (batch_id) DO UPDATE
        SET completed = b.completed + EXCLUDED.completed, rejected = b.rejected + EXCLUDED.rejected,
-           dead_lettered = b.dead_lettered + EXCLUDED.dead_lettered`,
+           dead_lettered = b.dead_lettered + EXCLUDED.dead_lettered, cancelled = b.cancelled + EXCLUDED.cancelled`,
     [
       rows.map((r) => r.batch_id),
       rows.map(() => module),
@@ -200,6 +207,7 @@ export async function recordBatchDecisions(
       rows.map((r) => r.rejected),
       // A redecided item leaves the dead letters: its new outcome is counted above, its old one goes.
       rows.map((r) => r.dead_lettered - r.undead),
+      rows.map((r) => r.cancelled),
     ],
   );
   return completeReady(

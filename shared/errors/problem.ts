@@ -18,6 +18,8 @@ export interface Problem {
   correlationId?: string;
   /** 413: the body limit of the route, in bytes. */
   limitBytes?: number;
+  /** 409 command.not_cancellable: the command's state (`completed`, `processing`…). */
+  state?: string;
   /** 429: which of the key's budgets was exhausted. */
   budget?: 'reads' | 'writes';
   /** 429: that budget's requests per window; or, with `quota`, the quota's commands. */

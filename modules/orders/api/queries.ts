@@ -6,6 +6,7 @@ import { OrderNotFoundError } from '../errors.ts';
 import { extend, extendedShape, type ModuleApiContext } from '../../../api/modules.ts';
 import type { Pool } from '../../../shared/db/pool.ts';
 import { registerCommandResource } from '../../../api/results/registry.ts';
+import { settleCancels } from '../../../shared/commands/cancel.ts';
 import type { CommandView } from '../../module.ts';
 import { attemptsMadeOf, lastErrorOf } from '../../../shared/queue/job-delivery.ts';
 import {
@@ -212,7 +213,9 @@ export function orderQueryRoutes(ctx: ModuleApiContext): void {
     if (queued.length > 0) groups.push({ pool: reads.primary, rows: queued });
     const inQueue = new Set(queued.map((v) => v.orderId));
     const gone = unknown.filter((id) => !inQueue.has(id));
-    // Decided since the first read (or never accepted: then this costs one more miss).
+    // Decided since the first read (or never accepted: then this costs one more miss). A cancel
+    // removes its job just before it commits: its row is read once it ended (shared/commands/cancel.ts).
+    if (gone.length > 0) await settleCancels(reads.primary, ctx.commands.module.name, gone);
     const decided = gone.length > 0 ? await fromPrimary(reads.primary, gone) : [];
     if (decided.length > 0) groups.push({ pool: reads.primary, rows: decided });
     const extended = await Promise.all(groups.map((g) => withExtensions('order', g.pool, g.rows)));
@@ -307,7 +310,12 @@ export function orderQueryRoutes(ctx: ModuleApiContext): void {
   });
 }
 
-const FINAL_ORDER_STATUSES: ReadonlySet<string> = new Set(['completed', 'rejected', 'dead_lettered']);
+const FINAL_ORDER_STATUSES: ReadonlySet<string> = new Set([
+  'completed',
+  'rejected',
+  'dead_lettered',
+  'cancelled',
+]);
 
 /** An order as the core's results see it: its GET body, final or not, projected once `updatedAt` is set. */
 function orderCommandView(order: OrderView): CommandView {

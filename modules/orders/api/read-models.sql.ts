@@ -6,7 +6,7 @@ export interface OrderView {
   currency: string | null;
   totalCents: number | null;
   items: { sku: string; quantity: number; unitPriceCents: number }[] | null;
-  status: 'queued' | 'processing' | 'completed' | 'rejected' | 'dead_lettered';
+  status: 'queued' | 'processing' | 'completed' | 'rejected' | 'dead_lettered' | 'cancelled';
   attempts: number;
   lastError: string | null;
   correlationId: string | null;

@@ -2,7 +2,7 @@ import type { ModuleProjection } from '../../module.ts';
 import { OrderEventTypes, type OrderEvent } from '../events.ts';
 import { applyReadModels, type OrderViewRow, type StatsDelta } from './projections.sql.ts';
 
-const rank = { dead_lettered: 0, rejected: 1, completed: 1 } as const;
+const rank = { dead_lettered: 0, rejected: 1, completed: 1, cancelled: 1 } as const;
 
 function toView(e: OrderEvent): OrderViewRow {
   switch (e.type) {
@@ -36,6 +36,17 @@ function toView(e: OrderEvent): OrderViewRow {
         updatedAt: e.occurredAt,
         tenant: e.payload.tenant ?? null,
       };
+    case OrderEventTypes.cancelled:
+      // As the write model reads: `completedAt` is when it was decided (cancelled), `lastError` why.
+      return {
+        ...e.payload,
+        status: 'cancelled',
+        lastError: e.payload.reason,
+        correlationId: e.correlationId,
+        completedAt: e.payload.cancelledAt,
+        updatedAt: e.occurredAt,
+        tenant: e.payload.tenant ?? null,
+      };
   }
 }
 
@@ -50,8 +61,8 @@ function addDelta(map: Map<string, StatsDelta>, key: string, d: Partial<StatsDel
 }
 
 /**
- * The order view (one row per order, the strongest state wins: completed and rejected are final, a
- * dead-lettered order may still complete after a redrive) and the daily and per-customer stats,
+ * The order view (one row per order, the strongest state wins: completed, rejected and cancelled are
+ * final, a dead-lettered order may still complete after a redrive) and the daily and per-customer stats,
  * their deltas aggregated per row and written in one statement.
  */
 export const orderProjection: ModuleProjection = {
@@ -75,9 +86,10 @@ export const orderProjection: ModuleProjection = {
       } else if (e.type === OrderEventTypes.rejected) {
         addDelta(daily, `${day}|${currency}`, { rejected: 1 });
         addDelta(customers, `${e.payload.customerId}|${currency}`, { rejected: 1 });
-      } else {
+      } else if (e.type === OrderEventTypes.deadLettered) {
         addDelta(daily, `${day}|${currency}`, { deadLettered: 1 });
       }
+      // A cancelled order counts in no stats: it was never decided.
     }
     await applyReadModels(client, [...views.values()], daily, customers);
   },

@@ -13,7 +13,7 @@ export interface OrderViewRow {
   currency: string | null;
   totalCents: number | null;
   items: unknown;
-  status: 'completed' | 'rejected' | 'dead_lettered';
+  status: 'completed' | 'rejected' | 'dead_lettered' | 'cancelled';
   attempts: number;
   lastError: string | null;
   correlationId: string;

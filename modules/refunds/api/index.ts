@@ -17,6 +17,7 @@ import { DependencyUnavailableError, StateConflictError } from '../../../shared/
 import { attemptsMadeOf, lastErrorOf } from '../../../shared/queue/job-delivery.ts';
 import { OrderNotFoundError } from '../../orders/errors.ts';
 import { registerCommandResource } from '../../../api/results/registry.ts';
+import { settleCancels } from '../../../shared/commands/cancel.ts';
 import type { CommandView, ModuleApiFactory } from '../../module.ts';
 import { RefundJobSchema, RefundNotFoundError, RequestRefundSchema, type RefundJob } from '../domain.ts';
 import {
@@ -48,7 +49,7 @@ const RefundViewSchema = z
     currency: z.string().nullable(),
     amountCents: z.number().int().nullable(),
     reason: z.string().nullable(),
-    status: z.enum(['queued', 'processing', 'completed', 'rejected', 'dead_lettered']),
+    status: z.enum(['queued', 'processing', 'completed', 'rejected', 'dead_lettered', 'cancelled']),
     code: z
       .string()
       .nullable()
@@ -238,11 +239,11 @@ function routes(ctx: ModuleApiContext): void {
       findRefunds,
       fromPrimary,
     );
-    return (
-      groups.flatMap((g) => g.rows)[0] ??
-      (await fromQueue(refundId)) ??
-      (await fromPrimary(pool, [refundId]))[0]
-    );
+    const found = groups.flatMap((g) => g.rows)[0] ?? (await fromQueue(refundId));
+    if (found) return found;
+    // A cancel removes its job just before it commits: its row is read once it ended (shared/commands/cancel.ts).
+    await settleCancels(pool, commands.module.name, [refundId]);
+    return (await fromPrimary(pool, [refundId]))[0];
   }
 
   // `Prefer: wait` on the refund POST and this GET, and GET /v1/refunds/{refundId}/events (api/results).
@@ -271,7 +272,12 @@ function routes(ctx: ModuleApiContext): void {
   });
 }
 
-const FINAL_REFUND_STATUSES: ReadonlySet<string> = new Set(['completed', 'rejected', 'dead_lettered']);
+const FINAL_REFUND_STATUSES: ReadonlySet<string> = new Set([
+  'completed',
+  'rejected',
+  'dead_lettered',
+  'cancelled',
+]);
 
 /** A refund as the core's results see it: its GET body; projected once `updatedAt` is set. */
 function refundCommandView(refund: RefundView): CommandView {

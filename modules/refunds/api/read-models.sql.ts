@@ -7,7 +7,7 @@ export interface RefundView {
   currency: string | null;
   amountCents: number | null;
   reason: string | null;
-  status: 'queued' | 'processing' | 'completed' | 'rejected' | 'dead_lettered';
+  status: 'queued' | 'processing' | 'completed' | 'rejected' | 'dead_lettered' | 'cancelled';
   code: string | null;
   detail: string | null;
   attempts: number;

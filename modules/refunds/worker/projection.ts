@@ -12,7 +12,7 @@ interface RefundViewRow {
   currency: string | null;
   amountCents: number | null;
   reason: string | null;
-  status: 'completed' | 'rejected' | 'dead_lettered';
+  status: 'completed' | 'rejected' | 'dead_lettered' | 'cancelled';
   code: string | null;
   detail: string | null;
   attempts: number;
@@ -47,13 +47,26 @@ function toView(e: RefundEvent): RefundViewRow {
         detail: e.payload.error,
         decidedAt: null,
       };
+    case RefundEventTypes.cancelled: {
+      const { cancelReason, cancelledAt, cancelledBy: _by, ...snapshot } = e.payload;
+      return {
+        ...snapshot,
+        ...base,
+        customerId: null,
+        currency: null,
+        status: 'cancelled',
+        code: null,
+        detail: cancelReason,
+        decidedAt: cancelledAt,
+      };
+    }
   }
 }
 
-const rank = { dead_lettered: 0, rejected: 1, completed: 1 } as const;
+const rank = { dead_lettered: 0, rejected: 1, completed: 1, cancelled: 1 } as const;
 
 /**
- * `refund_view` (one row per refund; completed and rejected are final, a dead-lettered refund may
+ * `refund_view` (one row per refund; completed, rejected and cancelled are final, a dead-lettered refund may
  * still be decided after a redrive) and the completed refunds per day and per customer. Independent
  * of the order's own events: a refund projected before its order converges all the same (the order's
  * `refundedCents` is read from here when the order is read).
