@@ -1,35 +1,15 @@
-// Regenerates the README's configuration table from .env.example (the one place variables are documented).
-import { readFileSync, writeFileSync } from 'node:fs';
+// Regenerates every generated reference from its one source: `.env.example` and docs/configuration.md
+// from shared/config/config.ts, docs/metrics.md from the metrics registry, docs/problems.md from the
+// problem codes (scripts/lib/references.ts). Run `node scripts/config-table.mjs` after changing any of
+// them; test/unit/references.test.ts fails while a committed file differs from what this writes.
+import { writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { register } from 'tsx/esm/api';
 
-const lines = readFileSync('.env.example', 'utf8').split('\n');
-const rows = [];
-let section = '';
-let comment = [];
-for (const line of lines) {
-  const heading = /^# --- (.+?) -+$/.exec(line);
-  if (heading) {
-    section = heading[1];
-    comment = [];
-    continue;
-  }
-  const v = /^([A-Z][A-Z0-9_]+)=(.*)$/.exec(line);
-  if (v) {
-    rows.push(
-      `| \`${v[1]}\` | ${v[2] ? `\`${v[2]}\`` : '—'} | ${section} | ${comment.join(' ').replaceAll('|', '\\|')} |`,
-    );
-    comment = [];
-  } else if (line.startsWith('# ') && section) {
-    comment.push(line.slice(2));
-  } else {
-    comment = [];
-  }
+register();
+process.chdir(fileURLToPath(new URL('..', import.meta.url)));
+const { generatedFiles } = await import('./lib/references.ts');
+for (const [file, text] of Object.entries(await generatedFiles())) {
+  writeFileSync(file, text);
+  console.log(`wrote ${file}`);
 }
-const table = ['| variable | default | area | meaning |', '| --- | --- | --- | --- |', ...rows].join('\n');
-const readme = readFileSync('README.md', 'utf8');
-const start = '<!-- config:start -->';
-const end = '<!-- config:end -->';
-const next = readme.includes(start)
-  ? readme.replace(new RegExp(`${start}[\\s\\S]*?${end}`), `${start}\n${table}\n${end}`)
-  : readme.replace('CONFIG_TABLE', `${start}\n${table}\n${end}`);
-writeFileSync('README.md', next);
-console.log(`config table: ${rows.length} variables`);

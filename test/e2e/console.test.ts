@@ -25,7 +25,7 @@ import { startPlatform, type Platform } from '../support/platform.ts';
 // Redis, PostgreSQL): the Overview as landing page, one top bar to every page, an order's story, a
 // redrive that fails again and says so, bulk actions behind a confirmation, and the read-only role.
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-// README screenshots: CONSOLE_SCREENSHOTS_DIR=docs npx vitest run test/e2e/console.test.ts
+// docs/operators.md screenshots: CONSOLE_SCREENSHOTS_DIR=docs npx vitest run test/e2e/console.test.ts
 const SHOTS = process.env.CONSOLE_SCREENSHOTS_DIR
   ? join(ROOT, process.env.CONSOLE_SCREENSHOTS_DIR)
   : join(tmpdir(), 'conveyor-console');

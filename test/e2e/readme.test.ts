@@ -1,5 +1,5 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../shared/config/config.ts';
@@ -8,11 +8,24 @@ import { request } from '../support/http.ts';
 import { cleanup } from '../support/platform.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
-const readme = readFileSync(`${root}README.md`, 'utf8');
-/** The shell blocks the README marks as runnable examples, in order. */
-const examples = [...readme.matchAll(/<!-- example -->\s*```bash\n([\s\S]*?)```/g)].map((m) => m[1]!);
+/** The README and every guide under docs/: each file's examples run as one script, in order. */
+const documents = [
+  'README.md',
+  ...readdirSync(`${root}docs`)
+    .filter((f) => f.endsWith('.md'))
+    .map((f) => `docs/${f}`),
+];
+const text = (file: string) => readFileSync(`${root}${file}`, 'utf8');
+/** The shell blocks a document marks as runnable examples (`<!-- example -->` before the fence), in order. */
+const examplesOf = (file: string) =>
+  [...text(file).matchAll(/<!-- example -->\s*```bash\n([\s\S]*?)```/g)].map((m) => m[1]!);
+/** Every shell block that talks to the API, marked or not. */
+const apiBlocksOf = (file: string) =>
+  [...text(file).matchAll(/```bash\n([\s\S]*?)```/g)]
+    .map((m) => m[1]!)
+    .filter((b) => /curl[^\n]*localhost:3000/.test(b));
 
-describe('README', () => {
+describe('README and guides', () => {
   const env = isolatedEnv({ DASHBOARD_PORT: '0', METRICS_PORT: '0', LOG_LEVEL: 'info' });
   let url = '';
   let child: ReturnType<typeof spawn>;
@@ -47,24 +60,53 @@ describe('README', () => {
     await cleanup(loadConfig(env));
   });
 
-  it('has runnable examples', () => {
-    expect(examples.length).toBeGreaterThanOrEqual(5);
-  });
-
-  it('every curl example works as printed against `npm start`', async () => {
+  /** Runs a document's examples as printed, one script, against the platform started above. */
+  const run = (file: string) => {
     // Only addition: a newline after each response body so outputs do not run together.
     const script =
-      `set -euo pipefail\ncurl() { command curl "$@"; echo; }\n${examples.join('\n')}`.replaceAll(
+      `set -euo pipefail\ncurl() { command curl "$@"; echo; }\n${examplesOf(file).join('\n')}`.replaceAll(
         'http://localhost:3000',
         url,
       );
-    const out = execFileSync('bash', ['-c', script], { encoding: 'utf8', timeout: 60_000 });
+    return execFileSync('bash', ['-c', script], { encoding: 'utf8', timeout: 60_000 });
+  };
+
+  it('every shell block that calls the API is a runnable example', () => {
+    for (const file of documents) {
+      const marked = examplesOf(file);
+      expect(
+        apiBlocksOf(file).filter((b) => !marked.includes(b)),
+        file,
+      ).toEqual([]);
+    }
+    expect(examplesOf('README.md').length).toBeGreaterThanOrEqual(3);
+    expect(examplesOf('docs/producers.md').length).toBeGreaterThanOrEqual(8);
+  });
+
+  it("the README's tour works as printed against `npm start`", async () => {
+    const out = run('README.md');
+    expect(out).toMatch(/HTTP\/1\.1 202 Accepted/);
+    expect(out).toMatch(/"customerId":"c-tour".*"status":"completed"/);
+    expect(out).toMatch(/"refundId":"[0-9a-f-]{36}".*"status":"completed"/);
+    expect(out).toContain('"refundedCents":500');
+  });
+
+  it('every other guide with examples works as printed', () => {
+    const others = documents.filter(
+      (f) => !['README.md', 'docs/producers.md', 'docs/operators.md'].includes(f) && examplesOf(f).length > 0,
+    );
+    for (const file of others) run(file);
+    expect(run('docs/operators.md')).toContain('"deadLetters"');
+  });
+
+  it("the producers' guide works as printed against `npm start`", async () => {
+    const out = run('docs/producers.md');
     expect(out).toMatch(/HTTP\/1\.1 202 Accepted/);
     expect(out).toMatch(/x-correlation-id: checkout-7f3a9c21/i);
     expect(out).toContain('"status":"queued"');
     expect(out).toContain('"code":"request.invalid"');
     expect(out).toContain('"orderCount"');
-    expect(out).toContain('"deadLetters"');
+    expect(out).toMatch(/"refundId":"[0-9a-f-]{36}","orderId":"[0-9a-f-]{36}","status":"queued"/);
     // Results without polling: a wait answered with the final state, the lifecycle stream to its end.
     expect(out).toMatch(/HTTP\/1\.1 201 Created/);
     expect(out).toMatch(/preference-applied: wait=10/i);

@@ -94,7 +94,7 @@ describe('REDIS_WAIT_REPLICAS with the replica down', () => {
 
     expect(probes.map((p) => p.status)).toEqual(probes.map(() => 200));
     expect(Math.max(...probes.map((p) => p.ms)), JSON.stringify(probes)).toBeLessThan(WAIT_TIMEOUT_MS / 2);
-    // README: fewer replicas than asked within REDIS_WAIT_TIMEOUT_MS → 503 (retryable), not before.
+    // docs/platform.md: fewer replicas than asked within REDIS_WAIT_TIMEOUT_MS → 503 (retryable), not before.
     for (const res of results) {
       expect(res.status).toBe(503);
       expect(res.headers.get('content-type')).toContain('application/problem+json');
