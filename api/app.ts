@@ -10,7 +10,7 @@ import { notFound, onError } from './middleware/errors.ts';
 import { correlation, requireJson } from './middleware/request.ts';
 import { bodyLimit } from './middleware/body-limit.ts';
 import { responseHeaders } from './middleware/headers.ts';
-import { auth } from './middleware/auth.ts';
+import { auth, scopePolicy } from './middleware/auth.ts';
 import { rateLimit } from './middleware/rate-limit.ts';
 import { sessionRoutes } from './routes/sessions.ts';
 import { auditRoutes } from './routes/audit.ts';
@@ -22,6 +22,10 @@ import { moduleRoutes } from './routes/modules.ts';
 import type { OutcomeHub } from './results/hub.ts';
 import { createResults, type ResultsSettings } from './results/index.ts';
 import { batchRoutes } from './routes/batches.ts';
+import { SEARCH_SCOPE_RULE, searchRoutes } from './routes/search.ts';
+import { bulkRoutes } from './routes/bulk.ts';
+import { cancelRoutes } from './routes/cancel.ts';
+import { createCommandSearch } from '../shared/search/search.ts';
 
 /**
  * The most bytes a request outside `/v1` may carry. Those routes need no key (probes, `/metrics`,
@@ -80,7 +84,14 @@ export function createApp(
   const allowDevKey = deps.apiKeys.length === 0 && deps.config.env !== 'production';
   app.use(
     '/v1/*',
-    auth({ keys: deps.apiKeys, allowDevKey, sessions: deps.sessions, tenants: deps.config.fairness.tenants }),
+    auth({
+      keys: deps.apiKeys,
+      allowDevKey,
+      sessions: deps.sessions,
+      tenants: deps.config.fairness.tenants,
+      // Any key may ask; the search answers each with what it may read (api/routes/search.ts).
+      policy: [...scopePolicy(), SEARCH_SCOPE_RULE],
+    }),
   );
   const limits = deps.config.rateLimiting;
   const defaults = { writes: limits.maxRequests, reads: limits.maxReadRequests };
@@ -98,7 +109,14 @@ export function createApp(
   // The core's own routes that take a body (bulk redrive's filter, opening a session); a module's
   // routes set their own limits.
   const coreLimit = bodyLimit({ maxSize: deps.config.api.bodyLimitBytes });
-  for (const path of ['/v1/dead-letters/*', '/v1/sessions', '/v1/sessions/*']) app.use(path, coreLimit);
+  for (const path of [
+    '/v1/dead-letters/*',
+    '/v1/sessions',
+    '/v1/sessions/*',
+    '/v1/bulk-actions',
+    '/v1/bulk-actions/*',
+  ])
+    app.use(path, coreLimit);
 
   app.route(
     '/',
@@ -130,6 +148,20 @@ export function createApp(
   results?.mountStreams();
   app.route('/', batchRoutes(deps));
   app.route('/', deadLetterRoutes(deps));
+  app.route(
+    '/',
+    searchRoutes(
+      createCommandSearch({
+        reads: deps.reads,
+        redis: deps.redis,
+        queuePrefix: deps.config.redis.queuePrefix,
+        queueOf: (module) => deps.commandQueues.get(module)?.queue,
+      }),
+    ),
+  );
+  // Search, cancel and bulk actions (issue #23).
+  app.route('/', cancelRoutes(deps));
+  app.route('/', bulkRoutes(deps));
   app.route('/', auditRoutes(deps));
   app.route('/', sessionRoutes(deps));
 

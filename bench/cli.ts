@@ -92,7 +92,11 @@ export const USAGE = `npm run bench -- [options]
   --fairness              the fairness scenario instead: a noisy neighbour with and without FAIRNESS,
                           weighted tenants (npm run bench -- --fairness --help)
   --results               the results-without-polling scenario instead: memory per open wait/stream,
-                          latency with open streams, webhook throughput (npm run bench -- --results --help)`;
+                          latency with open streams, webhook throughput (npm run bench -- --results --help)
+  --search                the search scenario instead: 10 million orders, p95 of every console filter
+                          and its query plan (npm run bench -- --search --help)
+  --bulk                  the bulk-redrive scenario instead: orders' latency during a bulk redrive of
+                          dead letters (npm run bench -- --bulk --help)`;
 
 /**
  * Parses `argv` (without node and script) into {@link BenchOptions}.

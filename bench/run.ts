@@ -64,6 +64,14 @@ async function main(): Promise<number> {
     const { resultsMain } = await import('./results-bench/main.ts');
     return resultsMain(process.argv.slice(2));
   }
+  if (process.argv.includes('--bulk')) {
+    const { bulkMain } = await import('./bulk/main.ts');
+    return bulkMain(process.argv.slice(2));
+  }
+  if (process.argv.includes('--search')) {
+    const { searchMain } = await import('./search/main.ts');
+    return searchMain(process.argv.slice(2));
+  }
   if (process.argv.includes('--help')) {
     process.stdout.write(`${USAGE}\n`);
     return 0;

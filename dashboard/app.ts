@@ -14,6 +14,8 @@ import { auditPages } from './routes/audit.ts';
 import { deadLetterPages } from './routes/dead-letters.ts';
 import { orderPages } from './routes/orders.ts';
 import { overviewPages } from './routes/overview.ts';
+import { searchPages, type SearchConsole } from './routes/search.ts';
+import { createCommandSearch } from '../shared/search/search.ts';
 import { tenantPages } from './routes/tenants.ts';
 import { favicon } from './views/favicon.ts';
 import { page } from './views/layout.ts';
@@ -24,6 +26,11 @@ export interface DashboardAppOptions {
   ready(): Promise<void>;
   /** Streaks of failed logins per address (audited as the first failure and a summary). */
   loginFailures: LoginFailures;
+  /**
+   * The Search page's search, cancel and bulk actions (`createSearchConsole(rt)`). Absent: decided
+   * commands only, from `deps.pool`, with neither cancel nor bulk actions.
+   */
+  search?: SearchConsole;
 }
 
 /**
@@ -119,6 +126,18 @@ export function createDashboardApp(deps: DashboardDeps, options: DashboardAppOpt
   d.route('/', tenantPages(deps));
   d.route('/', deadLetterPages(deps));
   d.route('/', orderPages(deps));
+  d.route(
+    '/',
+    searchPages(
+      options.search ?? {
+        search: createCommandSearch({
+          reads: { read: (fn) => fn(deps.pool) },
+          queuePrefix: deps.config.redis.queuePrefix,
+        }),
+        pending: false,
+      },
+    ),
+  );
   d.route('/', auditPages(deps));
   // Bull Board used to own the base path: its old deep links land on the same view under Queues.
   d.get('/queue/*', (c) => {

@@ -19,6 +19,7 @@ import { createJobLookup } from './jobs.ts';
 import { createOrderStories } from './orders/story.ts';
 import { createOverviewSource } from './overview/overview.ts';
 import { createTenantsSource } from './overview/tenants.ts';
+import { createSearchConsole } from './routes/search.ts';
 
 export interface DashboardServer {
   port: number;
@@ -51,6 +52,7 @@ export async function startDashboard(rt: Runtime): Promise<DashboardServer> {
   const outcomes = createRedriveOutcomes({ pool, jobs });
   const overview = createOverviewSource({ config, pool, redis });
   const tenants = createTenantsSource({ config, redis });
+  const search = createSearchConsole(rt);
   const app = createDashboardApp(
     {
       config,
@@ -79,6 +81,7 @@ export async function startDashboard(rt: Runtime): Promise<DashboardServer> {
     },
     {
       boards: createBoards(queues),
+      search,
       loginFailures: createLoginFailures(redis, {
         prefix,
         windowSeconds: LOGIN_WINDOW_SECONDS,
@@ -117,6 +120,7 @@ export async function startDashboard(rt: Runtime): Promise<DashboardServer> {
       clearTimeout(force);
       await overview.close();
       await tenants.close();
+      await search.close?.();
       await redriver.close();
       for (const q of queues.toReversed()) await q.close().catch(() => undefined);
     })());

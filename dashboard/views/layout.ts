@@ -98,7 +98,7 @@ const PAGE_STYLE = `
 `;
 
 /** The top bar's sections. */
-export type NavKey = 'overview' | 'queues' | 'tenants' | 'dead-letters' | 'orders' | 'audit';
+export type NavKey = 'overview' | 'queues' | 'tenants' | 'dead-letters' | 'orders' | 'search' | 'audit';
 
 const NAV: readonly { key: NavKey; href: string; label: string }[] = [
   { key: 'overview', href: BASE_PATH, label: 'Overview' },
@@ -106,6 +106,7 @@ const NAV: readonly { key: NavKey; href: string; label: string }[] = [
   { key: 'tenants', href: `${BASE_PATH}/tenants`, label: 'Tenants' },
   { key: 'dead-letters', href: `${BASE_PATH}/dead-letters`, label: 'Dead letters' },
   { key: 'orders', href: `${BASE_PATH}/orders`, label: 'Orders' },
+  { key: 'search', href: `${BASE_PATH}/search`, label: 'Search' },
   { key: 'audit', href: `${BASE_PATH}/audit`, label: 'Audit log' },
 ];
 
