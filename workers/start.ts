@@ -12,6 +12,7 @@ import { createPruner } from './maintenance/pruner.ts';
 import { createOutboxWaker } from './outbox/wake.ts';
 import { createRelay } from './outbox/relay.ts';
 import { createProjector, loadEventCatalog, PROJECTOR_CONSUMER } from './projections/projector.ts';
+import { createRuntimeBulkRunner } from '../shared/bulk/runtime.ts';
 
 /** `outbox` (relay and retention), `projections` (every module's read models), or a module's name (its command worker). */
 export type WorkerKind = string;
@@ -113,6 +114,10 @@ export async function startWorkers(
         },
       );
       lifecycle.defer('retention', () => pruner.close());
+      // Bulk actions by query: one runner per relay process, rate-limited, resumable after a crash (shared/bulk).
+      const bulk = createRuntimeBulkRunner(rt, { ratePerSecond: config.bulk.ratePerSecond });
+      bulk.start();
+      lifecycle.defer('bulk-runner', () => bulk.stop());
     }
   }
   // Each module's command worker; on shutdown it stops taking jobs first and finishes in-flight ones.

@@ -39,6 +39,14 @@ export const AuditActions = {
   deadLetterRedriveFailed: 'dead_letter.redrive_failed',
   deadLetterRedriveBulk: 'dead_letter.redrive_bulk',
   deadLetterDiscard: 'dead_letter.discard',
+  /** One command cancelled by an operator (`POST /v1/<module>/{id}/cancel`). */
+  commandCancel: 'command.cancel',
+  /** A bulk action confirmed: its exact query, the confirmed count, who. */
+  bulkStart: 'bulk.start',
+  /** A bulk action stopped by an operator: the counts so far. */
+  bulkCancel: 'bulk.cancel',
+  /** A bulk action ended (completed, cancelled or failed): its final counts. */
+  bulkFinish: 'bulk.finish',
 } as const;
 
 /** Either the pool or a client inside a transaction, so an action and its audit row commit together. */

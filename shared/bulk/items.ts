@@ -1,0 +1,117 @@
+import type { AuditActor } from '../audit/audit-log.ts';
+import type { DeadLetterActions } from '../dead-letters/actions.ts';
+import { fromRow } from '../dead-letters/dead-letter.ts';
+import type { Redriver } from '../dead-letters/redrive.ts';
+import type { Pool } from '../db/pool.ts';
+import { NotFoundError, StateConflictError } from '../errors/domain.ts';
+import type { SelectedItem } from './selection.ts';
+import type { ItemOutcome } from './store.ts';
+
+/**
+ * What a bulk action does to one item, as an outcome: `succeeded`, `skipped` (nothing to do any more:
+ * gone, already handled, already decided) or `failed` (tried, did not happen; the detail says why).
+ * Each effect is idempotent by the item's id — a runner resuming after a crash may act again on an item
+ * whose effect happened but whose outcome was not recorded, and then finds it already handled.
+ */
+
+export interface ItemEffect {
+  outcome: ItemOutcome;
+  detail: string | null;
+}
+
+export interface ItemContext {
+  bulkId: string;
+  /** Who started the bulk action: each item's own audit row names them. */
+  who: AuditActor;
+  /** When the action first started: what its runners claimed was claimed after it. */
+  since: Date;
+}
+
+/**
+ * A dead letter's redrive claims it (PostgreSQL) before it sends it (its queue or bus): a runner killed
+ * between the two leaves it `redriven` but maybe never sent. On resume such an item (claimed by the
+ * action's creator since the action started, its outcome not recorded) is sent again — the redrive keeps
+ * the job id and processing is idempotent, so a send that did happen is not doubled.
+ */
+export interface RedriveRecovery {
+  /** Sends it again when it is such a dead letter; false when it is not. */
+  resend(id: string, actor: string, since: Date): Promise<boolean>;
+}
+
+export function createRedriveRecovery(pool: Pool, redrive: Redriver): RedriveRecovery {
+  return {
+    async resend(id, actor, since) {
+      const { rows } = await pool.query(
+        `SELECT * FROM dead_letters WHERE id = $1 AND status = 'redriven' AND resolved_by = $2 AND resolved_at >= $3`,
+        [id, actor, since],
+      );
+      if (!rows[0]) return false;
+      await redrive(fromRow(rows[0]));
+      return true;
+    },
+  };
+}
+
+export type ItemExecutor = (item: SelectedItem, ctx: ItemContext) => Promise<ItemEffect>;
+
+/** The part of the command canceller (shared/commands/cancel.ts) a bulk cancel uses. */
+export interface ItemCanceller {
+  cancel(
+    module: string,
+    id: string,
+    actor: AuditActor,
+    reason?: string,
+  ): Promise<{ outcome: 'cancelled' | 'already_cancelled' }>;
+}
+
+const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
+
+/** Redrives one dead letter with the dead-letter actions' own redrive (claimed and audited per item). */
+export function redriveItems(
+  actions: Pick<DeadLetterActions, 'redrive'>,
+  recovery?: RedriveRecovery,
+): ItemExecutor {
+  return async (item, ctx) => {
+    const r = await actions.redrive(item.id, ctx.who);
+    if (r.status === 'not_pending' && r.handled === 'redriven' && recovery) {
+      if (await recovery.resend(item.id, ctx.who.actor, ctx.since)) {
+        return { outcome: 'succeeded', detail: 'sent again: its first send may have been cut short' };
+      }
+    }
+    switch (r.status) {
+      case 'redriven':
+        return { outcome: 'succeeded', detail: null };
+      case 'failed':
+        return { outcome: 'failed', detail: r.error ?? 'redrive failed' };
+      case 'not_pending':
+        return { outcome: 'skipped', detail: `already ${r.handled ?? 'handled'}` };
+      default:
+        return { outcome: 'skipped', detail: r.status };
+    }
+  };
+}
+
+/** Cancels one command; one already decided (409) or gone (404) is skipped with its reason. */
+export function cancelItems(canceller: ItemCanceller): ItemExecutor {
+  return async (item, ctx) => {
+    try {
+      const r = await canceller.cancel(item.module, item.id, ctx.who, `bulk action ${ctx.bulkId}`);
+      return r.outcome === 'cancelled'
+        ? { outcome: 'succeeded', detail: null }
+        : { outcome: 'skipped', detail: 'already cancelled' };
+    } catch (err) {
+      if (err instanceof NotFoundError) return { outcome: 'skipped', detail: 'not_found' };
+      if (err instanceof StateConflictError) return { outcome: 'skipped', detail: err.message };
+      return { outcome: 'failed', detail: message(err) };
+    }
+  };
+}
+
+/** Runs an executor; whatever it throws is the item's failure, not the bulk action's. */
+export async function settle(exec: ItemExecutor, item: SelectedItem, ctx: ItemContext): Promise<ItemEffect> {
+  try {
+    return await exec(item, ctx);
+  } catch (err) {
+    return { outcome: 'failed', detail: message(err) };
+  }
+}
