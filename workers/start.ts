@@ -165,6 +165,7 @@ export async function startWorkers(
           depth: config.fairness.depth,
           holdMs: config.fairness.holdMs,
           dispatchIntervalMs: config.fairness.dispatchIntervalMs,
+          reserve: config.fairness.reserve,
           leftoversOnly: !config.fairness.enabled,
         },
       },

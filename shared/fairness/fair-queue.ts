@@ -38,11 +38,7 @@ export interface FairQueue {
    */
   admit(client: Redis, jobs: readonly FairJob[]): Promise<Admission[]>;
   /** Releases `finished` jobs' slots and tops the wait list up; see {@link DispatchResult}. */
-  dispatch(
-    client: Redis,
-    finished: readonly string[],
-    options?: { sweep?: boolean },
-  ): Promise<DispatchResult>;
+  dispatch(client: Redis, finished: readonly string[], options?: DispatchOptions): Promise<DispatchResult>;
   /** The tenants with the most commands waiting (at most `top`), and the rest summed. */
   backlog(client: Redis, top: number): Promise<FairBacklog>;
 }
@@ -52,6 +48,37 @@ export type Admission = 'direct' | 'held' | 'over-quota' | 'exists';
 export interface FairJob {
   id: string;
   tenant: Tenant;
+}
+
+/**
+ * The calling worker's slots, registered with each call: while any worker is registered, tenants with a
+ * backlog share at most (every live worker's `slots` − `reserve`, summed) of the wait list and the
+ * active jobs together, so `reserve` slots stay free for commands of tenants without one (a quiet
+ * producer's order is taken at once instead of when a flood's micro-batch ends). Unregistered workers
+ * (none at all): no cap.
+ */
+export interface WorkerSlots {
+  /** Unique per worker (process and queue). */
+  id: string;
+  /** Its BullMQ concurrency, reserve included; 0 = it leaves (a graceful close). */
+  slots: number;
+  /** Of those, kept for tenants without a backlog. */
+  reserve: number;
+  /** Forgotten this long after its last call (a worker killed without leaving). */
+  ttlMs: number;
+}
+
+export interface DispatchOptions {
+  /** Also give back slots whose job finished without it (its worker died), see the module doc. */
+  sweep?: boolean;
+  worker?: WorkerSlots;
+  /**
+   * Active jobs of the calling worker whose effect committed and which it is about to complete: the
+   * share cap counts their room as free already, and idle workers are not woken — each finishing job
+   * takes one of those promoted as it completes (BullMQ's fetch-next), in the same call, instead of
+   * the worker fetching them one by one afterwards. No effect without registered workers.
+   */
+  finishing?: number;
 }
 
 export interface DispatchResult {
@@ -115,6 +142,7 @@ function keysOf(jobPrefix: string) {
       `${jobPrefix}events`, // 13
       `${fair}credit`, // 14 hash tenant → turns left in its current go
       `${fair}fresh`, // 15 set of tenants that just began waiting: their first promotion goes to the front
+      `${fair}workers`, // 16 hash worker id → "slots|reserve|expiresAt": the workers' slots, for the share cap
     ],
   };
 }
@@ -124,6 +152,21 @@ local fp, jp, now, depth = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local rcall = redis.call
 local paused = rcall('HEXISTS', KEYS[8], 'paused') == 1
 local waiting = rcall('LLEN', paused and KEYS[10] or KEYS[1])
+-- The share cap (see DISPATCH): past it, only a tenant without a backlog goes straight in, with the
+-- first job of its bulk — the slots the workers keep free are for it.
+local room = nil
+local registered = rcall('HGETALL', KEYS[16])
+if #registered > 0 then
+  local slots, reserve = 0, 0
+  for k = 1, #registered, 2 do
+    local s, r, untilAt = string.match(registered[k + 1], '^(%d+)|(%d+)|(%d+)$')
+    if s and tonumber(untilAt) >= tonumber(now) then
+      slots = slots + tonumber(s)
+      reserve = reserve + tonumber(r)
+    end
+  end
+  if slots > 0 then room = slots - reserve - waiting - rcall('LLEN', KEYS[9]) end
+end
 local out = {}
 local i = 5
 local all = 0
@@ -143,7 +186,8 @@ while i <= #ARGV do
     i = i + 1
     if rcall('EXISTS', jp .. id) == 1 then
       out[#out + 1] = 3
-    elseif held == 0 and waiting < depth and (max == 0 or running < max) then
+    elseif held == 0 and waiting < depth and (max == 0 or running < max) and (room == nil or room > 0 or k == 1) then
+      if room then room = room - 1 end
       waiting = waiting + 1
       direct = direct + 1
       out[#out + 1] = 0
@@ -186,6 +230,30 @@ const DISPATCH = `
 local fp, jp, now, depth, grace = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local sweep = ARGV[6] == '1'
 local rcall = redis.call
+-- The calling worker's slots (ARGV[7..10]: id, slots, reserve, ttl; slots 0 = it leaves), then every
+-- live worker's summed: backlogged tenants share at most slots - reserve of them (wait + active).
+if ARGV[7] ~= '' then
+  if tonumber(ARGV[8]) > 0 then
+    rcall('HSET', KEYS[16], ARGV[7], ARGV[8] .. '|' .. ARGV[9] .. '|' .. (now + tonumber(ARGV[10])))
+  else
+    rcall('HDEL', KEYS[16], ARGV[7])
+  end
+end
+local cap = -1
+local registered = rcall('HGETALL', KEYS[16])
+if #registered > 0 then
+  local slots, reserve = 0, 0
+  for k = 1, #registered, 2 do
+    local s, r, untilAt = string.match(registered[k + 1], '^(%d+)|(%d+)|(%d+)$')
+    if not s or tonumber(untilAt) < now then
+      rcall('HDEL', KEYS[16], registered[k])
+    else
+      slots = slots + tonumber(s)
+      reserve = reserve + tonumber(r)
+    end
+  end
+  if slots > 0 then cap = slots - reserve end
+end
 local policies = {}
 local function policyOf(t)
   local p = policies[t]
@@ -207,7 +275,7 @@ local function unblockIfRoom(t)
   end
 end
 -- Finished jobs give their tenant's slot back.
-for k = 7, #ARGV do
+for k = 12, #ARGV do
   local id = ARGV[k]
   local t = rcall('HGET', KEYS[5], id)
   if t then
@@ -239,11 +307,62 @@ end
 local meta = rcall('HMGET', KEYS[8], 'paused', 'concurrency', 'opts.maxLenEvents')
 if meta[1] then return { 0, rcall('LLEN', KEYS[2]) } end
 local maxEvents = meta[3] or 10000
-local budget = depth - rcall('LLEN', KEYS[1])
 local promoted = 0
 local deferred = 0
 local startedBy = {}
 local counted = {}
+-- BullMQ's promote (promote-9.lua): into the wait list, its event, no delay left. \`front\`: to the end
+-- workers take from next.
+local function promote(t, id, max, front)
+  if front then rcall('RPUSH', KEYS[1], id) else rcall('LPUSH', KEYS[1], id) end
+  rcall('XADD', KEYS[13], 'MAXLEN', '~', maxEvents, '*', 'event', 'waiting', 'jobId', id, 'prev', 'delayed')
+  rcall('HSET', jp .. id, 'delay', 0)
+  if max > 0 then
+    rcall('ZADD', fp .. 'run:' .. t, now, id)
+    rcall('HSET', KEYS[5], id, t)
+  end
+  startedBy[t] = (startedBy[t] or 0) + 1
+  promoted = promoted + 1
+end
+-- A tenant that just began waiting goes first, to the end workers take from next (as a start-time fair
+-- queue gives a newly active flow the current time): within the depth, and under the share cap past
+-- both — the slots kept free are for such commands. One order of a quiet producer neither queues
+-- behind the depth of a flood's nor (with reserved slots) waits for a slot the flood holds. Its later
+-- ones wait their turn at the back.
+local free = depth - rcall('LLEN', KEYS[1])
+for _, t in ipairs(rcall('SMEMBERS', KEYS[15])) do
+  -- Past the depth only under the share cap (the slots kept free are for them).
+  if cap < 0 and free <= 0 then break end
+  local _, max = policyOf(t)
+  local heldKey = fp .. 'held:' .. t
+  local entry = rcall('LINDEX', heldKey, 0)
+  local id = entry and string.sub(entry, string.find(entry, '|', 1, true) + 1)
+  if not entry then
+    rcall('SREM', KEYS[15], t)
+  elseif (max == 0 or rcall('ZCARD', fp .. 'run:' .. t) < max) and rcall('ZREM', KEYS[11], id) == 1 then
+    rcall('LPOP', heldKey)
+    rcall('SREM', KEYS[15], t)
+    promote(t, id, max, true)
+    free = free - 1
+    local left = rcall('LLEN', heldKey)
+    if left == 0 then
+      rcall('LREM', KEYS[2], 1, t)
+      rcall('ZREM', KEYS[3], t)
+      rcall('HDEL', KEYS[14], t)
+    else
+      counted[t] = left
+    end
+  end
+  -- Otherwise (at its limit, its add not arrived, promoted by other means) its turn in the ring decides.
+end
+-- \`finishing\` (ARGV[11]): active jobs whose effect committed and that a worker is about to complete
+-- — their room is given now, so that each, completing, takes the next job in the same call.
+local finishing = tonumber(ARGV[11])
+local budget = depth - rcall('LLEN', KEYS[1])
+if cap >= 0 then
+  local room = cap - rcall('LLEN', KEYS[1]) - rcall('LLEN', KEYS[9]) + finishing
+  if room < budget then budget = room end
+end
 local guard = budget + rcall('LLEN', KEYS[2]) + 16
 while budget > 0 and guard > 0 do
   guard = guard - 1
@@ -264,19 +383,7 @@ while budget > 0 and guard > 0 do
       local at = tonumber(string.sub(entry, 1, bar - 1))
       local id = string.sub(entry, bar + 1)
       if rcall('ZREM', KEYS[11], id) == 1 then
-        -- BullMQ's promote (promote-9.lua): into the wait list, its event, no delay left. A tenant
-        -- that just began waiting goes to the end workers take from next (as a start-time fair queue
-        -- gives a newly active flow the current time): one order of a quiet producer does not queue
-        -- behind the depth of a flood's. Its later ones take their place at the back.
-        if rcall('SREM', KEYS[15], t) == 1 then rcall('RPUSH', KEYS[1], id) else rcall('LPUSH', KEYS[1], id) end
-        rcall('XADD', KEYS[13], 'MAXLEN', '~', maxEvents, '*', 'event', 'waiting', 'jobId', id, 'prev', 'delayed')
-        rcall('HSET', jp .. id, 'delay', 0)
-        if max > 0 then
-          rcall('ZADD', runKey, now, id)
-          rcall('HSET', KEYS[5], id, t)
-        end
-        startedBy[t] = (startedBy[t] or 0) + 1
-        promoted = promoted + 1
+        promote(t, id, max, rcall('SREM', KEYS[15], t) == 1)
         budget = budget - 1
         if weight == 1 then
           rotate = true
@@ -312,9 +419,14 @@ while budget > 0 and guard > 0 do
   end
 end
 for t, left in pairs(counted) do rcall('ZADD', KEYS[3], left, t) end
-if promoted > 0 then
+-- Wake idle workers for what was promoted — not for jobs promoted for the finishing ones: those take
+-- them as they complete, and a worker woken would take them into the slots kept free instead. The
+-- periodic call wakes them for anything waiting (promoted for a worker that then closed).
+if finishing == 0 and (promoted > 0 or (sweep and rcall('LLEN', KEYS[1]) > 0)) then
   local maxed = meta[2] and rcall('LLEN', KEYS[9]) >= tonumber(meta[2])
   if not maxed then rcall('ZADD', KEYS[12], 0, '0') end
+end
+if promoted > 0 then
   for t, n in pairs(startedBy) do rcall('HINCRBY', KEYS[6], t, n) end
   rcall('HINCRBY', KEYS[6], '*', promoted)
 end
@@ -413,6 +525,11 @@ export function createFairQueue(queue: string, jobPrefix: string, settings: Fair
         settings.depth,
         grace,
         options?.sweep ? '1' : '0',
+        options?.worker?.id ?? '',
+        options?.worker ? Math.max(0, Math.floor(options.worker.slots)) : 0,
+        options?.worker ? Math.max(0, Math.floor(options.worker.reserve)) : 0,
+        options?.worker ? Math.max(1, Math.ceil(options.worker.ttlMs)) : 0,
+        Math.max(0, Math.floor(options?.finishing ?? 0)),
         ...finished,
       );
       return { promoted, waitingTenants };

@@ -1,4 +1,4 @@
-import type { FairQueue } from '../../shared/fairness/fair-queue.ts';
+import type { DispatchOptions, FairQueue, WorkerSlots } from '../../shared/fairness/fair-queue.ts';
 import type { Logger } from '../../shared/observability/logger.ts';
 import type { Redis } from '../../shared/queue/redis.ts';
 
@@ -16,6 +16,12 @@ export interface FairDispatcher {
    */
   taken(): void;
   /**
+   * `count` jobs of this worker committed and are about to complete: promotes as many for them at
+   * once (see {@link DispatchOptions.finishing}), so that each completion takes the next job in the
+   * same call. Resolves when done, failed (logged at debug) or after `waitMs` — never rejects.
+   */
+  finishing(count: number, waitMs?: number): Promise<void>;
+  /**
    * Stops the timer, waits (at most `waitMs`) for a call in flight, then gives back, in one last call,
    * the slots of jobs that finished since. Call it before the connection quits.
    */
@@ -27,6 +33,11 @@ export interface FairDispatchSettings {
   depth: number;
   /** The periodic call (with the sweep): frees slots of workers that died, catches late adds. */
   intervalMs: number;
+  /**
+   * This worker's slots, registered with every call (the share cap, {@link WorkerSlots}); the last call
+   * of {@link FairDispatcher.close} takes them away. Absent: not registered.
+   */
+  worker?: WorkerSlots;
 }
 
 /**
@@ -55,13 +66,16 @@ export function createFairDispatcher(
   let running: Promise<void> | undefined;
 
   /** One dispatch call with what is owed; true when another should follow at once. */
-  async function call(): Promise<boolean> {
+  async function call(leaving = false): Promise<boolean> {
     const ids = [...done];
     done.clear();
     const sweep = sweepDue;
     sweepDue = false;
+    const worker = settings.worker && (leaving ? { ...settings.worker, slots: 0 } : settings.worker);
+    const options =
+      sweep || worker ? { ...(sweep ? { sweep } : {}), ...(worker ? { worker } : {}) } : undefined;
     try {
-      const { promoted, waitingTenants } = await fair.dispatch(client, ids, sweep ? { sweep } : undefined);
+      const { promoted, waitingTenants } = await fair.dispatch(client, ids, options);
       if (failing) {
         failing = false;
         logger.info({ queue: fair.queue }, 'fair dispatch works again');
@@ -110,6 +124,17 @@ export function createFairDispatcher(
     taken() {
       request();
     },
+    async finishing(count, waitMs = 250) {
+      if (closed || count <= 0 || !settings.worker) return;
+      const options: DispatchOptions = { worker: settings.worker, finishing: count };
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        fair
+          .dispatch(client, [], options)
+          .catch((err: unknown) => logger.debug({ err, queue: fair.queue }, 'fair prefetch failed')),
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs))),
+      ]).finally(() => clearTimeout(timer));
+    },
     async close(waitMs) {
       closed = true;
       clearInterval(timer);
@@ -117,9 +142,10 @@ export function createFairDispatcher(
       const late = new Promise<'late'>((resolve) => (deadline = setTimeout(() => resolve('late'), waitMs)));
       try {
         if (running && (await Promise.race([running, late])) === 'late') return;
-        // What finished during the shutdown gives its slots back (this may also top the list up for
-        // the next worker: harmless, those jobs wait in BullMQ's wait list as any other).
-        if (done.size > 0) await Promise.race([call(), late]);
+        // What finished during the shutdown gives its slots back, and this worker's slots leave the
+        // share cap (this may also top the list up for the next worker: harmless, those jobs wait in
+        // BullMQ's wait list as any other).
+        if (done.size > 0 || settings.worker) await Promise.race([call(true), late]);
       } finally {
         clearTimeout(deadline);
       }

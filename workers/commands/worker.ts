@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { Queue, Worker, type Job } from 'bullmq';
 import type { CommandHandler, CommandQueueSettings, ModuleDefinition } from '../../modules/module.ts';
 import { createBatcher } from '../../shared/batch.ts';
@@ -69,7 +70,23 @@ export interface CommandWorkerConfig extends CommandQueueSettings {
    * in what was held before fairness was turned off, at `depth` per call and at once when it fills.
    */
   fairness?:
-    { depth: number; holdMs: number; dispatchIntervalMs: number; leftoversOnly?: boolean } | undefined;
+    | {
+        depth: number;
+        holdMs: number;
+        dispatchIntervalMs: number;
+        leftoversOnly?: boolean;
+        /**
+         * Slots this worker keeps, on top of `concurrency`, for commands of tenants without a backlog:
+         * tenants with one share at most the workers' `concurrency` (wait list and active together),
+         * so a quiet tenant's order is taken at once, not when a flood's micro-batch ends.
+         * Costs throughput: the flood's next jobs can no longer wait in the wait list (they would take
+         * the free slots), so BullMQ takes them one call each as slots free up instead of with the
+         * completion of the last. 0 = none (no share cap; the wait list `depth` ahead).
+         * @defaultValue 0
+         */
+        reserve?: number | undefined;
+      }
+    | undefined;
 }
 
 export interface CommandWorkerDeps {
@@ -153,19 +170,40 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
     log.debug({ err }, 'results step not published'),
   );
   const step = (s: OutcomeStep) => outcomes.publish(module.name, s);
+  // One transaction per micro-batch: its span links every job's span (each keeps its own parent).
+  const runBatch = (commands: Parameters<CommandHandler['handleBatch']>[0]) =>
+    inBatchSpan(
+      `write ${module.name}`,
+      commands,
+      (c) => (c.trace ? extractContext(c.trace) : undefined),
+      { 'db.system.name': 'postgresql', 'messaging.destination.name': queues.commands },
+      () => handler.handleBatch(commands),
+    );
+  // Set once the fair dispatcher exists (it needs the worker's keys): see `finishing` there.
+  let beforeCompleting: ((count: number) => Promise<void>) | undefined;
   const batcher = createBatcher({
     maxSize: config.batchSize,
     maxWaitMs: config.batchWaitMs,
-    // One transaction per micro-batch: its span links every job's span (each keeps its own parent).
-    run: (commands: Parameters<CommandHandler['handleBatch']>[0]) =>
-      inBatchSpan(
-        `write ${module.name}`,
-        commands,
-        (c) => (c.trace ? extractContext(c.trace) : undefined),
-        { 'db.system.name': 'postgresql', 'messaging.destination.name': queues.commands },
-        () => handler.handleBatch(commands),
-      ),
+    run: async (commands: Parameters<CommandHandler['handleBatch']>[0]) => {
+      const outcomes = await runBatch(commands);
+      // Committed: the jobs that will complete make room for as many under the share cap, promoted
+      // now so that each completion takes the next in the same call (not fetched one by one after).
+      if (beforeCompleting) await beforeCompleting(outcomes.filter((o) => o.ok).length);
+      return outcomes;
+    },
   });
+  // The few commands of a tenant while another fills this worker (a flood's): a transaction of their
+  // own, at once — not a place in the flood's next micro-batch, waiting for it to fill and to commit.
+  const express = createBatcher({ maxSize: config.batchSize, maxWaitMs: 0, run: runBatch });
+  const expressMax = Math.max(1, Math.floor(config.batchSize / 10));
+  /** Jobs in this worker's processor per tenant ('' = none named), and all of them. */
+  const inProcess = new Map<string, number>();
+  let inProcessTotal = 0;
+  /** Whether a job of `tenant` (counted in {@link inProcess}) goes in the express batch. */
+  const expressFor = (tenant: string): boolean => {
+    const mine = inProcess.get(tenant) ?? 0;
+    return mine <= expressMax && inProcessTotal - mine > config.batchSize / 2;
+  };
 
   // One core per attempt budget: a job's own `attempts` option (set by its producer) wins over config.
   const cores = new Map<number, DeliveryCore>();
@@ -272,7 +310,8 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
         Object.assign(fields, { correlationId, orderId: subjectId });
         try {
           const prepared = handler.prepare ? await handler.prepare(cmd) : undefined;
-          done.value = await batcher.submit({ job: cmd, attempt, prepared, trace });
+          const lane = expressFor(tenantOf(job) ?? '') ? express : batcher;
+          done.value = await lane.submit({ job: cmd, attempt, prepared, trace });
         } catch (err) {
           const error = asError(err);
           if (!dependencyDown(error)) throw err;
@@ -328,6 +367,20 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
    * tenant (`conveyor.tenant`) when the job does.
    */
   async function process(job: Job, token?: string): Promise<unknown> {
+    const tenant = tenantOf(job) ?? '';
+    inProcess.set(tenant, (inProcess.get(tenant) ?? 0) + 1);
+    inProcessTotal++;
+    try {
+      return await processCounted(job, token);
+    } finally {
+      inProcessTotal--;
+      const left = (inProcess.get(tenant) ?? 1) - 1;
+      if (left > 0) inProcess.set(tenant, left);
+      else inProcess.delete(tenant);
+    }
+  }
+
+  async function processCounted(job: Job, token?: string): Promise<unknown> {
     // Tracing off: not even the span's arguments are computed (the job's state is parsed from its progress).
     let started: ReturnType<typeof startMessageSpan>;
     if (tracingActive()) {
@@ -366,9 +419,12 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
     return jobResult(verdict, done);
   }
 
+  const fairness = config.fairness;
+  // The share cap's slots: only where the API holds backlogs (FAIRNESS=false: FIFO, none kept).
+  const reserve = fairness && !fairness.leftoversOnly ? Math.max(0, Math.floor(fairness.reserve ?? 0)) : 0;
   const worker = new Worker(queues.commands, process, {
     ...queueOptions(connection, config.queuePrefix, queues.commands),
-    concurrency: config.concurrency,
+    concurrency: config.concurrency + reserve,
     autorun: false,
     // A crashed worker's jobs come back after the lock expires; allow several stalls before BullMQ
     // fails a job by itself (which the `failed` listener below then dead-letters).
@@ -379,7 +435,6 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
 
   // Fair execution: every job that finished for good gives its tenant's in-flight slot back, and its
   // place in the wait list to the next tenant's turn (shared/fairness, workers/commands/fair-dispatch.ts).
-  const fairness = config.fairness;
   const dispatcher: FairDispatcher | undefined = fairness
     ? createFairDispatcher(
         {
@@ -392,10 +447,31 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
           client: connection,
           logger: log,
         },
-        { depth: fairness.depth, intervalMs: fairness.dispatchIntervalMs },
+        {
+          depth: fairness.depth,
+          intervalMs: fairness.dispatchIntervalMs,
+          ...(reserve > 0
+            ? {
+                worker: {
+                  id: randomUUID(),
+                  slots: config.concurrency + reserve,
+                  reserve,
+                  // Refreshed by every call (the periodic one at least). A killed worker's slots
+                  // stay in the cap until its jobs, still active, are back (stalled: its locks
+                  // expired and were found): they take its share, not the live workers'.
+                  ttlMs: Math.max(
+                    10_000,
+                    20 * fairness.dispatchIntervalMs,
+                    (config.lockDurationMs ?? 30_000) + 2 * (config.stalledIntervalMs ?? 30_000),
+                  ),
+                },
+              }
+            : {}),
+        },
       )
     : undefined;
   const releasing = dispatcher && !fairness?.leftoversOnly ? dispatcher : undefined;
+  if (releasing && reserve > 0) beforeCompleting = (count) => releasing.finishing(count);
   if (releasing) {
     // Done, cancelled and dead-lettered jobs all complete; a hand-back (retry, snooze) keeps its slot.
     worker.on('completed', (job) => {
@@ -407,6 +483,10 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
 
   const settling = new Set<Promise<void>>();
   worker.on('error', (err) => log.error({ err }, 'command worker error'));
+  // A stall storm (event loop starved past the job locks) shows in the log, not only in the stall count.
+  worker.on('stalled', (jobId) =>
+    log.warn({ jobId, queue: queues.commands }, 'job stalled: its lock expired while active; taken back'),
+  );
   const failedLog = log.child({ queue: queues.commands });
   worker.on('failed', (job, err) => {
     // What BullMQ failed for good by itself (stalled too often, or its own attempts used up after
@@ -439,7 +519,7 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
           await worker.close(true);
         }
         clearTimeout(timer);
-        await batcher.drain();
+        await Promise.all([batcher.drain(), express.drain()]);
         await Promise.allSettled([...settling]);
         await handler.close?.();
         // The slots of jobs that finished during the shutdown go back before the connection quits.

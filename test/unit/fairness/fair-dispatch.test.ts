@@ -11,6 +11,8 @@ import { eventually } from '../../support/env.ts';
 interface Call {
   finished: string[];
   sweep: boolean;
+  slots: number | undefined;
+  finishing: number | undefined;
   answer: (r: DispatchResult | Error) => void;
 }
 
@@ -29,6 +31,8 @@ function recordingQueue() {
         calls.push({
           finished: [...finished],
           sweep: options?.sweep === true,
+          slots: options?.worker?.slots,
+          finishing: options?.finishing,
           answer: (r) => {
             inFlight--;
             if (r instanceof Error) reject(r);
@@ -126,6 +130,50 @@ describe('the fair dispatcher', () => {
     q.calls[1]!.answer(none);
     await closing;
     open = undefined;
+  });
+
+  it("registers the worker's slots with every call, and its close takes them away", async () => {
+    const q = recordingQueue();
+    const worker = { id: 'w', slots: 110, reserve: 10, ttlMs: 10_000 };
+    const d = createFairDispatcher(
+      { fair: q.fair, client: {} as Redis, logger: quiet },
+      { depth: 10, intervalMs: 60_000, worker },
+    );
+    open = d;
+    await eventually(() => q.calls.length === 1);
+    expect(q.calls[0]).toMatchObject({ slots: 110 });
+    q.calls[0]!.answer(none);
+    d.finished('a');
+    await eventually(() => q.calls.length === 2);
+    expect(q.calls[1]).toMatchObject({ finished: ['a'], slots: 110 });
+    q.calls[1]!.answer(none);
+    // Nothing finished since: the last call still leaves.
+    const closing = d.close(5_000);
+    await eventually(() => q.calls.length === 3);
+    expect(q.calls[2]).toMatchObject({ finished: [], slots: 0 });
+    q.calls[2]!.answer(none);
+    await closing;
+    open = undefined;
+  });
+
+  it('finishing: one call of its own for the committed jobs, given up after its wait, never rejected', async () => {
+    const q = recordingQueue();
+    const worker = { id: 'w', slots: 110, reserve: 10, ttlMs: 10_000 };
+    open = createFairDispatcher(
+      { fair: q.fair, client: {} as Redis, logger: quiet },
+      { depth: 10, intervalMs: 60_000, worker },
+    );
+    await eventually(() => q.calls.length === 1);
+    // The start-up call is still in flight: the finishing one does not wait for it.
+    const started = Date.now();
+    await open.finishing(40, 50);
+    expect(Date.now() - started).toBeLessThan(1_000);
+    expect(q.calls[1]).toMatchObject({ finished: [], finishing: 40, slots: 110 });
+    const failing = open.finishing(3);
+    q.calls[2]!.answer(new Error('redis down'));
+    await failing;
+    q.calls[0]!.answer(none);
+    q.calls[1]!.answer(none);
   });
 
   it('close gives up on a call that hangs (Redis unreachable) after its wait', async () => {
