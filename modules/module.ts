@@ -14,8 +14,8 @@ import type { CommandSummary } from '../shared/search/query.ts';
  * declaring its command (schema, HTTP routes, handler), its versioned events, its projections, its
  * migrations and its queue; the core — API edge, queues and batching, outbox relay, buses, inbox, dead
  * letters and redrive, metrics, Bull Board, the KEDA scaling endpoint, rebuild — knows modules only
- * through `modules/registry.ts`. Adding one is its folder plus one line there (README, "Add a command
- * type").
+ * through `modules/registry.ts`. `npm run module:new -- <name>` scaffolds one: its folder and its
+ * registry line (docs/modules.md).
  *
  * The declaration is light (schemas and names, no I/O): every process imports it. Its HTTP side and its
  * worker side are loaded on demand (`api()`, `worker()`), so a worker process never loads route code and

@@ -175,15 +175,14 @@ describe('deploy/ manifests', () => {
     const deployments = byKind(resources, 'Deployment');
 
     it('Deployments: image, probes on /readyz and /healthz, grace > SHUTDOWN_GRACE_MS, resources, config refs', () => {
-      expect(deployments.map((d) => d.metadata.name).sort()).toEqual([
-        'conveyor-api',
-        'conveyor-dashboard',
-        'conveyor-worker-orders',
-        'conveyor-worker-outbox',
-        'conveyor-worker-projections',
-        'conveyor-worker-refunds',
-        'conveyor-worker-webhooks',
-      ]);
+      // The API, the dashboard, and one worker per worker kind (every registered module, outbox, projections).
+      expect(deployments.map((d) => d.metadata.name).sort()).toEqual(
+        [
+          'conveyor-api',
+          'conveyor-dashboard',
+          ...loadConfig({}).workers.kinds.map((k) => `conveyor-worker-${k}`),
+        ].sort(),
+      );
       for (const d of deployments) {
         const [c, ...more] = containersOf(d);
         const where = d.metadata.name;
@@ -220,7 +219,7 @@ describe('deploy/ manifests', () => {
         at(containersOf(named(resources, 'Deployment', name)!)[0], 'ports', 0, 'containerPort');
       expect(port('conveyor-api')).toBe(Number(config.PORT));
       expect(port('conveyor-dashboard')).toBe(Number(config.DASHBOARD_PORT));
-      for (const kind of ['orders', 'outbox', 'projections', 'refunds', 'webhooks'])
+      for (const kind of loadConfig({}).workers.kinds)
         expect(port(`conveyor-worker-${kind}`)).toBe(Number(config.METRICS_PORT));
     });
 
