@@ -53,8 +53,8 @@ export default tseslint.config(
     },
   })),
   {
-    // modules/module.ts is the contract between the core and a module: it names the types of both sides.
-    files: ['main.ts', 'test/**', 'bench/**', 'scripts/**', 'modules/module.ts'],
+    // shared/modules/module.ts is the contract between the core and a module: it names the types of both sides.
+    files: ['main.ts', 'test/**', 'bench/**', 'scripts/**', 'shared/modules/module.ts'],
     rules: { 'no-restricted-imports': 'off' },
   },
 );

@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { Kafka, logLevel } from 'kafkajs';
 import { z } from 'zod';
-import { createKafkaBus } from '../shared/bus/kafka-bus.ts';
+import { createKafkaBus } from '../shared/bus/kafka/bus.ts';
 import { kafkaTopics } from '../shared/bus/kafka/headers.ts';
 import type { EventEnvelope } from '../shared/domain/events.ts';
 import { createLogger } from '../shared/observability/logger.ts';

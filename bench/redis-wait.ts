@@ -4,7 +4,7 @@
  * Run: node --import tsx bench/redis-wait.ts [jobs=2000] [concurrency=1]
  */
 import { performance } from 'node:perf_hooks';
-import { addBulkExactly, type JobTarget } from '../api/enqueue.ts';
+import { addBulkExactly, type JobTarget } from '../shared/http/enqueue.ts';
 import { createCommandQueue } from '../shared/queue/command-queue.ts';
 import { createProducerRedis, whenReady } from '../shared/queue/redis.ts';
 import { ownRedisCluster } from '../test/support/redis-cluster.ts';

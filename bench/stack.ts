@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { Kafka, logLevel } from 'kafkajs';
 import { loadConfig, type Config } from '../shared/config/config.ts';
 import { deleteRabbitmqTopology } from '../shared/bus/rabbitmq/admin.ts';
-import { rabbitmqTopology } from '../shared/bus/rabbitmq-bus.ts';
+import { rabbitmqTopology } from '../shared/bus/rabbitmq/bus.ts';
 import { deleteSqsTopology } from '../shared/bus/sqs/admin.ts';
 import { cleanup } from '../test/support/platform.ts';
 import { isolatedEnv } from '../test/support/env.ts';

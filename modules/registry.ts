@@ -1,4 +1,4 @@
-import type { ModuleDefinition } from './module.ts';
+import type { ModuleDefinition } from '../shared/modules/module.ts';
 import { ordersModule } from './orders/module.ts';
 import { refundsModule } from './refunds/module.ts';
 import { webhooksModule } from './webhooks/module.ts';

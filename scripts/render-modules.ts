@@ -7,9 +7,9 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments, stringify } from 'yaml';
-import type { ModuleDefinition } from '../modules/module.ts';
+import type { ModuleDefinition } from '../shared/modules/module.ts';
 import { MODULES } from '../modules/registry.ts';
-import { scalerTargetOf } from '../modules/settings.ts';
+import { scalerTargetOf } from '../shared/modules/settings.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const base = new URL('../deploy/base/', import.meta.url);

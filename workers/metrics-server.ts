@@ -10,7 +10,7 @@ import { outboxBacklog } from './outbox/relay.sql.ts';
 import type { WorkerKind } from './start.ts';
 import type { Failure } from '../shared/runtime/lifecycle.ts';
 import { liveness, probe } from '../shared/runtime/probe.ts';
-import { sqsGroupQueues } from '../shared/bus/sqs-bus.ts';
+import { sqsGroupQueues } from '../shared/bus/sqs/bus.ts';
 
 export interface MetricsServerOptions {
   metrics: Metrics;
@@ -108,7 +108,7 @@ export function watchWorkerSources(
       clientId: kafka.clientId,
       ssl: kafka.ssl,
       sasl: kafka.sasl,
-      // The Kafka bus retries on `<topic>.retry` with the same group (shared/bus/kafka-bus.ts).
+      // The Kafka bus retries on `<topic>.retry` with the same group (shared/bus/kafka/bus.ts).
       topics: [kafka.topic, `${kafka.topic}.retry`],
       groups: [kafka.consumer.groupId],
     });

@@ -4,7 +4,7 @@ import { createPgDeadLetterSink } from '../shared/dead-letters/dead-letter.ts';
 import type { Runtime } from '../shared/runtime/bootstrap.ts';
 import type { Metrics } from '../shared/observability/metrics.ts';
 import { MODULES } from '../modules/registry.ts';
-import { moduleSettings } from '../modules/settings.ts';
+import { moduleSettings } from '../shared/modules/settings.ts';
 import { createBreakerReporter } from '../shared/resilience/breaker-reports.ts';
 import { watchWorkerSources } from './metrics-server.ts';
 import { createCommandWorker } from './commands/worker.ts';

@@ -8,13 +8,13 @@ import {
   type Principal,
   type Scope,
 } from '../../shared/security/api-keys.ts';
-import { credentialOf, type ApiSessionStore } from '../sessions.ts';
-import type { ModuleDefinition } from '../../modules/module.ts';
+import { credentialOf, type ApiSessionStore } from '../../shared/http/sessions.ts';
+import type { ModuleDefinition } from '../../shared/modules/module.ts';
 import { MODULES } from '../../modules/registry.ts';
 import { problem } from '../../shared/errors/problem.ts';
 import type { TenantDirectory } from '../../shared/fairness/tenants.ts';
-import type { ApiEnv } from '../context.ts';
-import { problemResponse } from './errors.ts';
+import type { ApiEnv } from '../../shared/http/context.ts';
+import { problemResponse } from '../../shared/http/errors.ts';
 
 /** What a rule asks of a request's method: a query (GET, HEAD), a command (anything else), or either. */
 type Access = 'read' | 'write' | 'any';

@@ -3,9 +3,9 @@ import type { Redis } from '../../shared/queue/redis.ts';
 import { DependencyUnavailableError } from '../../shared/errors/domain.ts';
 import { problem } from '../../shared/errors/problem.ts';
 import type { RateLimits } from '../../shared/security/api-keys.ts';
-import type { ApiEnv } from '../context.ts';
-import { problemResponse } from './errors.ts';
-import { setResponseHeader } from './headers.ts';
+import type { ApiEnv } from '../../shared/http/context.ts';
+import { problemResponse } from '../../shared/http/errors.ts';
+import { setResponseHeader } from '../../shared/http/headers.ts';
 
 export interface RateLimitOptions {
   redis: Redis;

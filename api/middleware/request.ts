@@ -3,10 +3,10 @@ import type { MiddlewareHandler } from 'hono';
 import { CorrelationIdSchema } from '../../shared/domain/ids.ts';
 import { problem } from '../../shared/errors/problem.ts';
 import type { Logger } from '../../shared/observability/logger.ts';
-import type { ApiEnv } from '../context.ts';
-import { problemResponse } from './errors.ts';
-import { setResponseHeader } from './headers.ts';
-import { ANONYMOUS, requestLogAt } from '../log.ts';
+import type { ApiEnv } from '../../shared/http/context.ts';
+import { problemResponse } from '../../shared/http/errors.ts';
+import { setResponseHeader } from '../../shared/http/headers.ts';
+import { ANONYMOUS, requestLogAt } from '../../shared/http/log.ts';
 
 export const CORRELATION_HEADER = 'x-correlation-id';
 

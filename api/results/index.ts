@@ -1,12 +1,12 @@
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import type { Context, MiddlewareHandler } from 'hono';
-import type { CommandResource, CommandView } from '../../modules/module.ts';
+import type { CommandResource, CommandView } from '../../shared/modules/module.ts';
 import { DependencyUnavailableError, NotFoundError } from '../../shared/errors/domain.ts';
 import type { Logger } from '../../shared/observability/logger.ts';
-import type { ApiEnv } from '../context.ts';
-import { problemResponses } from '../schemas.ts';
+import type { ApiEnv } from '../../shared/http/context.ts';
+import { problemResponses } from '../../shared/http/schemas.ts';
 import type { OutcomeHub } from './hub.ts';
-import { commandResources, pathMatcher } from './registry.ts';
+import { commandResources, pathMatcher } from '../../shared/http/command-resources.ts';
 import { rankOfStepId, stepsOf } from './steps.ts';
 
 /** Settings of `Prefer: wait` and the lifecycle streams (environment `RESULTS_*`). */

@@ -1,4 +1,4 @@
-import type { CommandView } from '../../modules/module.ts';
+import type { CommandView } from '../../shared/modules/module.ts';
 
 /*
  * A command's lifecycle as Server-Sent Events, derived from its durable state alone (what its GET

@@ -1,8 +1,8 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { createAuditLog, type AuditEntry, type AuditFilter } from '../../shared/audit/audit-log.ts';
 import { ValidationError } from '../../shared/errors/domain.ts';
-import type { ApiDeps, ApiEnv } from '../context.ts';
-import { problemResponses } from '../schemas.ts';
+import type { ApiDeps, ApiEnv } from '../../shared/http/context.ts';
+import { problemResponses } from '../../shared/http/schemas.ts';
 
 const AuditEntrySchema = z
   .object({

@@ -9,9 +9,9 @@ import { ValidationError } from '../../shared/errors/domain.ts';
 import { problem, type Problem } from '../../shared/errors/problem.ts';
 import { createCommandSearch } from '../../shared/search/search.ts';
 import { CommandStatus, SearchQuerySchema, type CommandSearch } from '../../shared/search/query.ts';
-import type { ApiDeps, ApiEnv } from '../context.ts';
-import { problemResponse } from '../middleware/errors.ts';
-import { ProblemSchema, problemResponses } from '../schemas.ts';
+import type { ApiDeps, ApiEnv } from '../../shared/http/context.ts';
+import { problemResponse } from '../../shared/http/errors.ts';
+import { ProblemSchema, problemResponses } from '../../shared/http/schemas.ts';
 
 /** A search query as JSON (times as ISO 8601 strings): what a bulk action selects. */
 const QueryJson = z

@@ -9,10 +9,10 @@ import {
 } from '../../shared/commands/cancel.ts';
 import { problem } from '../../shared/errors/problem.ts';
 import { freeText } from '../../shared/domain/text.ts';
-import type { ApiDeps, ApiEnv } from '../context.ts';
-import { bodyLimit } from '../middleware/body-limit.ts';
-import { problemResponse } from '../middleware/errors.ts';
-import { ProblemSchema, problemResponses } from '../schemas.ts';
+import type { ApiDeps, ApiEnv } from '../../shared/http/context.ts';
+import { bodyLimit } from '../../shared/http/body-limit.ts';
+import { problemResponse } from '../../shared/http/errors.ts';
+import { ProblemSchema, problemResponses } from '../../shared/http/schemas.ts';
 // The search's result row (one OpenAPI component for both).
 import { CommandSummarySchema } from './search.ts';
 

@@ -10,8 +10,8 @@ import {
   StateConflictError,
   ValidationError,
 } from '../../shared/errors/domain.ts';
-import type { ApiDeps, ApiEnv } from '../context.ts';
-import { DeadLetterSchema, ProblemSchema, problemResponses } from '../schemas.ts';
+import type { ApiDeps, ApiEnv } from '../../shared/http/context.ts';
+import { DeadLetterSchema, ProblemSchema, problemResponses } from '../../shared/http/schemas.ts';
 
 const DeadLetterId = z
   .string()

@@ -1,7 +1,7 @@
 import { Hono, type Context, type MiddlewareHandler } from 'hono';
 import { matchedRoutes } from 'hono/route';
 import type { Metrics } from '../../shared/observability/metrics.ts';
-import type { ApiEnv } from '../context.ts';
+import type { ApiEnv } from '../../shared/http/context.ts';
 
 /** Label of requests no route matched (404s of unknown paths): one series, however many paths. */
 export const UNMATCHED_ROUTE = 'unmatched';

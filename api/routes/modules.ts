@@ -1,7 +1,7 @@
 import type { OpenAPIHono } from '@hono/zod-openapi';
-import type { ApiDeps, ApiEnv } from '../context.ts';
-import { redisCaller } from '../edge/redis-call.ts';
-import type { ResourceExtension } from '../modules.ts';
+import type { ApiDeps, ApiEnv } from '../../shared/http/context.ts';
+import { redisCaller } from '../../shared/http/redis-call.ts';
+import type { ResourceExtension } from '../../shared/http/modules.ts';
 
 /**
  * Every registered module's routes on `app`, in registry order, each given its command queue, the

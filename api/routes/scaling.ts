@@ -1,8 +1,8 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { DependencyUnavailableError, NotFoundError } from '../../shared/errors/domain.ts';
 import type { QueueStats, QueueStatsReader } from '../../shared/observability/queue-stats.ts';
-import type { ApiEnv } from '../context.ts';
-import { ProblemSchema, problemResponses } from '../schemas.ts';
+import type { ApiEnv } from '../../shared/http/context.ts';
+import { ProblemSchema, problemResponses } from '../../shared/http/schemas.ts';
 import { withDeadline } from '../../shared/runtime/deadline.ts';
 
 export interface ScalingDeps {

@@ -1,5 +1,5 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
-import type { ModuleDefinition } from '../../modules/module.ts';
+import type { ModuleDefinition } from '../../shared/modules/module.ts';
 import { MODULES } from '../../modules/registry.ts';
 import { DomainError, ValidationError } from '../../shared/errors/domain.ts';
 import { fieldErrors } from '../../shared/errors/problem.ts';
@@ -11,9 +11,9 @@ import {
 } from '../../shared/search/search.ts';
 import { SEARCH_SOURCES } from '../../shared/search/sources.ts';
 import { hasScope } from '../../shared/security/api-keys.ts';
-import type { ApiEnv } from '../context.ts';
+import type { ApiEnv } from '../../shared/http/context.ts';
 import type { ScopeRule } from '../middleware/auth.ts';
-import { problemResponses } from '../schemas.ts';
+import { problemResponses } from '../../shared/http/schemas.ts';
 
 /**
  * `GET /v1/commands` is open to any authenticated key at the edge: the route itself answers an admin

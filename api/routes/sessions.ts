@@ -1,7 +1,7 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
-import type { ApiDeps, ApiEnv } from '../context.ts';
-import { ProblemSchema, tooManyRequests } from '../schemas.ts';
-import { requestLog } from '../log.ts';
+import type { ApiDeps, ApiEnv } from '../../shared/http/context.ts';
+import { ProblemSchema, tooManyRequests } from '../../shared/http/schemas.ts';
+import { requestLog } from '../../shared/http/log.ts';
 
 const create = createRoute({
   method: 'post',

@@ -1,5 +1,5 @@
 import { loadavg } from 'node:os';
-import { jobsThatExist } from '../../api/enqueue.ts';
+import { jobsThatExist } from '../../shared/http/enqueue.ts';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../../shared/config/config.ts';
 import { migrate } from '../../shared/db/migrate.ts';

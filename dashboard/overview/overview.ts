@@ -9,7 +9,7 @@ import {
   type RabbitQueueDepth,
   type SqsQueueDepth,
 } from '../../shared/observability/bus-lag.ts';
-import { sqsGroupQueues } from '../../shared/bus/sqs-bus.ts';
+import { sqsGroupQueues } from '../../shared/bus/sqs/bus.ts';
 import type { OutboxBacklog } from '../../shared/observability/collectors.ts';
 import {
   createKafkaTopicSizeReader,

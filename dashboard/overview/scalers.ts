@@ -1,5 +1,5 @@
 import { MODULES } from '../../modules/registry.ts';
-import { scalerTargetOf } from '../../modules/settings.ts';
+import { scalerTargetOf } from '../../shared/modules/settings.ts';
 import type { Config } from '../../shared/config/config.ts';
 
 /**

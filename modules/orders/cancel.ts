@@ -4,7 +4,7 @@ import type { EventEnvelope } from '../../shared/domain/events.ts';
 import { isUuid } from '../../shared/domain/ids.ts';
 import { StateConflictError } from '../../shared/errors/domain.ts';
 import type { CommandStatus, CommandSummary } from '../../shared/search/query.ts';
-import type { CancelWrite, CancelledCommand, CommandCancellation } from '../module.ts';
+import type { CancelWrite, CancelledCommand, CommandCancellation } from '../../shared/modules/module.ts';
 import { OrderJobSchema, orderTotalCents } from './domain.ts';
 import { OrderEventTypes } from './events.ts';
 

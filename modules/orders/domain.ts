@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { CorrelationIdSchema, IdSchema } from '../../shared/domain/ids.ts';
 import { freeText } from '../../shared/domain/text.ts';
-import { TenantIdSchema } from '../tenant.ts';
+import { TenantIdSchema } from '../../shared/modules/tenant.ts';
 
 export const OrderItemSchema = z.strictObject({
   sku: IdSchema.describe('Stock keeping unit'),

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { TypedEvent } from '../../shared/domain/events.ts';
-import { TenantIdSchema } from '../tenant.ts';
+import { TenantIdSchema } from '../../shared/modules/tenant.ts';
 import { OrderItemSchema } from './domain.ts';
 
 /** The orders module's event types, past tense. */

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { CorrelationIdSchema } from '../../shared/domain/ids.ts';
 import { freeText } from '../../shared/domain/text.ts';
 import { DomainError } from '../../shared/errors/domain.ts';
-import { TenantIdSchema } from '../tenant.ts';
+import { TenantIdSchema } from '../../shared/modules/tenant.ts';
 
 /** What a producer posts to `POST /v1/orders/{orderId}/refunds`. */
 export const RequestRefundSchema = z.strictObject({

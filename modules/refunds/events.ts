@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { TypedEvent } from '../../shared/domain/events.ts';
-import { TenantIdSchema } from '../tenant.ts';
+import { TenantIdSchema } from '../../shared/modules/tenant.ts';
 
 /** The refunds module's event types. Their key is the order id (ordered with the order's events). */
 export const RefundEventTypes = {

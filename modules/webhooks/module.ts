@@ -1,4 +1,4 @@
-import type { ModuleDefinition } from '../module.ts';
+import type { ModuleDefinition } from '../../shared/modules/module.ts';
 import { WebhookJobSchema } from './domain.ts';
 
 /**

@@ -9,7 +9,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import type { z } from 'zod';
 import { MODULES } from '../../modules/registry.ts';
-import { queueSettingVariables } from '../../modules/settings.ts';
+import { queueSettingVariables } from '../../shared/modules/settings.ts';
 import { ENV_AREAS } from '../../shared/config/config.ts';
 import { createMetrics } from '../../shared/observability/metrics.ts';
 import { problemType } from '../../shared/errors/problem.ts';
@@ -63,7 +63,8 @@ export function envSections(): EnvSection[] {
     }),
   }));
   sections.push({
-    title: 'Command modules (the same nine queue settings under each module’s prefix; modules/settings.ts)',
+    title:
+      'Command modules (the same nine queue settings under each module’s prefix; shared/modules/settings.ts)',
     variables: MODULES.flatMap((m) =>
       queueSettingVariables(m).map((v) => ({
         name: v.name,

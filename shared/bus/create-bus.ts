@@ -4,7 +4,7 @@ import type { DeliveryCoreDeps } from '../delivery/core.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { OnFatal } from '../runtime/lifecycle.ts';
-import { createBullmqBus } from './bullmq-bus.ts';
+import { createBullmqBus } from './bullmq/bus.ts';
 import type { BusKind, EventBus } from './event-bus.ts';
 
 export interface BusDeps {
@@ -40,7 +40,7 @@ export async function createEventBus(kind: BusKind, deps: BusDeps, config: Confi
         stalledIntervalMs: config.bus.stalledIntervalMs,
       });
     case 'kafka': {
-      const { createKafkaBus } = await import('./kafka-bus.ts');
+      const { createKafkaBus } = await import('./kafka/bus.ts');
       return createKafkaBus(deps, {
         ...config.bus.kafka,
         ...deliverySettings(config),
@@ -51,11 +51,11 @@ export async function createEventBus(kind: BusKind, deps: BusDeps, config: Confi
       });
     }
     case 'rabbitmq': {
-      const { createRabbitmqBus } = await import('./rabbitmq-bus.ts');
+      const { createRabbitmqBus } = await import('./rabbitmq/bus.ts');
       return createRabbitmqBus(deps, rabbitmqSettings(config));
     }
     case 'sqs': {
-      const { createSqsBus } = await import('./sqs-bus.ts');
+      const { createSqsBus } = await import('./sqs/bus.ts');
       return createSqsBus(deps, {
         ...config.bus.sqs,
         ...deliverySettings(config),

@@ -32,7 +32,7 @@ import type { Channel } from 'amqplib';
 import type { Config } from '../config/config.ts';
 import { queueOptions } from '../queue/names.ts';
 import { createWorkerRedis } from '../queue/redis.ts';
-import { BULLMQ_DEFAULT_GROUP, bullmqGroupQueue, bullmqGroupsKey } from './bullmq-bus.ts';
+import { BULLMQ_DEFAULT_GROUP, bullmqGroupQueue, bullmqGroupsKey } from './bullmq/bus.ts';
 import { rabbitmqSettings } from './create-bus.ts';
 import { assertGroupName, type BusKind } from './event-bus.ts';
 
@@ -198,7 +198,7 @@ async function retireSqsGroup(config: Config, group: string, settleMs: number): 
 async function retireRabbitmqGroup(config: Config, group: string): Promise<RetiredGroup> {
   const [{ connect }, { rabbitmqTopology }, { groupTopology }] = await Promise.all([
     import('amqplib'),
-    import('./rabbitmq-bus.ts'),
+    import('./rabbitmq/bus.ts'),
     import('./rabbitmq/topology.ts'),
   ]);
   const topology = groupTopology(rabbitmqTopology(rabbitmqSettings(config)), group);

@@ -10,7 +10,7 @@ import { attemptsMadeOf } from '../queue/job-delivery.ts';
 import type { Redis } from '../queue/redis.ts';
 import { createOutcomePublisher } from '../results/wire.ts';
 import type { CommandSummary } from '../search/query.ts';
-import type { CancellableCommands, CommandCancellation } from '../../modules/module.ts';
+import type { CancellableCommands, CommandCancellation } from '../modules/module.ts';
 
 /** What a cancel did: cancelled it now, or found it cancelled before (idempotent). */
 export type CancelResult = { outcome: 'cancelled' | 'already_cancelled'; command: CommandSummary };

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { MODULES } from '../../modules/registry.ts';
-import { queueSettingsOf, queueSettingsShape } from '../../modules/settings.ts';
-import { assertValidModules } from '../../modules/validate.ts';
+import { queueSettingsOf, queueSettingsShape } from '../modules/settings.ts';
+import { assertValidModules } from '../modules/validate.ts';
 import { parseTenantPolicies, tenantDirectory } from '../fairness/tenants.ts';
 import { TracingEnvShape, tracingSettings } from './tracing-env.ts';
 
@@ -612,7 +612,7 @@ export const EnvSchema = z.object({
 
 export type Env = z.infer<typeof EnvSchema>;
 
-/** Each command module's queue settings, `<MODULE>_CONCURRENCY` … (modules/settings.ts), parsed beside {@link EnvSchema}. */
+/** Each command module's queue settings, `<MODULE>_CONCURRENCY` … (shared/modules/settings.ts), parsed beside {@link EnvSchema}. */
 export const ModuleEnvSchema = z.object(queueSettingsShape(MODULES));
 
 function buildConfig(env: Env, moduleEnv: Readonly<Record<string, unknown>>) {

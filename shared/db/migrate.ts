@@ -1,7 +1,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { MODULES } from '../../modules/registry.ts';
-import type { ModuleDefinition } from '../../modules/module.ts';
+import type { ModuleDefinition } from '../modules/module.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Pool } from './pool.ts';
 

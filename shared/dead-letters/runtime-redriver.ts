@@ -5,7 +5,7 @@ import type { Config } from '../config/config.ts';
 import type { Pool } from '../db/pool.ts';
 import type { Logger } from '../observability/logger.ts';
 import { MODULES } from '../../modules/registry.ts';
-import { moduleSettings } from '../../modules/settings.ts';
+import { moduleSettings } from '../modules/settings.ts';
 import { commandQueues, queueOptions } from '../queue/names.ts';
 import { commandJobOptions, createCommandQueue } from '../queue/command-queue.ts';
 import type { Redis } from '../queue/redis.ts';

@@ -198,7 +198,7 @@ export interface SqsDepthOptions {
   /** SQS_ENDPOINT, SQS_REGION. */
   endpoint: string;
   region: string;
-  /** Queue names (e.g. the projections queue and its DLQ: `sqsGroupQueues` in shared/bus/sqs-bus.ts). */
+  /** Queue names (e.g. the projections queue and its DLQ: `sqsGroupQueues` in shared/bus/sqs/bus.ts). */
   queues: readonly string[];
   /** Per request; a scrape must not hang on a slow endpoint. @defaultValue 2000 */
   timeoutMs?: number;

@@ -22,7 +22,7 @@ export function isSqsDlq(queue: string): boolean {
   return /-dlq(\.fifo)?$/.test(queue);
 }
 
-/** The dead-letter topic next to an events topic (`<topic>.dlq`, shared/bus/kafka-bus.ts); none for `.retry`/`.dlq` topics. */
+/** The dead-letter topic next to an events topic (`<topic>.dlq`, shared/bus/kafka/bus.ts); none for `.retry`/`.dlq` topics. */
 export function kafkaDlqOf(topic: string): string | undefined {
   return topic.endsWith('.retry') || topic.endsWith('.dlq') ? undefined : `${topic}.dlq`;
 }

@@ -1,5 +1,5 @@
 import { Queue, type Job } from 'bullmq';
-import { bullmqGroupQueue, bullmqGroupsKey } from '../bus/bullmq-bus.ts';
+import { bullmqGroupQueue, bullmqGroupsKey } from '../bus/bullmq/bus.ts';
 import { isGroupName } from '../bus/event-bus.ts';
 import { readFairBacklog, type FairBacklog } from '../fairness/fair-queue.ts';
 import type { Redis } from '../queue/redis.ts';

@@ -178,7 +178,7 @@ export function connectionForKey(client: Redis, key: string): RedisNode {
  * Waits until every write this connection made so far is on `replicas` replicas (Redis `WAIT`), at
  * most `timeoutMs`. Resolves to how many acknowledged. WAIT blocks the connection meanwhile (every
  * command sent after it waits too): run it on a connection nothing else shares, as the API's
- * replica-wait writers do (`api/enqueue.ts`), never on one that probes or metrics use.
+ * replica-wait writers do (`shared/http/enqueue.ts`), never on one that probes or metrics use.
  */
 export async function waitForReplicas(
   connection: RedisNode,

@@ -1,6 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
-import type { ModuleDefinition } from '../../modules/module.ts';
+import type { ModuleDefinition } from '../modules/module.ts';
 import { MODULES } from '../../modules/registry.ts';
 
 /**

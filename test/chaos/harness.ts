@@ -5,7 +5,7 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
-import { rabbitmqTopology } from '../../shared/bus/rabbitmq-bus.ts';
+import { rabbitmqTopology } from '../../shared/bus/rabbitmq/bus.ts';
 import { deleteRabbitmqTopology } from '../../shared/bus/rabbitmq/admin.ts';
 import { loadConfig } from '../../shared/config/config.ts';
 import type { PlaceOrder } from '../../modules/orders/domain.ts';

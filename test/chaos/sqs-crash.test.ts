@@ -3,7 +3,7 @@ import { SendMessageCommand } from '@aws-sdk/client-sqs';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EventHeaders } from '../../shared/bus/codec.ts';
-import { sqsGroupQueues } from '../../shared/bus/sqs-bus.ts';
+import { sqsGroupQueues } from '../../shared/bus/sqs/bus.ts';
 import { deleteSqsTopology, peekQueue, withSqsClient } from '../../shared/bus/sqs/admin.ts';
 import { queueUrlOf } from '../../shared/bus/sqs/topology.ts';
 import { loadConfig } from '../../shared/config/config.ts';

@@ -8,7 +8,7 @@ import {
   createBullmqBus,
   EVENT_BATCH_JOB,
   type BullmqEventJob,
-} from '../../shared/bus/bullmq-bus.ts';
+} from '../../shared/bus/bullmq/bus.ts';
 import { encodeEvent } from '../../shared/bus/codec.ts';
 import type { Config } from '../../shared/config/config.ts';
 import { createPgDeadLetterSink, type DeadLetterSink } from '../../shared/dead-letters/dead-letter.ts';

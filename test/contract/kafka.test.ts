@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Kafka, logLevel, Partitioners, type Admin, type Consumer, type Producer } from 'kafkajs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { EventBus } from '../../shared/bus/event-bus.ts';
-import { createKafkaBus } from '../../shared/bus/kafka-bus.ts';
+import { createKafkaBus } from '../../shared/bus/kafka/bus.ts';
 import { kafkaTopics, readHeaders } from '../../shared/bus/kafka/headers.ts';
 import { EventHeaders } from '../../shared/bus/codec.ts';
 import type { Config } from '../../shared/config/config.ts';

@@ -3,7 +3,7 @@ import {
   createRabbitmqBus,
   rabbitmqTopology,
   type RabbitmqBusConfig,
-} from '../../shared/bus/rabbitmq-bus.ts';
+} from '../../shared/bus/rabbitmq/bus.ts';
 import { deleteRabbitmqTopology, peekQueue, withAmqpChannel } from '../../shared/bus/rabbitmq/admin.ts';
 import { groupTopology } from '../../shared/bus/rabbitmq/topology.ts';
 import { PROJECTOR_CONSUMER } from '../../workers/projections/projector.ts';

@@ -14,7 +14,7 @@ import {
   sqsGroupQueues,
   sqsMaxReceiveCount,
   type SqsBusConfig,
-} from '../../shared/bus/sqs-bus.ts';
+} from '../../shared/bus/sqs/bus.ts';
 import { deleteSqsTopology, peekQueue, withSqsClient } from '../../shared/bus/sqs/admin.ts';
 import { sqsGroupsKey } from '../../shared/bus/sqs/groups.ts';
 import { eventEntry, headersOf } from '../../shared/bus/sqs/messages.ts';

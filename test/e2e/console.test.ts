@@ -9,7 +9,7 @@ import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { breakersKey } from '../../shared/resilience/breaker-reports.ts';
-import { bullmqGroupsKey } from '../../shared/bus/bullmq-bus.ts';
+import { bullmqGroupsKey } from '../../shared/bus/bullmq/bus.ts';
 import { QueueNames } from '../../shared/queue/names.ts';
 import { createOverviewSource } from '../../dashboard/overview/overview.ts';
 import { COMMAND_SCALERS, PROJECTIONS_SCALERS, type ScalerTarget } from '../../dashboard/overview/scalers.ts';

@@ -1,6 +1,6 @@
 import { rabbitmqSettings } from '../../shared/bus/create-bus.ts';
 import { afterEach, expect, it } from 'vitest';
-import { rabbitmqTopology } from '../../shared/bus/rabbitmq-bus.ts';
+import { rabbitmqTopology } from '../../shared/bus/rabbitmq/bus.ts';
 import { withAmqpChannel } from '../../shared/bus/rabbitmq/admin.ts';
 import { loadConfig } from '../../shared/config/config.ts';
 import { EXIT_FATAL } from '../../shared/runtime/lifecycle.ts';

@@ -1,7 +1,7 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
-import type { ApiEnv } from '../../api/context.ts';
-import type { CommandTarget } from '../../api/modules.ts';
-import { onError } from '../../api/middleware/errors.ts';
+import type { ApiEnv } from '../../shared/http/context.ts';
+import type { CommandTarget } from '../../shared/http/modules.ts';
+import { onError } from '../../shared/http/errors.ts';
 import { cancelRoutes } from '../../api/routes/cancel.ts';
 import { MODULES } from '../../modules/registry.ts';
 import { fairTarget } from '../../shared/fairness/fair-queue.ts';

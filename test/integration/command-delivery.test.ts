@@ -3,7 +3,7 @@ import { Writable } from 'node:stream';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Command, CommandHandler } from '../../modules/module.ts';
+import type { Command, CommandHandler } from '../../shared/modules/module.ts';
 import type { OrderJob } from '../../modules/orders/domain.ts';
 import {
   createOrdersQueue,
@@ -14,7 +14,7 @@ import {
 import { RefundJobSchema, type RefundJob } from '../../modules/refunds/domain.ts';
 import { refundsModule } from '../../modules/refunds/module.ts';
 import { refundsWorker } from '../../modules/refunds/worker/index.ts';
-import { moduleSettings } from '../../modules/settings.ts';
+import { moduleSettings } from '../../shared/modules/settings.ts';
 import type { Settled } from '../../shared/batch.ts';
 import type { Config } from '../../shared/config/config.ts';
 import { createDeadLetterActions } from '../../shared/dead-letters/actions.ts';

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import { coalescingEnqueue } from '../../api/enqueue.ts';
+import { coalescingEnqueue } from '../../shared/http/enqueue.ts';
 import type { OrderJob } from '../../modules/orders/domain.ts';
 import { createOrdersQueue, PLACE_ORDER_JOB } from '../../modules/orders/queue.ts';
 import { commandJobOptions } from '../../shared/queue/command-queue.ts';

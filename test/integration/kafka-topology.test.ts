@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Kafka, logLevel, type Admin, type ConfigResourceTypes } from 'kafkajs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { EventBus } from '../../shared/bus/event-bus.ts';
-import { createKafkaBus, type KafkaBusConfig } from '../../shared/bus/kafka-bus.ts';
+import { createKafkaBus, type KafkaBusConfig } from '../../shared/bus/kafka/bus.ts';
 import { kafkaTopics } from '../../shared/bus/kafka/headers.ts';
 import { describeKafkaTopics, KafkaTopologyMismatchError } from '../../shared/bus/kafka/topology.ts';
 import type { DeadLetterSink } from '../../shared/dead-letters/dead-letter.ts';

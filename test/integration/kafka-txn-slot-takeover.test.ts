@@ -7,7 +7,7 @@ import { Redis } from 'ioredis';
 import { Kafka, logLevel } from 'kafkajs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { EventBus } from '../../shared/bus/event-bus.ts';
-import { createKafkaBus } from '../../shared/bus/kafka-bus.ts';
+import { createKafkaBus } from '../../shared/bus/kafka/bus.ts';
 import { kafkaTopics } from '../../shared/bus/kafka/headers.ts';
 import { transactionalSlotKeys } from '../../shared/bus/kafka/transactional-slot.ts';
 import type { Config } from '../../shared/config/config.ts';

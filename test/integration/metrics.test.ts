@@ -11,7 +11,7 @@ import { loadConfig } from '../../shared/config/config.ts';
 import { createKafkaLagReader, createRabbitmqDepthReader } from '../../shared/observability/bus-lag.ts';
 import { createMetrics } from '../../shared/observability/metrics.ts';
 import { createQueueStatsReader } from '../../shared/observability/queue-stats.ts';
-import { bullmqGroupsKey } from '../../shared/bus/bullmq-bus.ts';
+import { bullmqGroupsKey } from '../../shared/bus/bullmq/bus.ts';
 import { createSqsClient } from '../../shared/bus/sqs/client.ts';
 import { commandQueues, QueueNames } from '../../shared/queue/names.ts';
 import { eventually, isolatedEnv, TEST_REDIS_URL, uniqueId } from '../support/env.ts';

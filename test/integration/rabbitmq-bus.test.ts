@@ -10,7 +10,7 @@ import {
   RabbitmqHeaders,
   UnroutableError,
   type RabbitmqBusConfig,
-} from '../../shared/bus/rabbitmq-bus.ts';
+} from '../../shared/bus/rabbitmq/bus.ts';
 import { deleteRabbitmqTopology, peekQueue, withAmqpChannel } from '../../shared/bus/rabbitmq/admin.ts';
 import { groupTopology } from '../../shared/bus/rabbitmq/topology.ts';
 import type { Config } from '../../shared/config/config.ts';

@@ -1,5 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { addBulkExactly, jobsThatExist, replicaWriters, ReplicasNotReachedError } from '../../api/enqueue.ts';
+import {
+  addBulkExactly,
+  jobsThatExist,
+  replicaWriters,
+  ReplicasNotReachedError,
+} from '../../shared/http/enqueue.ts';
 import { createOrdersQueue, PLACE_ORDER_JOB } from '../../modules/orders/queue.ts';
 import { createPool } from '../../shared/db/pool.ts';
 import { ALL_QUEUES, bullmqPrefix } from '../../shared/queue/names.ts';

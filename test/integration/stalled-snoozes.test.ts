@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { Redis } from 'ioredis';
 import { afterEach, expect, it } from 'vitest';
-import type { CommandHandler } from '../../modules/module.ts';
+import type { CommandHandler } from '../../shared/modules/module.ts';
 import type { OrderJob } from '../../modules/orders/domain.ts';
 import { createOrdersQueue, PLACE_ORDER_JOB, type OrdersQueue } from '../../modules/orders/queue.ts';
 import type { Config } from '../../shared/config/config.ts';

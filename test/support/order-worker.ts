@@ -1,4 +1,4 @@
-import type { CommandHandler } from '../../modules/module.ts';
+import type { CommandHandler } from '../../shared/modules/module.ts';
 import { createOrderCommandHandler } from '../../modules/orders/worker/index.ts';
 import { createPaymentGateway, type PaymentGateway } from '../../modules/orders/worker/payment.ts';
 import { ordersModule } from '../../modules/orders/module.ts';

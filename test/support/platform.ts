@@ -9,7 +9,7 @@ import { ALL_QUEUES } from '../../shared/queue/names.ts';
 import { Redis } from 'ioredis';
 import { createPool } from '../../shared/db/pool.ts';
 import { Kafka, logLevel } from 'kafkajs';
-import { rabbitmqTopology } from '../../shared/bus/rabbitmq-bus.ts';
+import { rabbitmqTopology } from '../../shared/bus/rabbitmq/bus.ts';
 import { deleteRabbitmqTopology } from '../../shared/bus/rabbitmq/admin.ts';
 import { sqsGroupsKey } from '../../shared/bus/sqs/groups.ts';
 import { deleteSqsTopology } from '../../shared/bus/sqs/admin.ts';

@@ -16,7 +16,7 @@ describe('config', () => {
       resetTimeout: 30000,
     });
     expect(config.rateLimiting).toMatchObject({ windowMs: 60000, maxRequests: 100 });
-    // The Kafka producer is always idempotent (shared/bus/kafka-bus.ts): not a knob.
+    // The Kafka producer is always idempotent (shared/bus/kafka/bus.ts): not a knob.
     expect(config.bus.kafka.producer).toMatchObject({
       retry: { retries: 5, initialRetryTime: 100 },
     });

@@ -3,7 +3,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ScalingSchema } from '../../api/routes/scaling.ts';
-import { sqsGroupQueues } from '../../shared/bus/sqs-bus.ts';
+import { sqsGroupQueues } from '../../shared/bus/sqs/bus.ts';
 import { loadConfig } from '../../shared/config/config.ts';
 import { ALL_QUEUES } from '../../shared/queue/names.ts';
 import {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { fingerprint } from '../../api/idempotency.ts';
+import { fingerprint } from '../../shared/http/idempotency.ts';
 import { toProblem } from '../../shared/errors/problem.ts';
 import { IdempotencyKeyReusedError, ValidationError } from '../../shared/errors/domain.ts';
 import { OrderNotFoundError } from '../../modules/orders/errors.ts';

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import type { ModuleDefinition } from '../../modules/module.ts';
+import type { ModuleDefinition } from '../../shared/modules/module.ts';
 import { MODULES } from '../../modules/registry.ts';
 import { renderModuleFiles, splice } from '../../scripts/render-modules.ts';
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { MODULES } from '../../modules/registry.ts';
-import { assertValidModules } from '../../modules/validate.ts';
+import { assertValidModules } from '../../shared/modules/validate.ts';
 
 describe('module registry', () => {
   it('accepts the registered modules', () => {

@@ -5,9 +5,9 @@ import { Hono } from 'hono';
 import { describe, expect, it } from 'vitest';
 import { PlaceOrderSchema } from '../../modules/orders/domain.ts';
 import { fieldErrors, problem } from '../../shared/errors/problem.ts';
-import { bodyLimit } from '../../api/middleware/body-limit.ts';
-import { HTTP_EXCEPTION_CODES } from '../../api/middleware/errors.ts';
-import type { ApiEnv } from '../../api/context.ts';
+import { bodyLimit } from '../../shared/http/body-limit.ts';
+import { HTTP_EXCEPTION_CODES } from '../../shared/http/errors.ts';
+import type { ApiEnv } from '../../shared/http/context.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 

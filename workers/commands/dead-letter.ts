@@ -1,7 +1,7 @@
 import { parseCarrier } from '../../shared/observability/tracing/trace-context.ts';
 import { randomUUID } from 'node:crypto';
 import type { Job, Queue } from 'bullmq';
-import type { CommandHandler, ModuleDefinition } from '../../modules/module.ts';
+import type { CommandHandler, ModuleDefinition } from '../../shared/modules/module.ts';
 import { insertOutbox } from '../../shared/db/outbox.sql.ts';
 import { withTransaction, type Pool } from '../../shared/db/pool.ts';
 import {

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { Queue, Worker, type Job } from 'bullmq';
-import type { CommandHandler, CommandQueueSettings, ModuleDefinition } from '../../modules/module.ts';
+import type { CommandHandler, CommandQueueSettings, ModuleDefinition } from '../../shared/modules/module.ts';
 import { createBatcher } from '../../shared/batch.ts';
-import { runSupervised } from '../../shared/bus/bullmq-bus.ts';
+import { runSupervised } from '../../shared/bus/bullmq/bus.ts';
 import type { Pool } from '../../shared/db/pool.ts';
 import { createPgDeadLetterSink } from '../../shared/dead-letters/dead-letter.ts';
 import {

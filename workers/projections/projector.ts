@@ -1,4 +1,4 @@
-import type { ModuleDefinition, ModuleProjection } from '../../modules/module.ts';
+import type { ModuleDefinition, ModuleProjection } from '../../shared/modules/module.ts';
 import { batchEventsProjector } from '../../shared/batches/events.ts';
 import { MODULES } from '../../modules/registry.ts';
 import { createBatcher, runWithIsolation } from '../../shared/batch.ts';

@@ -7,26 +7,20 @@ import {
   ValidationError,
 } from '../../../shared/errors/domain.ts';
 import { fieldErrors, problem, toProblem, type Problem } from '../../../shared/errors/problem.ts';
-import type { ModuleApiContext } from '../../../api/modules.ts';
+import type { ModuleApiContext } from '../../../shared/http/modules.ts';
 import {
   createIdempotent,
   derivedId,
   IdempotencyKeyParameter,
   idempotencyResponses,
-} from '../../../api/edge/idempotent.ts';
-import { loadShedding } from '../../../api/edge/load-shedding.ts';
-import { addBulkExactly, coalescingEnqueue, type NewJob } from '../../../api/enqueue.ts';
-import { requestLog, requestLogAt } from '../../../api/log.ts';
-import { bodyLimit } from '../../../api/middleware/body-limit.ts';
-import { createBatchOpener } from '../../../api/routes/batches.ts';
-import {
-  AcceptedOrderSchema,
-  BatchBody,
-  BatchResultSchema,
-  PlaceOrderBody,
-  ProblemSchema,
-  problemResponses,
-} from '../../../api/schemas.ts';
+} from '../../../shared/http/idempotent.ts';
+import { loadShedding } from '../../../shared/http/load-shedding.ts';
+import { addBulkExactly, coalescingEnqueue, type NewJob } from '../../../shared/http/enqueue.ts';
+import { requestLog, requestLogAt } from '../../../shared/http/log.ts';
+import { bodyLimit } from '../../../shared/http/body-limit.ts';
+import { createBatchOpener } from '../../../shared/http/batches.ts';
+import { ProblemSchema, problemResponses } from '../../../shared/http/schemas.ts';
+import { AcceptedOrderSchema, BatchBody, BatchResultSchema, PlaceOrderBody } from './schemas.ts';
 
 /** Most single-order jobs coalesced into one `addBulk`. */
 const MAX_COALESCED_JOBS = 256;

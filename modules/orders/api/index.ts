@@ -1,4 +1,4 @@
-import type { ModuleApiFactory } from '../../module.ts';
+import type { ModuleApiFactory } from '../../../shared/modules/module.ts';
 import { orderCommandRoutes } from './commands.ts';
 import { orderQueryRoutes } from './queries.ts';
 

@@ -3,11 +3,11 @@ import { createRoute, z } from '@hono/zod-openapi';
 import { OrderJobSchema, orderTotalCents } from '../domain.ts';
 import { ValidationError } from '../../../shared/errors/domain.ts';
 import { OrderNotFoundError } from '../errors.ts';
-import { extend, extendedShape, type ModuleApiContext } from '../../../api/modules.ts';
+import { extend, extendedShape, type ModuleApiContext } from '../../../shared/http/modules.ts';
 import type { Pool } from '../../../shared/db/pool.ts';
-import { registerCommandResource } from '../../../api/results/registry.ts';
+import { registerCommandResource } from '../../../shared/http/command-resources.ts';
 import { settleCancels } from '../../../shared/commands/cancel.ts';
-import type { CommandView } from '../../module.ts';
+import type { CommandView } from '../../../shared/modules/module.ts';
 import { attemptsMadeOf, lastErrorOf } from '../../../shared/queue/job-delivery.ts';
 import {
   customerOrders,
@@ -18,6 +18,7 @@ import {
   stats,
   type OrderView,
 } from './read-models.sql.ts';
+import { ProblemSchema, problemResponses } from '../../../shared/http/schemas.ts';
 import {
   CustomerOrdersSchema,
   CustomerParam,
@@ -25,13 +26,11 @@ import {
   OrderIdParam,
   OrderViewSchema,
   PageQuery,
-  ProblemSchema,
-  problemResponses,
   StatsDailySchema,
   StatsSchema,
   StatsTotalsSchema,
   TotalsSchema,
-} from '../../../api/schemas.ts';
+} from './schemas.ts';
 
 /** The query routes, their schemas carrying what other modules add to orders and totals. */
 function queryRoutes(ctx: ModuleApiContext) {

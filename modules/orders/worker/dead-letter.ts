@@ -1,6 +1,6 @@
 import { isUuid } from '../../../shared/domain/ids.ts';
 import { randomUUID } from 'node:crypto';
-import type { DeadLetteredCommand } from '../../module.ts';
+import type { DeadLetteredCommand } from '../../../shared/modules/module.ts';
 import type { PoolClient } from '../../../shared/db/pool.ts';
 import type { EventEnvelope } from '../../../shared/domain/events.ts';
 import { OrderJobSchema, orderTotalCents } from '../domain.ts';

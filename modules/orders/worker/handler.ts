@@ -3,7 +3,7 @@ import { runWithIsolation, type Settled } from '../../../shared/batch.ts';
 import { recordBatchDecisions, type BatchDecision } from '../../../shared/batches/store.ts';
 import { withTransaction, type Pool } from '../../../shared/db/pool.ts';
 import type { EventEnvelope } from '../../../shared/domain/events.ts';
-import type { Command } from '../../module.ts';
+import type { Command } from '../../../shared/modules/module.ts';
 import { OrderEventTypes } from '../events.ts';
 import { decideOrder, orderTotalCents, type Decision, type OrderJob } from '../domain.ts';
 import { withCarrier } from '../../../shared/observability/tracing/trace-context.ts';

@@ -1,4 +1,4 @@
-import type { CommandHandler, ModuleWorkerFactory } from '../../module.ts';
+import type { CommandHandler, ModuleWorkerFactory } from '../../../shared/modules/module.ts';
 import type { Pool } from '../../../shared/db/pool.ts';
 import { decideOrder, type OrderJob } from '../domain.ts';
 import { describeOrderJob, orderDeadLettered } from './dead-letter.ts';

@@ -1,4 +1,4 @@
-import type { ModuleProjection } from '../../module.ts';
+import type { ModuleProjection } from '../../../shared/modules/module.ts';
 import { OrderEventTypes, type OrderEvent } from '../events.ts';
 import { applyReadModels, type OrderViewRow, type StatsDelta } from './projections.sql.ts';
 

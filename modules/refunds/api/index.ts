@@ -5,20 +5,20 @@ import {
   derivedId,
   IdempotencyKeyParameter,
   idempotencyResponses,
-} from '../../../api/edge/idempotent.ts';
-import { loadShedding } from '../../../api/edge/load-shedding.ts';
-import { addBulkExactly } from '../../../api/enqueue.ts';
-import { requestLogAt } from '../../../api/log.ts';
-import { bodyLimit } from '../../../api/middleware/body-limit.ts';
-import type { ModuleApiContext, ResourceExtension } from '../../../api/modules.ts';
-import { ProblemSchema, problemResponses } from '../../../api/schemas.ts';
+} from '../../../shared/http/idempotent.ts';
+import { loadShedding } from '../../../shared/http/load-shedding.ts';
+import { addBulkExactly } from '../../../shared/http/enqueue.ts';
+import { requestLogAt } from '../../../shared/http/log.ts';
+import { bodyLimit } from '../../../shared/http/body-limit.ts';
+import type { ModuleApiContext, ResourceExtension } from '../../../shared/http/modules.ts';
+import { ProblemSchema, problemResponses } from '../../../shared/http/schemas.ts';
 import type { Pool } from '../../../shared/db/pool.ts';
 import { DependencyUnavailableError, StateConflictError } from '../../../shared/errors/domain.ts';
 import { attemptsMadeOf, lastErrorOf } from '../../../shared/queue/job-delivery.ts';
 import { OrderNotFoundError } from '../../orders/errors.ts';
-import { registerCommandResource } from '../../../api/results/registry.ts';
+import { registerCommandResource } from '../../../shared/http/command-resources.ts';
 import { settleCancels } from '../../../shared/commands/cancel.ts';
-import type { CommandView, ModuleApiFactory } from '../../module.ts';
+import type { CommandView, ModuleApiFactory } from '../../../shared/modules/module.ts';
 import { RefundJobSchema, RefundNotFoundError, RequestRefundSchema, type RefundJob } from '../domain.ts';
 import {
   findDecidedRefunds,

@@ -2,7 +2,7 @@ import { isUuid } from '../../../shared/domain/ids.ts';
 import { withinCarrier } from '../../../shared/observability/tracing/trace-context.ts';
 import { randomUUID } from 'node:crypto';
 import { runWithIsolation, type Settled } from '../../../shared/batch.ts';
-import type { Command, ModuleWorkerFactory } from '../../module.ts';
+import type { Command, ModuleWorkerFactory } from '../../../shared/modules/module.ts';
 import { RefundJobSchema, type RefundJob } from '../domain.ts';
 import { RefundEventTypes } from '../events.ts';
 import { refundProjection } from './projection.ts';

@@ -1,5 +1,5 @@
 import { randomInt } from 'node:crypto';
-import type { ModuleProjection } from '../../module.ts';
+import type { ModuleProjection } from '../../../shared/modules/module.ts';
 import { RefundEventTypes, type RefundEvent } from '../events.ts';
 
 /** Shards of each refund stats row (as the order stats: concurrent batches rarely share a row lock). */

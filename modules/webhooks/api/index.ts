@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import type { BlockList } from 'node:net';
 import { createRoute, z } from '@hono/zod-openapi';
-import { bodyLimit } from '../../../api/middleware/body-limit.ts';
-import type { ModuleApiContext } from '../../../api/modules.ts';
-import { ProblemSchema, problemResponses } from '../../../api/schemas.ts';
-import type { ModuleApiFactory } from '../../module.ts';
+import { bodyLimit } from '../../../shared/http/body-limit.ts';
+import type { ModuleApiContext } from '../../../shared/http/modules.ts';
+import { ProblemSchema, problemResponses } from '../../../shared/http/schemas.ts';
+import type { ModuleApiFactory } from '../../../shared/modules/module.ts';
 import { MODULES } from '../../registry.ts';
 import {
   EXTRA_EVENT_TYPES,

@@ -14,7 +14,7 @@ import {
   type CommandQueue,
 } from '../../../shared/queue/command-queue.ts';
 import { createWorkerRedis, type Redis } from '../../../shared/queue/redis.ts';
-import type { CommandQueueSettings } from '../../module.ts';
+import type { CommandQueueSettings } from '../../../shared/modules/module.ts';
 import { deliveryIdOf, matchesType, type WebhookJob } from '../domain.ts';
 
 /** The event bus subscription group whose consumer turns events into deliveries. */

@@ -1,7 +1,7 @@
 import type { Settled } from '../../../shared/batch.ts';
 import type { Pool } from '../../../shared/db/pool.ts';
 import type { Logger } from '../../../shared/observability/logger.ts';
-import type { Command, CommandHandler, ModuleWorkerFactory } from '../../module.ts';
+import type { Command, CommandHandler, ModuleWorkerFactory } from '../../../shared/modules/module.ts';
 import { bodyOf, WebhookJobSchema, type WebhookJob } from '../domain.ts';
 import { decryptSecret, signatureHeader } from '../secrets.ts';
 import { webhookSettings, type WebhookConfig, type WebhookSettings } from '../settings.ts';

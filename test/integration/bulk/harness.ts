@@ -1,7 +1,7 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { Queue } from 'bullmq';
-import type { ApiDeps, ApiEnv } from '../../../api/context.ts';
-import { onError, notFound } from '../../../api/middleware/errors.ts';
+import type { ApiDeps, ApiEnv } from '../../../shared/http/context.ts';
+import { onError, notFound } from '../../../shared/http/errors.ts';
 import { bulkRoutes } from '../../../api/routes/bulk.ts';
 import { createPgDeadLetterSink, type NewDeadLetter } from '../../../shared/dead-letters/dead-letter.ts';
 import type { Pool } from '../../../shared/db/pool.ts';

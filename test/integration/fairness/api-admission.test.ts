@@ -8,7 +8,7 @@ import {
   ReplicasNotReachedError,
   type JobTarget,
   type NewJob,
-} from '../../../api/enqueue.ts';
+} from '../../../shared/http/enqueue.ts';
 import { createOrdersQueue, PLACE_ORDER_JOB, type OrdersQueue } from '../../../modules/orders/queue.ts';
 import { TenantQuotaExceededError } from '../../../shared/errors/domain.ts';
 import { createFairQueue } from '../../../shared/fairness/fair-queue.ts';

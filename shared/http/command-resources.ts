@@ -1,4 +1,4 @@
-import type { CommandResource } from '../../modules/module.ts';
+import type { CommandResource } from '../modules/module.ts';
 
 /**
  * The command resources each API app's modules registered, keyed by the app (a WeakMap: one test

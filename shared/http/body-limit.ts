@@ -1,6 +1,6 @@
 import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit as streamingBodyLimit } from 'hono/body-limit';
-import type { ApiEnv } from '../context.ts';
+import type { ApiEnv } from './context.ts';
 import { tooLargeResponse } from './errors.ts';
 
 export interface BodyLimitOptions {

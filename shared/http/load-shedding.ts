@@ -1,4 +1,4 @@
-import { OverloadedError } from '../../shared/errors/domain.ts';
+import { OverloadedError } from '../errors/domain.ts';
 import type { RedisCall } from './redis-call.ts';
 
 /** How long one backlog count answers for every request, in ms. */

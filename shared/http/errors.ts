@@ -5,10 +5,10 @@ import {
   DependencyUnavailableError,
   OverloadedError,
   TenantQuotaExceededError,
-} from '../../shared/errors/domain.ts';
-import { problem, PROBLEM_CONTENT_TYPE, toProblem, type Problem } from '../../shared/errors/problem.ts';
-import type { ApiEnv } from '../context.ts';
-import { requestLog } from '../log.ts';
+} from '../errors/domain.ts';
+import { problem, PROBLEM_CONTENT_TYPE, toProblem, type Problem } from '../errors/problem.ts';
+import type { ApiEnv } from './context.ts';
+import { requestLog } from './log.ts';
 import { respond } from './headers.ts';
 
 export function problemResponse(

@@ -42,21 +42,21 @@
  */
 import { SendMessageCommand, type SendMessageBatchRequestEntry, type SQSClient } from '@aws-sdk/client-sqs';
 import { randomUUID } from 'node:crypto';
-import type { DeadLetterRecord } from '../dead-letters/dead-letter.ts';
-import { createDeliveryCore } from '../delivery/core.ts';
-import type { DeliveryPolicy } from '../delivery/policy.ts';
-import { EventHeaders } from './codec.ts';
-import type { BusDeps } from './create-bus.ts';
-import { assertGroupName, type EventBus, type EventHandler, type Subscription } from './event-bus.ts';
-import { createSqsClient, isQueueMissing } from './sqs/client.ts';
-import { createSqsConsumer, type SqsConsumer } from './sqs/consumer.ts';
-import { createRedisGroupRegistry, sqsGroupsKey, type GroupRegistry } from './sqs/groups.ts';
-import { eventEntry, originalHeaders, packEntries, SqsHeaders, toAttributes } from './sqs/messages.ts';
-import { chunkEntries, runLimited, sendChunk } from './sqs/publisher.ts';
-import { declareGroupQueues, groupQueueNames, queueUrlOf, type GroupQueueNames } from './sqs/topology.ts';
+import type { DeadLetterRecord } from '../../dead-letters/dead-letter.ts';
+import { createDeliveryCore } from '../../delivery/core.ts';
+import type { DeliveryPolicy } from '../../delivery/policy.ts';
+import { EventHeaders } from '../codec.ts';
+import type { BusDeps } from '../create-bus.ts';
+import { assertGroupName, type EventBus, type EventHandler, type Subscription } from '../event-bus.ts';
+import { createSqsClient, isQueueMissing } from './client.ts';
+import { createSqsConsumer, type SqsConsumer } from './consumer.ts';
+import { createRedisGroupRegistry, sqsGroupsKey, type GroupRegistry } from './groups.ts';
+import { eventEntry, originalHeaders, packEntries, SqsHeaders, toAttributes } from './messages.ts';
+import { chunkEntries, runLimited, sendChunk } from './publisher.ts';
+import { declareGroupQueues, groupQueueNames, queueUrlOf, type GroupQueueNames } from './topology.ts';
 
-export { SqsPublishIncompleteError, SqsPublishRejectedError } from './sqs/publisher.ts';
-export { SqsHeaders } from './sqs/messages.ts';
+export { SqsPublishIncompleteError, SqsPublishRejectedError } from './publisher.ts';
+export { SqsHeaders } from './messages.ts';
 
 export interface SqsBusConfig {
   /** SQS API endpoint (ElasticMQ locally, `https://sqs.<region>.amazonaws.com` on AWS). */

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { Config } from '../shared/config/config.ts';
+import type { Config } from '../config/config.ts';
 import type { CommandQueueSettings, ModuleDefinition } from './module.ts';
 
 /** Defaults of every command queue; a module overrides some in `queueDefaults`, operators any in the environment. */

@@ -33,29 +33,29 @@
  *   403) gives up and tells `deps.onFatal`.
  */
 import type { ChannelModel, ConfirmChannel } from 'amqplib';
-import type { DeadLetterRecord } from '../dead-letters/dead-letter.ts';
-import { EventHeaders } from './codec.ts';
-import type { BusDeps } from './create-bus.ts';
-import { assertGroupName, type EventBus, type EventHandler, type Subscription } from './event-bus.ts';
+import type { DeadLetterRecord } from '../../dead-letters/dead-letter.ts';
+import { EventHeaders } from '../codec.ts';
+import type { BusDeps } from '../create-bus.ts';
+import { assertGroupName, type EventBus, type EventHandler, type Subscription } from '../event-bus.ts';
 import {
   ConfirmTimeoutError,
   createConfirmPublisher,
   type ConfirmPublisher,
   type OutgoingMessage,
-} from './rabbitmq/confirm.ts';
-import { forceCloseConnection, openAmqpConnection, whenClosed } from './rabbitmq/connection.ts';
-import { createConsumer, type Consumer } from './rabbitmq/consumer.ts';
-import { eventMessage, originalHeaders } from './rabbitmq/messages.ts';
+} from './confirm.ts';
+import { forceCloseConnection, openAmqpConnection, whenClosed } from './connection.ts';
+import { createConsumer, type Consumer } from './consumer.ts';
+import { eventMessage, originalHeaders } from './messages.ts';
 import {
   declareExchanges,
   declareGroup,
   detectQueueType,
   groupTopology,
   type TopologyConfig,
-} from './rabbitmq/topology.ts';
+} from './topology.ts';
 
-export { ConfirmTimeoutError, UnroutableError } from './rabbitmq/confirm.ts';
-export { RabbitmqHeaders } from './rabbitmq/messages.ts';
+export { ConfirmTimeoutError, UnroutableError } from './confirm.ts';
+export { RabbitmqHeaders } from './messages.ts';
 
 export interface RabbitmqBusConfig {
   url: string;

@@ -35,26 +35,26 @@
  * group starts at the earliest retained offset (`fromBeginning`): it gets the retained history.
  */
 import { Kafka, type Admin, type Message, type Producer } from 'kafkajs';
-import type { DeadLetterRecord } from '../dead-letters/dead-letter.ts';
-import { withDeadline } from '../runtime/deadline.ts';
-import { encodeEvent } from './codec.ts';
-import type { BusDeps } from './create-bus.ts';
-import { assertGroupName, type EventBus, type EventHandler, type Subscription } from './event-bus.ts';
-import { assertAcknowledged, pinningPartitioner } from './kafka/acknowledged.ts';
+import type { DeadLetterRecord } from '../../dead-letters/dead-letter.ts';
+import { withDeadline } from '../../runtime/deadline.ts';
+import { encodeEvent } from '../codec.ts';
+import type { BusDeps } from '../create-bus.ts';
+import { assertGroupName, type EventBus, type EventHandler, type Subscription } from '../event-bus.ts';
+import { assertAcknowledged, pinningPartitioner } from './acknowledged.ts';
 import {
   currentReplica,
   kafkaClientOptions,
   replicaTransactionalId,
   type KafkaConnection,
-} from './kafka/connection.ts';
-import { KafkaHeaders, kafkaLogCreator, kafkaTopics, ownHeaders } from './kafka/headers.ts';
-import { startKafkaSubscription } from './kafka/subscription.ts';
-import { assertTopicSettings, declareKafkaTopics } from './kafka/topology.ts';
+} from './connection.ts';
+import { KafkaHeaders, kafkaLogCreator, kafkaTopics, ownHeaders } from './headers.ts';
+import { startKafkaSubscription } from './subscription.ts';
+import { assertTopicSettings, declareKafkaTopics } from './topology.ts';
 import {
   createTransactionalSlotLease,
   slotTransactionalId,
   type TransactionalSlotLease,
-} from './kafka/transactional-slot.ts';
+} from './transactional-slot.ts';
 
 export interface KafkaBusConfig extends KafkaConnection {
   /** The events topic; `<topic>.retry` and `<topic>.dlq` are declared next to it. */

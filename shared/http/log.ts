@@ -1,7 +1,7 @@
 import type { Context } from 'hono';
 import type { Level } from 'pino';
 import type { ApiEnv } from './context.ts';
-import type { Logger } from '../shared/observability/logger.ts';
+import type { Logger } from '../observability/logger.ts';
 
 /** The principal of a request not (yet) authenticated. */
 export const ANONYMOUS = 'anonymous';

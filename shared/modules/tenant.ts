@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { TENANT_PART } from '../shared/fairness/tenants.ts';
+import { TENANT_PART } from '../fairness/tenants.ts';
 
 /**
  * The tenant a command is for, as modules carry it in their job data and events: `<key id>` or

@@ -1,17 +1,17 @@
-import type { Pool } from '../shared/db/pool.ts';
-import type { ReadPools } from '../shared/db/read-pools.ts';
-import type { Logger } from '../shared/observability/logger.ts';
-import type { Redis } from '../shared/queue/redis.ts';
-import type { DeadLetterStore } from '../shared/dead-letters/store.ts';
-import type { Redriver } from '../shared/dead-letters/redrive.ts';
-import type { Config } from '../shared/config/config.ts';
+import type { Pool } from '../db/pool.ts';
+import type { ReadPools } from '../db/read-pools.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { Redis } from '../queue/redis.ts';
+import type { DeadLetterStore } from '../dead-letters/store.ts';
+import type { Redriver } from '../dead-letters/redrive.ts';
+import type { Config } from '../config/config.ts';
 import type { IdempotencyStore } from './idempotency.ts';
 import type { CommandTarget } from './modules.ts';
 import type { ModuleApiFactory } from '../modules/module.ts';
-import type { Metrics } from '../shared/observability/metrics.ts';
-import type { ApiKey } from '../shared/security/api-keys.ts';
+import type { Metrics } from '../observability/metrics.ts';
+import type { ApiKey } from '../security/api-keys.ts';
 import type { ApiSessionStore } from './sessions.ts';
-import type { Tenant } from '../shared/fairness/tenants.ts';
+import type { Tenant } from '../fairness/tenants.ts';
 
 /** Everything the API's routes need; built once in `main.ts`, nothing per request. */
 export interface ApiDeps {

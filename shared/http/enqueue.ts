@@ -1,13 +1,13 @@
 import { context, type Context } from '@opentelemetry/api';
 import type { JobsOptions } from 'bullmq';
-import { inBatchSpan, startMessageSpan } from '../shared/observability/tracing/spans.ts';
-import { endSpan, injectCarrier, tracingActive } from '../shared/observability/tracing/trace-context.ts';
-import type { CommandQueue } from '../shared/queue/command-queue.ts';
-import { connectionForKey, waitForReplicas, type Redis } from '../shared/queue/redis.ts';
-import { withDeadline } from '../shared/runtime/deadline.ts';
-import { TenantQuotaExceededError } from '../shared/errors/domain.ts';
-import type { Admission, FairJob, FairQueue } from '../shared/fairness/fair-queue.ts';
-import type { Tenant } from '../shared/fairness/tenants.ts';
+import { inBatchSpan, startMessageSpan } from '../observability/tracing/spans.ts';
+import { endSpan, injectCarrier, tracingActive } from '../observability/tracing/trace-context.ts';
+import type { CommandQueue } from '../queue/command-queue.ts';
+import { connectionForKey, waitForReplicas, type Redis } from '../queue/redis.ts';
+import { withDeadline } from '../runtime/deadline.ts';
+import { TenantQuotaExceededError } from '../errors/domain.ts';
+import type { Admission, FairJob, FairQueue } from '../fairness/fair-queue.ts';
+import type { Tenant } from '../fairness/tenants.ts';
 
 /** A command to enqueue: its job id (the command's idempotency key) and data. */
 export interface NewJob<Job = unknown> {

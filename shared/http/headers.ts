@@ -1,5 +1,5 @@
 import type { Context, MiddlewareHandler } from 'hono';
-import type { ApiEnv } from '../context.ts';
+import type { ApiEnv } from './context.ts';
 
 /** What `hono/secure-headers` sets with its defaults (which this middleware replaces), same values. */
 const SECURITY_HEADERS: Readonly<Record<string, string>> = Object.freeze({

@@ -1,13 +1,13 @@
 import type { z } from 'zod';
-import type { Settled } from '../shared/batch.ts';
-import type { EventEnvelope } from '../shared/domain/events.ts';
-import type { Pool, PoolClient } from '../shared/db/pool.ts';
-import type { Config } from '../shared/config/config.ts';
-import type { Logger } from '../shared/observability/logger.ts';
-import type { TraceCarrier } from '../shared/observability/tracing/trace-context.ts';
-import type { BreakerState } from '../shared/resilience/circuit-breaker.ts';
-import type { ModuleApiContext, ResourceExtensions } from '../api/modules.ts';
-import type { CommandSummary } from '../shared/search/query.ts';
+import type { Settled } from '../batch.ts';
+import type { EventEnvelope } from '../domain/events.ts';
+import type { Pool, PoolClient } from '../db/pool.ts';
+import type { Config } from '../config/config.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { TraceCarrier } from '../observability/tracing/trace-context.ts';
+import type { BreakerState } from '../resilience/circuit-breaker.ts';
+import type { ModuleApiContext, ResourceExtensions } from '../http/modules.ts';
+import type { CommandSummary } from '../search/query.ts';
 
 /**
  * The contract between Conveyor's core and a command module. A module is one folder under `modules/`
@@ -184,7 +184,7 @@ export interface ModuleWorkerContext {
   onBreakerState?: (name: string, state: BreakerState) => void;
 }
 
-/** The HTTP side of a module: registers its routes on the API's app (see api/modules.ts for the context). */
+/** The HTTP side of a module: registers its routes on the API's app (see shared/http/modules.ts for the context). */
 export interface ModuleApiFactory {
   routes(ctx: ModuleApiContext): void;
   /** Fields this module adds to other modules' resources (e.g. refunds add `refundedCents` to an order). */

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import type { Redis } from '../shared/queue/redis.ts';
-import { IdempotencyKeyInFlightError, IdempotencyKeyReusedError } from '../shared/errors/domain.ts';
+import type { Redis } from '../queue/redis.ts';
+import { IdempotencyKeyInFlightError, IdempotencyKeyReusedError } from '../errors/domain.ts';
 
 export interface StoredResponse {
   status: number;

@@ -1,5 +1,5 @@
-import { DependencyUnavailableError, DomainError } from '../../shared/errors/domain.ts';
-import { withDeadline } from '../../shared/runtime/deadline.ts';
+import { DependencyUnavailableError, DomainError } from '../errors/domain.ts';
+import { withDeadline } from '../runtime/deadline.ts';
 
 /** Runs one Redis call for a request; see {@link redisCaller}. */
 export type RedisCall = <T>(fn: () => Promise<T>) => Promise<T>;

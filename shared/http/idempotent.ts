@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
 import type { Context } from 'hono';
-import { ValidationError } from '../../shared/errors/domain.ts';
-import type { ApiEnv } from '../context.ts';
-import { fingerprint, type IdempotencyStore, type StoredResponse } from '../idempotency.ts';
-import { requestLog } from '../log.ts';
-import { respond } from '../middleware/headers.ts';
-import { ProblemSchema } from '../schemas.ts';
+import { ValidationError } from '../errors/domain.ts';
+import type { ApiEnv } from './context.ts';
+import { fingerprint, type IdempotencyStore, type StoredResponse } from './idempotency.ts';
+import { requestLog } from './log.ts';
+import { respond } from './headers.ts';
+import { ProblemSchema } from './schemas.ts';
 import type { RedisCall } from './redis-call.ts';
 
 const IDEMPOTENCY_HEADER = 'idempotency-key';

@@ -1,23 +1,23 @@
 import { createHash } from 'node:crypto';
 import { Job, Queue, Worker, type JobsOptions, type RedisClient } from 'bullmq';
-import type { DeadLetterRecord, DeadLetterSink } from '../dead-letters/dead-letter.ts';
-import { createDeliveryCore, type DeliveryCoreDeps } from '../delivery/core.ts';
-import { contentId } from '../delivery/dead-letter.ts';
-import type { Logger } from '../observability/logger.ts';
-import type { Metrics } from '../observability/metrics.ts';
-import { bullmqPrefix, queueOptions, QueueNames } from '../queue/names.ts';
-import { createWorkerRedis, type Redis } from '../queue/redis.ts';
-import { fatalOrLog, superviseLoop, type OnFatal } from '../runtime/lifecycle.ts';
-import { createEventConsumer } from './bullmq/consumer.ts';
-import { EVENT_BATCH_JOB, type BullmqEventBatchJob, type BullmqEventJob } from './bullmq/job-delivery.ts';
-import { encodeEvent, EventHeaders } from './codec.ts';
+import type { DeadLetterRecord, DeadLetterSink } from '../../dead-letters/dead-letter.ts';
+import { createDeliveryCore, type DeliveryCoreDeps } from '../../delivery/core.ts';
+import { contentId } from '../../delivery/dead-letter.ts';
+import type { Logger } from '../../observability/logger.ts';
+import type { Metrics } from '../../observability/metrics.ts';
+import { bullmqPrefix, queueOptions, QueueNames } from '../../queue/names.ts';
+import { createWorkerRedis, type Redis } from '../../queue/redis.ts';
+import { fatalOrLog, superviseLoop, type OnFatal } from '../../runtime/lifecycle.ts';
+import { createEventConsumer } from './consumer.ts';
+import { EVENT_BATCH_JOB, type BullmqEventBatchJob, type BullmqEventJob } from './job-delivery.ts';
+import { encodeEvent, EventHeaders } from '../codec.ts';
 import {
   assertGroupName,
   isGroupName,
   type EventBus,
   type EventHandler,
   type Subscription,
-} from './event-bus.ts';
+} from '../event-bus.ts';
 
 export { EVENT_BATCH_JOB, type BullmqEventBatchJob, type BullmqEventJob };
 

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { z } from 'zod';
-import type { Redis } from '../shared/queue/redis.ts';
+import type { Redis } from '../queue/redis.ts';
 
 /**
  * What an API session remembers: who opened it and with which key ({@link credentialOf}) — not the

@@ -1,9 +1,9 @@
 import type { OpenAPIHono, z } from '@hono/zod-openapi';
 import type { ModuleDefinition } from '../modules/module.ts';
-import type { Pool } from '../shared/db/pool.ts';
+import type { Pool } from '../db/pool.ts';
 import type { ApiDeps, ApiEnv } from './context.ts';
 import type { JobTarget } from './enqueue.ts';
-import type { RedisCall } from './edge/redis-call.ts';
+import type { RedisCall } from './redis-call.ts';
 
 /** A module's command queue as the API enqueues into it. */
 export interface CommandTarget extends JobTarget {
