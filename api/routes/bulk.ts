@@ -31,7 +31,9 @@ const QueryJson = z
     description:
       'The search query (as in the command search). A redrive selects pending dead letters of commands: only module, ' +
       'subject, correlationId and from/to (on the time the command failed), status absent or [dead_lettered]. ' +
-      'A cancel selects commands not yet decided (status queued or processing; absent: both).',
+      'A cancel selects commands not yet decided (status queued or processing; absent: both). ' +
+      'A replay selects decided commands that did not succeed (status rejected or dead_lettered; absent: both) and ' +
+      'posts each again as a new command (same payload, tenant and correlation id, a new id, `replayOf` naming it).',
   });
 
 const Action = z.enum(['redrive', 'cancel', 'replay']);

@@ -152,7 +152,7 @@ export function queryOf(f: SearchFilter): { query: SearchQuery } | { errors: str
   return errors.length > 0 ? { errors } : { query: (parsed as { data: SearchQuery }).data };
 }
 
-const BulkAction = z.enum(['redrive', 'cancel']);
+const BulkAction = z.enum(['redrive', 'cancel', 'replay']);
 const BulkForm = z.object({
   filter: z.string().max(4_000),
   action: BulkAction,

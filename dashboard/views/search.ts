@@ -187,6 +187,7 @@ export function searchView(m: SearchViewModel): Html {
                 <select name="action" data-testid="bulk-action">
                   <option value="redrive">redrive (its dead letters)</option>
                   <option value="cancel">cancel (pending commands)</option>
+                  <option value="replay">replay (rejected or dead-lettered, as new commands)</option>
                 </select></label
               >
               <button type="submit" class="secondary" data-testid="bulk-dry-run">Dry run</button>

@@ -61,8 +61,8 @@ async function cancel(client: PoolClient, cmd: CancelledCommand): Promise<Cancel
   const totalCents = orderTotalCents(job.order.items);
   const written = await client.query<OrderSummaryRow>(
     `INSERT INTO orders (order_id, customer_id, currency, total_cents, items, status, reason, attempts,
-                         correlation_id, accepted_at, accepted_by, tenant, decided_at)
-     VALUES ($1, $2, $3, $4, $5, 'cancelled', $6, $7, $8, $9, $10, $11, $12)
+                         correlation_id, accepted_at, accepted_by, tenant, decided_at, replay_of)
+     VALUES ($1, $2, $3, $4, $5, 'cancelled', $6, $7, $8, $9, $10, $11, $12, $13)
      ON CONFLICT (order_id) DO NOTHING
      RETURNING order_id, status, tenant, accepted_by, customer_id, correlation_id, accepted_at, decided_at`,
     [
@@ -78,6 +78,7 @@ async function cancel(client: PoolClient, cmd: CancelledCommand): Promise<Cancel
       job.acceptedBy ?? null,
       job.tenant ?? null,
       at,
+      job.replayOf ?? null,
     ],
   );
   const row = written.rows[0];

@@ -46,6 +46,8 @@ export const OrderJobSchema = z.strictObject({
   tenant: TenantIdSchema.optional(),
   /** The batch it was posted in (POST /v1/orders/batch): its decision is counted there (shared/batches). */
   batchId: z.uuid().optional(),
+  /** The order this one replays (a bulk `replay`, shared/bulk): the same order posted again under a new id. */
+  replayOf: z.uuid().optional(),
   order: PlaceOrderSchema,
 });
 export type OrderJob = z.infer<typeof OrderJobSchema>;

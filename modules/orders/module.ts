@@ -19,6 +19,8 @@ export const ordersModule: ModuleDefinition = {
     path: '/v1/orders/:orderId',
     load: async () => (await import('./cancel.ts')).orderCancellation,
   },
+  // Bulk action `replay` (shared/bulk): a rejected or dead-lettered order posted again, from its row.
+  replay: { load: async () => (await import('./replay.ts')).orderReplay },
   api: async () => (await import('./api/index.ts')).ordersApi,
   worker: async () => (await import('./worker/index.ts')).ordersWorker,
 };

@@ -1,10 +1,14 @@
+import { createHash } from 'node:crypto';
 import type { AuditActor } from '../audit/audit-log.ts';
 import type { DeadLetterActions } from '../dead-letters/actions.ts';
 import { fromRow } from '../dead-letters/dead-letter.ts';
 import type { Redriver } from '../dead-letters/redrive.ts';
 import type { Pool } from '../db/pool.ts';
 import { NotFoundError, StateConflictError } from '../errors/domain.ts';
-import type { SelectedItem } from './selection.ts';
+import type { Tenant } from '../fairness/tenants.ts';
+import { addBulkExactly, type JobTarget } from '../http/enqueue.ts';
+import type { CommandReplay, ModuleDefinition } from '../modules/module.ts';
+import { REPLAYABLE, type SelectedItem } from './selection.ts';
 import type { ItemOutcome } from './store.ts';
 
 /**
@@ -104,6 +108,84 @@ export function cancelItems(canceller: ItemCanceller): ItemExecutor {
       if (err instanceof StateConflictError) return { outcome: 'skipped', detail: err.message };
       return { outcome: 'failed', detail: message(err) };
     }
+  };
+}
+
+/**
+ * The id of the replay of `originalId` by bulk action `bulkId`: a UUID (version 4 and variant bits set)
+ * from the SHA-256 of both, so a runner resuming after a crash posts the same id again — BullMQ keeps
+ * one job per id, and the module's write model one decision — and nothing doubles.
+ */
+export function replayId(bulkId: string, originalId: string): string {
+  const b = createHash('sha256').update(`conveyor.replay\0${bulkId}\0${originalId}`).digest().subarray(0, 16);
+  b[6] = (b[6]! & 0x0f) | 0x40;
+  b[8] = (b[8]! & 0x3f) | 0x80;
+  const h = b.toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+export interface ReplayDeps {
+  pool: Pool;
+  modules: readonly ModuleDefinition[];
+  /** Where a module's commands are added: its queue and, with FAIRNESS on, its fair queue (as the API's). */
+  target(module: string): JobTarget | undefined;
+  /** The tenant (its policy) a replay is admitted for: the original's. */
+  tenant(id: string): Tenant;
+  /** How long one add may take. @defaultValue 5000 */
+  timeoutMs?: number;
+}
+
+/**
+ * Replays one command: a rejected or dead-lettered command posted again as a new command (same payload,
+ * producer, tenant and correlation id; a new id from {@link replayId}; `replayOf` naming it), rebuilt
+ * from its module's write model and added through the same fair admission as the API's. Skipped: a
+ * module without replay, a command gone or no longer replayable, a replay already decided (a resumed
+ * runner). Failed: its tenant's backlog quota is full, or Redis did not take it.
+ */
+export function replayItems(deps: ReplayDeps): ItemExecutor {
+  const loaded = new Map<string, Promise<CommandReplay>>();
+  const replayOf = (module: ModuleDefinition): Promise<CommandReplay> | undefined => {
+    if (!module.replay) return undefined;
+    let p = loaded.get(module.name);
+    if (!p) {
+      p = module.replay.load();
+      p.catch(() => loaded.delete(module.name));
+      loaded.set(module.name, p);
+    }
+    return p;
+  };
+  return async (item, ctx) => {
+    const module = deps.modules.find((m) => m.name === item.module);
+    const replay = module && replayOf(module);
+    const target = deps.target(item.module);
+    if (!module || !replay || !target) {
+      return { outcome: 'skipped', detail: `module ${item.module} does not replay its commands` };
+    }
+    const id = replayId(ctx.bulkId, item.id);
+    const rows = await (await replay).load(deps.pool, [item.id, id]);
+    const original = rows.get(item.id);
+    if (!original) return { outcome: 'skipped', detail: 'not_found' };
+    if (rows.has(id)) return { outcome: 'skipped', detail: `already replayed as ${id}` };
+    if (!(REPLAYABLE as readonly string[]).includes(original.status)) {
+      return {
+        outcome: 'skipped',
+        detail: `${original.status}: only rejected or dead_lettered commands replay`,
+      };
+    }
+    const result = await addBulkExactly(
+      target,
+      [
+        {
+          id,
+          data: original.job(id, new Date()),
+          ...(original.tenant === null ? {} : { tenant: deps.tenant(original.tenant) }),
+        },
+      ],
+      deps.timeoutMs ?? 5_000,
+    );
+    if (result.accepted.has(id)) return { outcome: 'succeeded', detail: `replayed as ${id}` };
+    const why = result.refused?.get(id) ?? result.error ?? 'not accepted';
+    return { outcome: 'failed', detail: message(why) };
   };
 }
 

@@ -37,6 +37,8 @@ export interface BulkRunnerDeps {
   redriveRecovery?: RedriveRecovery;
   /** Per-item cancel (shared/commands/cancel.ts); absent: a cancel fails. */
   canceller?: ItemCanceller;
+  /** Per-item replay (replayItems in items.ts); absent: a replay fails. */
+  replay?: ItemExecutor;
 }
 
 export interface BulkRunnerOptions {
@@ -75,6 +77,7 @@ export function createBulkRunner(deps: BulkRunnerDeps, options: BulkRunnerOption
   const executors: Partial<Record<BulkActionKind, ItemExecutor>> = {
     ...(deps.deadLetters ? { redrive: redriveItems(deps.deadLetters, deps.redriveRecovery) } : {}),
     ...(deps.canceller ? { cancel: cancelItems(deps.canceller) } : {}),
+    ...(deps.replay ? { replay: deps.replay } : {}),
   };
   const stopping = new AbortController();
   let loop: Promise<void> | undefined;

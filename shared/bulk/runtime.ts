@@ -7,10 +7,12 @@ import { createDeadLetterActions } from '../dead-letters/actions.ts';
 import { createRuntimeRedriver } from '../dead-letters/runtime-redriver.ts';
 import { fairTarget } from '../fairness/fair-queue.ts';
 import type { Logger } from '../observability/logger.ts';
-import { createCommandQueue } from '../queue/command-queue.ts';
+import type { JobTarget } from '../http/enqueue.ts';
+import { moduleSettings } from '../modules/settings.ts';
+import { commandJobOptions, createCommandQueue } from '../queue/command-queue.ts';
 import type { Redis } from '../queue/redis.ts';
 import { createCommandSearch } from '../search/search.ts';
-import { createRedriveRecovery } from './items.ts';
+import { createRedriveRecovery, replayItems } from './items.ts';
 import { createBulkRunner, type BulkRunner, type BulkRunnerOptions } from './runner.ts';
 
 export interface RuntimeBulkRunnerDeps {
@@ -22,8 +24,9 @@ export interface RuntimeBulkRunnerDeps {
 
 /**
  * The bulk runner wired from a process's runtime: per-item redrive by the dead-letter actions, cancel
- * by the command canceller over each module's queue (and fair queue), selection by the command search
- * on the primary. `stop()` stops the runner, then closes what it opened.
+ * by the command canceller over each module's queue (and fair queue), replay through the same fair
+ * admission as the API's (the original's tenant takes its turn), selection by the command search on
+ * the primary. `stop()` stops the runner, then closes what it opened.
  * @example
  * const bulk = createRuntimeBulkRunner(rt, { ratePerSecond: config.bulk.ratePerSecond });
  * bulk.start();
@@ -43,6 +46,21 @@ export function createRuntimeBulkRunner(
     [...queues].flatMap(([name, q]) => {
       const target = fairTarget(config.fairness, name, q.toKey(''));
       return target ? [[name, target.queue] as const] : [];
+    }),
+  );
+  const targets = new Map<string, JobTarget>(
+    MODULES.map((m) => {
+      const fairQueue = fair.get(m.name);
+      return [
+        m.name,
+        {
+          queue: queues.get(m.name)!,
+          jobName: m.jobName,
+          jobOptions: commandJobOptions(moduleSettings(config, m.name)),
+          replicaWait: { replicas: config.redis.waitReplicas, timeoutMs: config.redis.waitTimeoutMs },
+          fair: fairQueue && { queue: fairQueue, holdMs: config.fairness.holdMs },
+        },
+      ];
     }),
   );
   const search = createCommandSearch({
@@ -72,6 +90,12 @@ export function createRuntimeBulkRunner(
         redis,
         prefix,
         logger,
+      }),
+      replay: replayItems({
+        pool,
+        modules: MODULES,
+        target: (module) => targets.get(module),
+        tenant: (id) => ({ id, policy: config.fairness.tenants.policyOf(id) }),
       }),
     },
     options,

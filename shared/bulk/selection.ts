@@ -7,7 +7,7 @@ import type { CommandSearch, CommandStatus, SearchQuery } from '../search/query.
 /**
  * What a bulk action selects for a query, the same way for its dry run (the count) and its run (the
  * frozen snapshot, page by page): pending command dead letters for a redrive, commands not yet decided
- * for a cancel.
+ * for a cancel, rejected or dead-lettered commands for a replay.
  */
 
 export const BulkActionKind = z.enum(['redrive', 'cancel', 'replay']);
@@ -48,20 +48,25 @@ const REDRIVE_FILTERS = new Set<keyof SearchQuery>([
 ]);
 /** States a cancel can act on. */
 const CANCELLABLE: readonly CommandStatus[] = ['queued', 'processing'];
+/** States a replay can act on: decided, and not done. */
+export const REPLAYABLE: readonly CommandStatus[] = ['rejected', 'dead_lettered'];
 
 /**
  * Field errors of `query` for `action`, empty when it can run: a module must be registered; a redrive
  * selects dead letters, so only the filters a dead letter records (module, subject, correlation id, the
- * time it failed) and `status` absent or `dead_lettered`; a cancel selects commands not yet decided.
- * Replay is not available yet.
+ * time it failed) and `status` absent or `dead_lettered`; a cancel selects commands not yet decided;
+ * a replay selects rejected or dead-lettered commands.
  */
 export function queryErrors(action: BulkActionKind, query: SearchQuery): FieldError[] {
   const errors: FieldError[] = [];
   if (query.module !== undefined && !MODULES.some((m) => m.name === query.module)) {
     errors.push({ path: 'query.module', message: `no module ${query.module}` });
   }
-  if (action === 'replay') {
-    errors.push({ path: 'action', message: 'replay is not available yet: use redrive or cancel' });
+  if (action === 'replay' && query.status?.some((s) => !REPLAYABLE.includes(s))) {
+    errors.push({
+      path: 'query.status',
+      message: `a replay acts on ${REPLAYABLE.join(' or ')} commands only`,
+    });
   }
   if (action === 'redrive') {
     for (const key of Object.keys(query) as (keyof SearchQuery)[]) {
@@ -106,11 +111,16 @@ export function selectionFor(
   assertRunnable(action, query);
   return action === 'redrive'
     ? deadLetterSelection(deps.pool, query, asOf)
-    : commandSelection(deps.search, query, asOf);
+    : commandSelection(deps.search, query, asOf, action === 'replay' ? REPLAYABLE : CANCELLABLE);
 }
 
-function commandSelection(search: CommandSearch, query: SearchQuery, asOf: Date): Selection {
-  const q: SearchQuery = { ...query, status: query.status ?? [...CANCELLABLE], to: earlier(query.to, asOf) };
+function commandSelection(
+  search: CommandSearch,
+  query: SearchQuery,
+  asOf: Date,
+  statuses: readonly CommandStatus[],
+): Selection {
+  const q: SearchQuery = { ...query, status: query.status ?? [...statuses], to: earlier(query.to, asOf) };
   return {
     count: () => search.count(q),
     async page(cursor, limit) {

@@ -69,6 +69,11 @@ export interface ModuleDefinition {
    * (api/routes/cancel.ts) and bulk cancels through shared/commands/cancel.ts. Absent: not cancellable.
    */
   cancel?: CancellableCommands;
+  /**
+   * Its decided commands may be replayed (bulk action `replay`, shared/bulk): each rebuilt from its
+   * write-model row as a new command linked by `replayOf`. Absent: a replay skips its commands.
+   */
+  replay?: ReplayableCommands;
   /** Its HTTP routes, loaded by the API process. */
   api(): Promise<ModuleApiFactory>;
   /** Its command handler and projection, loaded by worker processes. */
@@ -274,4 +279,28 @@ export interface CommandCancellation {
   cancel(client: PoolClient, command: CancelledCommand): Promise<CancelWrite>;
   /** The write model's row of a command (decided or cancelled); undefined when there is none. */
   find(db: Pool | PoolClient, id: string): Promise<CommandSummary | undefined>;
+}
+
+/** A module's replayable commands: the rebuild is loaded on demand by the process that replays (bulk runner). */
+export interface ReplayableCommands {
+  load(): Promise<CommandReplay>;
+}
+
+/** A decided command as its write model has it, ready to be posted again. */
+export interface ReplayableCommand {
+  /** Its status in the write model (`rejected`, `dead_lettered`, `completed`…). */
+  status: string;
+  /** Who it was for (fairness: its turn and quota), null when its command named none. */
+  tenant: string | null;
+  /**
+   * The job data of its replay: the same payload, producer (API key), tenant and correlation id, under
+   * the new command id `id`, accepted at `acceptedAt`, with `replayOf` naming the original.
+   */
+  job(id: string, acceptedAt: Date): unknown;
+}
+
+/** The module side of a replay. */
+export interface CommandReplay {
+  /** The write model's rows of `ids` (those it has), in one query. */
+  load(db: Pool | PoolClient, ids: readonly string[]): Promise<Map<string, ReplayableCommand>>;
 }

@@ -41,6 +41,12 @@ function queryRoutes(ctx: ModuleApiContext) {
       .describe(
         'Who the order is for: the API key that posted it, or <key id>/<sub-tenant> when the key named one with the Conveyor-Tenant header; null for orders from before tenants, or enqueued by a foreign producer without one',
       ),
+    replayOf: z
+      .uuid()
+      .optional()
+      .describe(
+        'The order this one replays (a bulk replay posted it again under a new id); absent otherwise',
+      ),
     ...extendedShape(ctx.extensions('order')),
   }).openapi('Order');
   const CustomerOrders = CustomerOrdersSchema.extend({
@@ -174,6 +180,7 @@ export function orderQueryRoutes(ctx: ModuleApiContext): void {
           completedAt: null,
           updatedAt: null,
           tenant: parsed.data.tenant ?? null,
+          ...(parsed.data.replayOf === undefined ? {} : { replayOf: parsed.data.replayOf }),
         };
         return view;
       }),

@@ -15,6 +15,13 @@ export interface OrderView {
   updatedAt: string | null;
   /** Who it was for (fairness): the key's id or `<key id>/<sub-tenant>`; null when its job named none. */
   tenant: string | null;
+  /** The order it replays (bulk `replay`): present only when it is a replay. */
+  replayOf?: string;
+}
+
+/** Rows read with a nullable `replayOf`: the field only where it is set. */
+function withReplayOf(rows: (OrderView & { replayOf?: string | null })[]): OrderView[] {
+  return rows.map(({ replayOf, ...v }) => (replayOf ? { ...v, replayOf } : v));
 }
 
 const ORDER_VIEW_COLUMNS = `order_id AS "orderId", customer_id AS "customerId", currency, total_cents AS "totalCents",
@@ -25,11 +32,14 @@ const ORDER_VIEW_COLUMNS = `order_id AS "orderId", customer_id AS "customerId", 
 
 /** Many orders in ONE query (never a loop of single reads: the brief's N+1 pitfall). */
 export async function findOrders(pool: Pool, ids: readonly string[]): Promise<OrderView[]> {
-  const { rows } = await pool.query<OrderView>(
-    `SELECT ${ORDER_VIEW_COLUMNS} FROM order_view WHERE order_id = ANY($1::uuid[])`,
+  // replayOf is in the write model only (a replay is rare): one primary-key lookup per order.
+  const { rows } = await pool.query<OrderView & { replayOf: string | null }>(
+    `SELECT ${ORDER_VIEW_COLUMNS},
+            (SELECT o.replay_of::text FROM orders o WHERE o.order_id = order_view.order_id) AS "replayOf"
+       FROM order_view WHERE order_id = ANY($1::uuid[])`,
     [ids],
   );
-  return rows;
+  return withReplayOf(rows);
 }
 
 /**
@@ -41,16 +51,16 @@ export async function findOrders(pool: Pool, ids: readonly string[]): Promise<Or
 export async function findDecidedOrders(pool: Pool, ids: readonly string[]): Promise<OrderView[]> {
   if (ids.length === 0) return [];
   const iso = (col: string) => `to_char(${col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
-  const { rows } = await pool.query<OrderView>(
+  const { rows } = await pool.query<OrderView & { replayOf: string | null }>(
     `SELECT order_id AS "orderId", customer_id AS "customerId", currency, total_cents AS "totalCents",
             items, status, attempts, reason AS "lastError", correlation_id AS "correlationId",
             ${iso('accepted_at')} AS "acceptedAt",
             CASE WHEN status = 'dead_lettered' THEN NULL ELSE ${iso('decided_at')} END AS "completedAt",
-            NULL AS "updatedAt", tenant
+            NULL AS "updatedAt", tenant, replay_of::text AS "replayOf"
        FROM orders WHERE order_id = ANY($1::uuid[])`,
     [ids],
   );
-  return rows;
+  return withReplayOf(rows);
 }
 
 export interface CustomerPage {

@@ -51,6 +51,7 @@ export async function orderDeadLettered(
         acceptedAt: order.acceptedAt,
         acceptedBy: order.acceptedBy ?? null,
         tenant: order.tenant ?? null,
+        replayOf: order.replayOf ?? null,
       },
     ]);
     if (written.size === 0) return [];

@@ -60,6 +60,7 @@ export function planOrder(
     correlationId: job.correlationId,
     acceptedBy: job.acceptedBy ?? null,
     tenant: job.tenant ?? null,
+    replayOf: job.replayOf ?? null,
   };
   const meta = {
     eventId: randomUUID(),

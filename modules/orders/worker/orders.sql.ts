@@ -17,17 +17,19 @@ export interface OrderRow {
   acceptedBy: string | null;
   /** Who it was for (the job's `tenant`: the key, or `<key>/<sub-tenant>`); null when the job named none. */
   tenant: string | null;
+  /** The order it replays (bulk `replay`); null for an order posted by a producer. */
+  replayOf: string | null;
 }
 
 /**
- * Upserts orders from parameters $1..$12 ({@link orderColumns}); returns the ids actually written. A
+ * Upserts orders from parameters $1..$13 ({@link orderColumns}); returns the ids actually written. A
  * redriven order keeps the tenant its dead-lettered row has (one written before the column existed
  * takes the job's).
  */
 const UPSERT_ORDERS = `INSERT INTO orders (order_id, customer_id, currency, total_cents, items, status, reason, attempts,
-                         correlation_id, accepted_at, accepted_by, tenant)
+                         correlation_id, accepted_at, accepted_by, tenant, replay_of)
      SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::jsonb[], $6::text[], $7::text[],
-                          $8::int[], $9::text[], $10::timestamptz[], $11::text[], $12::text[])
+                          $8::int[], $9::text[], $10::timestamptz[], $11::text[], $12::text[], $13::uuid[])
      ON CONFLICT (order_id) DO UPDATE
        SET customer_id = EXCLUDED.customer_id, currency = EXCLUDED.currency, total_cents = EXCLUDED.total_cents,
            items = EXCLUDED.items, status = EXCLUDED.status, reason = EXCLUDED.reason, attempts = EXCLUDED.attempts,
@@ -49,6 +51,7 @@ const orderColumns = (rows: readonly OrderRow[]) => [
   rows.map((r) => r.acceptedAt),
   rows.map((r) => r.acceptedBy),
   rows.map((r) => r.tenant),
+  rows.map((r) => r.replayOf),
 ];
 
 /**
@@ -80,8 +83,8 @@ export async function decideOrders(
     name: 'conveyor-decide-orders',
     text: `WITH written AS (${UPSERT_ORDERS}), appended AS (
        INSERT INTO outbox (${OUTBOX_COLUMNS})
-       SELECT e.* FROM unnest($13::uuid[], $14::text[], $15::int[], $16::text[], $17::text[], $18::jsonb[],
-                              $19::jsonb[])
+       SELECT e.* FROM unnest($14::uuid[], $15::text[], $16::int[], $17::text[], $18::text[], $19::jsonb[],
+                              $20::jsonb[])
                     AS e(event_id, event_type, event_version, aggregate_id, correlation_id, envelope, trace_context)
         WHERE e.aggregate_id::uuid IN (SELECT order_id FROM written)
      )

@@ -199,15 +199,19 @@ describe('bulk redrive by query', () => {
     expect(audit[2]!.detail).toMatchObject({ status: 'cancelled', touched: done.touched });
   });
 
-  it('refuses a query a redrive cannot select, and replay (not available yet)', async () => {
+  it('refuses a query a redrive cannot select, and a replay of statuses it cannot replay', async () => {
     const tenant = await call<{ errors: { path: string }[] }>('POST', '/v1/bulk-actions/dry-run', {
       action: 'redrive',
       query: { module: 'orders', tenant: 'acme' },
     });
     expect(tenant.status).toBe(400);
     expect(tenant.body.errors.map((e) => e.path)).toContain('query.tenant');
-    const replay = await call('POST', '/v1/bulk-actions/dry-run', { action: 'replay', query: {} });
+    const replay = await call<{ errors: { path: string }[] }>('POST', '/v1/bulk-actions/dry-run', {
+      action: 'replay',
+      query: { status: ['queued'] },
+    });
     expect(replay.status).toBe(400);
+    expect(replay.body.errors.map((e) => e.path)).toContain('query.status');
     const unknown = await call('GET', '/v1/bulk-actions/00000000-0000-4000-8000-000000000000');
     expect(unknown.status).toBe(404);
   });
