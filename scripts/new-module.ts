@@ -115,7 +115,7 @@ async function main(argv: readonly string[]): Promise<void> {
 const RENDERERS = ['scripts/render-modules.ts', 'scripts/config-table.mjs'];
 
 const TEMPLATE: Record<string, string> = {
-  'module.ts': `import type { ModuleDefinition } from '../module.ts';
+  'module.ts': `import type { ModuleDefinition } from '../../shared/modules/module.ts';
 import { __Item__JobSchema } from './domain.ts';
 import { __item__Events } from './events.ts';
 
@@ -137,7 +137,7 @@ export const __moduleConst__: ModuleDefinition = {
 };
 `,
   'domain.ts': `import { z } from 'zod';
-import { TenantIdSchema } from '../tenant.ts';
+import { TenantIdSchema } from '../../shared/modules/tenant.ts';
 
 /** What a producer posts. */
 export const Record__Item__Schema = z.object({ note: z.string().min(1).max(1_000) });
@@ -216,7 +216,7 @@ import { insertOutbox } from '../../../shared/db/outbox.sql.ts';
 import { withTransaction, type PoolClient } from '../../../shared/db/pool.ts';
 import type { EventEnvelope } from '../../../shared/domain/events.ts';
 import { isUuid } from '../../../shared/domain/ids.ts';
-import type { Command, ModuleProjection, ModuleWorkerFactory } from '../../module.ts';
+import type { Command, ModuleProjection, ModuleWorkerFactory } from '../../../shared/modules/module.ts';
 import type { __Item__Job } from '../domain.ts';
 import { __Item__EventTypes, type __Item__Event } from '../events.ts';
 
@@ -336,14 +336,14 @@ import {
   derivedId,
   IdempotencyKeyParameter,
   idempotencyResponses,
-} from '../../../api/edge/idempotent.ts';
-import { loadShedding } from '../../../api/edge/load-shedding.ts';
-import { addBulkExactly } from '../../../api/enqueue.ts';
-import { bodyLimit } from '../../../api/middleware/body-limit.ts';
-import type { ModuleApiContext } from '../../../api/modules.ts';
-import { ProblemSchema, problemResponses } from '../../../api/schemas.ts';
+} from '../../../shared/http/idempotent.ts';
+import { loadShedding } from '../../../shared/http/load-shedding.ts';
+import { addBulkExactly } from '../../../shared/http/enqueue.ts';
+import { bodyLimit } from '../../../shared/http/body-limit.ts';
+import type { ModuleApiContext } from '../../../shared/http/modules.ts';
+import { ProblemSchema, problemResponses } from '../../../shared/http/schemas.ts';
 import { DependencyUnavailableError, NotFoundError } from '../../../shared/errors/domain.ts';
-import type { ModuleApiFactory } from '../../module.ts';
+import type { ModuleApiFactory } from '../../../shared/modules/module.ts';
 import { __Item__JobSchema, Record__Item__Schema, type __Item__Job } from '../domain.ts';
 
 const problem = (description: string) => ({
