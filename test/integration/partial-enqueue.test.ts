@@ -41,6 +41,16 @@ async function storedJobIds(queue: OrdersQueue): Promise<Set<string>> {
   return new Set(jobs.map((j) => j.id!));
 }
 
+/**
+ * Empties `queue`, so a case starts from nothing and one case's jobs never count in the next: with
+ * fairness on, jobs beyond the wait list's depth (FAIRNESS_DEPTH) are added held, as delayed jobs, and
+ * `drain()` alone keeps delayed jobs.
+ */
+async function emptyQueue(queue: OrdersQueue): Promise<void> {
+  await queue.drain(true);
+  expect(await storedJobIds(queue)).toEqual(new Set());
+}
+
 beforeAll(async () => {
   redis = await ownRedis();
   admin = new Redis(redis.url);
@@ -70,7 +80,7 @@ describe('a Redis that fills up in the middle of an enqueue', () => {
       json: { orders: [fatOrder('c-warm')] },
     });
     expect(warm.status).toBe(202);
-    await queue.drain();
+    await emptyQueue(queue);
     await allowOnly(400_000);
 
     const res = await request<{
@@ -93,7 +103,7 @@ describe('a Redis that fills up in the middle of an enqueue', () => {
   });
 
   it('answers each coalesced single enqueue by whether its job was stored', async () => {
-    await queue.drain();
+    await emptyQueue(queue);
     const enqueue = coalescingEnqueue(
       {
         queue,
@@ -130,7 +140,7 @@ describe('a Redis that fills up in the middle of an enqueue', () => {
     const starved = createProducerRedis({ url: redis.url, commandTimeoutMs: 100 }, 'starved-api');
     const starvedQueue = createOrdersQueue(starved, platform.config.redis.queuePrefix);
     await starvedQueue.waitUntilReady();
-    await queue.drain();
+    await emptyQueue(queue);
     const enqueue = coalescingEnqueue(
       {
         queue: starvedQueue,
