@@ -1,7 +1,4 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
-import { getConnInfo } from '@hono/node-server/conninfo';
-import type { Context } from 'hono';
-import type { AuditActor } from '../../shared/audit/audit-log.ts';
 import { BulkConfirmationError, createBulkActions, queryJson } from '../../shared/bulk/service.ts';
 import { itemsPerSecond } from '../../shared/bulk/runner.ts';
 import type { BulkActionRecord } from '../../shared/bulk/store.ts';
@@ -10,6 +7,7 @@ import { problem, type Problem } from '../../shared/errors/problem.ts';
 import { createCommandSearch } from '../../shared/search/search.ts';
 import { CommandStatus, SearchQuerySchema, type CommandSearch } from '../../shared/search/query.ts';
 import type { ApiDeps, ApiEnv } from '../../shared/http/context.ts';
+import { apiActor } from './audit-actor.ts';
 import { problemResponse } from '../../shared/http/errors.ts';
 import { ProblemSchema, problemResponses } from '../../shared/http/schemas.ts';
 
@@ -198,23 +196,6 @@ const cancel = createRoute({
     ...problemResponses,
   },
 });
-
-/** Who is acting, for the audit log: the API's principal, from the caller's address. */
-function apiActor(c: Context<ApiEnv>): AuditActor {
-  let ip: string | null = null;
-  try {
-    ip = getConnInfo(c).remote.address ?? null;
-  } catch {
-    // Not served by @hono/node-server (e.g. app.request() in tests): no socket to read.
-  }
-  return {
-    actor: c.get('principal'),
-    role: null,
-    source: 'api',
-    ip,
-    userAgent: c.req.header('user-agent') ?? null,
-  };
-}
 
 export function toBulkActionJson(a: BulkActionRecord) {
   return {

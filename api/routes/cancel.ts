@@ -1,7 +1,4 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
-import { getConnInfo } from '@hono/node-server/conninfo';
-import type { Context } from 'hono';
-import type { AuditActor } from '../../shared/audit/audit-log.ts';
 import {
   CommandNotCancellableError,
   createCommandCanceller,
@@ -10,6 +7,7 @@ import {
 import { problem } from '../../shared/errors/problem.ts';
 import { freeText } from '../../shared/domain/text.ts';
 import type { ApiDeps, ApiEnv } from '../../shared/http/context.ts';
+import { apiActor } from './audit-actor.ts';
 import { bodyLimit } from '../../shared/http/body-limit.ts';
 import { problemResponse } from '../../shared/http/errors.ts';
 import { ProblemSchema, problemResponses } from '../../shared/http/schemas.ts';
@@ -36,23 +34,6 @@ function openapiPath(path: string): { path: string; param: string } {
     ?.slice(1);
   if (!param) throw new Error(`a cancellable command path names its id: ${path}`);
   return { path: path.replace(`:${param}`, `{${param}}`), param };
-}
-
-/** Who is acting, for the audit log: the API's principal, from the caller's address. */
-function apiActor(c: Context<ApiEnv>): AuditActor {
-  let ip: string | null = null;
-  try {
-    ip = getConnInfo(c).remote.address ?? null;
-  } catch {
-    // Not served by @hono/node-server (e.g. app.request() in tests): no socket to read.
-  }
-  return {
-    actor: c.get('principal'),
-    role: null,
-    source: 'api',
-    ip,
-    userAgent: c.req.header('user-agent') ?? null,
-  };
 }
 
 /** What the cancel routes use of the API's deps. */

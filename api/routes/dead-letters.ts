@@ -1,7 +1,4 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
-import { getConnInfo } from '@hono/node-server/conninfo';
-import type { Context } from 'hono';
-import type { AuditActor } from '../../shared/audit/audit-log.ts';
 import { createDeadLetterActions, type ItemResult } from '../../shared/dead-letters/actions.ts';
 import type { DeadLetterRecord } from '../../shared/dead-letters/dead-letter.ts';
 import {
@@ -11,6 +8,7 @@ import {
   ValidationError,
 } from '../../shared/errors/domain.ts';
 import type { ApiDeps, ApiEnv } from '../../shared/http/context.ts';
+import { apiActor } from './audit-actor.ts';
 import { DeadLetterSchema, ProblemSchema, problemResponses } from '../../shared/http/schemas.ts';
 
 const DeadLetterId = z
@@ -166,23 +164,6 @@ const redriveMany = createRoute({
     ...problemResponses,
   },
 });
-
-/** Who is acting, for the audit log: the API's principal, from the caller's address. */
-function apiActor(c: Context<ApiEnv>): AuditActor {
-  let ip: string | null = null;
-  try {
-    ip = getConnInfo(c).remote.address ?? null;
-  } catch {
-    // Not served by @hono/node-server (e.g. app.request() in tests): no socket to read.
-  }
-  return {
-    actor: c.get('principal'),
-    role: null,
-    source: 'api',
-    ip,
-    userAgent: c.req.header('user-agent') ?? null,
-  };
-}
 
 /** Why a single action did nothing: 404 for an id no dead letter has, 409 for one already handled. */
 function notActionable(result: ItemResult): Error {
