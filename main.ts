@@ -6,9 +6,10 @@ import { loadConfigOrExit } from './shared/config/config.ts';
 import { createMetrics } from './shared/observability/metrics.ts';
 import { bootstrap, exitOnStartupFailure } from './shared/runtime/bootstrap.ts';
 import { startWorkers } from './workers/start.ts';
+import { MODULES } from './modules/registry.ts';
 
-const config = loadConfigOrExit(process.env);
-const rt = await bootstrap(config, 'all').catch(exitOnStartupFailure);
+const config = loadConfigOrExit(process.env, { modules: MODULES });
+const rt = await bootstrap(config, 'all', MODULES).catch(exitOnStartupFailure);
 rt.lifecycle.handleSignals(config.workers.shutdownGraceMs);
 // One registry for the whole process: the API's /metrics also reports the workers (no worker metrics server here).
 const metrics = createMetrics();

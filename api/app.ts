@@ -131,6 +131,7 @@ export function createApp(
   const queues = deps.metrics.watchQueues({
     connection: deps.redis,
     prefix: deps.config.redis.queuePrefix,
+    modules: deps.moduleApis,
     tenantsTop: deps.config.fairness.metricsTop,
   });
   app.route('/', scalingRoutes({ queues, timeoutMs: deps.config.redis.commandTimeoutMs }));

@@ -12,7 +12,7 @@ import { commandJobOptions, createCommandQueue } from '../shared/queue/command-q
 import { connectionNameOf, duplicateClient, whenReady, type Redis } from '../shared/queue/redis.ts';
 import { StartupError, type Runtime } from '../shared/runtime/bootstrap.ts';
 import { withDeadline } from '../shared/runtime/deadline.ts';
-import { DEV_KEY, parseApiKeys, type ApiKey } from '../shared/security/api-keys.ts';
+import { DEV_KEY, knownScopes, parseApiKeys, type ApiKey } from '../shared/security/api-keys.ts';
 import { createApiSessionStore } from '../shared/http/sessions.ts';
 import { createApp } from './app.ts';
 import { createIdempotencyStore } from '../shared/http/idempotency.ts';
@@ -150,7 +150,7 @@ export async function startApi(
   // Keys first: a bad entry stops the start before any connection is opened.
   let apiKeys: ApiKey[];
   try {
-    apiKeys = parseApiKeys(config.api.apiKeys);
+    apiKeys = parseApiKeys(config.api.apiKeys, knownScopes(MODULES));
   } catch (err) {
     throw new StartupError((err as Error).message);
   }
@@ -203,7 +203,7 @@ export async function startApi(
     }),
   );
   const moduleApis = await Promise.all(MODULES.map(async (m) => ({ name: m.name, api: await m.api() })));
-  const redriver = createRuntimeRedriver({ config, logger, pool, redis });
+  const redriver = createRuntimeRedriver({ config, logger, pool, redis, modules: MODULES });
   const app = createApp(
     {
       config,

@@ -12,13 +12,14 @@ import { migrate } from '../shared/db/migrate.ts';
 import { createPool } from '../shared/db/pool.ts';
 import { isolatedEnv } from '../test/support/env.ts';
 import { pruneBatch } from '../workers/maintenance/retention.sql.ts';
+import { MODULES } from '../modules/registry.ts';
 
 async function main(): Promise<void> {
   const rows = Number(process.argv[2] ?? 200_000);
   const batch = Number(process.argv[3] ?? 5_000);
-  const config = loadConfig(isolatedEnv({ LOG_LEVEL: 'warn' }));
+  const config = loadConfig(isolatedEnv({ LOG_LEVEL: 'warn' }), { modules: MODULES });
   const pool = createPool({ ...config.database, poolMax: 2 });
-  await migrate(pool, config.database.schema);
+  await migrate(pool, config.database.schema, MODULES);
   try {
     const envelope = (i: number) => ({
       eventId: randomUUID(),

@@ -13,6 +13,7 @@ import { freePort } from '../test/support/redis-server.ts';
 import { PROJECTOR_CONSUMER } from '../workers/projections/projector.ts';
 import type { BenchBus } from './cli.ts';
 import type { ProcessMonitor } from './monitor.ts';
+import { MODULES } from '../modules/registry.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const KEEP_LINES = 200;
@@ -166,7 +167,7 @@ export function createStack(options: StackOptions): Stack {
   });
   // Its own SQS queues, named after its own QUEUE_PREFIX (the machine's ElasticMQ is shared).
   env.SQS_QUEUE_PREFIX ??= `bench-${env.QUEUE_PREFIX!}`;
-  const config = loadConfig(env);
+  const config = loadConfig(env, { modules: MODULES });
   const processes: BenchProcess[] = [];
   const apiUrls: string[] = [];
   let apiCount = 0;

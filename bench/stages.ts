@@ -17,6 +17,7 @@ import { createOrdersQueue, PLACE_ORDER_JOB } from '../modules/orders/queue.ts';
 import { commandJobOptions } from '../shared/queue/command-queue.ts';
 import { isolatedEnv } from '../test/support/env.ts';
 import { makeOrderJobs } from './baselines/naive-orders.ts';
+import { MODULES } from '../modules/registry.ts';
 
 async function main(): Promise<void> {
   const [countArg, ...pairs] = process.argv.slice(2);
@@ -25,9 +26,9 @@ async function main(): Promise<void> {
     pairs.map((p) => [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)]),
   );
   const env = isolatedEnv({ LOG_LEVEL: 'warn', METRICS_PORT: '0', ...extra });
-  const config = loadConfig(env);
+  const config = loadConfig(env, { modules: MODULES });
   const pool = createPool({ ...config.database, poolMax: 2 });
-  await migrate(pool, config.database.schema);
+  await migrate(pool, config.database.schema, MODULES);
   const redis = new Redis(config.redis.url, { maxRetriesPerRequest: null });
   const queue = createOrdersQueue(redis, config.redis.queuePrefix);
   await queue.pause();

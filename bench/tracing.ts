@@ -8,6 +8,7 @@ import { loadConfig } from '../shared/config/config.ts';
 import { createPool } from '../shared/db/pool.ts';
 import { isolatedEnv } from '../test/support/env.ts';
 import { cleanup } from '../test/support/platform.ts';
+import { MODULES } from '../modules/registry.ts';
 
 /**
  * What tracing costs (`node --import tsx bench/tracing.ts [orders] [rounds] [concurrency]`): the
@@ -69,7 +70,7 @@ async function runOnce(mode: Mode, cwd: string, sinkUrl: string): Promise<{ perS
     child.once('exit', (code) => reject(new Error(`${mode}: exited ${code}`)));
   });
   child.stdout!.resume();
-  const config = loadConfig(env);
+  const config = loadConfig(env, { modules: MODULES });
   const pool = createPool({ ...config.database, poolMax: 1 });
   const url = `http://127.0.0.1:${port}/v1/orders`;
   const body = (i: number) =>

@@ -5,6 +5,7 @@ import { serveStatic } from '@hono/node-server/serve-static';
 import type { Queue } from 'bullmq';
 import { Hono, type MiddlewareHandler } from 'hono';
 import type { AuditLog } from '../shared/audit/audit-log.ts';
+import { MODULES } from '../modules/registry.ts';
 import { isDeadLetterQueue } from '../shared/queue/names.ts';
 import type { DashboardSession } from './auth/sessions.ts';
 import { actorOf, BOARD_PATH, type DashboardEnv } from './context.ts';
@@ -51,7 +52,7 @@ function board(queues: readonly Queue[], readOnly: boolean): Hono {
   createBullBoard({
     // `readOnlyMode` hides every action in the UI; the server-side checks are boardApiGuard and the hook.
     queues: queues.map((q) =>
-      isDeadLetterQueue(q.name)
+      isDeadLetterQueue(q.name, MODULES)
         ? new DeadLetterQueueAdapter(q, {
             readOnlyMode: readOnly,
             allowRetries: false,

@@ -5,7 +5,7 @@ import { createAuditLog } from '../shared/audit/audit-log.ts';
 import { createDeadLetterActions } from '../shared/dead-letters/actions.ts';
 import { createRuntimeRedriver } from '../shared/dead-letters/runtime-redriver.ts';
 import { createDeadLetterStore } from '../shared/dead-letters/store.ts';
-import { ALL_QUEUES, queueOptions } from '../shared/queue/names.ts';
+import { allQueueNames, queueOptions } from '../shared/queue/names.ts';
 import type { Runtime } from '../shared/runtime/bootstrap.ts';
 import { createDashboardApp } from './app.ts';
 import { createCredentials } from './auth/credentials.ts';
@@ -39,15 +39,15 @@ const LOGIN_FAILURES_RETAIN_SECONDS = 3_600;
  * @throws {StartupError} in production without `DASHBOARD_PASSWORD`.
  */
 export async function startDashboard(rt: Runtime): Promise<DashboardServer> {
-  const { config, logger, pool, redis, lifecycle } = rt;
+  const { config, logger, pool, redis, lifecycle, modules } = rt;
   const log = logger.child({ component: 'dashboard' });
   const credentials = createCredentials(config, log);
   const prefix = config.redis.queuePrefix;
 
   // Every queue of the platform, dead-letter queues included, on the shared producer connection (on a
   // Redis Cluster each under its own hash tag, as its producers and workers open it).
-  const queues = ALL_QUEUES.map((name) => new Queue(name, queueOptions(redis, prefix, name)));
-  const redriver = createRuntimeRedriver({ config, logger, pool, redis });
+  const queues = allQueueNames(modules).map((name) => new Queue(name, queueOptions(redis, prefix, name)));
+  const redriver = createRuntimeRedriver({ config, logger, pool, redis, modules });
   const jobs = createJobLookup(queues);
   const outcomes = createRedriveOutcomes({ pool, jobs });
   const overview = createOverviewSource({ config, pool, redis });
@@ -76,6 +76,7 @@ export async function startDashboard(rt: Runtime): Promise<DashboardServer> {
         redis,
         queuePrefix: prefix,
         redrive: redriver.redrive,
+        modules,
         logger: log,
       }),
     },

@@ -19,6 +19,7 @@ import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { OrdersQueues, PLACE_ORDER_JOB } from '../modules/orders/queue.ts';
 import { loadConfig } from '../shared/config/config.ts';
+import { MODULES } from '../modules/registry.ts';
 
 /** The demo's producers: each an API key (secrets fixed so that `--env` and the run agree; local use only). */
 export const DEMO_PRODUCERS = [
@@ -233,7 +234,7 @@ export async function runDemo(args: DemoArgs, env: Record<string, string | undef
   };
 
   // A foreign producer's malformed job, straight into the orders queue: dead-lettered at once.
-  const config = loadConfig(env);
+  const config = loadConfig(env, { modules: MODULES });
   const redis = new Redis(config.redis.url, { maxRetriesPerRequest: 1 });
   const queue = new Queue(OrdersQueues.commands, { connection: redis, prefix: config.redis.queuePrefix });
   const foreignJobId = `demo-foreign-${runId}`;

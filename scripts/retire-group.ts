@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { isGroupName } from '../shared/bus/event-bus.ts';
 import { retireGroup, RetireGroupRefusedError } from '../shared/bus/retire-group.ts';
 import { loadConfigOrExit } from '../shared/config/config.ts';
+import { MODULES } from '../modules/registry.ts';
 
 const usage = 'usage: npm run groups:retire -- <group> [--settle-ms=<ms>]\n';
 
@@ -33,7 +34,7 @@ function parse(): z.infer<typeof Args> {
 }
 
 const args = parse();
-const config = loadConfigOrExit(process.env);
+const config = loadConfigOrExit(process.env, { modules: MODULES });
 try {
   const retired = await retireGroup(config, args.group, { settleMs: args.settleMs });
   const what = retired.deleted.length > 0 ? `deleted ${retired.deleted.join(', ')}` : 'nothing to delete';

@@ -3,9 +3,10 @@ import { createMetrics } from '../shared/observability/metrics.ts';
 import { bootstrap, exitOnStartupFailure } from '../shared/runtime/bootstrap.ts';
 import { startMetricsServer } from './metrics-server.ts';
 import { startWorkers } from './start.ts';
+import { MODULES } from '../modules/registry.ts';
 
-const config = loadConfigOrExit(process.env);
-const rt = await bootstrap(config, 'workers').catch(exitOnStartupFailure);
+const config = loadConfigOrExit(process.env, { modules: MODULES });
+const rt = await bootstrap(config, 'workers', MODULES).catch(exitOnStartupFailure);
 rt.lifecycle.handleSignals(config.workers.shutdownGraceMs);
 const metrics = createMetrics();
 rt.lifecycle.defer('metrics', () => metrics.close());

@@ -5,6 +5,7 @@ import type { Config } from '../shared/config/config.ts';
 import type { Pool } from '../shared/db/pool.ts';
 import type { Logger } from '../shared/observability/logger.ts';
 import type { Metrics } from '../shared/observability/metrics.ts';
+import type { QueueModules } from '../shared/queue/names.ts';
 import type { Redis } from '../shared/queue/redis.ts';
 import { outboxBacklog } from './outbox/relay.sql.ts';
 import type { WorkerKind } from './start.ts';
@@ -88,13 +89,14 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
  */
 export function watchWorkerSources(
   metrics: Metrics,
-  deps: { config: Config; pool: Pool; redis: Redis },
+  deps: { config: Config; pool: Pool; redis: Redis; modules: QueueModules },
   kinds: readonly WorkerKind[],
 ): void {
   const { config, pool, redis } = deps;
   metrics.watchQueues({
     connection: redis,
     prefix: config.redis.queuePrefix,
+    modules: deps.modules,
     tenantsTop: config.fairness.metricsTop,
   });
   metrics.watchPgPool('main', pool);

@@ -1,4 +1,5 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import { MODULES } from '../../modules/registry.ts';
 import { BulkConfirmationError, createBulkActions, queryJson } from '../../shared/bulk/service.ts';
 import { itemsPerSecond } from '../../shared/bulk/runner.ts';
 import type { BulkActionRecord } from '../../shared/bulk/store.ts';
@@ -244,6 +245,7 @@ export function bulkRoutes(deps: ApiDeps, options: BulkRoutesOptions = {}): Open
     redis: deps.redis,
     queuePrefix: deps.config.redis.queuePrefix,
     search,
+    modules: MODULES,
   });
 
   app.openapi(dryRun, async (c) => {

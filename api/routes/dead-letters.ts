@@ -1,4 +1,5 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import { MODULES } from '../../modules/registry.ts';
 import { createDeadLetterActions, type ItemResult } from '../../shared/dead-letters/actions.ts';
 import type { DeadLetterRecord } from '../../shared/dead-letters/dead-letter.ts';
 import {
@@ -183,6 +184,7 @@ export function deadLetterRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
     redis: deps.redis,
     queuePrefix: deps.config.redis.queuePrefix,
     redrive: deps.redrive,
+    modules: MODULES,
     logger: deps.logger,
   });
 

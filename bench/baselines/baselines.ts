@@ -9,6 +9,7 @@ import { commandJobOptions } from '../../shared/queue/command-queue.ts';
 import { TEST_DATABASE_URL, TEST_REDIS_URL, uniqueId } from '../../test/support/env.ts';
 import type { Progress } from '../progress.ts';
 import { applyNaively, makeOrderJobs, verifyBaseline } from './naive-orders.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 /** One baseline's drain of a pre-enqueued backlog. */
 export interface BaselineResult {
@@ -102,7 +103,7 @@ async function withSchema<T>(fn: (pool: Pool, schema: string) => Promise<T>): Pr
   const schema = uniqueId('bn');
   const pool = createPool({ url: TEST_DATABASE_URL, schema, poolMax: POOL_MAX, statementTimeoutMs: 60_000 });
   try {
-    await migrate(pool, schema);
+    await migrate(pool, schema, MODULES);
     return await fn(pool, schema);
   } finally {
     await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => undefined);

@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
+import { MODULES } from '../../modules/registry.ts';
 import { createBulkActions } from '../../shared/bulk/service.ts';
 import { createRuntimeBulkRunner } from '../../shared/bulk/runtime.ts';
 import { itemsPerSecond } from '../../shared/bulk/runner.ts';
@@ -164,7 +165,7 @@ export async function bulkMain(argv: readonly string[]): Promise<number> {
   const pool = createPool({ ...s.stack.config.database, poolMax: 6, statementTimeoutMs: 300_000 });
   const logger = createLogger({ level: 'warn', service: 'bench-bulk' });
   const runner = createRuntimeBulkRunner(
-    { config: s.stack.config, logger, pool, redis: s.client },
+    { config: s.stack.config, logger, pool, redis: s.client, modules: MODULES },
     { pollIntervalMs: 200, ratePerSecond: a['bulk-rate'] },
   );
   try {
@@ -184,6 +185,7 @@ export async function bulkMain(argv: readonly string[]): Promise<number> {
       redis: s.client,
       queuePrefix: s.stack.config.redis.queuePrefix,
       search: noSearch,
+      modules: MODULES,
     });
     const query = { module: 'orders' };
     const dry = await bulk.dryRun('redrive', query);

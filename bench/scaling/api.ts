@@ -13,6 +13,7 @@ import { createMonitor, type ProcessMonitor } from '../monitor.ts';
 import { runOpenLoopInThread } from '../open-loop-thread.ts';
 import { describeOpenLoop, runOpenLoop, type OpenLoopResult } from '../open-loop.ts';
 import { startReplica, until, type CgroupLayout, type Replica } from './replica.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 /**
  * HTTP ingest with API replicas in CPU-limited cgroups (like pods with `limits.cpu`): for each replica
@@ -190,9 +191,9 @@ async function scaleOne(
     SHUTDOWN_GRACE_MS: '10000',
     ...o.env,
   });
-  const config = loadConfig(env);
+  const config = loadConfig(env, { modules: MODULES });
   const pool = createPool({ ...config.database, poolMax: 1 });
-  await migrate(pool, config.database.schema);
+  await migrate(pool, config.database.schema, MODULES);
   await pool.end();
   const redis = new Redis(config.redis.url, { maxRetriesPerRequest: null });
   const queue = createOrdersQueue(redis, config.redis.queuePrefix);

@@ -10,6 +10,7 @@ import { makeOrderJobs } from '../baselines/naive-orders.ts';
 import { createMonitor, type MonitorWindow } from '../monitor.ts';
 import { startReplica, until, type CgroupLayout, type Replica } from './replica.ts';
 import { sampleServerStats, type ServerStats } from './server-stats.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 export interface CappedDrainOptions {
   layout: CgroupLayout;
@@ -89,9 +90,9 @@ async function projectedCount(pool: Pool): Promise<number> {
  */
 export async function cappedDrain(o: CappedDrainOptions): Promise<CappedDrainResult> {
   const env = isolatedEnv({ LOG_LEVEL: 'warn', METRICS_PORT: '0', SHUTDOWN_GRACE_MS: '10000', ...o.env });
-  const config = loadConfig(env);
+  const config = loadConfig(env, { modules: MODULES });
   const pool = createPool({ ...config.database, poolMax: 2, statementTimeoutMs: 120_000 });
-  await migrate(pool, config.database.schema);
+  await migrate(pool, config.database.schema, MODULES);
   const redis = new Redis(config.redis.url, { maxRetriesPerRequest: null });
   const queue = createOrdersQueue(redis, config.redis.queuePrefix);
   const monitor = createMonitor();

@@ -10,6 +10,7 @@ import { freePort } from '../../test/support/redis-server.ts';
 import { makeOrderJobs } from '../baselines/naive-orders.ts';
 import { createAutoscaler, type ScalerSpec } from './keda.ts';
 import { startReplica, until, type CgroupLayout, type Replica } from './replica.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 export interface ReplayOptions {
   layout: CgroupLayout;
@@ -114,9 +115,9 @@ export async function replayBurst(o: ReplayOptions): Promise<ReplayResult> {
     SHUTDOWN_GRACE_MS: '20000',
     PORT: String(port),
   });
-  const config = loadConfig(env);
+  const config = loadConfig(env, { modules: MODULES });
   const pool = createPool({ ...config.database, poolMax: 2 });
-  await migrate(pool, config.database.schema);
+  await migrate(pool, config.database.schema, MODULES);
   const redis = new Redis(config.redis.url, { maxRetriesPerRequest: null });
   const queue = createOrdersQueue(redis, config.redis.queuePrefix);
   const spec = { ...o.spec, maxReplicas: Math.min(o.spec.maxReplicas, o.maxReplicas) };

@@ -16,6 +16,7 @@ import { percentile } from '../percentile.ts';
 import { createProgress } from '../progress.ts';
 import { loadOrders, type LoadPlan, type LoadTimings } from './load.ts';
 import { FILTER_CASES, seeded, type Universe } from './queries.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 /**
  * `npm run bench -- --search`: issue #23's search measurement. Loads 10 million orders (1,000
@@ -193,7 +194,7 @@ export async function searchMain(argv: readonly string[]): Promise<number> {
     const machine = await describeMachine();
     progress.done(`${machine.nproc} × ${machine.cpuModel}, load ${machine.loadAverageAtStart}`);
     progress.step(`schema ${schema}: migrations`);
-    await migrate(pool, schema);
+    await migrate(pool, schema, MODULES);
     progress.done('migrated');
     progress.step(`loading ${plan.orders.toLocaleString('en')} orders`);
     const load = await loadOrders(pool, schema, plan);

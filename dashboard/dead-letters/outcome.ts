@@ -1,7 +1,8 @@
 import type { Pool } from '../../shared/db/pool.ts';
 import type { DeadLetterRecord } from '../../shared/dead-letters/dead-letter.ts';
 import { OrdersQueues } from '../../modules/orders/queue.ts';
-import { COMMAND_QUEUES } from '../../shared/queue/names.ts';
+import { MODULES } from '../../modules/registry.ts';
+import { commandQueueNames } from '../../shared/queue/names.ts';
 import type { JobLookup } from '../jobs.ts';
 import { findDecisions, findInbox, lastRedrives } from '../orders/story.sql.ts';
 
@@ -34,6 +35,7 @@ function eventIdOf(dl: DeadLetterRecord): string | null {
   return id && UUID.test(id) ? id : null;
 }
 
+const COMMAND_QUEUES: readonly string[] = commandQueueNames(MODULES);
 const isCommand = (dl: DeadLetterRecord) => dl.kind === 'command' && COMMAND_QUEUES.includes(dl.origin);
 const isOrderCommand = (dl: DeadLetterRecord) => dl.kind === 'command' && dl.origin === OrdersQueues.commands;
 

@@ -3,7 +3,8 @@ import type { AuditEntry } from '../../shared/audit/audit-log.ts';
 import type { Pool } from '../../shared/db/pool.ts';
 import type { DeadLetterRecord } from '../../shared/dead-letters/dead-letter.ts';
 import { OrdersQueues } from '../../modules/orders/queue.ts';
-import { ALL_QUEUES, QueueNames } from '../../shared/queue/names.ts';
+import { MODULES } from '../../modules/registry.ts';
+import { allQueueNames, QueueNames } from '../../shared/queue/names.ts';
 import type { RedriveOutcome, RedriveOutcomes } from '../dead-letters/outcome.ts';
 import type { JobLookup, JobSnapshot } from '../jobs.ts';
 import {
@@ -256,7 +257,10 @@ export function createOrderStories(deps: OrderStoriesDeps, basePath: string): Or
         findInbox(pool, eventIds),
         findDeadLetters(pool, orderId, candidates),
       ]);
-      const targets = [...deadLetters.map((d) => d.id), ...ALL_QUEUES.map((q) => `${q}/${orderId}`)];
+      const targets = [
+        ...deadLetters.map((d) => d.id),
+        ...allQueueNames(MODULES).map((q) => `${q}/${orderId}`),
+      ];
       const [actions, outcomes] = await Promise.all([
         findActions(pool, targets),
         deps.outcomes.of(deadLetters),

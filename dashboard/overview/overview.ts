@@ -351,12 +351,13 @@ export function createOverviewSource(deps: OverviewDeps): OverviewSource {
   const timeoutMs = deps.timeoutMs ?? 2_000;
   const prefix = config.redis.queuePrefix;
   // Every queue of the registry and the bus, and the queue of every event group registered now.
-  const queues = createQueueStatsReader({ connection: redis, prefix });
+  const queues = createQueueStatsReader({ connection: redis, prefix, modules: MODULES });
   const bus = config.bus;
   const modules = commandModules();
   const roleOf = (queue: QueueName): Pick<QueueOverview, 'role' | 'origin'> => {
     const m = modules.find((x) => x.queue === queue || x.deadLetterQueue === queue);
-    if (isDeadLetterQueue(queue)) return { role: 'dead-letter', origin: m ? m.queue : QueueNames.events };
+    if (isDeadLetterQueue(queue, MODULES))
+      return { role: 'dead-letter', origin: m ? m.queue : QueueNames.events };
     return { role: m ? 'command' : 'events', origin: null };
   };
   let kafka: BusReader<PartitionLag> | undefined;

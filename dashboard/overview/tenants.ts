@@ -86,6 +86,7 @@ export function createTenantsSource(deps: TenantsDeps): TenantsSource {
   const reader: QueueStatsReader = createQueueStatsReader({
     connection: deps.redis,
     prefix: deps.config.redis.queuePrefix,
+    modules,
     queues: modules.map((m) => m.queue),
     fairQueues: modules.map((m) => m.queue),
     eventGroups: false,

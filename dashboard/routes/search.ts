@@ -99,7 +99,7 @@ export function createSearchConsole(rt: {
       prefix,
       logger,
     }),
-    bulk: createBulkActions({ pool, redis, queuePrefix: prefix, search: primarySearch }),
+    bulk: createBulkActions({ pool, redis, queuePrefix: prefix, search: primarySearch, modules: MODULES }),
     async close() {
       await search.close();
       await primarySearch.close();

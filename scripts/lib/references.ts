@@ -10,7 +10,7 @@ import { join, relative } from 'node:path';
 import type { z } from 'zod';
 import { MODULES } from '../../modules/registry.ts';
 import { queueSettingVariables } from '../../shared/modules/settings.ts';
-import { ENV_AREAS } from '../../shared/config/config.ts';
+import { envAreas } from '../../shared/config/config.ts';
 import { createMetrics } from '../../shared/observability/metrics.ts';
 import { problemType } from '../../shared/errors/problem.ts';
 import { PROBLEM_DOCS, type ProblemDoc } from './problem-docs.ts';
@@ -54,7 +54,7 @@ function formatDefault(value: unknown): string | undefined {
 
 /** Every variable, by area, as the schema declares them; then each command module's queue settings. */
 export function envSections(): EnvSection[] {
-  const sections: EnvSection[] = ENV_AREAS.map((area) => ({
+  const sections: EnvSection[] = envAreas(MODULES).map((area) => ({
     title: area.title,
     variables: Object.entries(area.shape).map(([name, schema]) => {
       const description = (schema as z.ZodType).description;

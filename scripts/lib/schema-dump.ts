@@ -8,6 +8,7 @@
  */
 import { createPool, type Pool } from '../../shared/db/pool.ts';
 import { migrate } from '../../shared/db/migrate.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 export const SCHEMA_SNAPSHOT = new URL('../../test/fixtures/schema.sql', import.meta.url);
 
@@ -118,7 +119,7 @@ export async function snapshotSchema(databaseUrl: string): Promise<string> {
   const schema = `schema_snapshot_${process.pid}_${Date.now().toString(36)}`;
   const pool = createPool({ url: databaseUrl, schema, poolMax: 2, statementTimeoutMs: 60_000 });
   try {
-    await migrate(pool, schema);
+    await migrate(pool, schema, MODULES);
     return await dumpSchema(pool, schema);
   } finally {
     await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => undefined);

@@ -14,7 +14,7 @@ import {
   type RedriveRecovery,
 } from './items.ts';
 import { createTokenBucket } from './rate.ts';
-import { selectionFor, type BulkActionKind, type SelectedItem } from './selection.ts';
+import { selectionFor, type BulkActionKind, type BulkModules, type SelectedItem } from './selection.ts';
 import { countsOf, createBulkStore, type BulkActionRecord, type ItemResult } from './store.ts';
 import { queryJson } from './service.ts';
 
@@ -31,6 +31,8 @@ export interface BulkRunnerDeps {
   logger: Logger;
   /** The selection of a bulk cancel. */
   search: CommandSearch;
+  /** The registered command modules (the registry's): whose dead letters a redrive selects. */
+  modules: BulkModules;
   /** Per-item redrive (shared/dead-letters/actions.ts); absent: a redrive fails. */
   deadLetters?: Pick<DeadLetterActions, 'redrive'>;
   /** Sends again what a killed runner claimed but may not have sent (items.ts). */

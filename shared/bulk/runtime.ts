@@ -1,5 +1,4 @@
 import type { Queue } from 'bullmq';
-import { MODULES } from '../../modules/registry.ts';
 import { createCommandCanceller } from '../commands/cancel.ts';
 import type { Config } from '../config/config.ts';
 import type { Pool } from '../db/pool.ts';
@@ -8,6 +7,7 @@ import { createRuntimeRedriver } from '../dead-letters/runtime-redriver.ts';
 import { fairTarget } from '../fairness/fair-queue.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { JobTarget } from '../http/enqueue.ts';
+import type { ModuleDefinition } from '../modules/module.ts';
 import { moduleSettings } from '../modules/settings.ts';
 import { commandJobOptions, createCommandQueue } from '../queue/command-queue.ts';
 import type { Redis } from '../queue/redis.ts';
@@ -20,6 +20,8 @@ export interface RuntimeBulkRunnerDeps {
   logger: Logger;
   pool: Pool;
   redis: Redis;
+  /** The registered command modules (the registry's, from the composition root): what bulk actions act on. */
+  modules: readonly ModuleDefinition[];
 }
 
 /**
@@ -36,11 +38,11 @@ export function createRuntimeBulkRunner(
   deps: RuntimeBulkRunnerDeps,
   options: BulkRunnerOptions = {},
 ): BulkRunner {
-  const { config, logger, pool, redis } = deps;
+  const { config, logger, pool, redis, modules } = deps;
   const prefix = config.redis.queuePrefix;
-  const redriver = createRuntimeRedriver({ config, logger, pool, redis });
+  const redriver = createRuntimeRedriver({ config, logger, pool, redis, modules });
   const queues = new Map<string, Queue>(
-    MODULES.map((m) => [m.name, createCommandQueue(redis, prefix, m.name)]),
+    modules.map((m) => [m.name, createCommandQueue(redis, prefix, m.name)]),
   );
   const fair = new Map(
     [...queues].flatMap(([name, q]) => {
@@ -49,7 +51,7 @@ export function createRuntimeBulkRunner(
     }),
   );
   const targets = new Map<string, JobTarget>(
-    MODULES.map((m) => {
+    modules.map((m) => {
       const fairQueue = fair.get(m.name);
       return [
         m.name,
@@ -74,17 +76,19 @@ export function createRuntimeBulkRunner(
       pool,
       logger,
       search,
+      modules,
       deadLetters: createDeadLetterActions({
         pool,
         redis,
         queuePrefix: prefix,
         redrive: redriver.redrive,
+        modules,
         logger,
       }),
       redriveRecovery: createRedriveRecovery(pool, redriver.redrive),
       canceller: createCommandCanceller({
         pool,
-        modules: MODULES,
+        modules,
         queue: (module) => queues.get(module),
         fair: (module) => fair.get(module),
         redis,
@@ -93,7 +97,7 @@ export function createRuntimeBulkRunner(
       }),
       replay: replayItems({
         pool,
-        modules: MODULES,
+        modules,
         target: (module) => targets.get(module),
         tenant: (id) => ({ id, policy: config.fairness.tenants.policyOf(id) }),
       }),

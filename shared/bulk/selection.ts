@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { MODULES } from '../../modules/registry.ts';
 import type { Pool } from '../db/pool.ts';
+import type { ModuleDefinition } from '../modules/module.ts';
 import { ValidationError, type FieldError } from '../errors/domain.ts';
 import type { CommandSearch, CommandStatus, SearchQuery } from '../search/query.ts';
 
@@ -30,9 +30,14 @@ export interface Selection {
   page(cursor: string | null, limit: number): Promise<SelectionPage>;
 }
 
+/** The registered command modules (the registry's, from the composition root): what a query may name. */
+export type BulkModules = readonly Pick<ModuleDefinition, 'name'>[];
+
 export interface SelectionDeps {
   /** The primary: a selection must see the rows as they are now. */
   pool: Pool;
+  /** The registered modules: a redrive selects their dead letters. */
+  modules: BulkModules;
   /** Command search (shared/search): the selection of a cancel. */
   search: CommandSearch;
 }
@@ -57,9 +62,9 @@ export const REPLAYABLE: readonly CommandStatus[] = ['rejected', 'dead_lettered'
  * time it failed) and `status` absent or `dead_lettered`; a cancel selects commands not yet decided;
  * a replay selects rejected or dead-lettered commands.
  */
-export function queryErrors(action: BulkActionKind, query: SearchQuery): FieldError[] {
+export function queryErrors(action: BulkActionKind, query: SearchQuery, modules: BulkModules): FieldError[] {
   const errors: FieldError[] = [];
-  if (query.module !== undefined && !MODULES.some((m) => m.name === query.module)) {
+  if (query.module !== undefined && !modules.some((m) => m.name === query.module)) {
     errors.push({ path: 'query.module', message: `no module ${query.module}` });
   }
   if (action === 'replay' && query.status?.some((s) => !REPLAYABLE.includes(s))) {
@@ -91,8 +96,8 @@ export function queryErrors(action: BulkActionKind, query: SearchQuery): FieldEr
 }
 
 /** Throws a {@link ValidationError} (400) when {@link queryErrors} finds any. */
-export function assertRunnable(action: BulkActionKind, query: SearchQuery): void {
-  const errors = queryErrors(action, query);
+export function assertRunnable(action: BulkActionKind, query: SearchQuery, modules: BulkModules): void {
+  const errors = queryErrors(action, query, modules);
   if (errors.length > 0) throw new ValidationError(`this query cannot be used for a bulk ${action}`, errors);
 }
 
@@ -108,9 +113,9 @@ export function selectionFor(
   query: SearchQuery,
   asOf: Date,
 ): Selection {
-  assertRunnable(action, query);
+  assertRunnable(action, query, deps.modules);
   return action === 'redrive'
-    ? deadLetterSelection(deps.pool, query, asOf)
+    ? deadLetterSelection(deps.pool, deps.modules, query, asOf)
     : commandSelection(deps.search, query, asOf, action === 'replay' ? REPLAYABLE : CANCELLABLE);
 }
 
@@ -137,8 +142,8 @@ const DEAD_LETTER_WHERE = `
   AND ($2::text IS NULL OR subject_id = $2) AND ($3::text IS NULL OR correlation_id = $3)
   AND ($4::timestamptz IS NULL OR failed_at >= $4) AND failed_at < $5`;
 
-function deadLetterSelection(pool: Pool, query: SearchQuery, asOf: Date): Selection {
-  const origins = query.module ? [query.module] : MODULES.map((m) => m.name);
+function deadLetterSelection(pool: Pool, modules: BulkModules, query: SearchQuery, asOf: Date): Selection {
+  const origins = query.module ? [query.module] : modules.map((m) => m.name);
   const params = [
     origins,
     query.subject ?? null,

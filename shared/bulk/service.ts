@@ -4,7 +4,7 @@ import { withTransaction, type Pool } from '../db/pool.ts';
 import { NotFoundError, StateConflictError } from '../errors/domain.ts';
 import type { Redis } from '../queue/redis.ts';
 import type { CommandSearch, SearchQuery } from '../search/query.ts';
-import { assertRunnable, selectionFor, type BulkActionKind } from './selection.ts';
+import { assertRunnable, selectionFor, type BulkActionKind, type BulkModules } from './selection.ts';
 import { countsOf, createBulkStore, type BulkActionRecord } from './store.ts';
 import { canonicalQuery, createBulkTokens } from './token.ts';
 
@@ -60,6 +60,8 @@ export interface BulkActionsDeps {
   redis: Redis;
   queuePrefix: string;
   search: CommandSearch;
+  /** The registered command modules (the registry's): what a query may name. */
+  modules: BulkModules;
   /** How long a dry run's token is valid. @defaultValue 10 minutes */
   tokenTtlMs?: number;
 }
@@ -76,7 +78,12 @@ export function createBulkActions(deps: BulkActionsDeps): BulkActions {
     ...(deps.tokenTtlMs ? { ttlMs: deps.tokenTtlMs } : {}),
   });
   const count = (action: BulkActionKind, query: SearchQuery) =>
-    selectionFor({ pool: deps.pool, search: deps.search }, action, query, new Date()).count();
+    selectionFor(
+      { pool: deps.pool, search: deps.search, modules: deps.modules },
+      action,
+      query,
+      new Date(),
+    ).count();
 
   async function get(id: string): Promise<BulkActionRecord> {
     const found = await store.get(id);
@@ -86,13 +93,13 @@ export function createBulkActions(deps: BulkActionsDeps): BulkActions {
 
   return {
     async dryRun(action, query) {
-      assertRunnable(action, query);
+      assertRunnable(action, query, deps.modules);
       const n = await count(action, query);
       return { action, query, count: n, token: await tokens.sign({ action, query, count: n }) };
     },
 
     async start(req, who) {
-      assertRunnable(req.action, req.query);
+      assertRunnable(req.action, req.query, deps.modules);
       const tokenOk = await tokens.verify(req.token, {
         action: req.action,
         query: req.query,
@@ -102,7 +109,7 @@ export function createBulkActions(deps: BulkActionsDeps): BulkActions {
       // unless items leave the selection meanwhile (they are then skipped, never replaced).
       const asOf = new Date();
       const fresh = await selectionFor(
-        { pool: deps.pool, search: deps.search },
+        { pool: deps.pool, search: deps.search, modules: deps.modules },
         req.action,
         req.query,
         asOf,

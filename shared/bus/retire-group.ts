@@ -82,7 +82,7 @@ function refuseLive(group: string, what: string): never {
  * Retires subscription group `group` on the bus `config` names: stops the fan-out to it and deletes
  * its queues or consumer group (see the module comment).
  * @throws {RetireGroupRefusedError} for the default group or a group with live consumers.
- * @example const retired = await retireGroup(loadConfig(process.env), 'audit-export');
+ * @example const retired = await retireGroup(loadConfig(process.env, { modules: MODULES }), 'audit-export');
  */
 export async function retireGroup(
   config: Config,

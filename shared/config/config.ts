@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { MODULES } from '../../modules/registry.ts';
+import type { ModuleDefinition } from '../modules/module.ts';
 import { queueSettingsOf, queueSettingsShape } from '../modules/settings.ts';
 import { assertValidModules } from '../modules/validate.ts';
 import { parseTenantPolicies, tenantDirectory } from '../fairness/tenants.ts';
@@ -8,7 +8,7 @@ import { TracingEnvShape, tracingSettings } from './tracing-env.ts';
 /**
  * Conveyor's configuration, parsed once from the environment at boot (the shape of the brief's
  * `ScalableConfig`). Nothing else in the code base reads `process.env`: processes call
- * {@link loadConfig} in their `main.ts` and pass the frozen result down.
+ * {@link loadConfig} in their `main.ts`, with the registry's modules, and pass the frozen result down.
  */
 
 const bool = z
@@ -291,49 +291,57 @@ const fairnessArea = area('Fairness between tenants (each API key, or a sub-tena
     ),
 });
 
-const workersArea = area('Workers', {
-  WORKER_KINDS: commaSeparated
-    .pipe(z.array(z.enum(['outbox', 'projections', ...MODULES.map((m) => m.name)])).min(1))
-    .optional()
-    .describe(
-      'Worker kinds this process runs (npm run workers / npm start): outbox, projections and each command module (modules/registry.ts); empty = all',
-    ),
-  METRICS_PORT: int(0)
-    .default(9464)
-    .describe("Port of a worker process's /metrics, /healthz and /readyz (0 = any free port)"),
-  SUPPORTED_CURRENCIES: list
-    .default(['EUR', 'USD', 'GBP', 'CHF', 'JPY'])
-    .describe('Currencies the business accepts; others are rejected (not retried)'),
-  OUTBOX_BATCH_SIZE: int(1).default(500).describe('Outbox rows claimed per relay transaction'),
-  OUTBOX_POLL_INTERVAL_MS: int(50)
-    .default(5_000)
-    .describe(
-      'Safety-net poll of the outbox; the command workers wake the relays with a NOTIFY after every commit (ms)',
-    ),
-  OUTBOX_RETENTION_HOURS: int(0)
-    .default(168)
-    .describe('Keep published events this long to rebuild read models (h); 0 = forever'),
-  INBOX_RETENTION_HOURS: int(0)
-    .default(168)
-    .describe(
-      "The projections' inbox remembers an event this long after it occurred: the exactly-once window; an older delivery it has forgotten is dead-lettered, never applied twice (h); 0 = forever",
-    ),
-  AUDIT_RETENTION_DAYS: int(0)
-    .default(90)
-    .describe(
-      "Audit log rows older than this are pruned by the outbox workers' periodic prune (days); 0 = forever",
-    ),
-  DEAD_LETTER_RETENTION_DAYS: int(0)
-    .default(30)
-    .describe(
-      'Dead letters already redriven or discarded are pruned this long after handling (days); 0 = forever. Pending ones are kept',
-    ),
-  PROJECTIONS_CONCURRENCY: int(1).default(50).describe('Projection consumer prefetch'),
-  PROJECTIONS_BATCH_SIZE: int(1).default(200).describe('Events whose projection shares one transaction'),
-  PROJECTIONS_BATCH_WAIT_MS: int(0)
-    .default(5)
-    .describe('How long a projection micro-batch waits to fill (ms)'),
-});
+/**
+ * The command modules a configuration is parsed for (the registry's, handed in by the composition
+ * root): their names are worker kinds, their queue settings variables, their events are checked.
+ */
+export type ConfigModules = readonly Pick<ModuleDefinition, 'name' | 'queueDefaults' | 'events'>[];
+
+/** `WORKER_KINDS` accepts each of `modules` by name. */
+const workersArea = (modules: ConfigModules) =>
+  area('Workers', {
+    WORKER_KINDS: commaSeparated
+      .pipe(z.array(z.enum(['outbox', 'projections', ...modules.map((m) => m.name)])).min(1))
+      .optional()
+      .describe(
+        'Worker kinds this process runs (npm run workers / npm start): outbox, projections and each command module (modules/registry.ts); empty = all',
+      ),
+    METRICS_PORT: int(0)
+      .default(9464)
+      .describe("Port of a worker process's /metrics, /healthz and /readyz (0 = any free port)"),
+    SUPPORTED_CURRENCIES: list
+      .default(['EUR', 'USD', 'GBP', 'CHF', 'JPY'])
+      .describe('Currencies the business accepts; others are rejected (not retried)'),
+    OUTBOX_BATCH_SIZE: int(1).default(500).describe('Outbox rows claimed per relay transaction'),
+    OUTBOX_POLL_INTERVAL_MS: int(50)
+      .default(5_000)
+      .describe(
+        'Safety-net poll of the outbox; the command workers wake the relays with a NOTIFY after every commit (ms)',
+      ),
+    OUTBOX_RETENTION_HOURS: int(0)
+      .default(168)
+      .describe('Keep published events this long to rebuild read models (h); 0 = forever'),
+    INBOX_RETENTION_HOURS: int(0)
+      .default(168)
+      .describe(
+        "The projections' inbox remembers an event this long after it occurred: the exactly-once window; an older delivery it has forgotten is dead-lettered, never applied twice (h); 0 = forever",
+      ),
+    AUDIT_RETENTION_DAYS: int(0)
+      .default(90)
+      .describe(
+        "Audit log rows older than this are pruned by the outbox workers' periodic prune (days); 0 = forever",
+      ),
+    DEAD_LETTER_RETENTION_DAYS: int(0)
+      .default(30)
+      .describe(
+        'Dead letters already redriven or discarded are pruned this long after handling (days); 0 = forever. Pending ones are kept',
+      ),
+    PROJECTIONS_CONCURRENCY: int(1).default(50).describe('Projection consumer prefetch'),
+    PROJECTIONS_BATCH_SIZE: int(1).default(200).describe('Events whose projection shares one transaction'),
+    PROJECTIONS_BATCH_WAIT_MS: int(0)
+      .default(5)
+      .describe('How long a projection micro-batch waits to fill (ms)'),
+  });
 
 const busArea = area('Event bus', {
   EVENT_BUS: z
@@ -572,51 +580,61 @@ const chaosArea = area('Chaos tests only (honoured only when NODE_ENV=test)', {
 });
 
 /**
- * The areas of {@link EnvSchema}, in the order the references list them. Each command module's queue
- * settings (`<MODULE>_CONCURRENCY` … `<MODULE>_STALLED_INTERVAL_MS`) are {@link ModuleEnvSchema}.
+ * The areas of {@link createEnvSchema}'s schema for `modules`, in the order the references list them.
+ * Each command module's queue settings (`<MODULE>_CONCURRENCY` … `<MODULE>_STALLED_INTERVAL_MS`) are
+ * {@link createModuleEnvSchema}'s.
  */
-export const ENV_AREAS: readonly EnvArea[] = [
-  processArea,
-  redisArea,
-  databaseArea,
-  apiArea,
-  webhooksArea,
-  resultsArea,
-  bulkArea,
-  fairnessArea,
-  workersArea,
-  busArea,
-  paymentArea,
-  dashboardArea,
-  tracingArea,
-  chaosArea,
-];
+export function envAreas(modules: ConfigModules): readonly EnvArea[] {
+  return [
+    processArea,
+    redisArea,
+    databaseArea,
+    apiArea,
+    webhooksArea,
+    resultsArea,
+    bulkArea,
+    fairnessArea,
+    workersArea(modules),
+    busArea,
+    paymentArea,
+    dashboardArea,
+    tracingArea,
+    chaosArea,
+  ];
+}
 
-/** Environment variables: every area's, in one schema. */
-export const EnvSchema = z.object({
-  ...processArea.shape,
-  ...redisArea.shape,
-  ...databaseArea.shape,
-  ...apiArea.shape,
-  ...webhooksArea.shape,
-  ...resultsArea.shape,
-  ...bulkArea.shape,
-  ...fairnessArea.shape,
-  ...workersArea.shape,
-  ...busArea.shape,
-  ...paymentArea.shape,
-  ...dashboardArea.shape,
-  ...tracingArea.shape,
-  ...chaosArea.shape,
-});
+/** Environment variables for `modules`: every area's, in one schema. */
+export function createEnvSchema(modules: ConfigModules) {
+  return z.object({
+    ...processArea.shape,
+    ...redisArea.shape,
+    ...databaseArea.shape,
+    ...apiArea.shape,
+    ...webhooksArea.shape,
+    ...resultsArea.shape,
+    ...bulkArea.shape,
+    ...fairnessArea.shape,
+    ...workersArea(modules).shape,
+    ...busArea.shape,
+    ...paymentArea.shape,
+    ...dashboardArea.shape,
+    ...tracingArea.shape,
+    ...chaosArea.shape,
+  });
+}
 
-export type Env = z.infer<typeof EnvSchema>;
+export type Env = z.infer<ReturnType<typeof createEnvSchema>>;
 
-/** Each command module's queue settings, `<MODULE>_CONCURRENCY` … (shared/modules/settings.ts), parsed beside {@link EnvSchema}. */
-export const ModuleEnvSchema = z.object(queueSettingsShape(MODULES));
+/**
+ * Each of `modules`' queue settings, `<MODULE>_CONCURRENCY` … (shared/modules/settings.ts), parsed
+ * beside {@link createEnvSchema}'s.
+ */
+export function createModuleEnvSchema(modules: ConfigModules) {
+  return z.object(queueSettingsShape(modules));
+}
 
-function buildConfig(env: Env, moduleEnv: Readonly<Record<string, unknown>>) {
-  const modules = queueSettingsOf(MODULES, moduleEnv);
+function buildConfig(env: Env, moduleEnv: Readonly<Record<string, unknown>>, registered: ConfigModules) {
+  const modules = queueSettingsOf(registered, moduleEnv);
   return {
     /** Each command module's queue and worker settings, by module name. */
     modules,
@@ -658,7 +676,7 @@ function buildConfig(env: Env, moduleEnv: Readonly<Record<string, unknown>>) {
         .filter(Boolean),
     },
     workers: {
-      kinds: env.WORKER_KINDS ?? ['outbox', 'projections', ...MODULES.map((m) => m.name)],
+      kinds: env.WORKER_KINDS ?? ['outbox', 'projections', ...registered.map((m) => m.name)],
       shutdownGraceMs: env.SHUTDOWN_GRACE_MS,
       metricsPort: env.METRICS_PORT,
       /** The orders module's queue settings and business rules (its command worker's and the BullMQ bus's defaults). */
@@ -834,30 +852,38 @@ function unsupportedCombinations(env: Env): string[] {
   return problems;
 }
 
+export interface LoadConfigOptions {
+  /** The command modules this process runs: the registry's (modules/registry.ts), from its `main.ts`. */
+  modules: ConfigModules;
+}
+
 /**
- * Parses an environment (normally `process.env`) into a frozen {@link Config}.
+ * Parses an environment (normally `process.env`) into a frozen {@link Config} for `options.modules`.
  * @throws {ConfigError} naming every bad variable.
- * @example const config = loadConfig(process.env);
+ * @example const config = loadConfig(process.env, { modules: MODULES });
  */
-export function loadConfig(source: Record<string, string | undefined>): Config {
+export function loadConfig(source: Record<string, string | undefined>, options: LoadConfigOptions): Config {
   // Empty strings mean "unset" so `.env` files can list a variable without a value.
-  assertValidModules(MODULES);
+  assertValidModules(options.modules);
   const cleaned = Object.fromEntries(Object.entries(source).filter(([, v]) => v !== undefined && v !== ''));
-  const parsed = EnvSchema.safeParse(cleaned);
-  const modules = ModuleEnvSchema.safeParse(cleaned);
+  const parsed = createEnvSchema(options.modules).safeParse(cleaned);
+  const modules = createModuleEnvSchema(options.modules).safeParse(cleaned);
   const issues = [...(parsed.error?.issues ?? []), ...(modules.error?.issues ?? [])];
   if (!parsed.success || !modules.success) {
     throw new ConfigError(issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`));
   }
   const conflicts = unsupportedCombinations(parsed.data);
   if (conflicts.length > 0) throw new ConfigError(conflicts);
-  return deepFreeze(buildConfig(parsed.data, modules.data));
+  return deepFreeze(buildConfig(parsed.data, modules.data, options.modules));
 }
 
 /** For `main.ts` files: parse or print every problem and exit non-zero. */
-export function loadConfigOrExit(source: Record<string, string | undefined>): Config {
+export function loadConfigOrExit(
+  source: Record<string, string | undefined>,
+  options: LoadConfigOptions,
+): Config {
   try {
-    return loadConfig(source);
+    return loadConfig(source, options);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`${err.message}\n`);

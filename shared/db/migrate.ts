@@ -1,6 +1,5 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { MODULES } from '../../modules/registry.ts';
 import type { ModuleDefinition } from '../modules/module.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Pool } from './pool.ts';
@@ -31,15 +30,16 @@ async function allMigrations(
 }
 
 /**
- * Applies the core's `shared/db/migrations/*.sql`, then every registered module's, each file in its
- * own transaction, recording them in `schema_migrations`. Safe when several processes start at once:
- * they serialize on an advisory lock and skip what is already applied.
+ * Applies the core's `shared/db/migrations/*.sql`, then each of `modules`' (the registry's, in its
+ * order), each file in its own transaction, recording them in `schema_migrations`. Safe when several
+ * processes start at once: they serialize on an advisory lock and skip what is already applied.
+ * @example await migrate(pool, config.database.schema, MODULES, logger);
  */
 export async function migrate(
   pool: Pool,
   schema: string,
+  modules: readonly Pick<ModuleDefinition, 'name' | 'migrations'>[],
   log?: Logger,
-  modules: readonly Pick<ModuleDefinition, 'name' | 'migrations'>[] = MODULES,
 ): Promise<string[]> {
   const files = await allMigrations(modules);
   const client = await pool.connect();

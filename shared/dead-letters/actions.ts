@@ -2,8 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { Queue } from 'bullmq';
 import { AuditActions, insertAudit, type AuditActor } from '../audit/audit-log.ts';
 import { withTransaction, type Pool } from '../db/pool.ts';
+import type { ModuleDefinition } from '../modules/module.ts';
 import type { Logger } from '../observability/logger.ts';
-import { MODULES } from '../../modules/registry.ts';
 import { commandQueues, queueOptions, QueueNames } from '../queue/names.ts';
 import type { Redis } from '../queue/redis.ts';
 import { fromRow, type DeadLetterRecord, type Transport } from './dead-letter.ts';
@@ -56,14 +56,21 @@ export interface DeadLetterActionsDeps {
   redis: Redis;
   queuePrefix: string;
   redrive: Redriver;
+  /**
+   * The registered command modules (the registry's, from the composition root): a discarded command's
+   * copy is removed from its module's dead-letter queue.
+   */
+  modules: readonly Pick<ModuleDefinition, 'name'>[];
   logger?: Logger;
 }
 
 /** Per-origin BullMQ dead-letter queue that holds a copy for Bull Board. */
-const copyQueues: Record<string, string> = Object.fromEntries([
-  ...MODULES.map((m) => Object.values(commandQueues(m.name))),
-  [QueueNames.events, QueueNames.eventsDeadLetters],
-]);
+function copyQueuesOf(modules: readonly Pick<ModuleDefinition, 'name'>[]): Record<string, string> {
+  return Object.fromEntries([
+    ...modules.map((m) => Object.values(commandQueues(m.name))),
+    [QueueNames.events, QueueNames.eventsDeadLetters],
+  ]);
+}
 
 /** Redrives run a few at a time: enough to empty a backlog quickly without flooding Redis or a broker. */
 const BULK_CONCURRENCY = 8;
@@ -86,12 +93,13 @@ function describe(dl: DeadLetterRecord): Record<string, unknown> {
 
 /**
  * @example
- * const actions = createDeadLetterActions({ pool, redis, queuePrefix, redrive });
+ * const actions = createDeadLetterActions({ pool, redis, queuePrefix, redrive, modules: MODULES });
  * const result = await actions.redrive(id, { actor: 'alice', role: 'admin', source: 'dashboard', ip, userAgent });
  */
 export function createDeadLetterActions(deps: DeadLetterActionsDeps): DeadLetterActions {
   const store = createDeadLetterStore(deps.pool);
   const log = deps.logger?.child({ component: 'dead-letter-actions' });
+  const copyQueues = copyQueuesOf(deps.modules);
 
   /** Claims a pending dead letter and records the action in one transaction; null when it is not pending. */
   async function claim(

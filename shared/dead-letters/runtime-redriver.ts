@@ -4,7 +4,7 @@ import type { EventBus } from '../bus/event-bus.ts';
 import type { Config } from '../config/config.ts';
 import type { Pool } from '../db/pool.ts';
 import type { Logger } from '../observability/logger.ts';
-import { MODULES } from '../../modules/registry.ts';
+import type { ModuleDefinition } from '../modules/module.ts';
 import { moduleSettings } from '../modules/settings.ts';
 import { commandQueues, queueOptions } from '../queue/names.ts';
 import { commandJobOptions, createCommandQueue } from '../queue/command-queue.ts';
@@ -17,6 +17,8 @@ export interface RuntimeRedriverDeps {
   logger: Logger;
   pool: Pool;
   redis: Redis;
+  /** The registered command modules (the registry's, from the composition root): where commands go back. */
+  modules: readonly Pick<ModuleDefinition, 'name' | 'jobName'>[];
 }
 
 export interface RuntimeRedriver {
@@ -26,15 +28,15 @@ export interface RuntimeRedriver {
 }
 
 /**
- * A {@link Redriver} wired from a process's runtime: each module's command queue and dead-letter queue
- * on the shared Redis connection, and one event bus per transport, opened on first use (a process that never
- * redrives a Kafka event never connects to Kafka).
+ * A {@link Redriver} wired from a process's runtime: each of `deps.modules`' command queue and
+ * dead-letter queue on the shared Redis connection, and one event bus per transport, opened on first use
+ * (a process that never redrives a Kafka event never connects to Kafka).
  */
 export function createRuntimeRedriver(deps: RuntimeRedriverDeps): RuntimeRedriver {
   const { config, logger, pool, redis } = deps;
   const prefix = config.redis.queuePrefix;
   const targets = new Map<string, RedriveTarget>(
-    MODULES.map((m) => {
+    deps.modules.map((m) => {
       const names = commandQueues(m.name);
       const target: RedriveTarget = {
         queue: createCommandQueue(redis, prefix, names.commands),

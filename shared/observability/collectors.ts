@@ -364,7 +364,7 @@ export function createCollectors(registry: Registry, timeoutMs: number): Collect
             [queueJobs, oldestWaiting, queuePaused].forEach((g) => g.reset());
             copies.replace(
               all
-                .filter((s) => isDeadLetterQueue(s.queue))
+                .filter((s) => isDeadLetterQueue(s.queue, opts.modules))
                 .map((s) => ({
                   queue: s.queue,
                   messages:

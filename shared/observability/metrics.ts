@@ -74,7 +74,12 @@ const MISNAMED_DEFAULTS = [
  * one process — tests, the all-in-one `main.ts` — never collide).
  * @example
  * const metrics = createMetrics();
- * metrics.watchQueues({ connection: redis, prefix: config.redis.queuePrefix, tenantsTop: config.fairness.metricsTop });
+ * metrics.watchQueues({
+ *   connection: redis,
+ *   prefix: config.redis.queuePrefix,
+ *   modules: MODULES,
+ *   tenantsTop: config.fairness.metricsTop,
+ * });
  * app.get('/metrics', async (c) => c.body(await metrics.render(), 200, { 'content-type': metrics.contentType }));
  */
 export function createMetrics(options: MetricsOptions = {}): Metrics {

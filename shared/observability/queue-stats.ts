@@ -3,7 +3,13 @@ import { bullmqGroupQueue, bullmqGroupsKey } from '../bus/bullmq/bus.ts';
 import { isGroupName } from '../bus/event-bus.ts';
 import { readFairBacklog, type FairBacklog } from '../fairness/fair-queue.ts';
 import type { Redis } from '../queue/redis.ts';
-import { ALL_QUEUES, COMMAND_QUEUES, queueOptions, type QueueName } from '../queue/names.ts';
+import {
+  allQueueNames,
+  commandQueueNames,
+  queueOptions,
+  type QueueModules,
+  type QueueName,
+} from '../queue/names.ts';
 
 /** One queue's depth by state, as the `/metrics` gauges and the KEDA scaling endpoint report it. */
 export interface QueueStats {
@@ -69,7 +75,9 @@ export interface QueueStatsReader {
 export interface QueueStatsOptions {
   connection: Redis;
   prefix: string;
-  /** @defaultValue every queue of `shared/queue/names.ts` */
+  /** The command modules whose queues are read (the registry's, from the composition root). */
+  modules: QueueModules;
+  /** @defaultValue every queue of `modules` and the event queues (`allQueueNames`) */
   queues?: readonly QueueName[];
   /** Whether {@link QueueStatsReader.list} adds the registered event groups' queues. @defaultValue true when `queues` is not given */
   eventGroups?: boolean;
@@ -77,7 +85,7 @@ export interface QueueStatsOptions {
   now?: () => number;
   /**
    * The queues with a fair queue (shared/fairness) whose held commands belong in the backlog.
-   * @defaultValue every module's command queue (`COMMAND_QUEUES`)
+   * @defaultValue every module's command queue (`commandQueueNames(modules)`)
    */
   fairQueues?: readonly QueueName[];
 }
@@ -112,13 +120,13 @@ function heldOf(b: FairBacklog | null): { held: number; oldestAt: (number | null
  * age — else `/v1/scaling` and KEDA would see at most the depth. Their count is the fair queue's
  * (`FairQueue.backlog`: one script, O(tenants waiting)), read beside BullMQ's counts; a promotion
  * between the two reads can count a few jobs twice or not at all, never more than one dispatch moved.
- * @example const stats = await createQueueStatsReader({ connection, prefix }).read('orders');
+ * @example const stats = await createQueueStatsReader({ connection, prefix, modules: MODULES }).read('orders');
  */
 export function createQueueStatsReader(options: QueueStatsOptions): QueueStatsReader {
-  const queues = options.queues ?? ALL_QUEUES;
+  const queues = options.queues ?? allQueueNames(options.modules);
   const eventGroups = options.eventGroups ?? options.queues === undefined;
   const now = options.now ?? Date.now;
-  const fairQueues = options.fairQueues ?? COMMAND_QUEUES;
+  const fairQueues = options.fairQueues ?? commandQueueNames(options.modules);
   const handles = new Map<QueueName, Queue>();
   const handle = (name: QueueName): Queue => {
     let q = handles.get(name);

@@ -1,4 +1,3 @@
-import { MODULES } from '../../modules/registry.ts';
 import { isCluster, type Redis } from './redis.ts';
 
 /** The core's BullMQ queues. Every queue lives under the configured prefix (`QUEUE_PREFIX`). */
@@ -17,22 +16,35 @@ export function commandQueues(moduleName: string): { commands: string; deadLette
   return { commands: moduleName, deadLetters: `${moduleName}-dead-letters` };
 }
 
-/** Every module's command queue, in registry order. */
-export const COMMAND_QUEUES: readonly string[] = MODULES.map((m) => commandQueues(m.name).commands);
+/**
+ * The command modules a queue list is made of (the registry's, from the composition root): a module's
+ * name is its command queue's (see {@link commandQueues}).
+ */
+export type QueueModules = readonly { readonly name: string }[];
 
-/** Whether `name` is a dead-letter queue (nothing consumes it: operators look, redrive or discard). */
-export function isDeadLetterQueue(name: string): boolean {
+/** Every module's command queue, in the order of `modules` (the registry's). */
+export function commandQueueNames(modules: QueueModules): string[] {
+  return modules.map((m) => commandQueues(m.name).commands);
+}
+
+/**
+ * Whether `name` is a dead-letter queue, of one of `modules` or of the events (nothing consumes it:
+ * operators look, redrive or discard).
+ */
+export function isDeadLetterQueue(name: string, modules: QueueModules): boolean {
   return (
-    name === QueueNames.eventsDeadLetters || MODULES.some((m) => commandQueues(m.name).deadLetters === name)
+    name === QueueNames.eventsDeadLetters || modules.some((m) => commandQueues(m.name).deadLetters === name)
   );
 }
 
 /** Queues shown to operators and exported as metrics: each module's two, then the event queues. */
-export const ALL_QUEUES: readonly QueueName[] = [
-  ...MODULES.flatMap((m) => Object.values(commandQueues(m.name))),
-  QueueNames.events,
-  QueueNames.eventsDeadLetters,
-];
+export function allQueueNames(modules: QueueModules): QueueName[] {
+  return [
+    ...modules.flatMap((m) => Object.values(commandQueues(m.name))),
+    QueueNames.events,
+    QueueNames.eventsDeadLetters,
+  ];
+}
 
 /**
  * The queue whose hash slot `name` shares on a Redis Cluster: a dead-letter queue its commands' queue,

@@ -1,6 +1,7 @@
 import type { Config } from '../config/config.ts';
 import { migrate } from '../db/migrate.ts';
 import { createPool, ensureDatabase, type Pool } from '../db/pool.ts';
+import type { ModuleDefinition } from '../modules/module.ts';
 import { createLogger, type Logger } from '../observability/logger.ts';
 import { tracingHandle } from '../observability/tracing/trace-context.ts';
 import {
@@ -24,6 +25,8 @@ export interface Runtime {
   /** One Redis (`REDIS_URL`) or a Redis Cluster (`REDIS_CLUSTER_NODES`). */
   redis: Redis;
   lifecycle: Lifecycle;
+  /** The registered command modules (modules/registry.ts), handed in by the process's `main.ts`. */
+  modules: readonly ModuleDefinition[];
 }
 
 /** A startup check that failed, with a message for humans. */
@@ -42,9 +45,15 @@ async function within<T>(what: string, ms: number, fn: () => Promise<T>): Promis
 /**
  * What every process needs before it serves: logger, Postgres (database created, migrations applied
  * under an advisory lock), Redis (reachable, `noeviction`, AOF where required: in production unless
- * `REDIS_REQUIRE_AOF=false`), and a lifecycle for graceful shutdown.
+ * `REDIS_REQUIRE_AOF=false`), and a lifecycle for graceful shutdown. `modules` are the registry's:
+ * their migrations are applied after the core's, and the runtime hands them on.
+ * @example const rt = await bootstrap(config, 'api', MODULES);
  */
-export async function bootstrap(config: Config, service: string): Promise<Runtime> {
+export async function bootstrap(
+  config: Config,
+  service: string,
+  modules: readonly ModuleDefinition[],
+): Promise<Runtime> {
   const logger = createLogger({
     level: config.log.level,
     service: `${config.serviceName}-${service}`,
@@ -69,7 +78,7 @@ export async function bootstrap(config: Config, service: string): Promise<Runtim
   const pool = createPool({ ...config.database, applicationName: `conveyor-${service}` });
   lifecycle.defer('postgres', () => pool.end());
   await within(`PostgreSQL at ${dbHost}: migrations failed`, 60_000, () =>
-    migrate(pool, config.database.schema, logger),
+    migrate(pool, config.database.schema, modules, logger),
   );
 
   const redis = createProducerRedis(
@@ -90,7 +99,7 @@ export async function bootstrap(config: Config, service: string): Promise<Runtim
     await lifecycle.close();
     throw err;
   }
-  return { config, logger, pool, redis, lifecycle };
+  return { config, logger, pool, redis, lifecycle, modules };
 }
 
 /**

@@ -1,7 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import type { ModuleDefinition } from '../modules/module.ts';
-import { MODULES } from '../../modules/registry.ts';
 
 /**
  * A permission an API key holds: one of the core's ({@link CORE_SCOPES}) or one a registered module
@@ -16,12 +15,11 @@ export const CORE_SCOPES: readonly Scope[] = ['scaling:read', 'admin'];
 const MODULE_SCOPE = /^[a-z][a-z0-9-]{0,39}:[a-z][a-z0-9-]{0,39}$/;
 
 /**
- * Every scope a key may hold: the core's, then each module's in registry order, once each.
+ * Every scope a key may hold: the core's, then each of `modules`' (the registry's) in order, once each.
  * @throws {Error} naming a module whose scope is not `<resource>:<access>` or is one of the core's.
+ * @example const scopes = knownScopes(MODULES);
  */
-export function knownScopes(
-  modules: readonly Pick<ModuleDefinition, 'name' | 'scopes'>[] = MODULES,
-): readonly Scope[] {
+export function knownScopes(modules: readonly Pick<ModuleDefinition, 'name' | 'scopes'>[]): readonly Scope[] {
   const out = new Set<Scope>(CORE_SCOPES);
   for (const m of modules) {
     for (const scope of [m.scopes.write, m.scopes.read]) {
@@ -34,9 +32,6 @@ export function knownScopes(
   }
   return [...out];
 }
-
-/** Every scope a key may hold in this build (see {@link knownScopes}). */
-export const SCOPES: readonly Scope[] = knownScopes();
 
 export interface Principal {
   id: string;
@@ -125,11 +120,11 @@ const ENTRY_SYNTAX = '<id>:<scope>[+<scope>…]:<sha256 hex>[:<writes>/<reads>]'
  * side empty to keep its default), e.g. `shop:orders:write+orders:read:9f86d0…:5000/20000` or
  * `reports:orders:read:3a7bd3…:/50000`. Scopes contain `:` themselves, so the id ends at the first
  * `:`, the hash is the last part that is not limits (hex never contains `/`).
- * Scopes: `scaling:read`, `admin`, and every scope a registered module declares (orders and refunds:
- * `orders:write`, `orders:read`).
+ * `scopes` are those an entry may name: {@link knownScopes} of the registered modules (`scaling:read`,
+ * `admin`, and each module's, e.g. `orders:write`, `orders:read`).
  * @throws {Error} naming the bad entry (its position and id).
  */
-export function parseApiKeys(raw: string, scopes: readonly Scope[] = SCOPES): ApiKey[] {
+export function parseApiKeys(raw: string, scopes: readonly Scope[]): ApiKey[] {
   const EntrySchema = entrySchema(scopes);
   const entries = raw
     .split(',')

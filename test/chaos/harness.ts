@@ -14,6 +14,7 @@ import { request } from '../support/http.ts';
 import { cleanup } from '../support/platform.ts';
 import { logRecords, startProcess, type Proc } from '../support/processes.ts';
 import { PROJECTOR_CONSUMER } from '../../workers/projections/projector.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 /**
  * Shared plumbing of the chaos scenarios: real `api/main.ts` and `workers/main.ts` processes on an
@@ -187,7 +188,7 @@ export const linesWith = (proc: Proc, msg: string) => logRecords(proc).filter((l
 
 /** Deletes the scenario's RabbitMQ exchanges/queues or Kafka topics (named after its isolated env). */
 export async function cleanupBus(env: Env): Promise<void> {
-  const config = loadConfig(env);
+  const config = loadConfig(env, { modules: MODULES });
   if (config.bus.kind === 'rabbitmq') {
     const c = rabbitmqSettings(config);
     await deleteRabbitmqTopology(c.url, rabbitmqTopology(c), [PROJECTOR_CONSUMER]);
@@ -229,6 +230,6 @@ export async function teardown(
       clearTimeout(timer);
     }),
   );
-  await cleanup(loadConfig(env)).catch(() => undefined);
+  await cleanup(loadConfig(env, { modules: MODULES })).catch(() => undefined);
   await cleanupBus(env).catch(() => undefined);
 }

@@ -72,7 +72,7 @@ interface Deployment {
 
 /** Jobs in BullMQ `failed` sets and in the transport's own dead-letter places: both must be empty. */
 async function strandedWork(d: Deployment): Promise<Record<string, number>> {
-  const config = loadConfig(d.env);
+  const config = loadConfig(d.env, { modules: MODULES });
   const redis = new Redis(config.redis.url, { maxRetriesPerRequest: null });
   const counts: Record<string, number> = {};
   const queues: Queue[] = [];

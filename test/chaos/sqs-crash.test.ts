@@ -23,6 +23,7 @@ import {
   teardown,
 } from './harness.ts';
 import { awaitReconciled } from './reconcile.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 // EVENT_BUS=sqs under a crash at the point where at-least-once delivery produces duplicates: a
 // projection consumer SIGKILLed after its transaction committed, before SQS got the delete (the
@@ -35,8 +36,11 @@ describe('chaos: kill -9 between projection commit and SQS delete, poison amid t
   let db: pg.Pool;
   let api: Proc & { url: string };
   const procs: (Proc | undefined)[] = [];
-  const sqsTarget = () => ({ endpoint: env.SQS_ENDPOINT!, region: loadConfig(env).bus.sqs.region });
-  const queues = () => sqsGroupQueues(loadConfig(env).bus.sqs, PROJECTOR_CONSUMER);
+  const sqsTarget = () => ({
+    endpoint: env.SQS_ENDPOINT!,
+    region: loadConfig(env, { modules: MODULES }).bus.sqs.region,
+  });
+  const queues = () => sqsGroupQueues(loadConfig(env, { modules: MODULES }).bus.sqs, PROJECTOR_CONSUMER);
 
   beforeAll(async () => {
     env = chaosEnv({
@@ -59,9 +63,9 @@ describe('chaos: kill -9 between projection commit and SQS delete, poison amid t
   });
   afterAll(async () => {
     await teardown(env, procs);
-    await deleteSqsTopology(sqsTarget(), loadConfig(env).bus.sqs, [PROJECTOR_CONSUMER]).catch(
-      () => undefined,
-    );
+    await deleteSqsTopology(sqsTarget(), loadConfig(env, { modules: MODULES }).bus.sqs, [
+      PROJECTOR_CONSUMER,
+    ]).catch(() => undefined);
     await db?.end();
     await releaseSqsEndpoint();
   });

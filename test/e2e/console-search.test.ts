@@ -24,11 +24,12 @@ import { createDeadLetterActions } from '../../shared/dead-letters/actions.ts';
 import { createPgDeadLetterSink } from '../../shared/dead-letters/dead-letter.ts';
 import { createRuntimeRedriver } from '../../shared/dead-letters/runtime-redriver.ts';
 import { createDeadLetterStore } from '../../shared/dead-letters/store.ts';
-import { ALL_QUEUES, queueOptions } from '../../shared/queue/names.ts';
+import { allQueueNames, queueOptions } from '../../shared/queue/names.ts';
 import { launchBrowser, signIn, textOf, watchRequests, type Operator } from '../support/browser.ts';
 import { eventually, testConfig } from '../support/env.ts';
 import { request, sampleOrder } from '../support/http.ts';
 import { startPlatform, type Platform } from '../support/platform.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 // The console's Search page (issue #23) in a real headless Chromium against the API, the relays and
 // projector, Redis and PostgreSQL — no order worker, so posted orders stay queued: filter, open a
@@ -46,10 +47,10 @@ const query = <T extends Record<string, unknown>>(sql: string, params: unknown[]
 
 /** The console as dashboard/server.ts builds it, with the Search page's cancel and bulk actions. */
 async function startConsole(): Promise<void> {
-  const { config, logger, pool, redis } = platform.rt;
+  const { config, logger, pool, redis, modules } = platform.rt;
   const prefix = config.redis.queuePrefix;
-  const queues = ALL_QUEUES.map((name) => new Queue(name, queueOptions(redis, prefix, name)));
-  const redriver = createRuntimeRedriver({ config, logger, pool, redis });
+  const queues = allQueueNames(MODULES).map((name) => new Queue(name, queueOptions(redis, prefix, name)));
+  const redriver = createRuntimeRedriver({ config, logger, pool, redis, modules });
   const jobs = createJobLookup(queues);
   const outcomes = createRedriveOutcomes({ pool, jobs });
   const overview = createOverviewSource({ config, pool, redis });
@@ -76,6 +77,7 @@ async function startConsole(): Promise<void> {
         redis,
         queuePrefix: prefix,
         redrive: redriver.redrive,
+        modules,
         logger,
       }),
     },

@@ -7,6 +7,7 @@ import { eventually, isolatedEnv } from '../support/env.ts';
 import { request } from '../support/http.ts';
 import { cleanup } from '../support/platform.ts';
 import { freePort } from '../support/redis-server.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -45,7 +46,7 @@ describe('npm run demo', () => {
       platform.kill('SIGTERM');
       await exited;
     }
-    await cleanup(loadConfig(env));
+    await cleanup(loadConfig(env, { modules: MODULES }));
   });
 
   it('posts from several producers; declines, rejections, a refund, a batch and dead letters follow', async () => {

@@ -7,6 +7,7 @@ import { EXIT_FATAL } from '../../shared/runtime/lifecycle.ts';
 import { eventually, isolatedEnv } from '../support/env.ts';
 import { cleanup } from '../support/platform.ts';
 import { logRecords, startProcess, type Proc } from '../support/processes.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 // Point 1 of issue #12, at the process level: a real worker process whose RabbitMQ consumer can no
 // longer consume must not go on looking healthy — it logs why at fatal level and exits EXIT_FATAL
@@ -16,7 +17,7 @@ let proc: Proc | undefined;
 const env = isolatedEnv({ EVENT_BUS: 'rabbitmq', WORKER_KINDS: 'projections' });
 afterEach(async () => {
   await proc?.kill('SIGKILL');
-  await cleanup(loadConfig(env));
+  await cleanup(loadConfig(env, { modules: MODULES }));
 });
 
 it('exits 70 with a fatal log line when the broker refuses the consumer’s re-declare (406)', async () => {
@@ -33,7 +34,7 @@ it('exits 70 with a fatal log line when the broker refuses the consumer’s re-d
 
   // Another party re-declares our exchange as a different type, then our queue is deleted: the
   // broker cancels the consumer, and its re-declare of the exchange now fails with 406 for good.
-  const config = loadConfig(env);
+  const config = loadConfig(env, { modules: MODULES });
   const topology = rabbitmqTopology(rabbitmqSettings(config));
   await withAmqpChannel(config.bus.rabbitmq.url, async (channel) => {
     await channel.deleteExchange(topology.exchange);

@@ -8,6 +8,7 @@ import { request, sampleOrder } from '../support/http.ts';
 import { cleanup } from '../support/platform.ts';
 import { loadConfig } from '../../shared/config/config.ts';
 import { logRecords, startProcess, startServer, type Proc } from '../support/processes.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 const buses = (process.env.E2E_BUSES ?? 'bullmq,kafka,rabbitmq,sqs').split(',').filter(Boolean);
 
@@ -38,7 +39,7 @@ describe.each(buses)('end to end over HTTP (EVENT_BUS=%s)', (bus) => {
     await workers?.kill();
     await db?.end();
     redis?.disconnect();
-    await cleanup(loadConfig(env));
+    await cleanup(loadConfig(env, { modules: MODULES }));
   });
 
   it('200 orders all complete and /v1/stats matches them exactly; poison is dead-lettered while orders flow', async () => {

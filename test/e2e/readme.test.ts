@@ -6,6 +6,7 @@ import { loadConfig } from '../../shared/config/config.ts';
 import { eventually, isolatedEnv } from '../support/env.ts';
 import { request } from '../support/http.ts';
 import { cleanup } from '../support/platform.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 /** The README and every guide under docs/: each file's examples run as one script, in order. */
@@ -57,7 +58,7 @@ describe('README and guides', () => {
       child.kill('SIGTERM');
       await exited;
     }
-    await cleanup(loadConfig(env));
+    await cleanup(loadConfig(env, { modules: MODULES }));
   });
 
   /** Runs a document's examples as printed, one script, against the platform started above. */

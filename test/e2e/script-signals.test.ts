@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../shared/config/config.ts';
 import { eventually, isolatedEnv } from '../support/env.ts';
 import { cleanup } from '../support/platform.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 // Issue #20: `npm run api|workers|dashboard` ran node under `sh -c` without `exec`. A SIGTERM to npm's
 // own process (what a supervisor that tracks npm's pid sends) was forwarded to the shell, which died
@@ -27,7 +28,7 @@ afterEach(async () => {
     } catch {
       // already gone
     }
-    await cleanup(loadConfig(env));
+    await cleanup(loadConfig(env, { modules: MODULES }));
   }
 });
 

@@ -4,6 +4,7 @@ import { afterEach, expect, it } from 'vitest';
 import { loadConfig } from '../../shared/config/config.ts';
 import { eventually, isolatedEnv } from '../support/env.ts';
 import { cleanup } from '../support/platform.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 // Point 10 of issue #12: `npm start` stopped by SIGTERM to its whole process group (what a terminal's
 // Ctrl-C, `kill -- -PGID` or a supervisor does) shuts the platform down cleanly and exits 0 — npm,
@@ -21,7 +22,7 @@ afterEach(async () => {
       // already gone
     }
   }
-  await cleanup(loadConfig(env));
+  await cleanup(loadConfig(env, { modules: MODULES }));
 });
 
 it('exits 0 with "shutdown complete" after SIGTERM to its process group', async () => {

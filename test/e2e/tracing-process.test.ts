@@ -7,6 +7,7 @@ import { cleanup } from '../support/platform.ts';
 import { generateApiKey } from '../../shared/security/api-keys.ts';
 import { logRecords, startServer, TRACING_REGISTER, type Proc } from '../support/processes.ts';
 import { ownZipkin, type OwnZipkin, type ZipkinSpan } from '../support/zipkin-server.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 // What `OTEL_TRACES_EXPORTER=zipkin npm start` does: the all-in-one process started as the npm scripts
 // start it (node --import tsx --import the tracing register), one order, its whole trace in Zipkin —
@@ -47,7 +48,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await proc?.kill();
   await zipkin?.destroy();
-  await cleanup(loadConfig(env));
+  await cleanup(loadConfig(env, { modules: MODULES }));
 });
 
 describe('tracing in a real process', () => {

@@ -5,6 +5,7 @@ import { generateApiKey } from '../../shared/security/api-keys.ts';
 import { isolatedEnv, TEST_REDIS_URL } from '../support/env.ts';
 import { request } from '../support/http.ts';
 import { startPlatform, type Platform } from '../support/platform.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 // Issue #20, credentials: a session is only as good as the key that opened it, as configured now; and
 // Redis never holds a session id that works as a bearer token.
@@ -28,7 +29,7 @@ describe('API sessions', () => {
   const redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 1, lazyConnect: true });
   const running: Platform[] = [];
   const start = async (env: Record<string, string>) => {
-    const platform = await startPlatform(loadConfig(env), { workers: [] });
+    const platform = await startPlatform(loadConfig(env, { modules: MODULES }), { workers: [] });
     running.push(platform);
     return platform;
   };

@@ -9,6 +9,7 @@ import { startFakePayment, type FakePayment } from '../support/fake-payment.ts';
 import { request, sampleOrder } from '../support/http.ts';
 import { cleanup } from '../support/platform.ts';
 import { cancelApp } from './cancel-app.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 // Cancels racing the workers (issue #23): every order is cancelled twice, each time at a random moment
 // while the real workers decide the orders (the payment service a real HTTP fake that answers slowly,
@@ -24,7 +25,7 @@ let cancels: ReturnType<typeof cancelApp>;
 beforeAll(async () => {
   fake = await startFakePayment({ mode: 'slow', delayMs: 50 });
   config = testConfig({ PAYMENT_URL: fake.url, ORDERS_CONCURRENCY: '5', ORDERS_BATCH_SIZE: '5' });
-  rt = await bootstrap(config, 'test');
+  rt = await bootstrap(config, 'test', MODULES);
   await startWorkers(rt, WORKER_KINDS);
   const api = await startApi(rt);
   url = `http://127.0.0.1:${api.port}`;

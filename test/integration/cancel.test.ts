@@ -24,7 +24,7 @@ let cancels: ReturnType<typeof cancelApp>;
 beforeAll(async () => {
   fake = await startFakePayment('approve');
   config = testConfig({ PAYMENT_URL: fake.url });
-  rt = await bootstrap(config, 'test');
+  rt = await bootstrap(config, 'test', MODULES);
   await startWorkers(rt, ['outbox', 'projections']);
   api = await startApi(rt);
   url = `http://127.0.0.1:${api.port}`;

@@ -31,6 +31,7 @@ import { createCommandWorker, type CommandWorker } from '../../workers/commands/
 import { createOrderWorker } from '../support/order-worker.ts';
 import { eventually, migratedPool, testConfig, testLogger } from '../support/env.ts';
 import { cleanup } from '../support/platform.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 // The command worker as a user of the delivery core (issue #19), on real Redis and PostgreSQL: the
 // core decides attempts, snoozes, the last attempt and the dead letter; BullMQ only holds the job. A
@@ -368,6 +369,7 @@ describe('the command worker on the delivery core', () => {
       logger: testLogger(),
       pool: r.pool,
       redis: r.redis,
+      modules: MODULES,
     });
     closers.push(() => redriver.close());
     const actions = createDeadLetterActions({
@@ -375,6 +377,7 @@ describe('the command worker on the delivery core', () => {
       redis: r.redis,
       queuePrefix: r.config.redis.queuePrefix,
       redrive: redriver.redrive,
+      modules: MODULES,
     });
     const who = { actor: 'test', role: 'admin', source: 'api', ip: null, userAgent: null } as const;
     expect(await actions.redrive(id, who)).toEqual({ id, status: 'redriven' });

@@ -5,10 +5,11 @@ import { startDashboard } from '../../dashboard/server.ts';
 import { OrdersQueues } from '../../modules/orders/queue.ts';
 import { loadConfig } from '../../shared/config/config.ts';
 import { createPgDeadLetterSink } from '../../shared/dead-letters/dead-letter.ts';
-import { ALL_QUEUES } from '../../shared/queue/names.ts';
+import { allQueueNames } from '../../shared/queue/names.ts';
 import { bootstrap, StartupError, type Runtime } from '../../shared/runtime/bootstrap.ts';
 import { isolatedEnv, testLogger } from '../support/env.ts';
 import { cleanup } from '../support/platform.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 // The dashboard's access control over HTTP, against real Redis and Postgres: two replicas sharing
 // sessions, roles enforced server-side, CSRF, rate-limited logins, logout, and the audit trail.
@@ -20,7 +21,7 @@ const env = isolatedEnv({
   DASHBOARD_VIEWER_PASSWORD: 'viewer pass',
   SESSION_TTL_SECONDS: '600',
 });
-const config = loadConfig(env);
+const config = loadConfig(env, { modules: MODULES });
 const runtimes: Runtime[] = [];
 let a: string; // replica A
 let b: string; // replica B
@@ -85,7 +86,7 @@ const audit = async (action: string, actor: string) =>
   ).rows;
 
 async function replica(): Promise<string> {
-  const rt = await bootstrap(config, 'dashboard-test');
+  const rt = await bootstrap(config, 'dashboard-test', MODULES);
   runtimes.push(rt);
   const server = await startDashboard(rt);
   return `http://127.0.0.1:${server.port}`;
@@ -150,7 +151,7 @@ describe('dashboard authentication', () => {
     });
     expect(queues.status).toBe(200);
     const names = (JSON.parse(queues.text) as { queues: { name: string; readOnlyMode: boolean }[] }).queues;
-    expect(names.map((q) => q.name).sort()).toEqual([...ALL_QUEUES].sort());
+    expect(names.map((q) => q.name).sort()).toEqual([...allQueueNames(MODULES)].sort());
     expect(names.every((q) => !q.readOnlyMode)).toBe(true);
     // The landing page is the Overview; Bull Board lives under Queues, with the console's bar and a
     // policy that keeps every request on our origin (its web font link is gone).
@@ -361,8 +362,11 @@ describe('dashboard credentials policy', () => {
   });
 
   it('sets the Secure flag on the session cookie in production', async () => {
-    const prod = loadConfig({ ...env, NODE_ENV: 'production', REDIS_REQUIRE_AOF: 'false' });
-    const rt = await bootstrap(prod, 'dashboard-prod-test');
+    const prod = loadConfig(
+      { ...env, NODE_ENV: 'production', REDIS_REQUIRE_AOF: 'false' },
+      { modules: MODULES },
+    );
+    const rt = await bootstrap(prod, 'dashboard-prod-test', MODULES);
     runtimes.push(rt);
     const { port } = await startDashboard(rt);
     const { res } = await login(`http://127.0.0.1:${port}`, 'watcher', 'viewer pass');

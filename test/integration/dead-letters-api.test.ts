@@ -8,6 +8,7 @@ import { generateApiKey } from '../../shared/security/api-keys.ts';
 import { isolatedEnv } from '../support/env.ts';
 import { request } from '../support/http.ts';
 import { startPlatform, type Platform } from '../support/platform.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 // The API side of dead-letter operations: discard, bulk redrive with per-item results, and the audit
 // log they write (`GET /v1/audit`). API only, no workers: redriven messages stay on their queues.
@@ -61,7 +62,9 @@ async function commandDeadLetter(over: Partial<NewDeadLetter> = {}): Promise<New
 }
 
 beforeAll(async () => {
-  platform = await startPlatform(loadConfig(isolatedEnv({ API_KEYS: ops.entry })), { workers: [] });
+  platform = await startPlatform(loadConfig(isolatedEnv({ API_KEYS: ops.entry }), { modules: MODULES }), {
+    workers: [],
+  });
   const connection = { connection: platform.rt.redis, prefix: platform.config.redis.queuePrefix };
   orders = new Queue(OrdersQueues.commands, connection);
   events = new Queue(QueueNames.events, connection);

@@ -5,6 +5,7 @@ import { startDashboard } from '../../dashboard/server.ts';
 import { loadConfig } from '../../shared/config/config.ts';
 import { isolatedEnv } from '../support/env.ts';
 import { startPlatform, type Platform } from '../support/platform.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 // Body limits on what needs no key (the console's login, the API's probes and scrapes) and a login
 // limiter that does not write an audit row per refused attempt: over HTTP, real Redis and Postgres.
@@ -15,6 +16,7 @@ const config = loadConfig(
     DASHBOARD_VIEWER_USER: 'watcher',
     DASHBOARD_VIEWER_PASSWORD: 'viewer pass',
   }),
+  { modules: MODULES },
 );
 let platform: Platform;
 let console_: string;

@@ -19,6 +19,7 @@ import { request, sampleOrder } from '../support/http.ts';
 import { cleanup } from '../support/platform.ts';
 import { startProcess, startServer, type Proc } from '../support/processes.ts';
 import { sample } from '../support/prometheus.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 const KAFKA_BROKERS = (process.env.KAFKA_BROKERS ?? '127.0.0.1:9092').split(',');
 const RABBITMQ_URL = process.env.TEST_RABBITMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
@@ -52,7 +53,13 @@ describe('queue stats', () => {
     // Added first = oldest; if the reader looked at the head of the list it would see 10 s, not 120 s.
     await queue.add('x', {}, { timestamp: now - 120_000 });
     await queue.add('x', {}, { timestamp: now - 10_000 });
-    const reader = createQueueStatsReader({ connection: redis, prefix, queues: ['orders'], now: () => now });
+    const reader = createQueueStatsReader({
+      connection: redis,
+      prefix,
+      modules: MODULES,
+      queues: ['orders'],
+      now: () => now,
+    });
     releases.push(() => reader.close());
     expect(await reader.read('orders')).toMatchObject({
       waiting: 2,
@@ -272,7 +279,7 @@ describe('work that sits where no operator looks', () => {
 
     const metrics = createMetrics({ defaultMetrics: false });
     releases.push(() => metrics.close());
-    metrics.watchQueues({ connection: redis, prefix });
+    metrics.watchQueues({ connection: redis, prefix, modules: MODULES });
     const text = await metrics.render();
     expect(sample(text, 'conveyor_queue_jobs', { queue: QueueNames.events, state: 'failed' })).toBe(1);
     expect(sample(text, 'conveyor_queue_jobs', { queue: 'events.audit', state: 'failed' })).toBe(1);
@@ -382,7 +389,7 @@ describe('work that sits where no operator looks', () => {
 describe('GET /metrics of real processes', () => {
   it('passes `promtool check metrics` for the API and a worker process after traffic', async () => {
     const env = isolatedEnv({ METRICS_PORT: '0', WORKER_KINDS: 'orders,outbox,projections' });
-    const config = loadConfig(env);
+    const config = loadConfig(env, { modules: MODULES });
     releases.push(() => cleanup(config));
     const api = await startServer('api/main.ts', env);
     releases.push(() => api.kill());

@@ -141,7 +141,7 @@ describe('the module recipe (docs/modules.md), followed in a copy of the reposit
     expect(read('deploy/base/modules.yaml')).toContain(`/v1/scaling/${MODULE}`);
     const scopes = run(
       dir,
-      `node --import tsx --input-type=module -e "const a = await import('./api/middleware/auth.ts'); const k = await import('./shared/security/api-keys.ts'); console.log(JSON.stringify([a.requiredScope('POST', '/v1/${MODULE}'), a.requiredScope('GET', '/v1/${MODULE}/x'), k.SCOPES]))"`,
+      `node --import tsx --input-type=module -e "const a = await import('./api/middleware/auth.ts'); const k = await import('./shared/security/api-keys.ts'); const r = await import('./modules/registry.ts'); console.log(JSON.stringify([a.requiredScope('POST', '/v1/${MODULE}'), a.requiredScope('GET', '/v1/${MODULE}/x'), k.knownScopes(r.MODULES)]))"`,
     );
     expect(scopes.ok, scopes.output).toBe(true);
     const [write, readScope, scopeNames] = JSON.parse(scopes.output.trim().split('\n').at(-1)!) as [

@@ -9,6 +9,7 @@ import { createRelay } from '../../workers/outbox/relay.ts';
 import { createOutboxWaker } from '../../workers/outbox/wake.ts';
 import { applyEvents, loadEventCatalog } from '../../workers/projections/projector.ts';
 import { dropSchema, eventually, migratedPool, testConfig, testLogger } from '../support/env.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 const config = testConfig();
 let pool: Pool;
@@ -63,7 +64,7 @@ describe('migrations', () => {
     const schema = `${config.database.schema}_m`;
     const pools = Array.from({ length: 4 }, () => createPool({ ...config.database, schema, poolMax: 1 }));
     try {
-      const applied = await Promise.all(pools.map((p) => migrate(p, schema)));
+      const applied = await Promise.all(pools.map((p) => migrate(p, schema, MODULES)));
       const total = applied.flat();
       expect(new Set(total).size).toBe(total.length); // no file applied twice
       expect(total.length).toBeGreaterThanOrEqual(2);

@@ -7,6 +7,7 @@ import { generateApiKey } from '../../shared/security/api-keys.ts';
 import { isolatedEnv, testConfig } from '../support/env.ts';
 import { request, sampleOrder, type JsonResponse } from '../support/http.ts';
 import { cleanup, startPlatform, type Platform } from '../support/platform.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 // Reads and writes have budgets (and Redis counters) of their own, an API_KEYS entry may carry its own
 // budgets, and the development key is generous: what a job API's producers need (issue #12, point 8).
@@ -194,7 +195,7 @@ describe('API_KEYS limits are validated at start', () => {
       encoding: 'utf8',
       timeout: 30_000,
     });
-    await cleanup(loadConfig(env));
+    await cleanup(loadConfig(env, { modules: MODULES }));
     expect(run.status).toBe(1);
     expect(run.stderr + run.stdout).toMatch(
       /API_KEYS entry 2 \(shop\): the writes limit must be a whole number from 1 to 1000000000/,

@@ -7,7 +7,7 @@ import {
 } from '../../shared/http/enqueue.ts';
 import { createOrdersQueue, PLACE_ORDER_JOB } from '../../modules/orders/queue.ts';
 import { createPool } from '../../shared/db/pool.ts';
-import { ALL_QUEUES, bullmqPrefix } from '../../shared/queue/names.ts';
+import { allQueueNames, bullmqPrefix } from '../../shared/queue/names.ts';
 import {
   clusterKeySlot,
   createProducerRedis,
@@ -21,6 +21,7 @@ import { dropSchema, eventually, testConfig } from '../support/env.ts';
 import { request, sampleOrder } from '../support/http.ts';
 import { startPlatform, type Platform } from '../support/platform.ts';
 import { ownRedisCluster, type OwnRedisCluster } from '../support/redis-cluster.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 // Three masters, no replicas: the whole pipeline on a Redis Cluster, queues spread over the masters.
 let cluster: OwnRedisCluster;
@@ -129,7 +130,8 @@ describe('Conveyor on a Redis Cluster', () => {
     }
     expect(new Set(owners.values()).size, JSON.stringify([...owners])).toBeGreaterThan(1);
     // Every queue the console and metrics show maps onto a tag of its family.
-    for (const name of ALL_QUEUES) expect(bullmqPrefix(platform.rt.redis, prefix, name)).toMatch(/^\{.+\}$/);
+    for (const name of allQueueNames(MODULES))
+      expect(bullmqPrefix(platform.rt.redis, prefix, name)).toMatch(/^\{.+\}$/);
   });
 
   it('REDIS_WAIT_REPLICAS: waits on the master owning the queue, and refuses when replicas are missing', async () => {
@@ -184,6 +186,8 @@ describe('Conveyor on a Redis Cluster', () => {
       REDIS_CLUSTER_NODES: cluster.seeds,
       DATABASE_SCHEMA: platform.config.database.schema,
     });
-    await expect(bootstrap(config, 'test')).rejects.toThrow(`Redis Cluster master ${victim!.address}`);
+    await expect(bootstrap(config, 'test', MODULES)).rejects.toThrow(
+      `Redis Cluster master ${victim!.address}`,
+    );
   });
 });

@@ -22,6 +22,7 @@ import type { DeadLetterSink } from '../../shared/dead-letters/dead-letter.ts';
 import { placedEvent } from '../contract/contract-events.ts';
 import { releaseSqsEndpoint, sqsEndpoint } from '../support/elasticmq-server.ts';
 import { eventually, isolatedEnv, TEST_REDIS_URL, testLogger } from '../support/env.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 // Issue #20: a subscription group nobody consumes any more can be retired — the fan-out to it stops
 // and its queue (consumer group) is deleted — on every bus; never the default group, never a group
@@ -84,7 +85,7 @@ const refusedFor = (reason: RetireGroupRefusedError['reason']) =>
 describe('retiring a subscription group', () => {
   it('BullMQ: refuses live workers and the default group, then stops the fan-out and obliterates the queue', async () => {
     const env = isolatedEnv({ EVENT_BUS: 'bullmq' });
-    const config = loadConfig(env);
+    const config = loadConfig(env, { modules: MODULES });
     const prefix = config.redis.queuePrefix;
     const queueKeys = () => redis.keys(`${prefix}:events.${GROUP}:*`);
     cleanups.push(async () => {
@@ -129,6 +130,7 @@ describe('retiring a subscription group', () => {
     const endpoint = await sqsEndpoint();
     const config = loadConfig(
       isolatedEnv({ EVENT_BUS: 'sqs', SQS_ENDPOINT: endpoint, SQS_WAIT_TIME_SECONDS: '1' }),
+      { modules: MODULES },
     );
     const sqs = config.bus.sqs;
     const target = { endpoint, region: sqs.region };
@@ -184,7 +186,7 @@ describe('retiring a subscription group', () => {
   });
 
   it('RabbitMQ: refuses a queue with consumers, then deletes the queues of the group (its binding too)', async () => {
-    const config = loadConfig(isolatedEnv({ EVENT_BUS: 'rabbitmq' }));
+    const config = loadConfig(isolatedEnv({ EVENT_BUS: 'rabbitmq' }), { modules: MODULES });
     const url = config.bus.rabbitmq.url;
     const settings = rabbitmqTopology(rabbitmqSettings(config));
     const topology = groupTopology(settings, GROUP);
@@ -226,6 +228,7 @@ describe('retiring a subscription group', () => {
   it('Kafka: refuses a consumer group with members, then deletes it', async () => {
     const config = loadConfig(
       isolatedEnv({ EVENT_BUS: 'kafka', KAFKA_PARTITIONS: '1', KAFKA_SESSION_TIMEOUT_MS: '6000' }),
+      { modules: MODULES },
     );
     const kafka = config.bus.kafka;
     const groupId = `${kafka.consumer.groupId}.${GROUP}`;

@@ -8,6 +8,7 @@ import type { CommandSummary } from '../../shared/search/query.ts';
 import { isolatedEnv } from '../support/env.ts';
 import { request, sampleOrder } from '../support/http.ts';
 import { startPlatform, type Platform } from '../support/platform.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 // Command search (issue #23) over the API on real PostgreSQL and Redis: decided commands seeded in the
 // write models as the workers write them, pending ones posted through the API (no workers run, so they
@@ -167,7 +168,9 @@ const ids = (rows: readonly { id: string }[]) => rows.map((r) => r.id);
 
 beforeAll(async () => {
   platform = await startPlatform(
-    loadConfig(isolatedEnv({ API_KEYS: [admin, prodA, prodB, hooksOnly].map((k) => k.entry).join(',') })),
+    loadConfig(isolatedEnv({ API_KEYS: [admin, prodA, prodB, hooksOnly].map((k) => k.entry).join(',') }), {
+      modules: MODULES,
+    }),
     { workers: [] },
   );
   orders = new Queue(OrdersQueues.commands, {

@@ -9,6 +9,7 @@ import { eventually, isolatedEnv } from '../support/env.ts';
 import { request, sampleOrder } from '../support/http.ts';
 import { cleanup, startPlatform, type Platform } from '../support/platform.ts';
 import { startServer, type Proc } from '../support/processes.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 const writer = generateApiKey('shop', ['orders:write']);
 const reader = generateApiKey('reports', ['orders:read']);
@@ -23,8 +24,8 @@ describe('API keys and sessions', () => {
   let queue: Queue;
 
   beforeAll(async () => {
-    a = await startPlatform(loadConfig(env), { workers: [] });
-    b = await startPlatform(loadConfig(env), { workers: [] }); // a second replica, same Redis
+    a = await startPlatform(loadConfig(env, { modules: MODULES }), { workers: [] });
+    b = await startPlatform(loadConfig(env, { modules: MODULES }), { workers: [] }); // a second replica, same Redis
     queue = new Queue(OrdersQueues.commands, { connection: a.rt.redis, prefix: env.QUEUE_PREFIX });
   });
   afterAll(async () => {
@@ -89,7 +90,7 @@ describe('scopes declared by modules', () => {
   let platform: Platform;
 
   beforeAll(async () => {
-    platform = await startPlatform(loadConfig(env), { workers: ['orders', 'refunds'] });
+    platform = await startPlatform(loadConfig(env, { modules: MODULES }), { workers: ['orders', 'refunds'] });
   });
   afterAll(async () => {
     await platform?.close();
@@ -162,7 +163,7 @@ describe('rate limits shared by API replicas', () => {
   });
   afterAll(async () => {
     await Promise.all([one?.kill(), two?.kill()]);
-    await cleanup(loadConfig(env));
+    await cleanup(loadConfig(env, { modules: MODULES }));
   });
 
   it('counts one key across two processes: 429 with Retry-After and RateLimit-* headers; other keys unaffected', async () => {

@@ -41,7 +41,7 @@ describe('process startup', () => {
         ...isolatedEnv({ REDIS_URL: redis.url }),
         REDIS_REQUIRE_NOEVICTION: 'true',
       };
-      const run = spawnSync(process.execPath, ['--import', 'tsx', 'shared/db/migrate-main.ts'], {
+      const run = spawnSync(process.execPath, ['--import', 'tsx', 'scripts/migrate.ts'], {
         cwd: root,
         env,
         encoding: 'utf8',

@@ -3,6 +3,7 @@ import { loadConfig, type Config } from '../../shared/config/config.ts';
 import { createPool, type Pool } from '../../shared/db/pool.ts';
 import { migrate } from '../../shared/db/migrate.ts';
 import { createLogger, type Logger } from '../../shared/observability/logger.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 /** The database every test uses (the machine's `test` db); each test gets its own schema in it. */
 export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -46,7 +47,7 @@ export function isolatedEnv(overrides: Record<string, string> = {}): Record<stri
 }
 
 export function testConfig(overrides: Record<string, string> = {}): Config {
-  return loadConfig(isolatedEnv(overrides));
+  return loadConfig(isolatedEnv(overrides), { modules: MODULES });
 }
 
 export function testLogger(): Logger {
@@ -56,7 +57,7 @@ export function testLogger(): Logger {
 /** A migrated pool on the config's schema; drop the schema with {@link dropSchema} afterwards. */
 export async function migratedPool(config: Config): Promise<Pool> {
   const pool = createPool({ ...config.database, poolMax: 5 });
-  await migrate(pool, config.database.schema);
+  await migrate(pool, config.database.schema, MODULES);
   return pool;
 }
 

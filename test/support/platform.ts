@@ -5,7 +5,7 @@ import { dropSchema } from './env.ts';
 import { bootstrap, type Runtime } from '../../shared/runtime/bootstrap.ts';
 import { startWorkers, WORKER_KINDS, type WorkerKind } from '../../workers/start.ts';
 import { Queue } from 'bullmq';
-import { ALL_QUEUES } from '../../shared/queue/names.ts';
+import { allQueueNames } from '../../shared/queue/names.ts';
 import { Redis } from 'ioredis';
 import { createPool } from '../../shared/db/pool.ts';
 import { Kafka, logLevel } from 'kafkajs';
@@ -15,6 +15,7 @@ import { sqsGroupsKey } from '../../shared/bus/sqs/groups.ts';
 import { deleteSqsTopology } from '../../shared/bus/sqs/admin.ts';
 import { PROJECTOR_CONSUMER } from '../../workers/projections/projector.ts';
 import { WEBHOOKS_GROUP } from '../../modules/webhooks/worker/fan-out.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 export interface Platform {
   rt: Runtime;
@@ -30,7 +31,7 @@ export async function startPlatform(
   config: Config,
   options: { workers?: readonly WorkerKind[]; api?: boolean } = {},
 ): Promise<Platform> {
-  const rt = await bootstrap(config, 'test');
+  const rt = await bootstrap(config, 'test', MODULES);
   const kinds = options.workers ?? WORKER_KINDS;
   if (kinds.length > 0) await startWorkers(rt, kinds);
   const api = options.api === false ? undefined : await startApi(rt);
@@ -51,7 +52,7 @@ export async function cleanup(config: Config): Promise<void> {
   const pool = createPool({ ...config.database, poolMax: 1 });
   try {
     // Every queue, and the webhooks group's event queue (the projectors' is `events`).
-    for (const name of [...ALL_QUEUES, `events.${WEBHOOKS_GROUP}`]) {
+    for (const name of [...allQueueNames(MODULES), `events.${WEBHOOKS_GROUP}`]) {
       const q = new Queue(name, { connection: redis, prefix: config.redis.queuePrefix });
       await q.obliterate({ force: true }).catch(() => undefined);
       await q.close();

@@ -7,16 +7,18 @@ import {
   knownScopes,
   limitsByPrincipal,
   parseApiKeys,
-  SCOPES,
   sha256,
 } from '../../shared/security/api-keys.ts';
 import { requiredScope, scopePolicy } from '../../api/middleware/auth.ts';
 import { MODULES } from '../../modules/registry.ts';
 
+/** Every scope a key may hold in this build. */
+const SCOPES = knownScopes(MODULES);
+
 describe('API keys', () => {
   it('parses id, scopes and the SHA-256 of the key, and authenticates only the right secret', () => {
     const { key, entry } = generateApiKey('shop', ['orders:write', 'orders:read']);
-    const keys = parseApiKeys(`${entry}, ops:admin:${sha256('ops-secret').toString('hex')}`);
+    const keys = parseApiKeys(`${entry}, ops:admin:${sha256('ops-secret').toString('hex')}`, SCOPES);
     expect(keys.map((k) => [k.id, k.scopes])).toEqual([
       ['shop', ['orders:write', 'orders:read']],
       ['ops', ['admin']],
@@ -28,11 +30,11 @@ describe('API keys', () => {
   });
 
   it('names a bad entry', () => {
-    expect(() => parseApiKeys('shop:orders:write:nothex')).toThrow(/entry 1 \(shop\)/);
-    expect(() => parseApiKeys(`shop:orders:delete:${'a'.repeat(64)}`)).toThrow(
+    expect(() => parseApiKeys('shop:orders:write:nothex', SCOPES)).toThrow(/entry 1 \(shop\)/);
+    expect(() => parseApiKeys(`shop:orders:delete:${'a'.repeat(64)}`, SCOPES)).toThrow(
       /unknown scope "orders:delete"/,
     );
-    expect(() => parseApiKeys('garbage')).toThrow(/entry 1/);
+    expect(() => parseApiKeys('garbage', SCOPES)).toThrow(/entry 1/);
   });
 
   it('an entry may end with its own limits, <writes>/<reads>, either side optional', () => {
@@ -44,6 +46,7 @@ describe('API keys', () => {
         `ingest:orders:write:${hash}:300/`,
         `plain:orders:write:${hash}`,
       ].join(','),
+      SCOPES,
     );
     expect(keys.map((k) => [k.id, k.scopes, k.limits])).toEqual([
       ['shop', ['orders:write', 'orders:read'], { writes: 5000, reads: 20000 }],
@@ -67,8 +70,8 @@ describe('API keys', () => {
     // What npm run api-key prints parses back to the same limits.
     const generated = generateApiKey('bulk', ['orders:write'], { writes: 7 });
     expect(generated.entry).toMatch(/^bulk:orders:write:[0-9a-f]{64}:7\/$/);
-    expect(parseApiKeys(generated.entry)[0]?.limits).toEqual({ writes: 7 });
-    expect(authenticate(parseApiKeys(generated.entry), generated.key)?.id).toBe('bulk');
+    expect(parseApiKeys(generated.entry, SCOPES)[0]?.limits).toEqual({ writes: 7 });
+    expect(authenticate(parseApiKeys(generated.entry, SCOPES), generated.key)?.id).toBe('bulk');
   });
 
   it.each([
@@ -80,17 +83,17 @@ describe('API keys', () => {
     ['/', 'the limits must name writes, reads or both, e.g. 5000/20000 or /20000'],
   ])('names an entry whose limits %s are malformed', (limits, message) => {
     const entry = `shop:orders:write+orders:read:${sha256('s').toString('hex')}:${limits}`;
-    expect(() => parseApiKeys(`ops:admin:${sha256('o').toString('hex')},${entry}`)).toThrow(
+    expect(() => parseApiKeys(`ops:admin:${sha256('o').toString('hex')},${entry}`, SCOPES)).toThrow(
       `API_KEYS entry 2 (shop): ${message}`,
     );
   });
 
   it('refuses two entries of one id (one budget) with different limits', () => {
     const hash = (s: string) => sha256(s).toString('hex');
-    expect(() => parseApiKeys(`a:admin:${hash('1')}:5/5,a:admin:${hash('2')}:6/5`)).toThrow(
+    expect(() => parseApiKeys(`a:admin:${hash('1')}:5/5,a:admin:${hash('2')}:6/5`, SCOPES)).toThrow(
       'API_KEYS entry 2 (a): another entry of this id has other limits',
     );
-    expect(parseApiKeys(`a:admin:${hash('1')}:5/5,a:admin:${hash('2')}:5/5`)).toHaveLength(2); // rotation
+    expect(parseApiKeys(`a:admin:${hash('1')}:5/5,a:admin:${hash('2')}:5/5`, SCOPES)).toHaveLength(2); // rotation
   });
 
   it('maps routes to scopes; admin implies every scope; unlisted routes need admin', () => {
@@ -150,7 +153,7 @@ describe('API keys', () => {
     // This build's registry declares no refunds:* scope, so keys cannot hold one.
     expect(SCOPES).toEqual(['scaling:read', 'admin', ...declared(MODULES)]);
     expect(SCOPES).not.toContain('refunds:read');
-    expect(() => parseApiKeys(`r:refunds:read:${hex}`)).toThrow(/unknown scope "refunds:read"/);
+    expect(() => parseApiKeys(`r:refunds:read:${hex}`, SCOPES)).toThrow(/unknown scope "refunds:read"/);
 
     // Scope names keep API_KEYS parseable; two modules may not claim one path with different scopes.
     expect(() => knownScopes([{ name: 'x', scopes: { write: 'x+y:write', read: 'x:read' } }])).toThrow(

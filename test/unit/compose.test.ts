@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { loadConfig } from '../../shared/config/config.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 // docker-compose.yml checked without an engine. When a Compose client is installed, `docker compose
 // config` resolves the file (its schema, anchors, interpolation) and the checks run on its answer;
@@ -75,7 +76,7 @@ const dependsOn = (s: Service): Record<string, { condition?: string }> =>
 
 const BROKERS = ['redis', 'postgres', 'kafka', 'rabbitmq', 'elasticmq'];
 /** One worker service per worker kind the registry knows (a module without one would never run). */
-const WORKER_KINDS = loadConfig({}).workers.kinds;
+const WORKER_KINDS = loadConfig({}, { modules: MODULES }).workers.kinds;
 const APPS = ['api', ...WORKER_KINDS.map((k) => `worker-${k}`), 'dashboard'];
 
 describe(`docker-compose.yml (${how})`, () => {
@@ -125,7 +126,7 @@ describe(`docker-compose.yml (${how})`, () => {
   it('gives each app an environment the config schema accepts, reaching the brokers by service name', () => {
     for (const name of APPS) {
       const e = env(services[name]!);
-      const config = loadConfig(e);
+      const config = loadConfig(e, { modules: MODULES });
       expect(new URL(config.redis.url).hostname, name).toBe('redis');
       expect(new URL(config.database.url).hostname, name).toBe('postgres');
       expect(config.bus.kafka.brokers, name).toEqual(['kafka:9092']);
@@ -136,22 +137,24 @@ describe(`docker-compose.yml (${how})`, () => {
 
   it('picks the workers bus from EVENT_BUS and runs one worker kind per service', () => {
     for (const kind of WORKER_KINDS) {
-      const config = loadConfig(env(services[`worker-${kind}`]!));
+      const config = loadConfig(env(services[`worker-${kind}`]!), { modules: MODULES });
       expect(config.workers.kinds).toEqual([kind]);
       expect(config.bus.kind).toBe(ENV.EVENT_BUS);
     }
   });
 
   it('publishes and health-checks the ports the config says', () => {
-    const api = loadConfig(env(services.api!));
+    const api = loadConfig(env(services.api!), { modules: MODULES });
     expect(containerPorts(services.api!)).toEqual([api.api.port]);
     expect(healthTest(services.api!)).toContain(`http://127.0.0.1:${api.api.port}/readyz`);
-    const dashboard = loadConfig(env(services.dashboard!));
+    const dashboard = loadConfig(env(services.dashboard!), { modules: MODULES });
     expect(containerPorts(services.dashboard!)).toEqual([dashboard.dashboard.port]);
     expect(healthTest(services.dashboard!)).toContain(`http://127.0.0.1:${dashboard.dashboard.port}/readyz`);
     for (const kind of ['orders', 'outbox', 'projections']) {
       const s = services[`worker-${kind}`]!;
-      expect(healthTest(s)).toContain(`http://127.0.0.1:${loadConfig(env(s)).workers.metricsPort}/readyz`);
+      expect(healthTest(s)).toContain(
+        `http://127.0.0.1:${loadConfig(env(s), { modules: MODULES }).workers.metricsPort}/readyz`,
+      );
     }
   });
 
@@ -159,7 +162,7 @@ describe(`docker-compose.yml (${how})`, () => {
     for (const name of APPS) {
       const s = services[name]!;
       expect(seconds(s.stop_grace_period), name).toBeGreaterThan(
-        loadConfig(env(s)).workers.shutdownGraceMs / 1_000,
+        loadConfig(env(s), { modules: MODULES }).workers.shutdownGraceMs / 1_000,
       );
     }
   });
@@ -199,7 +202,7 @@ describe('docker-compose.cluster.yml (a three-broker Kafka over the single-node 
 
   it('points every app at the three brokers with RF 3 and min in-sync 2, over its base environment', () => {
     for (const name of APPS) {
-      const config = loadConfig({ ...env(services[name]!), ...env(o[name]!) });
+      const config = loadConfig({ ...env(services[name]!), ...env(o[name]!) }, { modules: MODULES });
       expect(config.bus.kafka.brokers, name).toEqual(['kafka:9092', 'kafka-2:9092', 'kafka-3:9092']);
       expect(config.bus.kafka.replicationFactor, name).toBe(3);
       expect(config.bus.kafka.minInsyncReplicas, name).toBe(2);

@@ -1,6 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { EnvSchema, ModuleEnvSchema } from '../../shared/config/config.ts';
+import { MODULES } from '../../modules/registry.ts';
+import { createEnvSchema, createModuleEnvSchema } from '../../shared/config/config.ts';
+
+const EnvSchema = createEnvSchema(MODULES);
+const ModuleEnvSchema = createModuleEnvSchema(MODULES);
 
 const read = (file: string) => readFileSync(new URL(`../../${file}`, import.meta.url), 'utf8');
 

@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../shared/config/config.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 describe('config', () => {
   it('has local defaults for everything', () => {
-    const config = loadConfig({});
+    const config = loadConfig({}, { modules: MODULES });
     expect(config.redis.url).toBe('redis://127.0.0.1:6379');
     expect(new URL(config.database.url).host).toBe('127.0.0.1:5432');
     expect(config.api.port).toBe(3000);
@@ -24,12 +25,15 @@ describe('config', () => {
   });
 
   it('parses and coerces the environment', () => {
-    const config = loadConfig({
-      PORT: '8080',
-      EVENT_BUS: 'kafka',
-      KAFKA_BROKERS: 'a:1, b:2',
-      WORKER_KINDS: 'orders',
-    });
+    const config = loadConfig(
+      {
+        PORT: '8080',
+        EVENT_BUS: 'kafka',
+        KAFKA_BROKERS: 'a:1, b:2',
+        WORKER_KINDS: 'orders',
+      },
+      { modules: MODULES },
+    );
     expect(config.api.port).toBe(8080);
     expect(config.bus.kafka.brokers).toEqual(['a:1', 'b:2']);
     expect(config.workers.kinds).toEqual(['orders']);
@@ -38,7 +42,10 @@ describe('config', () => {
   it('names every bad variable and why', () => {
     let error: unknown;
     try {
-      loadConfig({ PORT: 'eighty', EVENT_BUS: 'nats', REDIS_URL: 'not a url', WORKER_KINDS: 'orders,mail' });
+      loadConfig(
+        { PORT: 'eighty', EVENT_BUS: 'nats', REDIS_URL: 'not a url', WORKER_KINDS: 'orders,mail' },
+        { modules: MODULES },
+      );
     } catch (err) {
       error = err;
     }
@@ -51,11 +58,11 @@ describe('config', () => {
   // failed with MOVED — admitted at start before. Each setting is fine alone; together they are refused.
   it('refuses EVENT_BUS=sqs with REDIS_CLUSTER_NODES, naming both', () => {
     const cluster = { REDIS_CLUSTER_NODES: '127.0.0.1:7000,127.0.0.1:7001' };
-    expect(() => loadConfig({ EVENT_BUS: 'sqs' })).not.toThrow();
-    expect(() => loadConfig({ ...cluster, EVENT_BUS: 'bullmq' })).not.toThrow();
+    expect(() => loadConfig({ EVENT_BUS: 'sqs' }, { modules: MODULES })).not.toThrow();
+    expect(() => loadConfig({ ...cluster, EVENT_BUS: 'bullmq' }, { modules: MODULES })).not.toThrow();
     let error: unknown;
     try {
-      loadConfig({ ...cluster, EVENT_BUS: 'sqs' });
+      loadConfig({ ...cluster, EVENT_BUS: 'sqs' }, { modules: MODULES });
     } catch (err) {
       error = err;
     }

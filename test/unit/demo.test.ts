@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { demoEnv, paymentDecision, parseDemoArgs } from '../../scripts/demo.ts';
 import { loadConfig } from '../../shared/config/config.ts';
-import { authenticate, parseApiKeys } from '../../shared/security/api-keys.ts';
+import { authenticate, knownScopes, parseApiKeys } from '../../shared/security/api-keys.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 describe('npm run demo', () => {
   it('parses its options, with defaults', () => {
@@ -32,9 +33,9 @@ describe('npm run demo', () => {
 
   it('prints settings the platform accepts: the demo keys, dev, sub-tenants and its payment service', () => {
     const env = demoEnv(4010);
-    const config = loadConfig(env);
+    const config = loadConfig(env, { modules: MODULES });
     expect(config.payment.url).toBe('http://127.0.0.1:4010/authorize');
-    const keys = parseApiKeys(env.API_KEYS!);
+    const keys = parseApiKeys(env.API_KEYS!, knownScopes(MODULES));
     expect(authenticate(keys, 'dev')?.id).toBe('dev');
     expect(authenticate(keys, 'demo-marketplace-key')?.id).toBe('marketplace');
     expect(Object.values(env).every((v) => !/\s/.test(v))).toBe(true); // env $(…) splits on whitespace

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { ScalingSchema } from '../../api/routes/scaling.ts';
 import { sqsGroupQueues } from '../../shared/bus/sqs/bus.ts';
 import { loadConfig } from '../../shared/config/config.ts';
-import { ALL_QUEUES } from '../../shared/queue/names.ts';
+import { allQueueNames } from '../../shared/queue/names.ts';
 import {
   at,
   build,
@@ -17,6 +17,7 @@ import {
   type Obj,
   type Resource,
 } from '../support/manifests.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 // The manifests under deploy/ checked without a cluster: KEDA objects against KEDA's own CRD schemas
 // (test/support/manifests.ts), Deployments and Services against what the code expects (ports, probes,
@@ -33,7 +34,7 @@ const kedaDocs = allFiles.flatMap((f) =>
     .filter((r) => KEDA_KINDS.includes(r.kind))
     .map((r) => ({ file: relative(DEPLOY, f), r })),
 );
-const defaultGraceMs = loadConfig({}).workers.shutdownGraceMs;
+const defaultGraceMs = loadConfig({}, { modules: MODULES }).workers.shutdownGraceMs;
 
 const byKind = (rs: Resource[], kind: string) => rs.filter((r) => r.kind === kind);
 const named = (rs: Resource[], kind: string, name: string) =>
@@ -180,7 +181,7 @@ describe('deploy/ manifests', () => {
         [
           'conveyor-api',
           'conveyor-dashboard',
-          ...loadConfig({}).workers.kinds.map((k) => `conveyor-worker-${k}`),
+          ...loadConfig({}, { modules: MODULES }).workers.kinds.map((k) => `conveyor-worker-${k}`),
         ].sort(),
       );
       for (const d of deployments) {
@@ -219,7 +220,7 @@ describe('deploy/ manifests', () => {
         at(containersOf(named(resources, 'Deployment', name)!)[0], 'ports', 0, 'containerPort');
       expect(port('conveyor-api')).toBe(Number(config.PORT));
       expect(port('conveyor-dashboard')).toBe(Number(config.DASHBOARD_PORT));
-      for (const kind of loadConfig({}).workers.kinds)
+      for (const kind of loadConfig({}, { modules: MODULES }).workers.kinds)
         expect(port(`conveyor-worker-${kind}`)).toBe(Number(config.METRICS_PORT));
     });
 
@@ -231,10 +232,10 @@ describe('deploy/ manifests', () => {
         const env = (containersOf(d)[0]!.env ?? []) as { name: string; value: string }[];
         const value = env.find((e) => e.name === 'WORKER_KINDS')?.value;
         expect(value, d.metadata.name).toBeDefined();
-        return loadConfig({ WORKER_KINDS: value }).workers.kinds;
+        return loadConfig({ WORKER_KINDS: value }, { modules: MODULES }).workers.kinds;
       });
       // One Deployment per kind, and every kind the registry knows (a module without one would never run).
-      expect(kinds.sort()).toEqual([...loadConfig({}).workers.kinds].sort());
+      expect(kinds.sort()).toEqual([...loadConfig({}, { modules: MODULES }).workers.kinds].sort());
     });
 
     it('Services select a Deployment and target a named container port', () => {
@@ -281,7 +282,7 @@ describe('deploy/ manifests', () => {
           const svc = named(resources, 'Service', service!);
           expect(svc?.metadata.namespace).toBe(namespace);
           expect((at(svc, 'spec', 'ports') as Obj[]).map((p) => String(p.port))).toContain(url.port);
-          expect(ALL_QUEUES).toContain(/^\/v1\/scaling\/(.+)$/.exec(url.pathname)?.[1]);
+          expect(allQueueNames(MODULES)).toContain(/^\/v1\/scaling\/(.+)$/.exec(url.pathname)?.[1]);
           expect(Object.keys(ScalingSchema.shape)).toContain(m.valueLocation);
           expect(m.authMode).toBe('bearer');
         } else if (t.type === 'kafka') {
@@ -294,7 +295,7 @@ describe('deploy/ manifests', () => {
           expect(m.queueName).toBe(config.RABBITMQ_QUEUE);
         } else if (t.type === 'aws-sqs-queue') {
           // The projections group's queue as the bus names it, in the region and endpoint it uses.
-          const sqs = loadConfig(config).bus.sqs;
+          const sqs = loadConfig(config, { modules: MODULES }).bus.sqs;
           expect(config.EVENT_BUS).toBe('sqs');
           expect(m.queueURL).toBe(sqsGroupQueues(sqs).queue);
           expect(m.awsRegion).toBe(sqs.region);

@@ -3,7 +3,11 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { PROBLEM_DOCS } from '../../scripts/lib/problem-docs.ts';
 import { envSections, generatedFiles, problemCodesInSource } from '../../scripts/lib/references.ts';
-import { EnvSchema, ModuleEnvSchema } from '../../shared/config/config.ts';
+import { MODULES } from '../../modules/registry.ts';
+import { createEnvSchema, createModuleEnvSchema } from '../../shared/config/config.ts';
+
+const EnvSchema = createEnvSchema(MODULES);
+const ModuleEnvSchema = createModuleEnvSchema(MODULES);
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const read = (file: string) => readFileSync(`${root}${file}`, 'utf8');

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../shared/config/config.ts';
+import { MODULES } from '../../modules/registry.ts';
 
-const tracing = (env: Record<string, string>) => loadConfig(env).tracing;
+const tracing = (env: Record<string, string>) => loadConfig(env, { modules: MODULES }).tracing;
 
 describe('tracing configuration (OTEL_*)', () => {
   it('is off by default', () => {
@@ -57,11 +58,14 @@ describe('tracing configuration (OTEL_*)', () => {
   it('names every bad OTEL_* variable', () => {
     let error: unknown;
     try {
-      loadConfig({
-        OTEL_TRACES_EXPORTER: 'jaeger',
-        OTEL_TRACES_SAMPLER_ARG: '2',
-        OTEL_EXPORTER_OTLP_HEADERS: 'no-equals-sign',
-      });
+      loadConfig(
+        {
+          OTEL_TRACES_EXPORTER: 'jaeger',
+          OTEL_TRACES_SAMPLER_ARG: '2',
+          OTEL_EXPORTER_OTLP_HEADERS: 'no-equals-sign',
+        },
+        { modules: MODULES },
+      );
     } catch (err) {
       error = err;
     }

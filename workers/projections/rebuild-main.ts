@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { loadConfigOrExit } from '../../shared/config/config.ts';
 import { bootstrap, exitOnStartupFailure } from '../../shared/runtime/bootstrap.ts';
 import { rebuildReadModels, RebuildWouldLoseHistoryError } from './rebuild.ts';
+import { MODULES } from '../../modules/registry.ts';
 
 const DROP_HISTORY = '--drop-history-older-than-outbox';
 const args = z.array(z.literal(DROP_HISTORY)).max(1).safeParse(process.argv.slice(2));
@@ -12,8 +13,8 @@ if (!args.success) {
   process.stderr.write(`usage: npm run projections:rebuild [-- ${DROP_HISTORY}]\n`);
   process.exit(64);
 }
-const config = loadConfigOrExit(process.env);
-const rt = await bootstrap(config, 'rebuild').catch(exitOnStartupFailure);
+const config = loadConfigOrExit(process.env, { modules: MODULES });
+const rt = await bootstrap(config, 'rebuild', MODULES).catch(exitOnStartupFailure);
 try {
   await rebuildReadModels({
     pool: rt.pool,

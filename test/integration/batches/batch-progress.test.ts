@@ -7,6 +7,7 @@ import { eventually, isolatedEnv } from '../../support/env.ts';
 import { startFakePayment, type FakePayment } from '../../support/fake-payment.ts';
 import { request, sampleOrder } from '../../support/http.ts';
 import { startPlatform, type Platform } from '../../support/platform.ts';
+import { MODULES } from '../../../modules/registry.ts';
 
 // Issue #22, batches: POST /v1/orders/batch answers a batch id; GET /v1/batches/{id} counts its
 // accepted orders as the real workers decide them (completed, rejected by a declined payment,
@@ -50,7 +51,7 @@ describe('batches', () => {
       PAYMENT_URL: fake.url,
     });
     // The API first, alone: the batch's jobs wait until the test has made one of them poison.
-    api = await startPlatform(loadConfig(env), { workers: [] });
+    api = await startPlatform(loadConfig(env, { modules: MODULES }), { workers: [] });
     queue = new Queue(OrdersQueues.commands, { connection: api.rt.redis, prefix: env.QUEUE_PREFIX });
   });
   afterAll(async () => {
@@ -104,7 +105,7 @@ describe('batches', () => {
     const poison = await queue.getJob(ids[3]!);
     await poison!.updateData({ ...(poison!.data as Record<string, unknown>), smuggled: true });
 
-    workers = await startPlatform(loadConfig(env), { api: false });
+    workers = await startPlatform(loadConfig(env, { modules: MODULES }), { api: false });
     const done = await eventually(
       async () => {
         const p = await progress(batchId);

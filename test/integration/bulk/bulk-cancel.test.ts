@@ -6,6 +6,7 @@ import { eventually, isolatedEnv } from '../../support/env.ts';
 import { request, sampleOrder } from '../../support/http.ts';
 import { startPlatform, type Platform } from '../../support/platform.ts';
 import { bulkApp } from './harness.ts';
+import { MODULES } from '../../../modules/registry.ts';
 
 // Bulk cancel of queued orders: posted through the API with no order worker running, selected by the
 // command search, cancelled one by one by the command canceller; the count of the dry run is what is
@@ -14,7 +15,7 @@ let platform: Platform;
 let runner: BulkRunner | undefined;
 
 beforeAll(async () => {
-  platform = await startPlatform(loadConfig(isolatedEnv()), { workers: [] });
+  platform = await startPlatform(loadConfig(isolatedEnv(), { modules: MODULES }), { workers: [] });
 });
 afterAll(async () => {
   await runner?.stop();

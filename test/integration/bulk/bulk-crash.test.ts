@@ -6,6 +6,7 @@ import { eventually, isolatedEnv } from '../../support/env.ts';
 import { startPlatform, type Platform } from '../../support/platform.ts';
 import { startProcess, type Proc } from '../../support/processes.ts';
 import { bulkApp, ordersJobCount, seedOrderDeadLetters } from './harness.ts';
+import { MODULES } from '../../../modules/registry.ts';
 
 // A bulk redrive whose runner is killed with SIGKILL mid-way (a real process: no shutdown, no lease
 // release) is resumed by another runner once the lease expires, and every dead letter is redriven once.
@@ -23,7 +24,7 @@ interface Progress {
 }
 
 beforeAll(async () => {
-  platform = await startPlatform(loadConfig(env), { workers: [], api: false });
+  platform = await startPlatform(loadConfig(env, { modules: MODULES }), { workers: [], api: false });
 });
 afterAll(async () => {
   await child?.kill('SIGKILL');

@@ -5,6 +5,7 @@ import type { BulkRunner } from '../../../shared/bulk/runner.ts';
 import { eventually, isolatedEnv } from '../../support/env.ts';
 import { startPlatform, type Platform } from '../../support/platform.ts';
 import { bulkApp, ordersJobCount, seedOrderDeadLetters } from './harness.ts';
+import { MODULES } from '../../../modules/registry.ts';
 
 // Bulk redrive by query on real PostgreSQL and Redis: the dry run's count is what the runner then
 // touches, the confirmation is checked (409 with the fresh count), the audit log holds the exact query
@@ -25,7 +26,10 @@ interface Progress {
 }
 
 beforeAll(async () => {
-  platform = await startPlatform(loadConfig(isolatedEnv()), { workers: [], api: false });
+  platform = await startPlatform(loadConfig(isolatedEnv(), { modules: MODULES }), {
+    workers: [],
+    api: false,
+  });
   call = bulkApp(platform.rt);
 });
 afterAll(async () => {

@@ -7,6 +7,7 @@ import { eventually, isolatedEnv } from '../../support/env.ts';
 import { request, sampleOrder } from '../../support/http.ts';
 import { startPlatform, type Platform } from '../../support/platform.ts';
 import { bulkApp } from './harness.ts';
+import { MODULES } from '../../../modules/registry.ts';
 
 // Bulk replay of rejected orders: orders in a currency the module does not support are rejected by a
 // real order worker; a replay by query posts each again as a new order (same payload, a derived id,
@@ -16,7 +17,9 @@ let platform: Platform;
 const runners: BulkRunner[] = [];
 
 beforeAll(async () => {
-  platform = await startPlatform(loadConfig(isolatedEnv()), { workers: ['orders', 'refunds'] });
+  platform = await startPlatform(loadConfig(isolatedEnv(), { modules: MODULES }), {
+    workers: ['orders', 'refunds'],
+  });
 });
 afterAll(async () => {
   for (const r of runners) await r.stop();

@@ -19,6 +19,7 @@ import {
 } from '../../support/env.ts';
 import { createOrderWorker } from '../../support/order-worker.ts';
 import { cleanup } from '../../support/platform.ts';
+import { MODULES } from '../../../modules/registry.ts';
 
 // Issue #21's noisy neighbour at the slot level, on real Redis (and PostgreSQL): a flood that holds
 // every slot of the workers must not make a quiet tenant's order wait for one of them to free up.
@@ -165,7 +166,9 @@ describe('the share cap (Lua)', () => {
 describe('a flood holding every slot (the real command worker)', () => {
   it("a quiet tenant's orders are taken at once, not when the flood's slots free up", async () => {
     // Ten slots; the flood's payment calls take 400 ms each, so its jobs hold the slots in waves.
-    const config = loadConfig(isolatedEnv({ ORDERS_CONCURRENCY: '10', ORDERS_BATCH_SIZE: '10' }));
+    const config = loadConfig(isolatedEnv({ ORDERS_CONCURRENCY: '10', ORDERS_BATCH_SIZE: '10' }), {
+      modules: MODULES,
+    });
     const pool = await migratedPool(config);
     const queue = createOrdersQueue(redis, config.redis.queuePrefix);
     const { depth, holdMs, dispatchIntervalMs } = config.fairness;

@@ -6,6 +6,7 @@ import type { Tenant, TenantPolicy } from '../../../shared/fairness/tenants.ts';
 import { createMetrics, OTHER_TENANTS } from '../../../shared/observability/metrics.ts';
 import { TEST_REDIS_URL, uniqueId } from '../../support/env.ts';
 import { sample } from '../../support/prometheus.ts';
+import { MODULES } from '../../../modules/registry.ts';
 
 // The per-tenant fairness metrics on real Redis: a real fair queue (admit + BullMQ addBulk, held jobs
 // delayed as the API adds them, dispatch as the workers call it) read by the /metrics collectors.
@@ -58,6 +59,7 @@ function fresh(top: number) {
   metrics.watchQueues({
     connection: client,
     prefix,
+    modules: MODULES,
     queues: ['orders'],
     tenantsTop: top,
     now: () => clock.now,

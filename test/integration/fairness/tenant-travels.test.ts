@@ -10,11 +10,12 @@ import { OrdersQueues } from '../../../modules/orders/queue.ts';
 import { RefundJobSchema } from '../../../modules/refunds/domain.ts';
 import { RefundCompletedPayload } from '../../../modules/refunds/events.ts';
 import { loadConfig } from '../../../shared/config/config.ts';
-import { ALL_QUEUES, queueOptions } from '../../../shared/queue/names.ts';
+import { allQueueNames, queueOptions } from '../../../shared/queue/names.ts';
 import { generateApiKey } from '../../../shared/security/api-keys.ts';
 import { eventually, isolatedEnv } from '../../support/env.ts';
 import { request, sampleOrder } from '../../support/http.ts';
 import { startPlatform, type Platform } from '../../support/platform.ts';
+import { MODULES } from '../../../modules/registry.ts';
 
 // A command's tenant travels with it from the API to everything that tells its story: the job, the
 // write model, its events, the read model (GET) and the console's order story. Real API, workers,
@@ -31,7 +32,9 @@ type Body = Record<string, unknown>;
 /** The console's story of an order, as its page shows it: the story and the page's HTML. */
 async function storyOf(platform: Platform, orderId: string) {
   const { pool, redis, config } = platform.rt;
-  const queues = ALL_QUEUES.map((n) => new Queue(n, queueOptions(redis, config.redis.queuePrefix, n)));
+  const queues = allQueueNames(MODULES).map(
+    (n) => new Queue(n, queueOptions(redis, config.redis.queuePrefix, n)),
+  );
   try {
     const jobs = createJobLookup(queues);
     const story = await createOrderStories(
@@ -84,6 +87,7 @@ describe('the tenant travels with every command (API, workers and read models)',
           ORDERS_ATTEMPTS: '2',
           ORDERS_BACKOFF_MS: '20',
         }),
+        { modules: MODULES },
       ),
     );
   });
@@ -217,6 +221,7 @@ describe('a tenant over its backlog quota (API alone: nothing drains)', () => {
           TENANTS: 'shop:sub_tenants=on,shop/q:backlog_quota=2',
           FAIRNESS_DEPTH: '1',
         }),
+        { modules: MODULES },
       ),
       { workers: [] },
     );

@@ -10,6 +10,7 @@ import { bootstrap, type Runtime } from '../../../shared/runtime/bootstrap.ts';
 import { launchBrowser, signIn, textOf, watchRequests, type Operator } from '../../support/browser.ts';
 import { testConfig } from '../../support/env.ts';
 import { cleanup } from '../../support/platform.ts';
+import { MODULES } from '../../../modules/registry.ts';
 
 // The console's Tenants page in a real headless Chromium, against a dashboard on real Redis and
 // PostgreSQL, over a fair queue filled the way the API fills it (admit, then add held jobs delayed).
@@ -42,7 +43,7 @@ async function post(fair: FairQueue, t: Tenant, n: number): Promise<void> {
 }
 
 beforeAll(async () => {
-  rt = await bootstrap(config, 'test');
+  rt = await bootstrap(config, 'test', MODULES);
   base = `http://127.0.0.1:${(await startDashboard(rt)).port}`; // closed by the lifecycle
   const prefix = config.redis.queuePrefix;
   queue = new Queue(OrdersQueues.commands, queueOptions(rt.redis, prefix, OrdersQueues.commands));

@@ -18,6 +18,7 @@ import { createOrderWorker, type OrderWorker } from '../../support/order-worker.
 import { cleanup } from '../../support/platform.ts';
 import { logRecords, startProcess, type Proc } from '../../support/processes.ts';
 import { ownRedisCluster, type OwnRedisCluster } from '../../support/redis-cluster.ts';
+import { MODULES } from '../../../modules/registry.ts';
 
 // Issue #21, the worker side of fairness, on real Redis and PostgreSQL with the real command worker
 // (in this process, and as `workers/main.ts` processes). Jobs are admitted the way the API does:
@@ -196,7 +197,7 @@ describe('fair execution in the command worker (one process)', () => {
   let worker: OrderWorker | undefined;
 
   beforeAll(async () => {
-    config = loadConfig(isolatedEnv());
+    config = loadConfig(isolatedEnv(), { modules: MODULES });
     pool = await migratedPool(config);
     client = new Redis(config.redis.url, { maxRetriesPerRequest: null });
     p = producer(config, client);
@@ -281,7 +282,7 @@ describe('fair execution in the command worker (one process)', () => {
 
 describe('fairness turned off (FAIRNESS=false) with commands still held from before', () => {
   it('the workers still let every held command in: none waits out its hold', async () => {
-    const config = loadConfig(isolatedEnv({ FAIRNESS_DEPTH: '10' }));
+    const config = loadConfig(isolatedEnv({ FAIRNESS_DEPTH: '10' }), { modules: MODULES });
     const pool = await migratedPool(config);
     const client = new Redis(config.redis.url, { maxRetriesPerRequest: null });
     const p = producer(config, client);
@@ -348,7 +349,7 @@ describe('fair execution across worker processes (workers/main.ts)', () => {
       ORDERS_LOCK_DURATION_MS: '2000',
       ORDERS_STALLED_INTERVAL_MS: '1000',
     });
-    config = loadConfig(env);
+    config = loadConfig(env, { modules: MODULES });
     pool = await migratedPool(config);
     client = new Redis(config.redis.url, { maxRetriesPerRequest: null });
     p = producer(config, client);
@@ -493,7 +494,7 @@ describe('fair execution on a Redis Cluster', () => {
 
   beforeAll(async () => {
     cluster = await ownRedisCluster({ masters: 3 });
-    config = loadConfig(isolatedEnv({ REDIS_CLUSTER_NODES: cluster.seeds }));
+    config = loadConfig(isolatedEnv({ REDIS_CLUSTER_NODES: cluster.seeds }), { modules: MODULES });
     pool = await migratedPool(config);
     client = createWorkerRedis(
       { url: config.redis.url, commandTimeoutMs: 0, clusterNodes: config.redis.clusterNodes },

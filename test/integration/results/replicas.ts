@@ -4,6 +4,7 @@ import type { Config } from '../../../shared/config/config.ts';
 import { bootstrap, type Runtime } from '../../../shared/runtime/bootstrap.ts';
 import { startWorkers, WORKER_KINDS } from '../../../workers/start.ts';
 import { cleanup } from '../../support/platform.ts';
+import { MODULES } from '../../../modules/registry.ts';
 
 /** One API process of the test: its own runtime (connections, hub), sharing only Redis and PostgreSQL. */
 export interface Replica {
@@ -29,7 +30,7 @@ export async function startReplicas(
   options: { workers?: boolean; results?: Partial<ResultsSettings> } = {},
 ): Promise<Replicas> {
   const start = async (withWorkers: boolean): Promise<Replica> => {
-    const rt = await bootstrap(config, 'test');
+    const rt = await bootstrap(config, 'test', MODULES);
     if (withWorkers) await startWorkers(rt, WORKER_KINDS);
     const api = await startApi(rt, options.results ? { results: options.results } : {});
     return { rt, api, url: `http://127.0.0.1:${api.port}` };

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseTenantPolicies, tenantDirectory, type TenantPolicy } from '../../../shared/fairness/tenants.ts';
 import { ConfigError, loadConfig } from '../../../shared/config/config.ts';
+import { MODULES } from '../../../modules/registry.ts';
 
 const defaults: TenantPolicy = { weight: 1, maxInFlight: 0, backlogQuota: 250_000, subTenants: false };
 
@@ -57,7 +58,9 @@ describe('tenant policies (TENANTS)', () => {
   });
 
   it('a bad TENANTS stops the process at start with the entry named', () => {
-    expect(() => loadConfig({ TENANTS: 'shop:weight=zero' })).toThrow(ConfigError);
-    expect(() => loadConfig({ TENANTS: 'shop:weight=zero' })).toThrow(/TENANTS entry 1 \(shop\)/);
+    expect(() => loadConfig({ TENANTS: 'shop:weight=zero' }, { modules: MODULES })).toThrow(ConfigError);
+    expect(() => loadConfig({ TENANTS: 'shop:weight=zero' }, { modules: MODULES })).toThrow(
+      /TENANTS entry 1 \(shop\)/,
+    );
   });
 });
