@@ -28,11 +28,11 @@ export async function dumpSchema(pool: Pool, schema: string): Promise<string> {
     const strip = (text: string) => text.replaceAll(`"${schema}".`, '').replaceAll(`${schema}.`, '');
     const out: string[] = [HEADER];
 
-    const tables = await q<{ table: string; kind: string }>(
-      `SELECT c.relname AS table, c.relkind::text AS kind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    const tables = await q<{ table: string; kind: string; options: string[] | null }>(
+      `SELECT c.relname AS table, c.relkind::text AS kind, c.reloptions AS options FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY c.relname COLLATE "C"`,
     );
-    for (const { table, kind } of tables) {
+    for (const { table, kind, options } of tables) {
       const columns = await q<{ line: string }>(
         `SELECT quote_ident(a.attname) || ' ' || format_type(a.atttypid, a.atttypmod)
                 || CASE WHEN a.attidentity <> '' THEN ' GENERATED ' || CASE a.attidentity WHEN 'a' THEN 'ALWAYS' ELSE 'BY DEFAULT' END || ' AS IDENTITY' ELSE '' END
@@ -47,7 +47,7 @@ export async function dumpSchema(pool: Pool, schema: string): Promise<string> {
       );
       const partitioned = kind === 'p' ? ' PARTITIONED' : '';
       out.push(
-        `CREATE TABLE ${table} (${partitioned}\n${columns.map((c) => `  ${strip(c.line)}`).join(',\n')}\n);`,
+        `CREATE TABLE ${table} (${partitioned}\n${columns.map((c) => `  ${strip(c.line)}`).join(',\n')}\n)${options ? ` WITH (${options.join(', ')})` : ''};`,
       );
     }
 
