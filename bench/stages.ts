@@ -1,7 +1,7 @@
 /**
  * Where a drain spends its time: pre-enqueues a backlog on the `orders` queue (paused), starts one
  * `workers/main.ts` process, resumes the queue and samples how far each stage got — orders decided
- * (write model), events published (outbox marked), events projected (inbox) — every 250 ms.
+ * (write model), events published (outbox marked), events projected (inbox) — every second.
  * A stage that trails the one before it is the bottleneck.
  *
  *   node --import tsx bench/stages.ts [orders=20000] [KEY=VALUE ...]   # extra platform env

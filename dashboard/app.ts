@@ -139,7 +139,7 @@ export function createDashboardApp(deps: DashboardDeps, options: DashboardAppOpt
     ),
   );
   d.route('/', auditPages(deps));
-  // Bull Board used to own the base path: its old deep links land on the same view under Queues.
+  // Deep links of the form Bull Board uses at the base path (`/queue/<name>`) land on the same view under Queues.
   d.get('/queue/*', (c) => {
     const url = new URL(c.req.url);
     return c.redirect(`${BOARD_PATH}${url.pathname.slice(BASE_PATH.length)}${url.search}`, 301);

@@ -5,6 +5,7 @@ import { webhooksModule } from './webhooks/module.ts';
 
 /**
  * Every command module this deployment runs, in dependency order (a module's migrations may build on
- * those above it). The core learns about modules only here: to add one, add its folder and one line.
+ * those above it). The entry points read this list and pass it to the core (shared/ never imports it):
+ * to add a module, add its folder and one line.
  */
 export const MODULES: readonly ModuleDefinition[] = [ordersModule, refundsModule, webhooksModule];

@@ -365,8 +365,9 @@ export async function runDemo(args: DemoArgs, env: Record<string, string | undef
     out(`  ${dash}/dashboard                      the Overview: queues, dead letters, breakers`);
     out(`  ${dash}/dashboard/dead-letters         the malformed job and the refused order: inspect, redrive`);
     out(`  ${dash}/dashboard/tenants              the producers taking turns`);
-    for (const [status, id] of Object.entries(examples))
-      out(`  ${dash}/dashboard/orders/${id}   a ${status} order's story`);
+    for (const [status, id] of Object.entries(examples)) {
+      if (id !== poisonOrderId) out(`  ${dash}/dashboard/orders/${id}   a ${status} order's story`);
+    }
     if (poisonOrderId) {
       out(
         `  ${dash}/dashboard/orders/${poisonOrderId}   retried, then dead-lettered (its attempts take ~30 s)`,

@@ -72,6 +72,28 @@ export const PROBLEM_DOCS: Readonly<Record<string, ProblemDoc>> = {
     status: 409,
     meaning: 'The dead letter was already redriven or discarded (the detail says which)',
   },
+  'command.not_cancellable': {
+    kind: 'problem',
+    status: 409,
+    meaning:
+      'Cancel of a command already decided or being executed now: `state` says which (`completed`, `rejected`, `dead_lettered`, `processing`)',
+  },
+  'command.invalid': {
+    kind: 'problem',
+    status: 409,
+    meaning: 'Cancel of a job that is not a valid command of its module: it is dead-lettered, not cancelled',
+  },
+  'bulk.confirmation_mismatch': {
+    kind: 'problem',
+    status: 409,
+    meaning:
+      "A bulk action's start whose token is wrong or expired, or whose `confirmCount` is no longer the selection's: `count` is the fresh one; run the dry run again",
+  },
+  'bulk.finished': {
+    kind: 'problem',
+    status: 409,
+    meaning: 'Cancel of a bulk action that has already ended (completed, cancelled or failed)',
+  },
   'request.too_large': {
     kind: 'problem',
     status: 413,

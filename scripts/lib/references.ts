@@ -200,6 +200,8 @@ export function problemCodesInSource(root: string): Map<string, string> {
   const patterns = [
     /readonly code = '([a-z_]+(?:\.[a-z_]+)*)'/g,
     /\bproblem\(\s*\d{3},\s*'([a-z_]+(?:\.[a-z_]+)*)'/g,
+    // A code handed to an error's constructor (`super('bulk.finished', …)`, `new StateConflictError('…', …)`).
+    /(?:\bsuper|\bnew [A-Z][A-Za-z]*Error)\(\s*'([a-z_]+\.[a-z_]+(?:\.[a-z_]+)*)'/g,
   ];
   for (const file of SOURCE_DIRS.flatMap((d) => sourceFiles(root, d)).sort()) {
     const text = readFileSync(join(root, file), 'utf8');

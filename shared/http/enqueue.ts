@@ -532,7 +532,7 @@ export interface CoalescingOptions {
   /**
    * Bulks awaiting Redis at once. While that many are out, new jobs wait for one to return and
    * then leave together (unless `maxBatch` fills first): under load batches grow on their own,
-   * at low load a job leaves on the next turn as before.
+   * at low load a job leaves on the next turn by itself.
    */
   maxInFlight: number;
 }
