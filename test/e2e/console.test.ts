@@ -319,7 +319,7 @@ describe('the operators console in a browser', () => {
     expect(await textOf(page, 'notice')).toContain(`Redrive sent for ${pendingFromOrders} dead letter`);
     // Each poison command failed again, and its row says so.
     for (const id of ids.slice(0, 2)) {
-      await page.locator(`tr[data-id="${id}"] [data-outcome="failed_again"]`).waitFor({ timeout: 20_000 });
+      await page.locator(`tr[data-id="${id}"] [data-outcome="failed_again"]`).waitFor({ timeout: 60_000 });
     }
     expect(await page.locator(`tr[data-id="${ids[2]}"] [data-testid=row-status]`).textContent()).toContain(
       'discarded',
