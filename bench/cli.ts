@@ -96,7 +96,10 @@ export const USAGE = `npm run bench -- [options]
   --search                the search scenario instead: 10 million orders, p95 of every console filter
                           and its query plan (npm run bench -- --search --help)
   --bulk                  the bulk-redrive scenario instead: orders' latency during a bulk redrive of
-                          dead letters (npm run bench -- --bulk --help)`;
+                          dead letters (npm run bench -- --bulk --help)
+  --cost                  the cost-per-order scenario instead: Redis commands and CPU, PostgreSQL rows and
+                          WAL, worker CPU per order of a drain; --ab K=V for a before/after of a setting
+                          (npm run bench -- --cost --help)`;
 
 /**
  * Parses `argv` (without node and script) into {@link BenchOptions}.

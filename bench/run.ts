@@ -68,6 +68,10 @@ async function main(): Promise<number> {
     const { bulkMain } = await import('./bulk/main.ts');
     return bulkMain(process.argv.slice(2));
   }
+  if (process.argv.includes('--cost')) {
+    const { costMain } = await import('./cost/main.ts');
+    return costMain(process.argv.slice(2));
+  }
   if (process.argv.includes('--search')) {
     const { searchMain } = await import('./search/main.ts');
     return searchMain(process.argv.slice(2));

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import type { CostResults } from '../../bench/cost/report.ts';
 import type { BenchResults } from '../../bench/targets.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -103,6 +104,26 @@ describe('npm run bench (smoke)', () => {
       );
     },
   );
+
+  // The cost bench (issue #25), smallest mode: one drain, counted, with its per-order profile.
+  it('--cost drains, verifies and writes the per-order cost', { timeout: 150_000 }, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'conveyor-cost-'));
+    try {
+      const { code, output } = await run(['--cost', '--orders', '300', '--out-dir', dir], 140_000);
+      expect(code, output).toBe(0);
+      const results = JSON.parse(await readFile(join(dir, 'cost-latest.json'), 'utf8')) as CostResults;
+      expect(results.ok).toBe(true);
+      const [runResult] = results.runs;
+      expect(runResult!.verified).toMatchObject({ ok: true, expected: 330, orders: 330, deadLetters: 0 });
+      expect(runResult!.redis.commandsPerOrder).toBeGreaterThan(1);
+      expect(runResult!.redis.byCommand.length).toBeGreaterThan(3);
+      expect(runResult!.worker.cpuMsPerOrder).toBeGreaterThan(0);
+      expect(runResult!.pg.tables.find((t) => t.table === 'orders')?.inserted).toBe(300);
+      expect(await readFile(join(dir, 'cost-latest.md'), 'utf8')).toContain('| Redis commands / order |');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 
   it('rejects invalid arguments with exit code 2 and the usage', async () => {
     const { code, output } = await run(['--bus', 'carrier-pigeon'], 30_000);

@@ -25,6 +25,7 @@ import {
   pendingDeadLetterOf,
 } from '../../shared/queue/job-delivery.ts';
 import { commandQueues, queueOptions } from '../../shared/queue/names.ts';
+import { KEEP_COMPLETED_MAX, trimCompleted } from '../../shared/queue/command-queue.ts';
 import { createWorkerRedis } from '../../shared/queue/redis.ts';
 import { asError, fatalOrLog, type OnFatal } from '../../shared/runtime/lifecycle.ts';
 import {
@@ -108,6 +109,9 @@ export interface CommandWorker {
   readonly worker: Worker;
   close(): Promise<void>;
 }
+
+/** How often a command worker trims its queue's completed jobs to {@link KEEP_COMPLETED_MAX}. */
+const TRIM_COMPLETED_INTERVAL_MS = 5_000;
 
 /** The tenant a job's data names (`tenant`, set by the API; absent from older and foreign jobs). */
 function tenantOf(job: Job): string | undefined {
@@ -481,6 +485,20 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
     worker.on('active', () => releasing.taken());
   }
 
+  // The completed jobs' count cap (commandJobOptions keeps only the age in the job's options): every
+  // few seconds, not in each completion's script. One ZCARD a tick while under it.
+  const commandsQueue = new Queue(
+    queues.commands,
+    queueOptions(connection, config.queuePrefix, queues.commands),
+  );
+  let trimming: Promise<unknown> | undefined;
+  const trimTimer = setInterval(() => {
+    trimming ??= trimCompleted(commandsQueue, KEEP_COMPLETED_MAX)
+      .catch((err: unknown) => log.debug({ err }, 'completed jobs not trimmed'))
+      .finally(() => (trimming = undefined));
+  }, TRIM_COMPLETED_INTERVAL_MS);
+  trimTimer.unref();
+
   const settling = new Set<Promise<void>>();
   worker.on('error', (err) => log.error({ err }, 'command worker error'));
   // A stall storm (event loop starved past the job locks) shows in the log, not only in the stall count.
@@ -524,6 +542,9 @@ export function createCommandWorker(deps: CommandWorkerDeps, config: CommandWork
         await handler.close?.();
         // The slots of jobs that finished during the shutdown go back before the connection quits.
         await dispatcher?.close(Math.min(config.shutdownGraceMs, 2_000));
+        clearInterval(trimTimer);
+        await trimming;
+        await commandsQueue.close();
         await dlq.close();
         await outcomes.flush();
         await connection.quit().catch(() => connection.disconnect());
