@@ -38,6 +38,7 @@ export async function createEventBus(kind: BusKind, deps: BusDeps, config: Confi
         shutdownGraceMs: config.workers.shutdownGraceMs,
         lockDurationMs: config.bus.lockDurationMs,
         stalledIntervalMs: config.bus.stalledIntervalMs,
+        manyFormat: config.bus.batchFormat,
       });
     case 'kafka': {
       const { createKafkaBus } = await import('./kafka/bus.ts');

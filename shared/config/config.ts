@@ -364,6 +364,12 @@ const busArea = area('Event bus', {
   BUS_STALLED_INTERVAL_MS: int(1_000)
     .default(30_000)
     .describe('BullMQ event bus: how often stalled event jobs are looked for (ms)'),
+  BUS_BATCH_FORMAT: z
+    .enum(['pack', 'batch'])
+    .default('pack')
+    .describe(
+      "BullMQ event bus: how a relay batch is stored — pack (each event's JSON inline) or batch (encoded bytes, what consumers older than packs read: set it while such consumers still run)",
+    ),
   BUS_RECOVERY_BUDGET_MS: int(1_000)
     .default(300_000)
     .describe(
@@ -700,6 +706,7 @@ function buildConfig(env: Env, moduleEnv: Readonly<Record<string, unknown>>, reg
       snoozeMaxMs: env.BUS_SNOOZE_MAX_MS,
       lockDurationMs: env.BUS_LOCK_DURATION_MS,
       stalledIntervalMs: env.BUS_STALLED_INTERVAL_MS,
+      batchFormat: env.BUS_BATCH_FORMAT,
       recoveryBudgetMs: env.BUS_RECOVERY_BUDGET_MS,
       consumerConcurrency: env.PROJECTIONS_CONCURRENCY,
       kafka: {

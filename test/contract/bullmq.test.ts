@@ -7,9 +7,11 @@ import {
   bullmqGroupsKey,
   createBullmqBus,
   EVENT_BATCH_JOB,
+  EVENT_PACK_JOB,
   type BullmqEventJob,
 } from '../../shared/bus/bullmq/bus.ts';
 import { encodeEvent } from '../../shared/bus/codec.ts';
+import { withCarrier } from '../../shared/observability/tracing/trace-context.ts';
 import type { Config } from '../../shared/config/config.ts';
 import { createPgDeadLetterSink, type DeadLetterSink } from '../../shared/dead-letters/dead-letter.ts';
 import { createDeadLetterStore } from '../../shared/dead-letters/store.ts';
@@ -234,6 +236,104 @@ describe('BullMQ bus: event batch jobs', () => {
         what: 'the redriven batch’s events',
       });
     } finally {
+      await t.close();
+    }
+  });
+});
+
+describe('BullMQ bus: event pack jobs (what a publish of several events adds)', () => {
+  it('publishes several events as one pack job; a poison item is dead-lettered alone with the bytes and headers it was published with, a failing one is split out carrying its attempt, the rest applied once', async () => {
+    const [good, failing, other] = [placedEvent(), placedEvent(), placedEvent()];
+    // Valid for the relay (it publishes whatever is in the outbox), not for a consumer: no uuid.
+    const poison = { ...placedEvent(), eventId: `not-a-uuid-${randomUUID()}` };
+    const carrier = { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' };
+    const t = await openBus(async (e) => {
+      if (e.eventId === failing.eventId) throw new Error('still failing');
+    });
+    try {
+      await t.bus.publish([withCarrier(good, carrier), poison, failing, other]);
+      const names = await withQueue(t.ctx, QueueNames.events, async (q) =>
+        (await q.getJobs(['waiting', 'active', 'completed', 'delayed'])).map((j) => j.name),
+      );
+      expect(names).toContain(EVENT_PACK_JOB);
+
+      const letters = await t.deadLetters(2);
+      const poisonLetter = letters.find((d) => d.headers['event-id'] === poison.eventId);
+      expect(poisonLetter).toMatchObject({ payload: encodeEvent(poison).body, attempts: 1 });
+      expect(poisonLetter?.headers).toEqual(encodeEvent(poison).headers);
+      expect(poisonLetter?.error).toMatch(/not a valid event/);
+      const failed = letters.find((d) => d.id === t.deadLetterIdOf(failing.eventId));
+      expect(failed).toMatchObject({
+        payload: encodeEvent(failing).body,
+        headers: encodeEvent(failing).headers,
+        attempts: 3,
+        error: 'still failing',
+        subjectId: failing.key,
+      });
+      expect(t.rec.of(failing.eventId).map((r) => r.delivery.attempt)).toEqual([1, 2, 3]);
+      expect([good, other].map((e) => t.rec.of(e.eventId).map((r) => r.delivery.attempt))).toEqual([
+        [1],
+        [1],
+      ]);
+      // The trace the relay tagged an event with reaches its handler from inside a pack.
+      expect(t.rec.of(good.eventId)[0]?.delivery.trace).toEqual(carrier);
+      expect(t.rec.of(other.eventId)[0]?.delivery.trace).toBeUndefined();
+      await eventually(async () => (await t.counts()).completed === 2, {
+        what: 'pack and split-out completed',
+      });
+      expect(await t.counts()).toMatchObject({ completed: 2, failed: 0, delayed: 0, waiting: 0 });
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('redrives a dead letter that holds a whole pack (read by a consumer that predates packs) as a pack, traces kept', async () => {
+    const events = [placedEvent(), placedEvent()];
+    const carrier = { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' };
+    const t = await openBus();
+    try {
+      // A pack under another job name is what a pre-pack consumer dead-letters ("empty message").
+      await t.add('order.placed', { packed: events, traces: [carrier, null] });
+      const [dl] = await t.deadLetters(1);
+      expect(JSON.parse(dl!.payload.toString('utf8'))).toEqual({ packed: events, traces: [carrier, null] });
+      await t.bus.redrive(dl!);
+      await eventually(() => events.every((e) => t.rec.of(e.eventId).length === 1), {
+        what: 'the redriven pack’s events',
+      });
+      expect(events.map((e) => t.rec.of(e.eventId)[0]?.delivery.trace)).toEqual([carrier, undefined]);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('publishes batch jobs, which every consumer reads, when told to (`manyFormat: batch`, a rolling deploy)', async () => {
+    const events = [placedEvent(), placedEvent()];
+    const t = await openBus();
+    const config = t.config;
+    const publisher = createBullmqBus(
+      { logger: testLogger(), deadLetters: createPgDeadLetterSink(t.pool) },
+      {
+        redisUrl: config.redis.url,
+        queuePrefix: config.redis.queuePrefix,
+        concurrency: 1,
+        maxAttempts: 3,
+        backoffMs: 20,
+        shutdownGraceMs: 2_000,
+        manyFormat: 'batch',
+      },
+    );
+    try {
+      await publisher.start();
+      await publisher.publish(events);
+      await eventually(() => events.every((e) => t.rec.of(e.eventId).length === 1), {
+        what: 'the batch’s events',
+      });
+      const names = await withQueue(t.ctx, QueueNames.events, async (q) =>
+        (await q.getJobs(['completed'])).map((j) => j.name),
+      );
+      expect(names).toEqual([EVENT_BATCH_JOB]);
+    } finally {
+      await publisher.close();
       await t.close();
     }
   });

@@ -7,7 +7,8 @@ import { PoisonMessageError } from '../../delivery/outcome.ts';
 import { asError } from '../../runtime/lifecycle.ts';
 import type { DeliveryState } from '../../delivery/policy.ts';
 import type { Logger } from '../../observability/logger.ts';
-import { carrierFromHeaders } from '../../observability/tracing/trace-context.ts';
+import { carrierFromHeaders, type TraceCarrier } from '../../observability/tracing/trace-context.ts';
+import type { EventEnvelope } from '../../domain/events.ts';
 import {
   activeJobActions,
   deadLetterFailedJob,
@@ -20,9 +21,14 @@ import type { EventHandler } from '../event-bus.ts';
 import {
   eventJobState,
   EVENT_BATCH_JOB,
+  EVENT_PACK_JOB,
   jobMessage,
+  packedMessage,
+  packedTrace,
+  unpackEvent,
   type BullmqEventBatchJob,
   type BullmqEventJob,
+  type BullmqEventPackJob,
 } from './job-delivery.ts';
 
 export interface EventConsumerDeps {
@@ -44,6 +50,32 @@ export interface EventConsumer {
   process(job: Job, token?: string): Promise<unknown>;
   /** The worker's `failed` listener: a job BullMQ failed for good by itself is dead-lettered. */
   onFailed(job: Job | undefined, err: Error): void;
+}
+
+/** How the items of a batch or pack job are read: the event, its trace, its bytes (failures only). */
+interface ItemReader {
+  event(item: unknown, index: number): EventEnvelope;
+  trace(item: unknown, index: number): TraceCarrier | undefined;
+  message(item: unknown, index: number): { payload: Buffer; headers: Record<string, string> };
+}
+
+/** Items of a batch job: `{ body, headers }` (the happy path reads only the body and the trace headers). */
+const BATCH_READER: ItemReader = {
+  event(item) {
+    const { body } = (item ?? {}) as Partial<BullmqEventJob>;
+    return decodeEvent(typeof body === 'string' ? body : undefined);
+  },
+  trace: (item) => carrierFromHeaders((item as Partial<BullmqEventJob> | null | undefined)?.headers),
+  message: (item) => jobMessage(item),
+};
+
+/** Items of a pack job: the events themselves, their traces alongside. */
+function packReader(pack: BullmqEventPackJob): ItemReader {
+  return {
+    event: (item) => unpackEvent(item),
+    trace: (_item, index) => packedTrace(pack, index),
+    message: (_item, index) => packedMessage(pack, index),
+  };
 }
 
 /** A job's dead letter, once recorded and copied: what the completed job returns (Bull Board shows it). */
@@ -156,14 +188,18 @@ export function createEventConsumer(deps: EventConsumerDeps): EventConsumer {
   }
 
   /**
-   * Every event of a batch job goes to the handler at once (the projector coalesces them); each one
-   * that failed gets its own verdict. Handing an item back splits it out as its own job (delayed,
-   * carrying its next state; its job id stable for a re-run of this batch job), acknowledging one is
-   * nothing. The batch job completes once every item is settled, and throws — not completed, so its
-   * items are not lost — when a split-out or a dead letter's copy could not be added.
+   * Every event of a batch or pack job goes to the handler at once (the projector coalesces them);
+   * each one that failed gets its own verdict. Handing an item back splits it out as its own job
+   * (delayed, carrying its next state; its job id stable for a re-run of this job), acknowledging one
+   * is nothing. The job completes once every item is settled, and throws — not completed, so its items
+   * are not lost — when a split-out or a dead letter's copy could not be added.
    */
-  async function batch(job: Job<BullmqEventBatchJob>, token: string | undefined): Promise<unknown> {
-    const items: unknown = job.data?.events;
+  async function many(
+    job: Job,
+    token: string | undefined,
+    items: unknown,
+    read: ItemReader,
+  ): Promise<unknown> {
     if (!Array.isArray(items)) {
       // Not a batch we wrote: its bytes go to the dead letters rather than complete it empty.
       const { inbound, settled } = activeJob(job, token);
@@ -174,11 +210,9 @@ export function createEventConsumer(deps: EventConsumerDeps): EventConsumer {
     const subjects: (string | null)[] = events.map(() => null);
     const results = await Promise.allSettled(
       events.map(async (item, index) => {
-        // The happy path reads only the body and the trace headers (jobMessage copies the bytes: dead letters only).
-        const { body, headers } = (item ?? {}) as Partial<BullmqEventJob>;
-        const event = decodeEvent(typeof body === 'string' ? body : undefined);
+        const event = read.event(item, index);
         subjects[index] = event.key;
-        await deps.handler(event, { attempt: 1, transport: 'bullmq', trace: carrierFromHeaders(headers) });
+        await deps.handler(event, { attempt: 1, transport: 'bullmq', trace: read.trace(item, index) });
       }),
     );
     const failed = results.flatMap((r, index) =>
@@ -187,7 +221,8 @@ export function createEventConsumer(deps: EventConsumerDeps): EventConsumer {
     if (failed.length === 0) return undefined;
     const settlements = await Promise.allSettled(
       failed.map(async ({ index, reason }) => {
-        const { inbound, settled } = itemInbound(job, events[index], index, subjects[index] ?? null);
+        const message = read.message(events[index], index);
+        const { inbound, settled } = itemInbound(job, message, index, subjects[index] ?? null);
         await core.settleFailure(inbound, reason);
         return settled.deadLetterId;
       }),
@@ -211,11 +246,10 @@ export function createEventConsumer(deps: EventConsumerDeps): EventConsumer {
   /** One event of a batch job: its first delivery; handed back as a job of its own. */
   function itemInbound(
     job: Job,
-    item: unknown,
+    message: { payload: Buffer; headers: Record<string, string> },
     index: number,
     subjectId: string | null,
   ): { inbound: Inbound; settled: Settled } {
-    const message = jobMessage(item);
     const settled: Settled = {};
     // Stable across re-runs of this batch job (a stall, BullMQ's safety net), distinct for a new job
     // under the same id (the relay's retry of a batch after the first was removed): `timestamp`.
@@ -261,9 +295,14 @@ export function createEventConsumer(deps: EventConsumerDeps): EventConsumer {
       const { inbound, settled } = activeJob(job, token);
       return jobResult(await core.settle(inbound, { kind: 'poison', error: pending }), settled);
     }
-    return job.name === EVENT_BATCH_JOB
-      ? batch(job as Job<BullmqEventBatchJob>, token)
-      : one(job as Job<BullmqEventJob>, token);
+    if (job.name === EVENT_PACK_JOB) {
+      const pack = (job.data ?? {}) as BullmqEventPackJob;
+      return many(job, token, pack.packed, packReader(pack));
+    }
+    if (job.name === EVENT_BATCH_JOB) {
+      return many(job, token, (job.data as Partial<BullmqEventBatchJob> | undefined)?.events, BATCH_READER);
+    }
+    return one(job as Job<BullmqEventJob>, token);
   }
 
   return {
