@@ -32,10 +32,10 @@ export interface ItemContext {
 }
 
 /**
- * A dead letter's redrive claims it (PostgreSQL) before it sends it (its queue or bus): a runner killed
- * between the two leaves it `redriven` but maybe never sent. On resume such an item (claimed by the
- * action's creator since the action started, its outcome not recorded) is sent again — the redrive keeps
- * the job id and processing is idempotent, so a send that did happen is not doubled.
+ * A dead letter's redrive commits its claim only once its send was acknowledged; a runner killed after
+ * that commit but before recording the item's outcome leaves it `redriven`. On resume such an item
+ * (claimed by the action's creator since the action started, its outcome not recorded) is sent again —
+ * the redriver adds no second job for a command already sent, and event consumers dedupe by event id.
  */
 export interface RedriveRecovery {
   /** Sends it again when it is such a dead letter; false when it is not. */

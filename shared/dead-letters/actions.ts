@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Queue } from 'bullmq';
 import { AuditActions, insertAudit, type AuditActor } from '../audit/audit-log.ts';
-import { withTransaction, type Pool } from '../db/pool.ts';
+import { withTransaction, type Pool, type PoolClient } from '../db/pool.ts';
 import type { ModuleDefinition } from '../modules/module.ts';
 import type { Logger } from '../observability/logger.ts';
 import { commandQueues, queueOptions, QueueNames } from '../queue/names.ts';
@@ -76,7 +76,8 @@ function copyQueuesOf(modules: readonly Pick<ModuleDefinition, 'name'>[]): Recor
 const BULK_CONCURRENCY = 8;
 
 // The claim and its audit row commit together: a dead letter is never resolved anonymously, and two
-// operators racing on the same id cannot both win (`status = 'pending'` in the WHERE).
+// operators racing on the same id cannot both win (`status = 'pending'` in the WHERE; the second waits
+// for the first's row lock, then finds it handled).
 const CLAIM_SQL = `
   UPDATE dead_letters SET status = $2, resolved_at = now(), resolved_by = $3,
          redrive_count = redrive_count + (CASE WHEN $2 = 'redriven' THEN 1 ELSE 0 END)
@@ -101,21 +102,20 @@ export function createDeadLetterActions(deps: DeadLetterActionsDeps): DeadLetter
   const log = deps.logger?.child({ component: 'dead-letter-actions' });
   const copyQueues = copyQueuesOf(deps.modules);
 
-  /** Claims a pending dead letter and records the action in one transaction; null when it is not pending. */
-  async function claim(
+  /** Claims a pending dead letter and records the action on `client` (in its transaction); null when it is not pending. */
+  async function claimOn(
+    client: PoolClient,
     id: string,
     status: 'redriven' | 'discarded',
     who: AuditActor,
     action: string,
     extra: Record<string, unknown>,
   ): Promise<DeadLetterRecord | null> {
-    return withTransaction(deps.pool, async (client) => {
-      const { rows } = await client.query(CLAIM_SQL, [id, status, who.actor]);
-      if (!rows[0]) return null;
-      const dl = fromRow(rows[0]);
-      await insertAudit(client, { ...who, action, target: id, detail: { ...describe(dl), ...extra } });
-      return dl;
-    });
+    const { rows } = await client.query(CLAIM_SQL, [id, status, who.actor]);
+    if (!rows[0]) return null;
+    const dl = fromRow(rows[0]);
+    await insertAudit(client, { ...who, action, target: id, detail: { ...describe(dl), ...extra } });
+    return dl;
   }
 
   /** Not claimed: no such dead letter, or one already handled (and how), read from the primary. */
@@ -125,28 +125,47 @@ export function createDeadLetterActions(deps: DeadLetterActionsDeps): DeadLetter
     return { id, status: 'not_pending', ...handledAs(dl.status) };
   }
 
+  /**
+   * Claims, sends, then commits: the claim (and its audit row) commits only once the send was
+   * acknowledged. A process that dies in between (kill -9, OOM, a deploy) leaves its transaction to roll
+   * back: the dead letter is pending again, never `redriven` unsent. The claim's row lock is held while
+   * sending, so a concurrent redrive of the same id waits for it and then finds it handled: one send.
+   * A crash after the send but before the commit leaves it pending though sent; redriving it again sends
+   * nothing twice (see {@link createRedriver}).
+   */
   async function redrive(
     id: string,
     who: AuditActor,
     extra: Record<string, unknown> = {},
   ): Promise<ItemResult> {
-    const dl = await claim(id, 'redriven', who, AuditActions.deadLetterRedrive, extra);
-    if (!dl) return notClaimed(id);
+    let unsent: { dl: DeadLetterRecord; err: unknown } | undefined;
+    let dl: DeadLetterRecord | null;
     try {
-      await deps.redrive(dl);
+      dl = await withTransaction(deps.pool, async (client) => {
+        const claimed = await claimOn(client, id, 'redriven', who, AuditActions.deadLetterRedrive, extra);
+        if (!claimed) return null;
+        try {
+          await deps.redrive(claimed);
+        } catch (err) {
+          unsent = { dl: claimed, err };
+          throw err;
+        }
+        return claimed;
+      });
     } catch (err) {
-      // Not sent: back to pending so it can be redriven again, and the failure is on record.
+      if (!unsent) throw err;
+      // Not sent: the claim rolled back, so it is pending and can be redriven again; the failure is on record.
       const error = err instanceof Error ? err.message : String(err);
-      await store.reopen(id);
       await insertAudit(deps.pool, {
         ...who,
         action: AuditActions.deadLetterRedriveFailed,
         target: id,
-        detail: { ...describe(dl), ...extra, error },
+        detail: { ...describe(unsent.dl), ...extra, error },
       }).catch((auditErr: unknown) => log?.error({ err: auditErr, deadLetterId: id }, 'audit write failed'));
       log?.warn({ err, deadLetterId: id, actor: who.actor }, 'dead letter redrive failed');
       return { id, status: 'failed', error };
     }
+    if (!dl) return notClaimed(id);
     log?.info(
       { deadLetterId: id, ...describe(dl), actor: who.actor, source: who.source },
       'dead letter redriven',
@@ -208,7 +227,9 @@ export function createDeadLetterActions(deps: DeadLetterActionsDeps): DeadLetter
     redrive: (id, who) => redrive(id, who),
 
     async discard(id, who, reason) {
-      const dl = await claim(id, 'discarded', who, AuditActions.deadLetterDiscard, reason ? { reason } : {});
+      const dl = await withTransaction(deps.pool, (client) =>
+        claimOn(client, id, 'discarded', who, AuditActions.deadLetterDiscard, reason ? { reason } : {}),
+      );
       if (!dl) return notClaimed(id);
       await removeBullmqCopy(dl).catch((err: unknown) =>
         log?.warn({ err, deadLetterId: id }, 'could not remove the BullMQ copy of a discarded dead letter'),

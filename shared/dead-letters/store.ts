@@ -14,8 +14,8 @@ export interface DeadLetterFilter {
 
 export interface DeadLetterStoreOptions {
   /**
-   * Where `list` reads (the API's query side: a read replica, else the primary). `get`, `resolve` and
-   * `reopen` always use `pool`: an action must see and change the row as it is now.
+   * Where `list` reads (the API's query side: a read replica, else the primary). `get` and `resolve`
+   * always use `pool`: an action must see and change the row as it is now.
    */
   reads?: Pick<ReadPools, 'read'>;
 }
@@ -58,14 +58,6 @@ export function createDeadLetterStore(pool: Pool, options: DeadLetterStoreOption
         [id, status, by],
       );
       return (rowCount ?? 0) > 0;
-    },
-    /** Puts a dead letter back to pending when its redrive could not be sent. */
-    async reopen(id: string): Promise<void> {
-      await pool.query(
-        `UPDATE dead_letters SET status = 'pending', resolved_at = NULL, resolved_by = NULL,
-                redrive_count = greatest(redrive_count - 1, 0) WHERE id = $1`,
-        [id],
-      );
     },
   };
 }
