@@ -1,8 +1,8 @@
 import type { MiddlewareHandler } from 'hono';
 import {
-  authenticate,
   DEV_KEY,
   hasScope,
+  keyWithDigest,
   sha256,
   type ApiKey,
   type Principal,
@@ -122,6 +122,11 @@ export const TENANT_HEADER = 'conveyor-tenant';
 
 const DEV_PRINCIPAL: Principal = { id: DEV_KEY, scopes: ['admin'] };
 
+/** Most (method, path) pairs whose required scope one auth middleware remembers. */
+const SCOPE_CACHE_SIZE = 1_024;
+/** Longer paths are looked up in the policy every time (so the cache stays small whatever is sent). */
+const SCOPE_CACHE_MAX_PATH = 256;
+
 /**
  * `Authorization: Bearer <key>` (or an `x-session-id` from POST /v1/sessions) → principal and scopes.
  * A session carries no scopes of its own: it names the key that opened it, and each request takes that
@@ -136,14 +141,30 @@ export function auth(options: AuthOptions): MiddlewareHandler<ApiEnv> {
   const policy = options.policy ?? scopePolicy();
   // The keys accepted now, by the credential their sessions name (and by their hash, for bearers).
   const byCredential = new Map<string, Principal>();
-  const credentialByHash = new Map<string, string>();
-  const accepted: [Buffer, Principal][] = options.keys.map((k) => [k.sha256, { id: k.id, scopes: k.scopes }]);
-  if (options.allowDevKey) accepted.push([sha256(DEV_KEY), DEV_PRINCIPAL]);
-  for (const [hash, principal] of accepted) {
-    const credential = credentialOf(hash);
+  // Each configured key's principal and credential, made once: a bearer request hashes its token
+  // once (to find its key) and allocates neither.
+  const byKey = new Map<ApiKey, { principal: Principal; credential: string }>();
+  for (const k of options.keys) {
+    const principal: Principal = { id: k.id, scopes: k.scopes };
+    const credential = credentialOf(k.sha256);
     if (!byCredential.has(credential)) byCredential.set(credential, principal); // first entry wins, as for bearers
-    credentialByHash.set(hash.toString('hex'), credential);
+    byKey.set(k, { principal, credential });
   }
+  const devCredential = credentialOf(sha256(DEV_KEY));
+  if (options.allowDevKey && !byCredential.has(devCredential)) byCredential.set(devCredential, DEV_PRINCIPAL);
+  // The policy's answer per method and path, remembered: every POST /v1/orders asks the same
+  // question. Bounded (paths carry ids): cleared when full, and long paths are not kept.
+  const scopes = new Map<string, Scope | null>();
+  const scopeOf = (method: string, path: string): Scope | null => {
+    if (path.length > SCOPE_CACHE_MAX_PATH) return requiredScope(method, path, policy);
+    const key = `${method} ${path}`;
+    let scope = scopes.get(key);
+    if (scope === undefined) {
+      if (scopes.size >= SCOPE_CACHE_SIZE) scopes.clear();
+      scopes.set(key, (scope = requiredScope(method, path, policy)));
+    }
+    return scope;
+  };
   return async (c, next) => {
     if (c.req.method === 'OPTIONS') return next();
     let principal: Principal | null = null;
@@ -154,10 +175,14 @@ export function auth(options: AuthOptions): MiddlewareHandler<ApiEnv> {
       const match = /^Bearer ([\x21-\x7e]{1,512})$/i.exec(header);
       const token = match?.[1];
       if (token !== undefined) {
-        principal =
-          options.allowDevKey && token === DEV_KEY ? DEV_PRINCIPAL : authenticate(options.keys, token);
-        // Only once the key is known good: this lookup by its hash need not be constant-time.
-        if (principal) credential = credentialByHash.get(sha256(token).toString('hex'));
+        if (options.allowDevKey && token === DEV_KEY) {
+          principal = DEV_PRINCIPAL;
+          credential = devCredential;
+        } else {
+          const key = keyWithDigest(options.keys, sha256(token));
+          const known = key ? byKey.get(key) : undefined;
+          if (known) ({ principal, credential } = known);
+        }
       }
     } else if (sessionId !== undefined) {
       const session = await options.sessions.get(sessionId);
@@ -176,7 +201,7 @@ export function auth(options: AuthOptions): MiddlewareHandler<ApiEnv> {
         },
       );
     }
-    const scope = requiredScope(c.req.method, c.req.path, policy);
+    const scope = scopeOf(c.req.method, c.req.path);
     if (scope !== null && !hasScope(principal, scope)) {
       return problemResponse(c, problem(403, 'auth.forbidden', `this key lacks the scope "${scope}"`));
     }

@@ -194,13 +194,21 @@ export function limitsByPrincipal(
 
 /** Finds the key for a presented secret, comparing hashes in constant time against every key. */
 export function authenticate(keys: readonly ApiKey[], presented: string): Principal | null {
-  const digest = sha256(presented);
+  const found = keyWithDigest(keys, sha256(presented));
+  return found ? { id: found.id, scopes: found.scopes } : null;
+}
+
+/**
+ * The first of `keys` whose hash is `digest` (a presented secret's {@link sha256}), comparing in
+ * constant time against every key; for a caller that needs the digest itself too (hashing once).
+ */
+export function keyWithDigest(keys: readonly ApiKey[], digest: Buffer): ApiKey | null {
   let found: ApiKey | null = null;
   for (const key of keys) {
     // Check every key (no early exit) so timing does not reveal which key matched.
     if (timingSafeEqual(digest, key.sha256) && found === null) found = key;
   }
-  return found ? { id: found.id, scopes: found.scopes } : null;
+  return found;
 }
 
 export function hasScope(principal: Principal, scope: Scope): boolean {
