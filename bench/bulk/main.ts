@@ -1,7 +1,6 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { MODULES } from '../../modules/registry.ts';
@@ -16,6 +15,7 @@ import { createMonitor } from '../monitor.ts';
 import { createProgress } from '../progress.ts';
 import { startFairStack, waitDecided, type FairStack } from '../fairness/harness.ts';
 import { startSteady } from '../fairness/steady.ts';
+import { parseScenarioArgs } from '../scenario-args.ts';
 
 /**
  * `npm run bench -- --bulk`: issue #23's measurement. The same open-loop flow of single orders runs
@@ -115,31 +115,23 @@ async function flow(
 }
 
 export async function bulkMain(argv: readonly string[]): Promise<number> {
-  if (argv.includes('--help')) {
-    process.stdout.write(`${BULK_USAGE}\n`);
-    return 0;
-  }
-  let a: z.infer<typeof Args>;
-  try {
-    const { values } = parseArgs({
-      args: [...argv],
-      strict: true,
-      options: {
-        bulk: { type: 'boolean' },
-        quick: { type: 'boolean' },
-        'dead-letters': { type: 'string' },
-        rate: { type: 'string' },
-        'bulk-rate': { type: 'string' },
-        seconds: { type: 'string' },
-        'out-dir': { type: 'string' },
-        'log-level': { type: 'string' },
-      },
-    });
-    a = Args.parse(values);
-  } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n\n${BULK_USAGE}\n`);
-    return 2;
-  }
+  const parsed = parseScenarioArgs(
+    argv,
+    {
+      bulk: { type: 'boolean' },
+      quick: { type: 'boolean' },
+      'dead-letters': { type: 'string' },
+      rate: { type: 'string' },
+      'bulk-rate': { type: 'string' },
+      seconds: { type: 'string' },
+      'out-dir': { type: 'string' },
+      'log-level': { type: 'string' },
+    },
+    Args,
+    BULK_USAGE,
+  );
+  if (!parsed.ok) return parsed.exitCode;
+  const a = parsed.args;
   const deadLetters = a['dead-letters'] ?? (a.quick ? 5_000 : 100_000);
   const seconds = a.seconds ?? Math.max(10, Math.ceil(deadLetters / a['bulk-rate']));
   const outDir = resolve(ROOT, a['out-dir']);

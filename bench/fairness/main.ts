@@ -1,7 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { describeMachine } from '../machine.ts';
@@ -16,6 +15,7 @@ import {
   type FairnessResults,
 } from './report.ts';
 import { runWeighted, type WeightedResult } from './weighted.ts';
+import { parseScenarioArgs } from '../scenario-args.ts';
 
 /**
  * `npm run bench -- --fairness`: issue #21's measurements on the real stack — a noisy neighbour with
@@ -92,46 +92,32 @@ const uptime = () => {
 };
 
 export async function fairnessMain(argv: readonly string[]): Promise<number> {
-  if (argv.includes('--help')) {
-    process.stdout.write(`${FAIRNESS_USAGE}\n`);
-    return 0;
-  }
-  let a: z.infer<typeof Args>;
-  try {
-    const { values } = parseArgs({
-      args: [...argv],
-      strict: true,
-      options: {
-        fairness: { type: 'boolean' },
-        quick: { type: 'boolean' },
-        orders: { type: 'string' },
-        'weighted-orders': { type: 'string' },
-        'quiet-seconds': { type: 'string' },
-        'steady-rate': { type: 'string' },
-        'slice-seconds': { type: 'string' },
-        weights: { type: 'string' },
-        'order-size': { type: 'string' },
-        rounds: { type: 'string' },
-        'skip-fifo': { type: 'boolean' },
-        'skip-weighted': { type: 'boolean' },
-        'skip-noisy': { type: 'boolean' },
-        'render-only': { type: 'boolean' },
-        'out-dir': { type: 'string' },
-        'log-level': { type: 'string' },
-        'platform-env': { type: 'string' },
-      },
-    });
-    const parsed = Args.safeParse(values);
-    if (!parsed.success) {
-      throw new Error(
-        `invalid arguments:\n${parsed.error.issues.map((i) => `  --${i.path.join('.')}: ${i.message}`).join('\n')}`,
-      );
-    }
-    a = parsed.data;
-  } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n\n${FAIRNESS_USAGE}\n`);
-    return 2;
-  }
+  const parsed = parseScenarioArgs(
+    argv,
+    {
+      fairness: { type: 'boolean' },
+      quick: { type: 'boolean' },
+      orders: { type: 'string' },
+      'weighted-orders': { type: 'string' },
+      'quiet-seconds': { type: 'string' },
+      'steady-rate': { type: 'string' },
+      'slice-seconds': { type: 'string' },
+      weights: { type: 'string' },
+      'order-size': { type: 'string' },
+      rounds: { type: 'string' },
+      'skip-fifo': { type: 'boolean' },
+      'skip-weighted': { type: 'boolean' },
+      'skip-noisy': { type: 'boolean' },
+      'render-only': { type: 'boolean' },
+      'out-dir': { type: 'string' },
+      'log-level': { type: 'string' },
+      'platform-env': { type: 'string' },
+    },
+    Args,
+    FAIRNESS_USAGE,
+  );
+  if (!parsed.ok) return parsed.exitCode;
+  const a = parsed.args;
   const orders = a.orders ?? (a.quick ? 5_000 : 100_000);
   const weightedOrders = a['weighted-orders'] ?? (a.quick ? 2_000 : Math.max(1_000, Math.round(orders / 5)));
   const quietS = a['quiet-seconds'] ?? (a.quick ? 8 : 20);

@@ -1,7 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { commaSeparated } from '../../shared/config/config.ts';
@@ -10,6 +9,7 @@ import { createMonitor } from '../monitor.ts';
 import { createProgress } from '../progress.ts';
 import { runLatency, runMemory, runWebhooks, type PhaseEnv } from './phases.ts';
 import { renderResultsMarkdown, resultProblems, type ResultsBenchResults } from './report.ts';
+import { parseScenarioArgs } from '../scenario-args.ts';
 
 /**
  * `npm run bench -- --results`: issue #22's measurements on the real stack — memory per open
@@ -68,44 +68,30 @@ const uptime = () => {
 };
 
 export async function resultsMain(argv: readonly string[]): Promise<number> {
-  if (argv.includes('--help')) {
-    process.stdout.write(`${RESULTS_USAGE}\n`);
-    return 0;
-  }
-  let a: z.infer<typeof Args>;
-  try {
-    const { values } = parseArgs({
-      args: [...argv],
-      strict: true,
-      options: {
-        results: { type: 'boolean' },
-        quick: { type: 'boolean' },
-        connections: { type: 'string' },
-        'wait-seconds': { type: 'string' },
-        rate: { type: 'string' },
-        'latency-seconds': { type: 'string' },
-        'webhook-orders': { type: 'string' },
-        endpoints: { type: 'string' },
-        'order-size': { type: 'string' },
-        'skip-memory': { type: 'boolean' },
-        'skip-latency': { type: 'boolean' },
-        'skip-webhooks': { type: 'boolean' },
-        'out-dir': { type: 'string' },
-        'log-level': { type: 'string' },
-        'platform-env': { type: 'string' },
-      },
-    });
-    const parsed = Args.safeParse(values);
-    if (!parsed.success) {
-      throw new Error(
-        `invalid arguments:\n${parsed.error.issues.map((i) => `  --${i.path.join('.')}: ${i.message}`).join('\n')}`,
-      );
-    }
-    a = parsed.data;
-  } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n\n${RESULTS_USAGE}\n`);
-    return 2;
-  }
+  const parsed = parseScenarioArgs(
+    argv,
+    {
+      results: { type: 'boolean' },
+      quick: { type: 'boolean' },
+      connections: { type: 'string' },
+      'wait-seconds': { type: 'string' },
+      rate: { type: 'string' },
+      'latency-seconds': { type: 'string' },
+      'webhook-orders': { type: 'string' },
+      endpoints: { type: 'string' },
+      'order-size': { type: 'string' },
+      'skip-memory': { type: 'boolean' },
+      'skip-latency': { type: 'boolean' },
+      'skip-webhooks': { type: 'boolean' },
+      'out-dir': { type: 'string' },
+      'log-level': { type: 'string' },
+      'platform-env': { type: 'string' },
+    },
+    Args,
+    RESULTS_USAGE,
+  );
+  if (!parsed.ok) return parsed.exitCode;
+  const a = parsed.args;
   const q = a.quick;
   const options = {
     connections: a.connections ?? (q ? 200 : 1_000),

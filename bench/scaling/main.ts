@@ -1,6 +1,5 @@
 import { mkdir, writeFile, copyFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { commaSeparated } from '../../shared/config/config.ts';
@@ -20,6 +19,7 @@ import { loadScaledObject } from './keda.ts';
 import { replayBurst, type ReplayResult } from './replay.ts';
 import { runWorkerScaling, type WorkerScalingRow } from './workers.ts';
 import { renderApiScalingTable, runApiScaling, type ApiScalingRow } from './api.ts';
+import { parseScenarioArgs } from '../scenario-args.ts';
 
 /**
  * `npm run bench -- --scaling`: what a replica adds, measured the way a platform team runs Conveyor —
@@ -211,28 +211,20 @@ export function renderScalingMarkdown(
 }
 
 export async function scalingMain(argv: readonly string[]): Promise<number> {
-  if (argv.includes('--help')) {
-    process.stdout.write(`${SCALING_USAGE}\n`);
-    return 0;
-  }
-  const { values } = parseArgs({
-    args: argv.filter((a) => a !== '--scaling'),
-    strict: true,
-    options: Object.fromEntries(
-      Object.keys(Args.shape).map((k) => [
-        k,
-        { type: ['quick', 'skip-workers', 'skip-replay', 'skip-api'].includes(k) ? 'boolean' : 'string' },
-      ]),
-    ) as Record<string, { type: 'boolean' | 'string' }>,
-  });
-  const parsed = Args.safeParse(values);
-  if (!parsed.success) {
-    process.stderr.write(
-      `invalid arguments:\n${parsed.error.issues.map((i) => `  --${i.path.join('.')}: ${i.message}`).join('\n')}\n\n${SCALING_USAGE}\n`,
-    );
-    return 2;
-  }
-  const a = parsed.data;
+  const options = Object.fromEntries(
+    Object.keys(Args.shape).map((k) => [
+      k,
+      { type: ['quick', 'skip-workers', 'skip-replay', 'skip-api'].includes(k) ? 'boolean' : 'string' },
+    ]),
+  ) as Record<string, { type: 'boolean' | 'string' }>;
+  const parsed = parseScenarioArgs(
+    argv.filter((a) => a !== '--scaling'),
+    options,
+    Args,
+    SCALING_USAGE,
+  );
+  if (!parsed.ok) return parsed.exitCode;
+  const a = parsed.args;
   const q = a.quick;
   const layout = cgroupLayout();
   if (typeof layout === 'string') {

@@ -1,6 +1,5 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
@@ -17,6 +16,7 @@ import { createProgress } from '../progress.ts';
 import { loadOrders, type LoadPlan, type LoadTimings } from './load.ts';
 import { FILTER_CASES, seeded, type Universe } from './queries.ts';
 import { MODULES } from '../../modules/registry.ts';
+import { parseScenarioArgs } from '../scenario-args.ts';
 
 /**
  * `npm run bench -- --search`: issue #23's search measurement. Loads 10 million orders (1,000
@@ -153,13 +153,9 @@ function render(o: {
 }
 
 export async function searchMain(argv: readonly string[]): Promise<number> {
-  if (argv.includes('--help')) {
-    process.stdout.write(`${SEARCH_USAGE}\n`);
-    return 0;
-  }
-  const { values } = parseArgs({
-    args: [...argv],
-    options: {
+  const parsed = parseScenarioArgs(
+    argv,
+    {
       search: { type: 'boolean' },
       quick: { type: 'boolean' },
       orders: { type: 'string' },
@@ -168,13 +164,11 @@ export async function searchMain(argv: readonly string[]): Promise<number> {
       keep: { type: 'boolean' },
       'out-dir': { type: 'string' },
     },
-  });
-  const parsed = Args.safeParse(values);
-  if (!parsed.success) {
-    process.stderr.write(`${parsed.error.message}\n\n${SEARCH_USAGE}\n`);
-    return 2;
-  }
-  const args = parsed.data;
+    Args,
+    SEARCH_USAGE,
+  );
+  if (!parsed.ok) return parsed.exitCode;
+  const args = parsed.args;
   const progress = createProgress();
   const started = new Date().toISOString();
   const plan: LoadPlan = {
