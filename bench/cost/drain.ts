@@ -97,6 +97,11 @@ export interface CostDrainOptions {
   monitorFile?: string;
   /** Called with each started stack so an interrupt can close it. */
   live?: Set<{ close(): Promise<unknown> }>;
+  /**
+   * Runs the worker with `--cpu-prof` into `<cpuProfDir>/cost-<variant>.<label>/` (the whole process:
+   * boot and warm-up too). Profiling slows the worker: the run's CPU numbers are then not comparable.
+   */
+  cpuProfDir?: string;
 }
 
 async function enqueue(queue: OrdersQueue, count: number, tag: string): Promise<void> {
@@ -164,7 +169,7 @@ export async function costDrain(o: CostDrainOptions): Promise<CostRun> {
     bus: 'bullmq',
     logLevel: o.logLevel,
     monitor: o.monitor,
-    cpuProfDir: undefined,
+    cpuProfDir: o.cpuProfDir,
     env: { ...o.env, REDIS_URL: redisServer.url },
   });
   const closer = { close: () => stack.close() };

@@ -38,6 +38,7 @@ const Args = z.object({
   base: envPairs.optional(),
   runs: z.coerce.number().int().min(1).max(20).optional(),
   monitor: z.string().min(1).optional(),
+  'cpu-prof': z.string().min(1).optional(),
   'out-dir': z.string().min(1).default('bench/results'),
   'log-level': z.enum(['fatal', 'error', 'warn', 'info']).default('warn'),
 });
@@ -51,6 +52,8 @@ export const COST_USAGE = `npm run bench -- --cost [options]
   --monitor <file>        capture every Redis command of each window (MONITOR) to <file>.<run>.jsonl and
                           attribute them to their origin (script or command, queue); slows Redis — use a
                           few hundred orders, and not for CPU numbers
+  --cpu-prof <dir>        run the worker with --cpu-prof into <dir>/cost-<variant>.workers-1/ (the whole
+                          process: boot, warm-up, window); slows the worker — not for CPU numbers
   --out-dir <dir>                                                              (default bench/results)
   --log-level <l>         LOG_LEVEL of the worker process                      (default warn)`;
 
@@ -77,6 +80,7 @@ export async function costMain(argv: readonly string[]): Promise<number> {
         base: { type: 'string' },
         runs: { type: 'string' },
         monitor: { type: 'string' },
+        'cpu-prof': { type: 'string' },
         'out-dir': { type: 'string' },
         'log-level': { type: 'string' },
       },
@@ -123,6 +127,7 @@ export async function costMain(argv: readonly string[]): Promise<number> {
           monitor,
           live,
           ...(a.monitor ? { monitorFile: `${a.monitor}.${runs.length + 1}.jsonl` } : {}),
+          ...(a['cpu-prof'] ? { cpuProfDir: a['cpu-prof'] } : {}),
           onStep: (m) => progress.step(`  ${m}`),
         });
         progress.done(

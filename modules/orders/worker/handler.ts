@@ -42,41 +42,51 @@ export function planOrder(
           reason: `payment declined: ${cmd.prepared.reason ?? 'no reason given'}`,
         }
       : rules;
-  const base = {
+  const totalCents = orderTotalCents(job.order.items);
+  const row: OrderRow = {
     orderId: job.orderId,
     customerId: job.order.customerId,
     currency: job.order.currency,
-    totalCents: orderTotalCents(job.order.items),
+    totalCents,
     items: job.order.items,
-    attempts: attempt,
-    acceptedAt: job.acceptedAt,
-    // In the events only when the job names one (events stay as they were for jobs without).
-    ...(job.tenant === undefined ? {} : { tenant: job.tenant }),
-  };
-  const row: OrderRow = {
-    ...base,
     status: decision.kind === 'accept' ? 'completed' : 'rejected',
     reason: decision.kind === 'reject' ? decision.reason : null,
+    attempts: attempt,
     correlationId: job.correlationId,
+    acceptedAt: job.acceptedAt,
     acceptedBy: job.acceptedBy ?? null,
     tenant: job.tenant ?? null,
     replayOf: job.replayOf ?? null,
   };
-  const meta = {
+  // Every object is written out field by field: on V8 a spread followed by new fields (`{ ...a, b }`)
+  // builds a fresh hidden class per object: microseconds each, several per order.
+  const payload: Record<string, unknown> = {
+    orderId: job.orderId,
+    customerId: job.order.customerId,
+    currency: job.order.currency,
+    totalCents,
+    items: job.order.items,
+    attempts: attempt,
+    acceptedAt: job.acceptedAt,
+  };
+  // In the events only when the job names one (events stay as they were for jobs without).
+  if (job.tenant !== undefined) payload['tenant'] = job.tenant;
+  const at = now.toISOString();
+  if (decision.kind === 'accept') payload['completedAt'] = at;
+  else {
+    payload['rejectedAt'] = at;
+    payload['reason'] = decision.reason;
+    payload['code'] = decision.code;
+  }
+  const event: EventEnvelope = {
     eventId: randomUUID(),
-    version: 1 as const,
+    version: 1,
     key: job.orderId,
     correlationId: job.correlationId,
-    occurredAt: now.toISOString(),
+    occurredAt: at,
+    type: decision.kind === 'accept' ? OrderEventTypes.placed : OrderEventTypes.rejected,
+    payload,
   };
-  const event: EventEnvelope =
-    decision.kind === 'accept'
-      ? { ...meta, type: OrderEventTypes.placed, payload: { ...base, completedAt: now.toISOString() } }
-      : {
-          ...meta,
-          type: OrderEventTypes.rejected,
-          payload: { ...base, rejectedAt: now.toISOString(), reason: decision.reason, code: decision.code },
-        };
   return { row, event };
 }
 
@@ -97,7 +107,8 @@ export function createOrderHandler(deps: OrderHandlerDeps) {
       if (!first) return undefined;
       const plan = planOrder(cmd, deps.supportedCurrencies, at);
       // The event's outbox row carries this command's own trace context, not the batch's.
-      return { ...plan, event: withCarrier(plan.event, cmd.trace) };
+      if (cmd.trace) plan.event = withCarrier(plan.event, cmd.trace);
+      return plan;
     });
     // In order-id order: two batches that share an order (a redelivered stalled job) lock it alike.
     const decided = plans

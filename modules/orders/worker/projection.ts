@@ -4,49 +4,45 @@ import { applyReadModels, type OrderViewRow, type StatsDelta } from './projectio
 
 const rank = { dead_lettered: 0, rejected: 1, completed: 1, cancelled: 1 } as const;
 
+/**
+ * The view row of an event, written out field by field: on V8 spreading the payload and adding fields
+ * (`{ ...e.payload, status }`) builds a fresh hidden class per row — microseconds each.
+ */
+function viewOf(
+  e: OrderEvent,
+  status: OrderViewRow['status'],
+  lastError: string | null,
+  completedAt: string | null,
+): OrderViewRow {
+  const p = e.payload;
+  return {
+    orderId: p.orderId,
+    customerId: p.customerId,
+    currency: p.currency,
+    totalCents: p.totalCents,
+    items: p.items,
+    status,
+    attempts: p.attempts,
+    lastError,
+    correlationId: e.correlationId,
+    acceptedAt: p.acceptedAt,
+    completedAt,
+    updatedAt: e.occurredAt,
+    tenant: p.tenant ?? null,
+  };
+}
+
 function toView(e: OrderEvent): OrderViewRow {
   switch (e.type) {
     case OrderEventTypes.placed:
-      return {
-        ...e.payload,
-        status: 'completed',
-        lastError: null,
-        correlationId: e.correlationId,
-        completedAt: e.payload.completedAt,
-        updatedAt: e.occurredAt,
-        tenant: e.payload.tenant ?? null,
-      };
+      return viewOf(e, 'completed', null, e.payload.completedAt);
     case OrderEventTypes.rejected:
-      return {
-        ...e.payload,
-        status: 'rejected',
-        lastError: e.payload.reason,
-        correlationId: e.correlationId,
-        completedAt: e.payload.rejectedAt,
-        updatedAt: e.occurredAt,
-        tenant: e.payload.tenant ?? null,
-      };
+      return viewOf(e, 'rejected', e.payload.reason, e.payload.rejectedAt);
     case OrderEventTypes.deadLettered:
-      return {
-        ...e.payload,
-        status: 'dead_lettered',
-        lastError: e.payload.error,
-        correlationId: e.correlationId,
-        completedAt: null,
-        updatedAt: e.occurredAt,
-        tenant: e.payload.tenant ?? null,
-      };
+      return viewOf(e, 'dead_lettered', e.payload.error, null);
     case OrderEventTypes.cancelled:
       // As the write model reads: `completedAt` is when it was decided (cancelled), `lastError` why.
-      return {
-        ...e.payload,
-        status: 'cancelled',
-        lastError: e.payload.reason,
-        correlationId: e.correlationId,
-        completedAt: e.payload.cancelledAt,
-        updatedAt: e.occurredAt,
-        tenant: e.payload.tenant ?? null,
-      };
+      return viewOf(e, 'cancelled', e.payload.reason, e.payload.cancelledAt);
   }
 }
 
