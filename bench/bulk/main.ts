@@ -33,20 +33,25 @@ const Args = z.object({
   quick: z.boolean().default(false),
   'dead-letters': z.coerce.number().int().min(100).max(10_000_000).optional(),
   rate: z.coerce.number().int().min(1).max(5_000).default(500),
-  'bulk-rate': z.coerce.number().int().min(1).max(100_000).default(500),
+  'bulk-rate': z.coerce.number().int().min(1).max(100_000).default(200),
   seconds: z.coerce.number().int().min(5).max(3_600).optional(),
   'out-dir': z.string().min(1).default('bench/results'),
   'log-level': z.enum(['fatal', 'error', 'warn', 'info']).default('warn'),
+  'platform-env': z
+    .string()
+    .regex(/^([A-Z][A-Z0-9_]*=[^,]*)(,[A-Z][A-Z0-9_]*=[^,]*)*$/, 'K=V pairs separated by commas')
+    .optional(),
 });
 
 export const BULK_USAGE = `npm run bench -- --bulk [options]
   --quick                smoke-sized (5,000 dead letters)
   --dead-letters <n>     order dead letters the bulk redrive sends back       (default 100000)
   --rate <r>             single orders/s of the flow, both phases               (default 500)
-  --bulk-rate <r>        the bulk action's items/s (its ratePerSecond)         (default 500)
+  --bulk-rate <r>        the bulk action's items/s (its ratePerSecond)   (default 200, as BULK_RATE_PER_SECOND)
   --seconds <s>          length of each flow phase (default: the redrive's planned duration)
   --out-dir <dir>                                                               (default bench/results)
-  --log-level <l>        LOG_LEVEL of the platform's processes                  (default warn)`;
+  --log-level <l>        LOG_LEVEL of the platform's processes                  (default warn)
+  --platform-env K=V,... extra environment for the platform's processes (e.g. FAIRNESS=false)`;
 
 interface Phase {
   tenant: string;
@@ -126,6 +131,7 @@ export async function bulkMain(argv: readonly string[]): Promise<number> {
       seconds: { type: 'string' },
       'out-dir': { type: 'string' },
       'log-level': { type: 'string' },
+      'platform-env': { type: 'string' },
     },
     Args,
     BULK_USAGE,
@@ -142,13 +148,19 @@ export async function bulkMain(argv: readonly string[]): Promise<number> {
   const notes: string[] = [];
   const started = new Date();
   const loadAtStart = loadavg().map((l) => Math.round(l * 10) / 10);
+  const platformEnv: Record<string, string> = Object.fromEntries(
+    (a['platform-env'] ?? '')
+      .split(',')
+      .filter(Boolean)
+      .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+  );
   progress.step('starting the stack (API, one worker process, private Redis)');
   const s = await startFairStack({
     name: 'bulk',
-    fairness: true,
+    fairness: platformEnv.FAIRNESS !== 'false',
     tenants: ['base', 'loaded'],
     logLevel: a['log-level'],
-    platformEnv: {},
+    platformEnv,
     monitor,
     progress,
     live,
