@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { AuditActor } from '../audit/audit-log.ts';
-import type { DeadLetterActions } from '../dead-letters/actions.ts';
+import type { DeadLetterActions, ItemResult } from '../dead-letters/actions.ts';
 import { fromRow } from '../dead-letters/dead-letter.ts';
 import type { Redriver } from '../dead-letters/redrive.ts';
 import type { Pool } from '../db/pool.ts';
@@ -70,28 +70,68 @@ export interface ItemCanceller {
 
 const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
+/** The effect of one dead letter's redrive result; one already redriven by this action is sent again. */
+async function redriveEffect(
+  r: ItemResult,
+  ctx: ItemContext,
+  recovery: RedriveRecovery | undefined,
+): Promise<ItemEffect> {
+  if (r.status === 'not_pending' && r.handled === 'redriven' && recovery) {
+    if (await recovery.resend(r.id, ctx.who.actor, ctx.since)) {
+      return { outcome: 'succeeded', detail: 'sent again: its first send may have been cut short' };
+    }
+  }
+  switch (r.status) {
+    case 'redriven':
+      return { outcome: 'succeeded', detail: null };
+    case 'failed':
+      return { outcome: 'failed', detail: r.error ?? 'redrive failed' };
+    case 'not_pending':
+      return { outcome: 'skipped', detail: `already ${r.handled ?? 'handled'}` };
+    default:
+      return { outcome: 'skipped', detail: r.status };
+  }
+}
+
 /** Redrives one dead letter with the dead-letter actions' own redrive (claimed and audited per item). */
 export function redriveItems(
   actions: Pick<DeadLetterActions, 'redrive'>,
   recovery?: RedriveRecovery,
 ): ItemExecutor {
-  return async (item, ctx) => {
-    const r = await actions.redrive(item.id, ctx.who);
-    if (r.status === 'not_pending' && r.handled === 'redriven' && recovery) {
-      if (await recovery.resend(item.id, ctx.who.actor, ctx.since)) {
-        return { outcome: 'succeeded', detail: 'sent again: its first send may have been cut short' };
+  return async (item, ctx) => redriveEffect(await actions.redrive(item.id, ctx.who), ctx, recovery);
+}
+
+/** Acts on a chunk of items at once: one effect per item, in order. */
+export type ChunkExecutor = (items: readonly SelectedItem[], ctx: ItemContext) => Promise<ItemEffect[]>;
+
+/**
+ * Redrives a chunk of dead letters in one transaction (the actions' redriveChunk): one commit per chunk
+ * rather than per dead letter, which is what live traffic sharing the database's WAL feels. A chunk
+ * that fails as a whole (the database) fails each of its items; they stay pending.
+ */
+export function redriveChunks(
+  actions: Pick<DeadLetterActions, 'redriveChunk'>,
+  recovery?: RedriveRecovery,
+): ChunkExecutor {
+  return async (items, ctx) => {
+    let results: ItemResult[];
+    try {
+      results = await actions.redriveChunk(
+        items.map((i) => i.id),
+        ctx.who,
+      );
+    } catch (err) {
+      return items.map(() => ({ outcome: 'failed' as const, detail: message(err) }));
+    }
+    const effects: ItemEffect[] = [];
+    for (const r of results) {
+      try {
+        effects.push(await redriveEffect(r, ctx, recovery));
+      } catch (err) {
+        effects.push({ outcome: 'failed', detail: message(err) });
       }
     }
-    switch (r.status) {
-      case 'redriven':
-        return { outcome: 'succeeded', detail: null };
-      case 'failed':
-        return { outcome: 'failed', detail: r.error ?? 'redrive failed' };
-      case 'not_pending':
-        return { outcome: 'skipped', detail: `already ${r.handled ?? 'handled'}` };
-      default:
-        return { outcome: 'skipped', detail: r.status };
-    }
+    return effects;
   };
 }
 

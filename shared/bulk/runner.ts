@@ -7,8 +7,10 @@ import type { Logger } from '../observability/logger.ts';
 import type { CommandSearch } from '../search/query.ts';
 import {
   cancelItems,
+  redriveChunks,
   redriveItems,
   settle,
+  type ChunkExecutor,
   type ItemCanceller,
   type ItemExecutor,
   type RedriveRecovery,
@@ -33,8 +35,11 @@ export interface BulkRunnerDeps {
   search: CommandSearch;
   /** The registered command modules (the registry's): whose dead letters a redrive selects. */
   modules: BulkModules;
-  /** Per-item redrive (shared/dead-letters/actions.ts); absent: a redrive fails. */
-  deadLetters?: Pick<DeadLetterActions, 'redrive'>;
+  /**
+   * Redrive (shared/dead-letters/actions.ts): a chunk per transaction with `redriveChunk`, else per item;
+   * absent: a redrive fails.
+   */
+  deadLetters?: Pick<DeadLetterActions, 'redrive'> & Partial<Pick<DeadLetterActions, 'redriveChunk'>>;
   /** Sends again what a killed runner claimed but may not have sent (items.ts). */
   redriveRecovery?: RedriveRecovery;
   /** Per-item cancel (shared/commands/cancel.ts); absent: a cancel fails. */
@@ -54,6 +59,11 @@ export interface BulkRunnerOptions {
   snapshotPageSize?: number;
   /** Items acted upon at once; their outcomes are recorded together. @defaultValue 8 */
   concurrency?: number;
+  /**
+   * Dead letters redriven per transaction (and recorded together) when the redrive takes chunks: one
+   * commit per chunk keeps a bulk redrive's WAL flushes from queueing live traffic's. @defaultValue 50
+   */
+  redriveChunkSize?: number;
   /** Names this runner in the lease. @defaultValue `<host>:<pid>:<random>` */
   owner?: string;
 }
@@ -73,6 +83,7 @@ export function createBulkRunner(deps: BulkRunnerDeps, options: BulkRunnerOption
   const leaseMs = options.leaseMs ?? 30_000;
   const snapshotPageSize = options.snapshotPageSize ?? 1_000;
   const concurrency = options.concurrency ?? 8;
+  const redriveChunkSize = options.redriveChunkSize ?? 50;
   const owner = options.owner ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   const store = createBulkStore(deps.pool);
   const log = deps.logger.child({ component: 'bulk-runner', owner });
@@ -80,6 +91,16 @@ export function createBulkRunner(deps: BulkRunnerDeps, options: BulkRunnerOption
     ...(deps.deadLetters ? { redrive: redriveItems(deps.deadLetters, deps.redriveRecovery) } : {}),
     ...(deps.canceller ? { cancel: cancelItems(deps.canceller) } : {}),
     ...(deps.replay ? { replay: deps.replay } : {}),
+  };
+  const chunkExecutors: Partial<Record<BulkActionKind, ChunkExecutor>> = {
+    ...(deps.deadLetters?.redriveChunk
+      ? {
+          redrive: redriveChunks(
+            { redriveChunk: deps.deadLetters.redriveChunk.bind(deps.deadLetters) },
+            deps.redriveRecovery,
+          ),
+        }
+      : {}),
   };
   const stopping = new AbortController();
   let loop: Promise<void> | undefined;
@@ -162,26 +183,47 @@ export function createBulkRunner(deps: BulkRunnerDeps, options: BulkRunnerOption
         } while (cursor !== null);
       }
       // 2. Act on the items without an outcome, at the action's rate.
-      const bucket = createTokenBucket(claimed.ratePerSecond ?? ratePerSecond);
+      const rate = claimed.ratePerSecond ?? ratePerSecond;
+      const bucket = createTokenBucket(rate);
       const ctx = { bulkId: id, who: claimed.createdBy, since: claimed.startedAt ?? claimed.createdAt };
+      const chunkExec = chunkExecutors[claimed.action];
+      // A chunk gathers at most a quarter second of the rate's tokens: a slow action still reports (and
+      // notices a cancel) often.
+      const step = chunkExec ? Math.max(1, Math.min(redriveChunkSize, Math.floor(rate / 4))) : concurrency;
       let after: SelectedItem | null = null;
       for (;;) {
-        const items = await store.pending(id, after, concurrency * 25);
+        const items = await store.pending(id, after, Math.max(concurrency * 25, step * 4));
         if (items.length === 0) break;
-        for (let i = 0; i < items.length; i += concurrency) {
+        for (let i = 0; i < items.length; i += step) {
           if (check()) return await finish(claimed, 'cancelled');
-          const chunk = items.slice(i, i + concurrency);
+          const chunk = items.slice(i, i + step);
           // An item whose turn a shutdown interrupts is not acted upon; those acted upon are recorded.
-          const settled = await Promise.allSettled(
-            chunk.map(async (item): Promise<ItemResult> => {
-              await bucket.take(stopping.signal);
-              return { ...item, ...(await settle(exec, item, ctx)) };
-            }),
-          );
-          await store.record(
-            id,
-            settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : [])),
-          );
+          let results: ItemResult[];
+          if (chunkExec) {
+            const taken: SelectedItem[] = [];
+            for (const item of chunk) {
+              if (cancelRequested || lost) break;
+              if (
+                !(await bucket.take(stopping.signal).then(
+                  () => true,
+                  () => false,
+                ))
+              )
+                break;
+              taken.push(item);
+            }
+            const effects = taken.length > 0 ? await chunkExec(taken, ctx) : [];
+            results = taken.map((item, k) => ({ ...item, ...effects[k]! }));
+          } else {
+            const settled = await Promise.allSettled(
+              chunk.map(async (item): Promise<ItemResult> => {
+                await bucket.take(stopping.signal);
+                return { ...item, ...(await settle(exec, item, ctx)) };
+              }),
+            );
+            results = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+          }
+          await store.record(id, results);
           after = chunk.at(-1)!;
         }
       }

@@ -46,6 +46,12 @@ export interface BulkRedriveResult {
 
 export interface DeadLetterActions {
   redrive(id: string, who: AuditActor): Promise<ItemResult>;
+  /**
+   * Redrives a chunk of dead letters in one transaction (a bulk action's): one result per id, in order.
+   * Each is locked, sent, then claimed and audited with the others, so a chunk costs one commit, not one
+   * per dead letter; one whose send fails stays pending, its failure audited, the others redriven.
+   */
+  redriveChunk(ids: readonly string[], who: AuditActor): Promise<ItemResult[]>;
   discard(id: string, who: AuditActor, reason?: string): Promise<ItemResult>;
   redriveMany(filter: BulkRedriveFilter, who: AuditActor): Promise<BulkRedriveResult>;
 }
@@ -83,6 +89,38 @@ const CLAIM_SQL = `
          redrive_count = redrive_count + (CASE WHEN $2 = 'redriven' THEN 1 ELSE 0 END)
    WHERE id = $1 AND status = 'pending'
   RETURNING *`;
+
+// A chunk's dead letters are locked before their sends (a concurrent redrive of one waits, then finds it
+// handled), in id order so two chunks never deadlock; only the sent ones are then claimed.
+const LOCK_MANY_SQL = `
+  SELECT * FROM dead_letters WHERE id = ANY($1::text[]) AND status = 'pending' ORDER BY id FOR UPDATE`;
+const CLAIM_MANY_SQL = `
+  UPDATE dead_letters SET status = 'redriven', resolved_at = now(), resolved_by = $2,
+         redrive_count = redrive_count + 1
+   WHERE id = ANY($1::text[]) AND status = 'pending'`;
+
+/** The audit rows of a chunk in one statement, truncated as insertAudit's are. */
+async function insertAudits(
+  client: PoolClient,
+  who: AuditActor,
+  rows: readonly { action: string; target: string; detail: Record<string, unknown> }[],
+): Promise<void> {
+  if (rows.length === 0) return;
+  await client.query(
+    `INSERT INTO audit_log (actor, role, source, action, target, detail, ip, user_agent)
+     SELECT $1, $2, $3, a, t, d::jsonb, $4, $5 FROM unnest($6::text[], $7::text[], $8::text[]) AS u(a, t, d)`,
+    [
+      who.actor.slice(0, 200),
+      who.role,
+      who.source,
+      who.ip?.slice(0, 100) ?? null,
+      who.userAgent?.slice(0, 512) ?? null,
+      rows.map((r) => r.action.slice(0, 100)),
+      rows.map((r) => r.target.slice(0, 500)),
+      rows.map((r) => JSON.stringify(r.detail)),
+    ],
+  );
+}
 
 function handledAs(status: string): Pick<ItemResult, 'handled'> {
   return status === 'redriven' || status === 'discarded' ? { handled: status } : {};
@@ -173,6 +211,73 @@ export function createDeadLetterActions(deps: DeadLetterActionsDeps): DeadLetter
     return { id, status: 'redriven' };
   }
 
+  /** See {@link DeadLetterActions.redriveChunk}; the sends run {@link BULK_CONCURRENCY} at a time. */
+  async function redriveChunk(ids: readonly string[], who: AuditActor): Promise<ItemResult[]> {
+    const unique = [...new Set(ids)];
+    const outcomes = new Map<string, ItemResult>();
+    const failures: { dl: DeadLetterRecord; error: string }[] = [];
+    const sent: DeadLetterRecord[] = [];
+    await withTransaction(deps.pool, async (client) => {
+      const { rows } = await client.query(LOCK_MANY_SQL, [unique]);
+      const locked = rows.map(fromRow);
+      let next = 0;
+      const lane = async () => {
+        while (next < locked.length) {
+          const dl = locked[next++]!;
+          try {
+            await deps.redrive(dl);
+            sent.push(dl);
+          } catch (err) {
+            failures.push({ dl, error: err instanceof Error ? err.message : String(err) });
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(BULK_CONCURRENCY, locked.length) }, lane));
+      if (sent.length > 0) await client.query(CLAIM_MANY_SQL, [sent.map((dl) => dl.id), who.actor]);
+      await insertAudits(client, who, [
+        ...sent.map((dl) => ({
+          action: AuditActions.deadLetterRedrive,
+          target: dl.id,
+          detail: describe(dl),
+        })),
+        ...failures.map(({ dl, error }) => ({
+          action: AuditActions.deadLetterRedriveFailed,
+          target: dl.id,
+          detail: { ...describe(dl), error },
+        })),
+      ]);
+    });
+    for (const dl of sent) outcomes.set(dl.id, { id: dl.id, status: 'redriven' });
+    for (const { dl, error } of failures) {
+      log?.warn({ err: error, deadLetterId: dl.id, actor: who.actor }, 'dead letter redrive failed');
+      outcomes.set(dl.id, { id: dl.id, status: 'failed', error });
+    }
+    if (sent.length > 0) {
+      log?.info({ count: sent.length, actor: who.actor, source: who.source }, 'dead letters redriven');
+    }
+    const rest = unique.filter((id) => !outcomes.has(id));
+    if (rest.length > 0) {
+      const { rows } = await deps.pool.query<{ id: string; status: string }>(
+        'SELECT id, status FROM dead_letters WHERE id = ANY($1::text[])',
+        [rest],
+      );
+      const status = new Map(rows.map((r) => [r.id, r.status]));
+      for (const id of rest) {
+        const s = status.get(id);
+        // Pending yet not locked: it was resolved and reopened in between; the caller may try again.
+        outcomes.set(
+          id,
+          s === undefined
+            ? { id, status: 'not_found' }
+            : s === 'pending'
+              ? { id, status: 'skipped' }
+              : { id, status: 'not_pending', ...handledAs(s) },
+        );
+      }
+    }
+    return ids.map((id) => outcomes.get(id)!);
+  }
+
   async function removeBullmqCopy(dl: DeadLetterRecord): Promise<void> {
     // A non-default group's event queue (`events.<group>`) dead-letters into the same copy queue.
     const name =
@@ -225,6 +330,7 @@ export function createDeadLetterActions(deps: DeadLetterActionsDeps): DeadLetter
 
   return {
     redrive: (id, who) => redrive(id, who),
+    redriveChunk,
 
     async discard(id, who, reason) {
       const dl = await withTransaction(deps.pool, (client) =>
