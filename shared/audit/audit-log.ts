@@ -91,21 +91,38 @@ const fromRow = (r: Row): AuditEntry => ({
  * Appends one entry. Pass the transaction's client to make the audit row part of the action it
  * describes (a dead letter is never resolved without a record of who did it).
  */
+/** An entry's column values, bounded (actor, action, target, ip and user agent are truncated). */
+function auditValues(entry: NewAuditEntry): unknown[] {
+  return [
+    entry.actor.slice(0, 200),
+    entry.role,
+    entry.source,
+    entry.action.slice(0, 100),
+    entry.target?.slice(0, 500) ?? null,
+    JSON.stringify(entry.detail),
+    entry.ip?.slice(0, 100) ?? null,
+    // User agents are attacker-controlled and unbounded: keep what identifies a browser.
+    entry.userAgent?.slice(0, 512) ?? null,
+  ];
+}
+
 export async function insertAudit(db: Queryable, entry: NewAuditEntry): Promise<void> {
   await db.query(
     `INSERT INTO audit_log (actor, role, source, action, target, detail, ip, user_agent)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-    [
-      entry.actor.slice(0, 200),
-      entry.role,
-      entry.source,
-      entry.action.slice(0, 100),
-      entry.target?.slice(0, 500) ?? null,
-      JSON.stringify(entry.detail),
-      entry.ip?.slice(0, 100) ?? null,
-      // User agents are attacker-controlled and unbounded: keep what identifies a browser.
-      entry.userAgent?.slice(0, 512) ?? null,
-    ],
+    auditValues(entry),
+  );
+}
+
+/** Several entries in one statement (one row each), bounded as {@link insertAudit}'s. */
+export async function insertAudits(db: Queryable, entries: readonly NewAuditEntry[]): Promise<void> {
+  if (entries.length === 0) return;
+  const columns = entries.map(auditValues);
+  await db.query(
+    `INSERT INTO audit_log (actor, role, source, action, target, detail, ip, user_agent)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[],
+                          $7::text[], $8::text[])`,
+    Array.from({ length: 8 }, (_, c) => columns.map((row) => row[c])),
   );
 }
 

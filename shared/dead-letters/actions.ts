@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Queue } from 'bullmq';
-import { AuditActions, insertAudit, type AuditActor } from '../audit/audit-log.ts';
+import { AuditActions, insertAudit, insertAudits, type AuditActor } from '../audit/audit-log.ts';
 import { withTransaction, type Pool, type PoolClient } from '../db/pool.ts';
 import type { ModuleDefinition } from '../modules/module.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -99,27 +99,13 @@ const CLAIM_MANY_SQL = `
          redrive_count = redrive_count + 1
    WHERE id = ANY($1::text[]) AND status = 'pending'`;
 
-/** The audit rows of a chunk in one statement, truncated as insertAudit's are. */
-async function insertAudits(
-  client: PoolClient,
-  who: AuditActor,
-  rows: readonly { action: string; target: string; detail: Record<string, unknown> }[],
-): Promise<void> {
-  if (rows.length === 0) return;
-  await client.query(
-    `INSERT INTO audit_log (actor, role, source, action, target, detail, ip, user_agent)
-     SELECT $1, $2, $3, a, t, d::jsonb, $4, $5 FROM unnest($6::text[], $7::text[], $8::text[]) AS u(a, t, d)`,
-    [
-      who.actor.slice(0, 200),
-      who.role,
-      who.source,
-      who.ip?.slice(0, 100) ?? null,
-      who.userAgent?.slice(0, 512) ?? null,
-      rows.map((r) => r.action.slice(0, 100)),
-      rows.map((r) => r.target.slice(0, 500)),
-      rows.map((r) => JSON.stringify(r.detail)),
-    ],
-  );
+/** Runs `fn` over `items`, {@link BULK_CONCURRENCY} at a time. */
+async function inLanes<T>(items: readonly T[], fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(BULK_CONCURRENCY, items.length) }, lane));
 }
 
 function handledAs(status: string): Pick<ItemResult, 'handled'> {
@@ -219,28 +205,24 @@ export function createDeadLetterActions(deps: DeadLetterActionsDeps): DeadLetter
     const sent: DeadLetterRecord[] = [];
     await withTransaction(deps.pool, async (client) => {
       const { rows } = await client.query(LOCK_MANY_SQL, [unique]);
-      const locked = rows.map(fromRow);
-      let next = 0;
-      const lane = async () => {
-        while (next < locked.length) {
-          const dl = locked[next++]!;
-          try {
-            await deps.redrive(dl);
-            sent.push(dl);
-          } catch (err) {
-            failures.push({ dl, error: err instanceof Error ? err.message : String(err) });
-          }
+      await inLanes(rows.map(fromRow), async (dl) => {
+        try {
+          await deps.redrive(dl);
+          sent.push(dl);
+        } catch (err) {
+          failures.push({ dl, error: err instanceof Error ? err.message : String(err) });
         }
-      };
-      await Promise.all(Array.from({ length: Math.min(BULK_CONCURRENCY, locked.length) }, lane));
+      });
       if (sent.length > 0) await client.query(CLAIM_MANY_SQL, [sent.map((dl) => dl.id), who.actor]);
-      await insertAudits(client, who, [
+      await insertAudits(client, [
         ...sent.map((dl) => ({
+          ...who,
           action: AuditActions.deadLetterRedrive,
           target: dl.id,
           detail: describe(dl),
         })),
         ...failures.map(({ dl, error }) => ({
+          ...who,
           action: AuditActions.deadLetterRedriveFailed,
           target: dl.id,
           detail: { ...describe(dl), error },
@@ -255,26 +237,8 @@ export function createDeadLetterActions(deps: DeadLetterActionsDeps): DeadLetter
     if (sent.length > 0) {
       log?.info({ count: sent.length, actor: who.actor, source: who.source }, 'dead letters redriven');
     }
-    const rest = unique.filter((id) => !outcomes.has(id));
-    if (rest.length > 0) {
-      const { rows } = await deps.pool.query<{ id: string; status: string }>(
-        'SELECT id, status FROM dead_letters WHERE id = ANY($1::text[])',
-        [rest],
-      );
-      const status = new Map(rows.map((r) => [r.id, r.status]));
-      for (const id of rest) {
-        const s = status.get(id);
-        // Pending yet not locked: it was resolved and reopened in between; the caller may try again.
-        outcomes.set(
-          id,
-          s === undefined
-            ? { id, status: 'not_found' }
-            : s === 'pending'
-              ? { id, status: 'skipped' }
-              : { id, status: 'not_pending', ...handledAs(s) },
-        );
-      }
-    }
+    // Not locked: missing, resolved, or pending again after a resolve in between (skipped: try again).
+    for (const r of await classifyUnselected(unique.filter((id) => !outcomes.has(id)))) outcomes.set(r.id, r);
     return ids.map((id) => outcomes.get(id)!);
   }
 
@@ -352,14 +316,9 @@ export function createDeadLetterActions(deps: DeadLetterActionsDeps): DeadLetter
       const requested = filter.ids ? [...new Set(filter.ids)] : undefined;
       const selected = await selectPending({ ...filter, ...(requested ? { ids: requested } : {}) });
       const outcomes = new Map<string, ItemResult>();
-      let next = 0;
-      const lane = async () => {
-        while (next < selected.length) {
-          const id = selected[next++]!;
-          outcomes.set(id, await redrive(id, who, { batchId }));
-        }
-      };
-      await Promise.all(Array.from({ length: Math.min(BULK_CONCURRENCY, selected.length) }, lane));
+      await inLanes(selected, async (id) => {
+        outcomes.set(id, await redrive(id, who, { batchId }));
+      });
 
       const chosen = new Set(selected);
       const unselected = requested ? await classifyUnselected(requested.filter((id) => !chosen.has(id))) : [];
